@@ -1,0 +1,63 @@
+# photodedup developer entry points. Everything runs from a project-local virtual environment (.venv)
+# that `make install` creates from nothing.
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV ?= .venv
+PYTHON := $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
+BUF := .cache/npm/node_modules/.bin/buf
+DIR ?= $(HOME)/Pictures
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+PROTOS := $(wildcard proto/photodedup/v1/*.proto)
+
+.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu scan serve bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PY_SYS) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	# torch first, pinned: on this kind of machine pip takes it from local disk.
+	$(VENV)/bin/pip install -q $(TORCH_PIN)
+	$(VENV)/bin/pip install -q -e '.[cpu,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --no-save --prefix .cache/npm @bufbuild/buf@1.75.0
+
+# Regenerates the committed stubs; CI fails when this changes them.
+proto:
+	$(PYTHON) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto --grpc_python_out=proto $(PROTOS)
+
+proto-check: install
+	$(MAKE) proto PYTHON=$(VENV)/bin/python
+	git diff --exit-code -- proto/ || (echo "generated stubs are stale: run 'make proto' and commit" >&2; exit 1)
+
+buf-lint: $(BUF)
+	$(BUF) lint
+
+# Compares the protos with main's once main has them.
+buf-breaking: $(BUF)
+	@if git rev-parse -q --verify main >/dev/null && git ls-tree -r --name-only main | grep -q '^proto/.*\.proto$$'; then \
+	  $(BUF) breaking --against '.git#branch=main'; else echo "buf breaking: main has no proto yet"; fi
+
+lint: install buf-lint buf-breaking
+	$(VENV)/bin/ruff check .
+
+test: install buf-lint buf-breaking proto-check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -q
+
+test-gpu: install
+	$(VENV)/bin/python -m pytest -q tests/gpu
+
+scan: install
+	$(VENV)/bin/photodedup scan "$(DIR)"
+
+serve: install
+	$(VENV)/bin/photodedup serve
+
+bench: install
+	$(VENV)/bin/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) node_modules build *.egg-info

@@ -1,0 +1,138 @@
+"""The `photodedup` command line. Builds the one Settings object (flags > env > defaults) and passes it down."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from photodedup import __version__
+from photodedup.errors import PhotodedupError
+
+log = logging.getLogger("photodedup")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_drop_open_clip_random_warning)
+
+
+def _drop_open_clip_random_warning(record: logging.LogRecord) -> bool:
+    # open_clip warns on the root logger for every random-initialised model; --weights random asked for it.
+    return not (record.name == "root" and "initialized randomly" in str(record.msg))
+
+
+def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Flags that choose the model and the engine; shared by serve, scan and bench."""
+    opts = [
+        click.option("--model", "model_name", help="open_clip model name [env PHOTODEDUP_MODEL_NAME, MODEL_NAME; default ViT-B-32]"),
+        click.option("--pretrained", help="open_clip pretrained tag [default laion2b_s34b_b79k]"),
+        click.option("--weights", help="Local checkpoint FILE, or 'random' for random-initialised weights (tests, benchmarks)."),
+        click.option("--engine", type=click.Choice(["auto", "onnx", "torch"]), help="Inference engine [default auto: fastest measured for the device]."),
+        click.option("--devices", "--device", "devices", help="Comma-separated devices: cpu, mps, cuda:0,cuda:1 [env DEVICE]."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16"]), help="auto: fp16 on CUDA, fp32 elsewhere."),
+        click.option("--onnx-providers", help="ONNX Runtime providers to try in order [default tensorrt,cuda,cpu]."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), help="Where exported ONNX files are cached."),
+        click.option("--threads", "intra_op_threads", type=int, help="Engine CPU threads (0: runtime default)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Domain errors end the command with one clear line and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PhotodedupError as exc:
+            click.echo(f"photodedup: error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("photodedup: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def build_settings(**flags: Any) -> Any:
+    from pydantic import ValidationError
+
+    from photodedup.settings import Settings
+
+    try:
+        return Settings.from_flags(**flags)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise click.UsageError(problems) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="photodedup")
+@click.option("--log-level", default="INFO", show_default=True, envvar="PHOTODEDUP_LOG_LEVEL")
+@click.pass_context
+def main(ctx: click.Context, log_level: str) -> None:
+    """Find duplicate and near-duplicate photos with CLIP embeddings."""
+    _setup_logging(log_level)
+    ctx.obj = {"log_level": log_level}
+
+
+@main.command()
+@model_options
+@click.option("--host", help="Address to listen on [default [::]].")
+@click.option("--port", type=int, help="gRPC port [env PORT; default 50051; 0 picks a free port].")
+@click.option("--metrics-port", type=int, help="Prometheus port [default 9464; 0 picks a free port].")
+@click.option("--no-metrics", "metrics", flag_value=False, default=None, help="Do not serve Prometheus metrics.")
+@click.option("--max-batch-size", type=int)
+@click.option("--max-queue-delay-ms", type=float)
+@click.option("--max-queue-size", type=int)
+@click.option("--max-items-per-request", type=int)
+@click.option("--max-image-pixels", type=int)
+@click.option("--max-message-bytes", type=int)
+@click.option("--decode-workers", type=int, help="Decode threads (0: one per core).")
+@click.option("--grace-period", "grace_period_s", type=float, help="Seconds to drain on SIGTERM [default 10].")
+@handle_errors
+def serve(**flags: Any) -> None:
+    """Serve the embedding API over gRPC until SIGTERM, then drain."""
+    from photodedup.server.app import serve as run
+
+    settings = build_settings(**flags)
+    asyncio.run(run(settings))
+
+
+@main.command()
+@click.option("--server", "server", required=True, help="host:port of a photodedup server.")
+@click.option("--timeout", type=float, default=10.0, show_default=True)
+@handle_errors
+def info(server: str, timeout: float) -> None:
+    """Print a server's GetInfo answer as JSON."""
+    import json
+
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from photodedup.v1 import embed_pb2, embed_pb2_grpc
+
+    with grpc.insecure_channel(server) as channel:
+        stub = embed_pb2_grpc.EmbedServiceStub(channel)
+        try:
+            reply = stub.GetInfo(embed_pb2.GetInfoRequest(), timeout=timeout)
+        except grpc.RpcError as exc:
+            raise PhotodedupError(f"{server}: {exc.code().name}: {exc.details()}") from None
+    click.echo(json.dumps(MessageToDict(reply), indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

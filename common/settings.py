@@ -1,0 +1,121 @@
+"""One settings object for server, client and engines: CLI flags > environment > defaults.
+
+Environment variables are `PHOTODEDUP_<FIELD>` (e.g. `PHOTODEDUP_MAX_BATCH_SIZE=64`), plus the original
+design's `MODEL_NAME`, `DEVICE` and `PORT`. Lists are comma-separated (`PHOTODEDUP_DEVICES=cuda:0,cuda:1`).
+Build it once in the CLI entry point with `Settings.from_flags(...)` and pass it down.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+
+
+def _user_dir(env: str, fallback: str) -> Path:
+    base = os.environ.get(env)
+    return Path(base) / "photodedup" if base else Path.home() / fallback / "photodedup"
+
+
+def default_cache_dir() -> Path:
+    """Exported ONNX files and other derived artefacts (XDG cache)."""
+    return _user_dir("XDG_CACHE_HOME", ".cache")
+
+
+def default_db_path() -> Path:
+    """The scan index lives with the user's data, not the cache: ignore decisions must survive a cache wipe."""
+    return _user_dir("XDG_DATA_HOME", ".local/share") / "index.sqlite3"
+
+
+def _alias(*names: str) -> Any:
+    return AliasChoices(*names)
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every tunable of photodedup, validated once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PHOTODEDUP_", populate_by_name=True, extra="ignore", validate_default=True
+    )
+
+    # Model and engines
+    model_name: str = Field(DEFAULT_MODEL, validation_alias=_alias("model_name", "PHOTODEDUP_MODEL_NAME", "MODEL_NAME"))
+    pretrained: str = DEFAULT_PRETRAINED
+    weights: str | None = Field(
+        None, description="A local checkpoint file, or 'random' for random-initialised weights (tests, benchmarks)."
+    )
+    engine: str = Field("auto", description="auto, onnx or torch (auto picks the fastest measured for the device).")
+    devices: CommaList = Field(
+        default_factory=lambda: ["cpu"], validation_alias=_alias("devices", "PHOTODEDUP_DEVICES", "DEVICE")
+    )
+    precision: Literal["auto", "fp32", "fp16"] = "auto"
+    onnx_providers: CommaList = Field(
+        default_factory=lambda: ["tensorrt", "cuda", "cpu"],
+        description="ONNX Runtime execution providers to try, in order of preference.",
+    )
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    intra_op_threads: int = Field(0, ge=0, description="Engine CPU threads; 0 means the runtime's default.")
+
+    # Server
+    host: str = "[::]"
+    port: int = Field(50051, ge=0, le=65535, validation_alias=_alias("port", "PHOTODEDUP_PORT", "PORT"))
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus metrics port; 0 picks a free one.")
+    metrics: bool = True
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
+    max_queue_size: int = Field(4096, ge=1)
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(
+        80_000_000, ge=1, description="Decoded pixels allowed per image; larger is refused as a decompression bomb."
+    )
+    max_items_per_request: int = Field(1024, ge=1)
+    decode_workers: int = Field(0, ge=0, description="Decode/preprocess threads; 0 means one per core.")
+    grace_period_s: float = Field(10.0, ge=0.0)
+
+    # Client
+    servers: CommaList = Field(default_factory=list, description="host:port of embedding servers for remote mode.")
+    db: Path = Field(default_factory=default_db_path)
+
+    @field_validator("devices", "onnx_providers", "servers", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            out: list[str] = []
+            for item in value:
+                out.extend(part.strip() for part in str(item).split(",") if part.strip())
+            return out
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _check_devices(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one device is needed")
+        for dev in value:
+            if not (dev == "cpu" or dev == "mps" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+                raise ValueError(f"unknown device {dev!r}: use cpu, mps, cuda or cuda:N")
+        return ["cuda:0" if d == "cuda" else d for d in value]
+
+    @classmethod
+    def from_flags(cls, **flags: Any) -> Settings:
+        """Flags given on the command line (not None) override environment and defaults."""
+        return cls(**{k: v for k, v in flags.items() if v is not None and v != ()})
+
+    @property
+    def weights_is_random(self) -> bool:
+        return self.weights == "random"
+
+    @property
+    def decode_threads(self) -> int:
+        return self.decode_workers or max(1, os.cpu_count() or 1)

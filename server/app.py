@@ -1,0 +1,161 @@
+"""Server lifecycle: listen, load engines (health NOT_SERVING), warm up, serve, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from photodedup.engines import create_engine
+from photodedup.engines.base import Engine
+from photodedup.server.batcher import DynamicBatcher
+from photodedup.server.errors import ErrorMappingInterceptor
+from photodedup.server.metrics import Metrics
+from photodedup.server.service import EmbedServicer, Runtime
+from photodedup.settings import Settings
+from photodedup.v1 import embed_pb2, embed_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
+WARMUP_SIZES = (1, 8)
+
+
+class EmbedServer:
+    """One gRPC server, one engine per device, one central batcher."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.port: int = 0
+        self.metrics_port: int | None = None
+        self._metrics_http = None
+        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self._device_executors = {
+            dev: ThreadPoolExecutor(1, thread_name_prefix=f"device-{dev}") for dev in settings.devices
+        }
+        self._servicer = EmbedServicer(settings, self._decode_pool, self.metrics)
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._engines: list[Engine] = []
+        self._batcher: DynamicBatcher | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> int:
+        """Bind and start answering (health NOT_SERVING); returns the bound gRPC port."""
+        s = self.settings
+        options = [
+            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_send_message_length", s.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(self.metrics)], options=options)
+        embed_pb2_grpc.add_EmbedServiceServicer_to_server(self._servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {s.host}:{s.port}")
+        await server.start()
+        self._server = server
+        if s.metrics:
+            self._metrics_http, self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
+        log.info("listening on %s:%d (metrics on %s)", s.host, self.port, self.metrics_port)
+        return self.port
+
+    async def load(self) -> None:
+        """Create, load and warm one engine per device (each on its own device thread), then serve."""
+        loop = asyncio.get_running_loop()
+        s = self.settings
+
+        def build(device: str) -> Engine:
+            engine = create_engine(s, device)
+            engine.warmup(WARMUP_SIZES)
+            return engine
+
+        engines: list[Engine] = []
+        try:
+            for device in s.devices:  # sequentially: exports and weight downloads must not race
+                engines.append(await loop.run_in_executor(self._device_executors[device], build, device))
+        except BaseException:
+            for engine in engines:
+                engine.close()
+            raise
+        self._engines = engines
+        ids = {e.info.model_id for e in engines}
+        if len(ids) != 1:
+            raise RuntimeError(f"engines disagree on the model: {ids}")
+        self._batcher = DynamicBatcher(
+            engines,
+            self._device_executors,
+            self._decode_pool,
+            self.metrics,
+            max_batch_size=s.max_batch_size,
+            max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
+            max_queue_size=s.max_queue_size,
+        )
+        self._batcher.start()
+        self._servicer.runtime = Runtime(engines, self._batcher, engines[0].info)
+        self.metrics.ready.set(1)
+        for e in engines:
+            log.info("engine %s on %s (%s): %s", e.name, e.device, e.precision, e.describe().get("detail", ""))
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    async def _set_health(self, status: int) -> None:
+        await self._health.set("", status)
+        await self._health.set(SERVICE_NAME, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new RPCs, let in-flight ones finish within the grace period, then release everything."""
+        grace = self.settings.grace_period_s if grace is None else grace
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.metrics.ready.set(0)
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._batcher is not None:
+            await self._batcher.close()
+        loop = asyncio.get_running_loop()
+        for engine in self._engines:
+            await loop.run_in_executor(self._device_executors[engine.device], engine.close)
+        for ex in self._device_executors.values():
+            ex.shutdown(wait=False, cancel_futures=True)
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT, then drain within the grace period."""
+    server = EmbedServer(settings)
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    await server.start()
+    loader = asyncio.create_task(server.load())
+    waiter = asyncio.create_task(stop_requested.wait())
+    done, _ = await asyncio.wait({loader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if loader in done:
+        try:
+            loader.result()
+        except BaseException:
+            await server.stop(0)
+            raise
+        log.info("serving %s on port %d", SERVICE_NAME, server.port)
+        await waiter
+    else:
+        loader.cancel()
+    log.info("draining (grace %.1f s)", settings.grace_period_s)
+    await server.stop()
+    log.info("stopped")

@@ -1,0 +1,133 @@
+"""One place that maps domain errors to gRPC status codes, for whole RPCs and for single items."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from photodedup.errors import (
+    EngineUnavailableError,
+    InvalidImageError,
+    ModelUnavailableError,
+    PhotodedupError,
+    QueueFullError,
+    ShuttingDownError,
+)
+from photodedup.server.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class NotReadyError(PhotodedupError):
+    """The engines are still loading or warming up."""
+
+
+class RequestTooLargeError(PhotodedupError):
+    """A request breaks a per-request limit (items per request)."""
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    """The gRPC status code a domain error stands for; unknown errors are INTERNAL."""
+    from photodedup.server.batcher import EngineError
+
+    if isinstance(exc, (InvalidImageError, RequestTooLargeError)):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, QueueFullError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, (ShuttingDownError, NotReadyError, ModelUnavailableError, EngineUnavailableError)):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(exc, EngineError):
+        return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode.INTERNAL
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Turns domain errors raised by handlers into statuses and counts every RPC by status code.
+    Handles unary and streaming handlers alike."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method or ""
+        if handler is None or not method.startswith("/photodedup."):
+            return handler
+        short = method.rsplit("/", 1)[-1]
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(short, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_stream(short, handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _record(self, method: str, code: grpc.StatusCode, start: float) -> None:
+        self._metrics.requests.labels(method, code.name).inc()
+        log.debug("%s %s in %.1f ms", method, code.name, (time.perf_counter() - start) * 1e3)
+
+    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await behavior(request, context)
+            except PhotodedupError as exc:
+                code = status_for(exc)
+                await context.abort(code, str(exc))
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as exc:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("%s failed", method)
+                await context.abort(code, f"internal error: {exc}")
+            finally:
+                self._record(method, code, start)
+
+        return wrapper
+
+    def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapper(request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                async for response in behavior(request_iterator, context):
+                    yield response
+            except PhotodedupError as exc:
+                code = status_for(exc)
+                await context.abort(code, str(exc))
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as exc:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("%s failed", method)
+                await context.abort(code, f"internal error: {exc}")
+            finally:
+                self._record(method, code, start)
+
+        return wrapper
