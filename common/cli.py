@@ -134,5 +134,19 @@ def info(server: str, timeout: float) -> None:
     click.echo(json.dumps(MessageToDict(reply), indent=2))
 
 
+def _register_subcommands() -> None:
+    """Client-side commands live with the client package; each module adds its commands to `main`."""
+    import importlib
+
+    for module in ("photodedup.client.commands", "photodedup.client.bench"):
+        try:
+            importlib.import_module(module).register(main)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+_register_subcommands()
+
 if __name__ == "__main__":  # pragma: no cover
     main()
