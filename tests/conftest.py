@@ -1,18 +1,15 @@
-"""Shared fixtures: tiny random-weight settings, real photos made on the fly, real servers on 127.0.0.1:0."""
+"""Shared fixtures: tiny random-weight settings and real servers on 127.0.0.1:0."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from photodedup.settings import Settings
+
+from helpers import ServerThread, tiny_settings
 
 
 @pytest.fixture(scope="session")
@@ -21,77 +18,9 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
 
 
-def tiny_settings(cache_dir: Path, **overrides: Any) -> Settings:
-    """A few-layer ViT with random weights: real open_clip code, almost no compute."""
-    base: dict[str, Any] = {
-        "model_name": "photodedup-tiny",
-        "weights": "random",
-        "cache_dir": cache_dir,
-        "host": "127.0.0.1",
-        "port": 0,
-        "metrics_port": 0,
-        "max_queue_delay_ms": 5.0,
-        "grace_period_s": 5.0,
-    }
-    base.update(overrides)
-    return Settings(**base)
-
-
 @pytest.fixture
 def settings(model_cache: Path) -> Settings:
     return tiny_settings(model_cache)
-
-
-def photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
-    """A smooth, photo-like RGB image (gradients + shapes), different per seed."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.zeros((h, w, 3), np.float32)
-    for c in range(3):
-        fx, fy, ph = rng.uniform(0.5, 4, 2).tolist() + [rng.uniform(0, 6.28)]
-        img[..., c] = 127 + 100 * np.sin(xx / w * fx * 6.28 + ph) * np.cos(yy / h * fy * 6.28)
-    for _ in range(6):
-        cx, cy, r = rng.integers(0, w), rng.integers(0, h), rng.integers(min(w, h) // 10, min(w, h) // 3)
-        mask = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
-        img[mask] = rng.integers(0, 256, 3)
-    img += rng.normal(0, 4, img.shape)
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-
-
-def encode(img: Image.Image, fmt: str = "JPEG", **kw: Any) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-class ServerThread:
-    """A real EmbedServer on its own event loop in a background thread (for sync clients and CLIs)."""
-
-    def __init__(self, settings: Settings) -> None:
-        from photodedup.server.app import EmbedServer
-
-        self.server = EmbedServer(settings)
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def start(self, load: bool = True) -> ServerThread:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(60)
-        if load:
-            asyncio.run_coroutine_threadsafe(self.server.load(), self.loop).result(300)
-        return self
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
-
-    def stop(self, grace: float = 1.0) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
 
 
 @pytest.fixture
