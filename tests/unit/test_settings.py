@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from photodedup.settings import Settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("MODEL_NAME", "DEVICE", "PORT", "PHOTODEDUP_PORT", "PHOTODEDUP_DEVICES"):
+        monkeypatch.delenv(var, raising=False)
+    s = Settings()
+    assert s.model_name == "ViT-B-32"
+    assert s.pretrained == "laion2b_s34b_b79k"
+    assert s.devices == ["cpu"]
+    assert s.port == 50051
+    assert s.weights is None
+
+
+def test_environment_and_design_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_NAME", "ViT-B-16")
+    monkeypatch.setenv("DEVICE", "cuda:0, cuda:1")
+    monkeypatch.setenv("PORT", "6000")
+    monkeypatch.setenv("PHOTODEDUP_MAX_BATCH_SIZE", "64")
+    s = Settings()
+    assert (s.model_name, s.devices, s.port, s.max_batch_size) == ("ViT-B-16", ["cuda:0", "cuda:1"], 6000, 64)
+
+
+def test_prefixed_environment_beats_nothing_and_flags_beat_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PHOTODEDUP_PORT", "7000")
+    monkeypatch.setenv("PHOTODEDUP_SERVERS", "a:1,b:2")
+    s = Settings.from_flags(port=None, max_queue_delay_ms=None)
+    assert s.port == 7000 and s.servers == ["a:1", "b:2"]
+    s = Settings.from_flags(port=8000, devices=("cpu",))
+    assert s.port == 8000 and s.devices == ["cpu"]
+
+
+def test_bad_values_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="unknown device"):
+        Settings(devices=["tpu"])
+    with pytest.raises(ValidationError):
+        Settings(max_batch_size=0)
+    assert Settings(devices="cuda").devices == ["cuda:0"]
