@@ -84,6 +84,21 @@ class Settings(BaseSettings):
     # Client
     servers: CommaList = Field(default_factory=list, description="host:port of embedding servers for remote mode.")
     db: Path = Field(default_factory=default_db_path)
+
+    # Grouping (defaults measured on the near-duplicate dev set; see docs/BENCHMARKS.md)
+    near_threshold: int = Field(
+        10, ge=0, le=64, description="Max perceptual-hash Hamming distance (bits of 64) for the near tier."
+    )
+    similar_threshold: float = Field(
+        0.01, ge=0.0, le=2.0, description="Max embedding cosine distance for the similar tier (Immich's default)."
+    )
+    keep_policy: CommaList = Field(
+        default_factory=lambda: ["resolution", "size", "format", "oldest", "shortest_path"],
+        description="Keeper tie-break order: resolution, size, format, oldest, shortest_path.",
+    )
+    ann_threshold: int = Field(
+        20_000, ge=2, description="Files with embeddings above which neighbours come from an ANN index, not exact search."
+    )
     scan_workers: int = Field(0, ge=0, description="Hashing/decoding processes for scan; 0 means one per core.")
     include_hidden: bool = Field(False, description="Also walk hidden (dot) and system folders such as @eaDir.")
     thumbnail_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the thumbnails sent to servers.")
@@ -92,7 +107,7 @@ class Settings(BaseSettings):
     server_retries: int = Field(5, ge=0, description="Retries per image on RESOURCE_EXHAUSTED/UNAVAILABLE.")
     connect_timeout_s: float = Field(3.0, gt=0, description="How long auto mode waits for a server to answer GetInfo.")
 
-    @field_validator("devices", "onnx_providers", "servers", mode="before")
+    @field_validator("devices", "onnx_providers", "servers", "keep_policy", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
