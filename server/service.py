@@ -135,16 +135,25 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         runtime = self._ready()
         size = runtime.info.preprocessing.input_size
         results: asyncio.Queue[embed_pb2.EmbedResult | None] = asyncio.Queue()
-        # One stream may keep at most a queue's worth of images in flight; beyond that we stop reading
+        # One stream may keep about a queue's worth of images in flight; beyond that we stop reading
         # and gRPC flow control pushes back on the client.
-        room = asyncio.Semaphore(runtime.batcher.max_queue_size)
+        limit = runtime.batcher.max_queue_size
+        inflight = 0
+        below_limit = asyncio.Event()
+        below_limit.set()
+
+        def release() -> None:
+            nonlocal inflight
+            inflight -= 1
+            self._metrics.inflight.dec()
+            if inflight < limit:
+                below_limit.set()
         handlers: set[asyncio.Task[None]] = set()
         futures: set[asyncio.Future[np.ndarray]] = set()
 
         def finish(rid: str, outcome: Any, dtype: np.dtype, wire: int) -> None:
             results.put_nowait(self._result(rid, outcome, dtype, wire))
-            room.release()
-            self._metrics.inflight.dec()
+            release()
 
         async def handle(message: embed_pb2.EmbedStreamRequest) -> None:
             dtype, wire = _DTYPES.get(message.dtype, _DTYPES[embed_pb2.DTYPE_FLOAT32])
@@ -171,8 +180,7 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
                 def done(f: asyncio.Future[np.ndarray], rid: str = rid, dtype: np.dtype = dtype, wire: int = wire) -> None:
                     futures.discard(f)
                     if f.cancelled():
-                        room.release()
-                        self._metrics.inflight.dec()
+                        release()
                         return
                     exc = f.exception()
                     finish(rid, exc if exc is not None else f.result(), dtype, wire)
@@ -180,6 +188,7 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
                 fut.add_done_callback(done)
 
         async def reader() -> None:
+            nonlocal inflight
             async for message in request_iterator:
                 n = len(message.items)
                 if n > self._settings.max_items_per_request:
@@ -189,8 +198,10 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
                     for item in message.items:
                         results.put_nowait(self._result(item.id, err, np.dtype("<f4"), embed_pb2.DTYPE_FLOAT32))
                     continue
-                for _ in range(n):
-                    await room.acquire()
+                while inflight >= limit:
+                    below_limit.clear()
+                    await below_limit.wait()
+                inflight += n
                 self._metrics.inflight.inc(n)
                 task = asyncio.create_task(handle(message))
                 handlers.add(task)
