@@ -1,0 +1,528 @@
+"""Group scanned files into exact, near and similar duplicates and pick the file to keep in each.
+
+Tiers, in order, each working on the result of the one before:
+
+1. exact: the same MD5. One MD5 class is one *unit* (split only where the user said "not duplicates").
+2. near: the 128-bit key dHash||pHash (both 64-bit), Hamming distance <= `near_threshold`. Summing the
+   two distances separated edited copies from unrelated photos better than either hash alone on the dev
+   set (docs/BENCHMARKS.md). Optional hashes of the 90/180/270-rotated image catch pixel-rotated copies.
+3. similar: embedding cosine distance <= `similar_threshold`, between the keepers of the groups so far.
+
+No chaining (centre linkage): units are visited best-first by the keeper policy; each unit not yet in a
+group becomes a centre and takes every free unit within the threshold *of the centre itself*. So every
+member is within the threshold of its group's keeper, and A~B, B~C puts C with A only if C~A. The
+centre is always the group's best file by the policy, so the keeper is the centre. Pairs the user
+declared "not duplicates" are never put in one group: a unit that conflicts with a member is skipped
+(it may start or join another group).
+
+Hamming neighbours come from multi-index hashing (exact, never all pairs); embedding neighbours from an
+exact blocked matrix product below `ann_threshold` files and a faiss IVF index above it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from photodedup.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["exact", "near", "similar"]
+MASK64 = (1 << 64) - 1
+KEEP_POLICY: tuple[str, ...] = ("resolution", "size", "format", "oldest", "shortest_path")
+# Lower index is preferred: camera RAW and HEIC keep more of the original than a JPEG export.
+FORMAT_PREFERENCE: tuple[str, ...] = (
+    "DNG", "CR2", "CR3", "NEF", "ARW", "ORF", "RW2", "RAF", "RAW",
+    "HEIC", "HEIF", "AVIF", "TIFF", "PNG", "WEBP", "JPEG", "BMP", "GIF",
+)
+_FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "MPO": "JPEG"}
+
+
+@dataclass
+class FileRecord:
+    """What grouping needs to know about one scanned file."""
+
+    path: str
+    size: int
+    width: int
+    height: int
+    md5: str
+    dhash: int | None
+    phash: int | None
+    embedding: np.ndarray | None
+    exif_time: float | None
+    mtime: float
+    format: str
+    # (dhash, phash) of the decoded image rotated by 90, 180 and 270 degrees (any subset, any order):
+    # lets the near tier find pixel-rotated copies. Empty when the scanner did not compute them.
+    rotated_hashes: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass
+class GroupingConfig:
+    """Thresholds and keeper policy; build it from Settings with `from_settings`."""
+
+    near_threshold: int = 20
+    similar_threshold: float = 0.01
+    keep_policy: tuple[str, ...] = KEEP_POLICY
+    ann_threshold: int = 20_000
+    format_preference: tuple[str, ...] = FORMAT_PREFERENCE
+    ann_neighbours: int = 16
+    hamming_brute_force_max: int = 2048
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.keep_policy if k not in KEEP_POLICY]
+        if unknown:
+            raise ValueError(f"unknown keep policy {unknown}: use {', '.join(KEEP_POLICY)}")
+        if not 0 <= self.near_threshold <= 128:
+            raise ValueError("near_threshold is in bits of the 128-bit dHash||pHash key: 0..128")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GroupingConfig:
+        return cls(
+            near_threshold=settings.near_threshold,
+            similar_threshold=settings.similar_threshold,
+            keep_policy=tuple(settings.keep_policy),
+            ann_threshold=settings.ann_threshold,
+        )
+
+
+@dataclass
+class Member:
+    """A file in a group; `distance` is to the group's keeper (0 exact, Hamming bits, cosine distance)."""
+
+    record: FileRecord
+    distance: float
+    tier: Literal["keep", "exact", "near", "similar"] = "exact"
+
+
+@dataclass
+class Group:
+    """Files that are copies of `keep`; `members` include it. `protected` are reference-dir paths."""
+
+    kind: Kind
+    keep: FileRecord
+    members: list[Member]
+    protected: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def targets(self) -> list[Member]:
+        """Members an action may touch: neither the keeper nor under a reference dir."""
+        return [m for m in self.members if m.record is not self.keep and m.record.path not in self.protected]
+
+    @property
+    def reclaimable_bytes(self) -> int:
+        return sum(m.record.size for m in self.targets)
+
+
+# ---------------------------------------------------------------------------------------------- keeper
+
+
+def _format_rank(fmt: str, preference: Sequence[str]) -> int:
+    name = _FORMAT_ALIASES.get(fmt.upper(), fmt.upper())
+    try:
+        return preference.index(name)
+    except ValueError:
+        return len(preference)
+
+
+def keeper_key(record: FileRecord, config: GroupingConfig, protected: bool = False) -> tuple:
+    """Sort key: smaller is better. Reference files first, then the policy, then the path for determinism."""
+    parts: list[object] = [0 if protected else 1]
+    for rule in config.keep_policy:
+        if rule == "resolution":
+            parts.append(-(record.width * record.height))
+        elif rule == "size":
+            parts.append(-record.size)
+        elif rule == "format":
+            parts.append(_format_rank(record.format, config.format_preference))
+        elif rule == "oldest":
+            parts.append(record.exif_time if record.exif_time is not None else record.mtime)
+        elif rule == "shortest_path":
+            parts.append(len(record.path))
+    parts.append(record.path)
+    return tuple(parts)
+
+
+def under_any(path: str, dirs: Sequence[str]) -> bool:
+    """True when `path` is inside one of `dirs` (symlinks resolved on both sides)."""
+    if not dirs:
+        return False
+    real = os.path.realpath(path)
+    for d in dirs:
+        root = os.path.realpath(d)
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------- Hamming search
+
+
+def popcount64(values: np.ndarray) -> np.ndarray:
+    """Bits set per uint64 element."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(values).astype(np.int64)
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+    return table[values.view(np.uint8).reshape(*values.shape, 8)].sum(axis=-1)
+
+
+def _as_keys(pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(dhash, phash) ints, signed or unsigned -> uint64 array (n, 2)."""
+    out = np.zeros((len(pairs), 2), dtype=np.uint64)
+    for i, (a, b) in enumerate(pairs):
+        out[i, 0] = a & MASK64
+        out[i, 1] = b & MASK64
+    return out
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return popcount64(a[:, 0] ^ b[:, 0]) + popcount64(a[:, 1] ^ b[:, 1])
+
+
+def hamming_join_brute(queries: np.ndarray, table: np.ndarray, threshold: int) -> tuple[np.ndarray, ...]:
+    """All (query, table, distance) within `threshold`, comparing every pair: for small sets and tests."""
+    qs, ts, ds = [], [], []
+    for qi in range(len(queries)):
+        d = popcount64(table[:, 0] ^ queries[qi, 0]) + popcount64(table[:, 1] ^ queries[qi, 1])
+        hit = np.nonzero(d <= threshold)[0]
+        qs.append(np.full(len(hit), qi, dtype=np.int64))
+        ts.append(hit.astype(np.int64))
+        ds.append(d[hit])
+    if not qs:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(qs), np.concatenate(ts), np.concatenate(ds)
+
+
+_CHUNKS = 8  # 128 bits as eight 16-bit substrings
+_masks_cache: dict[int, np.ndarray] = {}
+
+
+def _chunk_masks(radius: int) -> np.ndarray:
+    if radius not in _masks_cache:
+        values = np.arange(1 << 16, dtype=np.uint64)
+        _masks_cache[radius] = values[popcount64(values) <= radius]
+    return _masks_cache[radius]
+
+
+def hamming_join_mih(queries: np.ndarray, table: np.ndarray, threshold: int) -> tuple[np.ndarray, ...]:
+    """Multi-index hashing: exact results without comparing all pairs.
+
+    By pigeonhole, two keys within `threshold` bits agree within `threshold // 8` bits on at least one of
+    the eight 16-bit substrings; candidates are looked up per substring in sorted buckets (vectorised
+    over all queries) and then checked on the full 128 bits.
+    """
+    radius = threshold // _CHUNKS
+    masks = _chunk_masks(radius)
+    found_q, found_t, found_d = [], [], []
+    for chunk in range(_CHUNKS):
+        col, shift = chunk // 4, np.uint64((chunk % 4) * 16)
+        tv = ((table[:, col] >> shift) & np.uint64(0xFFFF)).astype(np.int64)
+        qv = ((queries[:, col] >> shift) & np.uint64(0xFFFF)).astype(np.int64)
+        order = np.argsort(tv, kind="stable")
+        starts = np.searchsorted(tv[order], np.arange((1 << 16) + 1))
+        for mask in masks.astype(np.int64):
+            probe = qv ^ mask
+            lo, hi = starts[probe], starts[probe + 1]
+            count = hi - lo
+            total = int(count.sum())
+            if total == 0:
+                continue
+            qi = np.repeat(np.arange(len(queries)), count)
+            offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+            ti = order[np.repeat(lo, count) + offset]
+            d = _distances(queries[qi], table[ti])
+            ok = d <= threshold
+            found_q.append(qi[ok])
+            found_t.append(ti[ok])
+            found_d.append(d[ok])
+    if not found_q:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    q, t, d = np.concatenate(found_q), np.concatenate(found_t), np.concatenate(found_d)
+    # A pair close on several substrings is found several times.
+    _, first = np.unique(q * len(table) + t, return_index=True)
+    return q[first], t[first], d[first]
+
+
+def hamming_neighbours(
+    keys: Sequence[tuple[int, int]],
+    threshold: int,
+    rotated: Sequence[Sequence[tuple[int, int]]] = (),
+    brute_force_max: int = 2048,
+) -> dict[int, dict[int, float]]:
+    """Symmetric neighbour map {i: {j: bits}} of keys within `threshold`, rotated copies included."""
+    table = _as_keys(keys)
+    owners = list(range(len(keys)))
+    query_pairs = list(keys)
+    for i, extra in enumerate(rotated):
+        for pair in extra:
+            owners.append(i)
+            query_pairs.append(pair)
+    queries = _as_keys(query_pairs)
+    join = hamming_join_brute if len(keys) <= brute_force_max else hamming_join_mih
+    q, t, d = join(queries, table, threshold)
+    out: dict[int, dict[int, float]] = {}
+    owner = np.asarray(owners, dtype=np.int64)[q] if len(q) else q
+    for a, b, dist in zip(owner.tolist(), t.tolist(), d.tolist(), strict=True):
+        if a == b:
+            continue
+        for x, y in ((a, b), (b, a)):
+            row = out.setdefault(x, {})
+            if dist < row.get(y, math.inf):
+                row[y] = float(dist)
+    return out
+
+
+# ------------------------------------------------------------------------------------- embedding search
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def cosine_pairs_exact(vectors: np.ndarray, max_distance: float) -> tuple[np.ndarray, ...]:
+    """(i, j, cosine distance) for i < j within `max_distance`: blocked matrix product, exact."""
+    x = _normalise(vectors)
+    n = len(x)
+    block = max(1, min(n, (1 << 24) // max(1, n)))
+    min_sim = 1.0 - max_distance
+    iss, jss, dss = [], [], []
+    for start in range(0, n, block):
+        sims = x[start : start + block] @ x.T
+        i, j = np.nonzero(sims >= min_sim)
+        keep = j > i + start
+        iss.append(i[keep] + start)
+        jss.append(j[keep])
+        dss.append(1.0 - sims[i[keep], j[keep]])
+    if not iss:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    return np.concatenate(iss), np.concatenate(jss), np.concatenate(dss)
+
+
+def cosine_pairs_ann(
+    vectors: np.ndarray,
+    max_distance: float,
+    k: int = 16,
+    nprobe: int = 16,
+    low_dim: int = 64,
+    seed: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """(i, j, cosine distance) for i < j within `max_distance`, approximately, for large sets.
+
+    Vectors are projected to `low_dim` dimensions by a random orthogonal map (angles are roughly kept,
+    work drops 8x), the `k` nearest neighbours of each come from a faiss IVF index over the projection,
+    and every candidate is then checked on the full vectors, so no false pair is ever returned: misses
+    are the only error. A pair is found when either side lists the other.
+    """
+    import faiss
+
+    x = _normalise(vectors)
+    n, dim = x.shape
+    rng = np.random.default_rng(seed)
+    proj_dim = min(low_dim, dim)
+    q, _ = np.linalg.qr(rng.standard_normal((dim, proj_dim)).astype(np.float32))
+    low = np.ascontiguousarray(x @ q.astype(np.float32))
+    faiss.normalize_L2(low)
+    nlist = max(1, min(int(2 * math.sqrt(n)), n // 39))
+    quantizer = faiss.IndexFlatIP(proj_dim)
+    index = faiss.IndexIVFFlat(quantizer, proj_dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    train = low[rng.choice(n, size=min(n, nlist * 39), replace=False)]
+    index.cp.niter = 8
+    index.train(train)
+    index.add(low)
+    index.nprobe = min(nprobe, nlist)
+    del low
+    k = min(k, n)
+    iss, jss, dss = [], [], []
+    block = 65_536
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        low_block = np.ascontiguousarray(x[start:stop] @ q.astype(np.float32))
+        faiss.normalize_L2(low_block)
+        _, nbr = index.search(low_block, k)
+        rows = np.repeat(np.arange(start, stop), k)
+        cols = nbr.reshape(-1)
+        ok = (cols >= 0) & (cols != rows)
+        rows, cols = rows[ok], cols[ok]
+        sims = np.einsum("ij,ij->i", x[rows], x[cols])
+        hit = sims >= 1.0 - max_distance
+        a, b = rows[hit], cols[hit]
+        iss.append(np.minimum(a, b))
+        jss.append(np.maximum(a, b))
+        dss.append(1.0 - sims[hit])
+    i, j, d = np.concatenate(iss), np.concatenate(jss), np.concatenate(dss)
+    _, first = np.unique(i * n + j, return_index=True)
+    return i[first], j[first], d[first]
+
+
+def cosine_neighbours(
+    vectors: np.ndarray, max_distance: float, ann_threshold: int, k: int = 16
+) -> dict[int, dict[int, float]]:
+    """Symmetric neighbour map of embedding rows within `max_distance`: exact when small, ANN when large."""
+    if len(vectors) < 2:
+        return {}
+    if len(vectors) < ann_threshold:
+        i, j, d = cosine_pairs_exact(vectors, max_distance)
+    else:
+        log.info("similar tier: ANN search over %d embeddings", len(vectors))
+        i, j, d = cosine_pairs_ann(vectors, max_distance, k=k)
+    out: dict[int, dict[int, float]] = {}
+    for a, b, dist in zip(i.tolist(), j.tolist(), d.tolist(), strict=True):
+        out.setdefault(a, {})[b] = max(0.0, float(dist))
+        out.setdefault(b, {})[a] = max(0.0, float(dist))
+    return out
+
+
+# -------------------------------------------------------------------------------------------- grouping
+
+
+@dataclass
+class _Cluster:
+    """Record indices, best first; members[0] is the centre. `tier[i]` is how i relates to the centre."""
+
+    members: list[int]
+    tier: dict[int, str]
+    distance: dict[int, float]
+
+
+class _Ignore:
+    """Pairs of paths declared "not duplicates"."""
+
+    def __init__(self, ignored: Collection[frozenset[str]], paths: Sequence[str]) -> None:
+        index = {p: i for i, p in enumerate(paths)}
+        self.pairs: dict[int, set[int]] = {}
+        for pair in ignored:
+            items = [index[p] for p in pair if p in index]
+            for a in items:
+                for b in items:
+                    if a != b:
+                        self.pairs.setdefault(a, set()).add(b)
+
+    def conflicts(self, a: Sequence[int], b: Sequence[int]) -> bool:
+        if not self.pairs:
+            return False
+        bset = set(b)
+        return any(self.pairs.get(x, set()) & bset for x in a)
+
+
+def _centre_cluster(
+    items: list[_Cluster],
+    neighbours: dict[int, dict[int, float]],
+    tier: str,
+    ignore: _Ignore,
+) -> list[_Cluster]:
+    """Merge items (sorted best-first) by centre linkage: each free item takes free neighbours of itself."""
+    taken = [False] * len(items)
+    out: list[_Cluster] = []
+    for i, centre in enumerate(items):
+        if taken[i]:
+            continue
+        taken[i] = True
+        merged = _Cluster(list(centre.members), dict(centre.tier), dict(centre.distance))
+        for j, dist in sorted(neighbours.get(i, {}).items(), key=lambda kv: (kv[1], kv[0])):
+            if taken[j] or ignore.conflicts(items[j].members, merged.members):
+                continue
+            taken[j] = True
+            for m in items[j].members:
+                merged.members.append(m)
+                # Members of j are copies of j's centre: they relate to this centre through j's link.
+                merged.tier[m] = tier
+                merged.distance[m] = dist
+        out.append(merged)
+    return out
+
+
+def find_groups(
+    records: Sequence[FileRecord],
+    config: GroupingConfig,
+    ignored: Collection[frozenset[str]] = (),
+    reference_dirs: Sequence[str] = (),
+) -> list[Group]:
+    """Exact, near and similar groups; each file is in at most one group. See the module docstring."""
+    n = len(records)
+    if n == 0:
+        return []
+    protected = [under_any(r.path, reference_dirs) for r in records]
+    keys = [keeper_key(r, config, protected[i]) for i, r in enumerate(records)]
+    ignore = _Ignore(ignored, [r.path for r in records])
+
+    # Exact tier: MD5 classes, split where the user said "not duplicates".
+    by_md5: dict[str, list[int]] = {}
+    for i in sorted(range(n), key=keys.__getitem__):
+        by_md5.setdefault(records[i].md5, []).append(i)
+    units: list[_Cluster] = []
+    for members in by_md5.values():
+        parts: list[list[int]] = []
+        for i in members:
+            for part in parts:
+                if not ignore.conflicts([i], part):
+                    part.append(i)
+                    break
+            else:
+                parts.append([i])
+        for part in parts:
+            units.append(_Cluster(part, {m: ("keep" if k == 0 else "exact") for k, m in enumerate(part)},
+                                  {m: 0.0 for m in part}))
+    units.sort(key=lambda u: keys[u.members[0]])
+
+    # Near tier over units, keyed by any member with both hashes (members share bytes, so hashes).
+    hashed = [next((m for m in u.members if records[m].dhash is not None and records[m].phash is not None), None)
+              for u in units]
+    near_ids = [k for k, m in enumerate(hashed) if m is not None]
+    near_keys = [(records[hashed[k]].dhash, records[hashed[k]].phash) for k in near_ids]  # type: ignore[index]
+    rotated = [records[hashed[k]].rotated_hashes for k in near_ids]  # type: ignore[index]
+    local = hamming_neighbours(near_keys, config.near_threshold, rotated, config.hamming_brute_force_max)
+    near_nbrs = {near_ids[a]: {near_ids[b]: d for b, d in row.items()} for a, row in local.items()}
+    clusters = _centre_cluster(units, near_nbrs, "near", ignore)
+
+    # Similar tier over the near clusters, by the embedding of each cluster's best member that has one.
+    emb_owner = [next((m for m in c.members if records[m].embedding is not None), None) for c in clusters]
+    sim_ids = [k for k, m in enumerate(emb_owner) if m is not None]
+    if len(sim_ids) >= 2:
+        vectors = np.stack([np.asarray(records[emb_owner[k]].embedding, dtype=np.float32) for k in sim_ids])  # type: ignore[index]
+        local = cosine_neighbours(vectors, config.similar_threshold, config.ann_threshold, config.ann_neighbours)
+        sim_nbrs = {sim_ids[a]: {sim_ids[b]: d for b, d in row.items()} for a, row in local.items()}
+        clusters = _centre_cluster(clusters, sim_nbrs, "similar", ignore)
+
+    groups: list[Group] = []
+    for c in clusters:
+        if len(c.members) < 2:
+            continue
+        keep = records[c.members[0]]
+        tiers = {c.tier[m] for m in c.members[1:]}
+        kind: Kind = "similar" if "similar" in tiers else "near" if "near" in tiers else "exact"
+        members = [Member(keep, 0.0, "keep")]
+        for m in c.members[1:]:
+            rec = records[m]
+            tier = "exact" if rec.md5 == keep.md5 else c.tier[m]
+            members.append(Member(rec, 0.0 if tier == "exact" else _distance(keep, rec, tier, c.distance[m]), tier))  # type: ignore[arg-type]
+        members[1:] = sorted(members[1:], key=lambda mb: (mb.distance, mb.record.path))
+        groups.append(Group(kind, keep, members, frozenset(records[m].path for m in c.members if protected[m])))
+    order = {"exact": 0, "near": 1, "similar": 2}
+    groups.sort(key=lambda g: (order[g.kind], g.keep.path))
+    log.info("grouping: %d files -> %d groups", n, len(groups))
+    return groups
+
+
+def _distance(keep: FileRecord, rec: FileRecord, tier: str, link: float) -> float:
+    """A member's own distance to the keeper where both sides allow it, else the distance of its link."""
+    if tier == "near" and None not in (keep.dhash, keep.phash, rec.dhash, rec.phash):
+        direct = bin((keep.dhash ^ rec.dhash) & MASK64).count("1") + bin((keep.phash ^ rec.phash) & MASK64).count("1")  # type: ignore[operator]
+        return float(min(direct, link))
+    if tier == "similar" and keep.embedding is not None and rec.embedding is not None:
+        a, b = _normalise(np.stack([keep.embedding, rec.embedding]))
+        return max(0.0, float(1.0 - a @ b))
+    return float(link)
+

@@ -1,0 +1,265 @@
+"""Grouping behaviour: tiers, centre linkage (no chaining), ignore rules, keeper policy, search indexes."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from photodedup.client.grouping import (
+    FileRecord,
+    GroupingConfig,
+    cosine_pairs_ann,
+    cosine_pairs_exact,
+    find_groups,
+    hamming_join_brute,
+    hamming_join_mih,
+    hamming_neighbours,
+    keeper_key,
+)
+from photodedup.settings import Settings
+
+CFG = GroupingConfig(near_threshold=10, similar_threshold=0.05)
+
+
+def rec(path: str, md5: str | None = None, dh: int | None = 0, ph: int | None = 0, **kw: object) -> FileRecord:
+    base: dict[str, object] = dict(
+        path=path, size=1000, width=100, height=100, md5=md5 or f"md5-{path}", dhash=dh, phash=ph,
+        embedding=None, exif_time=None, mtime=0.0, format="JPEG",
+    )
+    base.update(kw)
+    return FileRecord(**base)  # type: ignore[arg-type]
+
+
+def flip(value: int, bits: range) -> int:
+    for b in bits:
+        value ^= 1 << b
+    return value
+
+
+def paths(groups: list) -> list[set[str]]:
+    return [{m.record.path for m in g.members} for g in groups]
+
+
+def test_exact_group_keeps_best_by_policy() -> None:
+    files = [rec("/a/x.jpg", "m", width=50, height=50), rec("/b/x.jpg", "m"), rec("/c/x.jpg", "m"), rec("/d/y.jpg", "n", dh=-1, ph=-1)]
+    groups = find_groups(files, CFG)
+    assert len(groups) == 1
+    g = groups[0]
+    assert g.kind == "exact" and g.keep.path == "/b/x.jpg"  # /a is smaller; /b and /c tie until path order
+    assert {m.record.path for m in g.members} == {"/a/x.jpg", "/b/x.jpg", "/c/x.jpg"}
+    assert all(m.distance == 0 for m in g.members)
+
+
+def test_near_group_by_hamming_distance_of_both_hashes() -> None:
+    a = rec("/a.jpg", dh=0, ph=0)
+    b = rec("/b.jpg", dh=flip(0, range(5)), ph=flip(0, range(5)))  # 10 bits in all
+    c = rec("/c.jpg", dh=flip(0, range(6)), ph=flip(0, range(5)))  # 11 bits
+    groups = find_groups([a, b, c], CFG)
+    assert paths(groups) == [{"/a.jpg", "/b.jpg"}]
+    assert groups[0].kind == "near"
+    assert groups[0].members[1].distance == 10
+
+
+def test_signed_and_unsigned_hashes_compare_equal() -> None:
+    a = rec("/a.jpg", dh=-1, ph=-2)
+    b = rec("/b.jpg", dh=(1 << 64) - 1, ph=(1 << 64) - 2)
+    assert paths(find_groups([a, b], CFG)) == [{"/a.jpg", "/b.jpg"}]
+
+
+def test_no_chaining_every_member_is_within_threshold_of_the_keeper() -> None:
+    a = rec("/a.jpg", dh=0, ph=0, width=300)  # best: the centre
+    b = rec("/b.jpg", dh=flip(0, range(8)), ph=0, width=200)  # 8 from a
+    c = rec("/c.jpg", dh=flip(0, range(16)), ph=0, width=100)  # 8 from b, 16 from a
+    groups = find_groups([c, b, a], CFG)
+    assert paths(groups) == [{"/a.jpg", "/b.jpg"}]
+    assert groups[0].keep.path == "/a.jpg"
+
+
+def test_exact_copies_join_a_near_group_as_one_unit() -> None:
+    a1 = rec("/a1.jpg", "m", width=300)
+    a2 = rec("/z/a2.jpg", "m", width=300)
+    b = rec("/b.jpg", dh=flip(0, range(3)), width=200)
+    groups = find_groups([b, a2, a1], CFG)
+    assert len(groups) == 1
+    g = groups[0]
+    assert g.kind == "near" and g.keep.path == "/a1.jpg"
+    tiers = {m.record.path: m.tier for m in g.members}
+    assert tiers == {"/a1.jpg": "keep", "/z/a2.jpg": "exact", "/b.jpg": "near"}
+
+
+def test_each_file_in_at_most_one_group() -> None:
+    rng = random.Random(3)
+    files = []
+    for k in range(60):
+        base = rng.getrandbits(64)
+        for v in range(rng.randint(1, 4)):
+            files.append(rec(f"/{k}/{v}.jpg", f"m{k}-{v % 2}", dh=flip(base, rng.sample(range(64), rng.randint(0, 8))), ph=base))
+    seen: list[str] = []
+    for g in find_groups(files, CFG):
+        seen += [m.record.path for m in g.members]
+    assert len(seen) == len(set(seen))
+
+
+def test_ignored_pair_is_never_grouped() -> None:
+    a = rec("/a.jpg", width=300)
+    b = rec("/b.jpg", dh=1, width=200)
+    assert find_groups([a, b], CFG, ignored=[frozenset({"/a.jpg", "/b.jpg"})]) == []
+
+
+def test_ignored_pair_splits_a_group() -> None:
+    a = rec("/a.jpg", width=300)
+    b = rec("/b.jpg", dh=1, width=200)
+    c = rec("/c.jpg", dh=2, width=100)
+    groups = find_groups([a, b, c], CFG, ignored=[frozenset({"/a.jpg", "/b.jpg"})])
+    for g in groups:
+        assert not {"/a.jpg", "/b.jpg"} <= {m.record.path for m in g.members}
+    assert {"/a.jpg", "/c.jpg"} in paths(groups)
+
+
+def test_ignored_pair_of_exact_copies_is_split() -> None:
+    a = rec("/a.jpg", "m")
+    b = rec("/b.jpg", "m")
+    c = rec("/c.jpg", "m")
+    groups = find_groups([a, b, c], CFG, ignored=[frozenset({"/a.jpg", "/b.jpg"})])
+    assert paths(groups) == [{"/a.jpg", "/c.jpg"}]
+
+
+@pytest.mark.parametrize(
+    ("policy", "winner"),
+    [
+        (("resolution", "size", "format", "oldest", "shortest_path"), "/big.jpg"),
+        (("size", "resolution"), "/heavy.jpg"),
+        (("format", "resolution"), "/photo.heic"),
+        (("oldest", "resolution"), "/old.jpg"),
+        (("shortest_path", "resolution"), "/s.jpg"),
+    ],
+)
+def test_keeper_policy_order_is_configurable(policy: tuple[str, ...], winner: str) -> None:
+    files = [
+        rec("/big.jpg", width=400, height=300, size=100, mtime=100.0),
+        rec("/heavy.jpg", width=200, height=150, size=900, mtime=100.0),
+        rec("/photo.heic", width=200, height=150, size=100, format="HEIF", mtime=100.0),
+        rec("/old.jpg", width=200, height=150, size=100, exif_time=10.0, mtime=99.0),
+        rec("/s.jpg", width=200, height=150, size=100, mtime=50.0),
+    ]
+    files = [rec(f.path, "same", **{k: getattr(f, k) for k in ("width", "height", "size", "format", "exif_time", "mtime")}) for f in files]
+    cfg = GroupingConfig(keep_policy=policy)
+    groups = find_groups(files, cfg)
+    assert groups[0].keep.path == winner
+
+
+def test_keeper_policy_defaults_in_full_order() -> None:
+    cfg = GroupingConfig()
+    older_by_mtime = rec("/p/long/name.jpg", mtime=1.0)
+    newer_exif = rec("/p/a.jpg", exif_time=5.0, mtime=0.0)
+    assert keeper_key(older_by_mtime, cfg) < keeper_key(newer_exif, cfg)
+    raw = rec("/x.dng", format="DNG")
+    jpeg = rec("/x.jpg", format="JPEG")
+    assert keeper_key(raw, cfg) < keeper_key(jpeg, cfg)
+    with pytest.raises(ValueError):
+        GroupingConfig(keep_policy=("prettiest",))
+
+
+def test_reference_files_are_kept_and_protected(tmp_path) -> None:
+    ref = tmp_path / "ref"
+    small_ref = rec(str(ref / "a.jpg"), "m", width=10, height=10)
+    other_ref = rec(str(ref / "sub" / "b.jpg"), "m", width=10, height=10)
+    big = rec(str(tmp_path / "lib" / "a.jpg"), "m", width=1000, height=1000)
+    near = rec(str(tmp_path / "lib" / "c.jpg"), dh=3)
+    groups = find_groups([big, near, small_ref, other_ref], CFG, reference_dirs=[str(ref)])
+    assert len(groups) == 1
+    g = groups[0]
+    assert g.keep.path == str(ref / "a.jpg")
+    assert g.protected == {str(ref / "a.jpg"), str(ref / "sub" / "b.jpg")}
+    assert {m.record.path for m in g.targets} == {big.path, near.path}
+
+
+def test_rotated_copy_found_through_rotated_hashes() -> None:
+    upright = rec("/up.jpg", dh=0x1234, ph=0x5678, width=300)
+    rotated = rec("/rot.jpg", dh=-5, ph=-77, rotated_hashes=((0x1234, 0x5679),))
+    assert paths(find_groups([upright, rotated], CFG)) == [{"/up.jpg", "/rot.jpg"}]
+    # Order does not matter: the neighbour map is symmetric.
+    upright2 = rec("/up.jpg", dh=0x1234, ph=0x5678, width=10)
+    assert paths(find_groups([upright2, rotated], CFG)) == [{"/up.jpg", "/rot.jpg"}]
+    assert find_groups([upright, rec("/rot.jpg", dh=-5, ph=-77)], CFG) == []
+
+
+def test_similar_tier_merges_near_groups_by_embedding() -> None:
+    rng = np.random.default_rng(0)
+    e = rng.standard_normal(32).astype(np.float32)
+    close = e + 0.01 * rng.standard_normal(32).astype(np.float32)
+    far = rng.standard_normal(32).astype(np.float32)
+    a = rec("/a.jpg", dh=0, embedding=e, width=300)
+    a_near = rec("/a2.jpg", dh=1, embedding=None, width=200)
+    b = rec("/b.jpg", dh=-1, ph=-1, embedding=close)
+    c = rec("/c.jpg", dh=0x0F0F0F0F, ph=-1, embedding=far)
+    groups = find_groups([a, a_near, b, c], CFG)
+    assert paths(groups) == [{"/a.jpg", "/a2.jpg", "/b.jpg"}]
+    g = groups[0]
+    assert g.kind == "similar"
+    dist = {m.record.path: m.distance for m in g.members}
+    assert 0 < dist["/b.jpg"] < 0.05
+
+
+def test_similar_tier_has_no_chaining_either() -> None:
+    x = np.array([1.0, 0.0], dtype=np.float32)
+    ang = np.deg2rad(17)  # cos(17 deg) = 0.956: within 0.05 of each neighbour, 34 deg apart from the far one
+    y = np.array([np.cos(ang), np.sin(ang)], dtype=np.float32)
+    z = np.array([np.cos(2 * ang), np.sin(2 * ang)], dtype=np.float32)
+    files = [rec("/x.jpg", dh=None, embedding=x, width=300), rec("/y.jpg", dh=None, embedding=y, width=200),
+             rec("/z.jpg", dh=None, embedding=z, width=100)]
+    assert paths(find_groups(files, CFG)) == [{"/x.jpg", "/y.jpg"}]
+
+
+@pytest.mark.parametrize("threshold", [0, 5, 12, 20, 31])
+def test_multi_index_hashing_equals_brute_force(threshold: int) -> None:
+    rng = random.Random(threshold)
+    keys = []
+    for _ in range(400):
+        base = (rng.getrandbits(64), rng.getrandbits(64))
+        keys.append(base)
+        for _ in range(rng.randint(0, 3)):  # planted neighbours at all distances around the threshold
+            bits = rng.sample(range(128), rng.randint(0, threshold + 4))
+            d, p = base
+            for b in bits:
+                if b < 64:
+                    d ^= 1 << b
+                else:
+                    p ^= 1 << (b - 64)
+            keys.append((d, p))
+    arr = np.array([[k[0], k[1]] for k in keys], dtype=np.uint64)
+    brute = set(zip(*(a.tolist() for a in hamming_join_brute(arr, arr, threshold)), strict=True))
+    mih = set(zip(*(a.tolist() for a in hamming_join_mih(arr, arr, threshold)), strict=True))
+    assert mih == brute
+    assert len(brute) > len(keys)  # the planted pairs are there, not just self-matches
+    assert hamming_neighbours(keys, threshold, brute_force_max=0) == hamming_neighbours(keys, threshold)
+
+
+def test_ann_finds_what_exact_search_finds_on_small_data() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((3000, 128)).astype(np.float32)
+    dup = base[:500] + 0.15 * rng.standard_normal((500, 128)).astype(np.float32)
+    vectors = np.concatenate([base, dup])
+    exact = set(zip(*(a.tolist() for a in cosine_pairs_exact(vectors, 0.05)[:2]), strict=True))
+    ann = set(zip(*(a.tolist() for a in cosine_pairs_ann(vectors, 0.05, k=8)[:2]), strict=True))
+    assert len(exact) >= 450
+    assert ann <= exact  # every ANN pair is checked on the full vectors
+    assert len(ann & exact) / len(exact) >= 0.98
+
+
+def test_find_groups_uses_ann_above_threshold() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((300, 64)).astype(np.float32)
+    files = [rec(f"/{i}.jpg", dh=None, embedding=v) for i, v in enumerate(base)]
+    files.append(rec("/dup.jpg", dh=None, embedding=base[7] * 1.01, width=10))
+    cfg = GroupingConfig(similar_threshold=0.01, ann_threshold=100)
+    assert paths(find_groups(files, cfg)) == [{"/7.jpg", "/dup.jpg"}]
+
+
+def test_config_from_settings() -> None:
+    s = Settings(near_threshold=7, similar_threshold=0.2, keep_policy="size,oldest", ann_threshold=5)
+    cfg = GroupingConfig.from_settings(s)
+    assert (cfg.near_threshold, cfg.similar_threshold, cfg.keep_policy, cfg.ann_threshold) == (
+        7, 0.2, ("size", "oldest"), 5)
