@@ -1,0 +1,278 @@
+"""The client's commands: scan, report, apply, undo, ignore. Heavy imports stay inside the commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from photodedup.cli import build_settings, handle_errors, model_options
+
+log = logging.getLogger(__name__)
+
+FORMAT_CHOICE = click.Choice(["table", "json", "csv", "html"])
+MAX_ERRORS_SHOWN = 20
+
+
+def _db_option(fn: Any) -> Any:
+    return click.option(
+        "--db", type=click.Path(dir_okay=False), help="Index file [env PHOTODEDUP_DB; default ~/.local/share/photodedup/index.sqlite3]."
+    )(fn)
+
+
+def _grouping_options(fn: Any) -> Any:
+    opts = [
+        click.option("--reference", "reference", multiple=True, type=click.Path(file_okay=False),
+                     help="Folder whose files are always kept and never touched (repeatable)."),
+        click.option("--near-threshold", type=int, help="Max perceptual-hash distance in bits for the near tier."),
+        click.option("--similar-threshold", type=float, help="Max embedding cosine distance for the similar tier."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _output_options(fn: Any) -> Any:
+    opts = [
+        click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True),
+        click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the report to FILE."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _consoles() -> tuple[Any, Any]:
+    from rich.console import Console
+
+    return Console(), Console(stderr=True)
+
+
+def _abs(paths: Any) -> list[str]:
+    return [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
+
+
+def _scan_stats(summary: Any, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "roots": summary.roots,
+        "files": summary.files,
+        "hashed": summary.hashed,
+        "unchanged": summary.unchanged,
+        "removed": summary.removed,
+        "unreadable": len(summary.errors),
+        "errors": [{"path": p, "error": e} for p, e in summary.errors],
+        "embedded": counts.get("embedded", 0),
+        "model_id": summary.model_id,
+        "similar_skipped": summary.skipped_reason,
+        "bytes_total": counts.get("bytes", 0),
+        "seconds": round(summary.seconds, 3),
+    }
+
+
+def register(group: click.Group) -> None:
+    """Add the client commands to the `photodedup` group."""
+    group.add_command(scan)
+    group.add_command(report)
+    group.add_command(apply)
+    group.add_command(undo_cmd)
+    group.add_command(ignore)
+
+
+@click.command()
+@click.argument("roots", nargs=-1, required=True, type=click.Path(exists=True))
+@_db_option
+@click.option("--local", "mode", flag_value="local", help="Embed with the in-process engine only.")
+@click.option("--remote", "mode", flag_value="remote", help="Embed on the servers only; skip the similar tier if none answers.")
+@click.option("--no-similar", "mode", flag_value="none", help="Skip embeddings: exact and near tiers only.")
+@click.option("--server", "servers", multiple=True,
+              help="host:port of an embedding server (repeatable) [env PHOTODEDUP_SERVERS]. Default mode: these if reachable, else local.")
+@click.option("--include-hidden", is_flag=True, default=None, help="Also walk hidden and system folders.")
+@click.option("--workers", "scan_workers", type=int, help="Hashing processes [default: one per core].")
+@click.option("--max-image-pixels", type=int, help="Larger images are refused as decompression bombs.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars [default: when stderr is a terminal].")
+@_grouping_options
+@_output_options
+@model_options
+@handle_errors
+def scan(roots: tuple[str, ...], mode: str | None, reference: tuple[str, ...], fmt: str, output: Path | None,
+         progress: bool | None, **flags: Any) -> None:
+    """Scan ROOTS for duplicate photos: exact, near (perceptual hash) and similar (embeddings).
+
+    Files already in the index with the same size and mtime are not read again.
+    """
+    from photodedup.client.index import Index
+    from photodedup.client.report import build_stats, human_bytes, render
+    from photodedup.client.scan import grouping_config, load_groups, run_scan
+
+    settings = build_settings(**flags)
+    out, err = _consoles()
+    refs = _abs(reference)
+    all_roots = list(dict.fromkeys([*_abs(roots), *refs]))
+    with Index(settings.db) as index:
+        summary = run_scan(all_roots, settings, index, mode=mode or "auto", console=err,
+                           progress=err.is_terminal if progress is None else progress, options={"reference": refs})
+        config = grouping_config(settings)
+        groups = load_groups(index, all_roots, summary.model_id, config, refs)
+        counts = index.counts(all_roots, summary.model_id)
+    stats = build_stats(groups, _scan_stats(summary, counts))
+    index_info = f"{summary.hashed} hashed, {summary.unchanged} unchanged"
+    if summary.removed:
+        index_info += f", {summary.removed} removed"
+    err.print(f"Scanned {summary.files} files ({index_info}) in {summary.seconds:.1f} s", highlight=False)
+    if summary.errors:
+        err.print(f"{len(summary.errors)} files could not be read as photos:", highlight=False)
+        for path, why in summary.errors[:MAX_ERRORS_SHOWN]:
+            err.print(f"  {path}: {why}", highlight=False, markup=False)
+        if len(summary.errors) > MAX_ERRORS_SHOWN:
+            err.print(f"  ... and {len(summary.errors) - MAX_ERRORS_SHOWN} more (all are listed in --format json)")
+    if summary.skipped_reason:
+        click.echo(summary.skipped_reason, err=True)
+    elif summary.embedder:
+        err.print(f"Embeddings: {summary.model_id} via {summary.embedder}", highlight=False)
+    g = stats["groups"]
+    err.print(
+        f"Groups: {g['exact']} exact, {g['near']} near, {g['similar']} similar; "
+        f"{stats['duplicate_files']} extra copies, {human_bytes(stats['bytes_freeable'])} freeable",
+        highlight=False,
+    )
+    render(groups, stats, fmt, output, out)
+
+
+def _last_scan(index: Any) -> Any:
+    last = index.last_scan()
+    if last is None:
+        raise click.UsageError("the index has no scan yet: run `photodedup scan DIR` first")
+    if last.finished is None:
+        click.echo("photodedup: the last scan did not finish; results cover what it reached", err=True)
+    return last
+
+
+@click.command()
+@_db_option
+@_grouping_options
+@_output_options
+@handle_errors
+def report(db: str | None, reference: tuple[str, ...], fmt: str, output: Path | None, **thresholds: Any) -> None:
+    """Show the duplicate groups of the last scan again, without rescanning."""
+    from photodedup.client.index import Index
+    from photodedup.client.report import build_stats, render
+    from photodedup.client.scan import grouping_config, load_groups
+
+    settings = build_settings(db=db, **thresholds)
+    out, _ = _consoles()
+    with Index(settings.db) as index:
+        last = _last_scan(index)
+        refs = _abs(reference)
+        groups = load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
+        counts = index.counts(last.roots, last.model_id)
+    stats = build_stats(groups, {"roots": last.roots, "files": counts["files"], "unreadable": counts["errors"],
+                                 "embedded": counts["embedded"], "model_id": last.model_id,
+                                 "bytes_total": counts["bytes"]})
+    render(groups, stats, fmt, output, out)
+
+
+@click.command()
+@_db_option
+@click.option("--move-to", type=click.Path(file_okay=False, path_type=Path),
+              help="Move the extra copies under DIR, keeping their paths relative to the scanned root.")
+@click.option("--trash", is_flag=True, help="Move the extra copies to the system trash.")
+@click.option("--hardlink", is_flag=True, help="Replace each extra copy with a hard link to the kept file (exact tier only).")
+@click.option("--delete", is_flag=True, help="Delete the extra copies permanently (needs --yes).")
+@click.option("--kinds", default="exact,near", show_default=True,
+              help="Tiers to act on; 'similar' must be asked for: it also matches different shots of one scene.")
+@click.option("--yes", is_flag=True, help="Act. Without it, only print what would be done.")
+@click.option("--journal", type=click.Path(dir_okay=False, path_type=Path),
+              help="Journal file [default: next to the index, under journals/].")
+@_grouping_options
+@handle_errors
+def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, delete: bool, kinds: str, yes: bool,
+          journal: Path | None, reference: tuple[str, ...], **thresholds: Any) -> None:
+    """Act on the groups of the last scan: move, trash, hardlink or delete every non-kept file.
+
+    Each file's content hash is checked again right before it is touched, and a journal is written
+    first so `photodedup undo JOURNAL` can put everything back.
+    """
+    from photodedup.client.actions import apply_actions, plan_actions
+    from photodedup.client.index import Index
+    from photodedup.client.report import human_bytes
+    from photodedup.client.scan import grouping_config, load_groups
+
+    chosen = [name for name, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink),
+                                    ("delete", delete)) if on]
+    if len(chosen) != 1:
+        raise click.UsageError("choose exactly one of --move-to DIR, --trash, --hardlink, --delete")
+    mode = chosen[0]
+    wanted = {k.strip() for k in kinds.split(",") if k.strip()}
+    if not wanted <= {"exact", "near", "similar"}:
+        raise click.UsageError("--kinds takes exact, near and similar")
+    settings = build_settings(db=db, **thresholds)
+    with Index(settings.db) as index:
+        last = _last_scan(index)
+        refs = _abs(reference) or list(last.options.get("reference", []))
+        groups = [g for g in load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
+                  if g.kind in wanted]
+    actions = plan_actions(groups, mode, move_to.resolve() if move_to else None, refs)  # type: ignore[arg-type]
+    total = sum(getattr(a, "size", 0) or 0 for a in actions)
+    verb = {"move": f"move to {move_to}", "trash": "move to the trash", "hardlink": "replace with hard links",
+            "delete": "DELETE PERMANENTLY"}[mode]
+    for a in actions:
+        click.echo(f"  {a}")
+    click.echo(f"{len(actions)} files from {len(groups)} groups: {verb} ({human_bytes(total)})")
+    if not yes:
+        click.echo("Dry run: nothing was changed. Add --yes to act.")
+        return
+    if not actions:
+        return
+    if journal is None:
+        journal = Path(settings.db).expanduser().parent / "journals" / time.strftime("apply-%Y%m%d-%H%M%S.journal")
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    result = apply_actions(actions, journal, verify_md5=True)
+    click.echo(str(result))
+    click.echo(f"Journal: {journal}  (undo with: photodedup undo {journal})")
+
+
+@click.command("undo")
+@click.argument("journal", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@handle_errors
+def undo_cmd(journal: Path) -> None:
+    """Put back every file an `apply` moved, trashed or linked, from its JOURNAL (also after a crash)."""
+    from photodedup.client.actions import undo
+
+    click.echo(str(undo(journal)))
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@_db_option
+@click.option("--remove", is_flag=True, help="Forget the decision instead: group these files again.")
+@click.option("--list", "list_", is_flag=True, help="List the decisions.")
+@handle_errors
+def ignore(paths: tuple[str, ...], db: str | None, remove: bool, list_: bool) -> None:
+    """Declare PATHS not duplicates of each other; every later scan and report honours it."""
+    from photodedup.client.index import Index
+
+    settings = build_settings(db=db)
+    with Index(settings.db) as index:
+        if list_:
+            for pair in index.ignored():
+                a, b = sorted(pair)
+                click.echo(f"{a}\t{b}")
+            return
+        files = _abs(paths)
+        if len(files) < 2:
+            raise click.UsageError("give at least two files")
+        if remove:
+            n = index.remove_ignore(files)
+            click.echo(f"{n} pairs may be grouped again")
+        else:
+            n = index.add_ignore(files)
+            click.echo(f"{n} new pairs marked as not duplicates")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run `photodedup` instead")

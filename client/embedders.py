@@ -1,0 +1,446 @@
+"""Turn thumbnails into embeddings: in-process (LocalEmbedder) or over gRPC (RemoteEmbedder).
+
+Both take work with `submit(key, thumbnail)` (which blocks when too much is in flight), hand back
+finished outcomes with `poll()`, and wait for the rest with `drain()`. `open_embedder` picks the mode:
+remote when servers answer, else local, else none, with a one-line reason the similar tier is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import numpy as np
+
+from photodedup.errors import EngineUnavailableError, ModelUnavailableError, PhotodedupError
+
+if TYPE_CHECKING:
+    from photodedup.client.hashing import ThumbKind
+    from photodedup.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["auto", "local", "remote", "none"]
+# google.rpc.Code values carried in ItemError.code.
+CODE_RESOURCE_EXHAUSTED = 8
+CODE_UNAVAILABLE = 14
+RETRY_ITEM_CODES = frozenset({CODE_RESOURCE_EXHAUSTED, CODE_UNAVAILABLE})
+
+
+@dataclass(frozen=True)
+class EmbedOutcome:
+    """One image's result. `permanent` errors (the model refused the image) are worth remembering;
+    transient ones (no server answered) are not, so the next scan tries again."""
+
+    key: str
+    vector: np.ndarray | None
+    error: str | None = None
+    permanent: bool = True
+
+
+class Embedder(Protocol):
+    model_id: str
+    input_size: int
+    thumb_kind: ThumbKind
+    description: str
+
+    def submit(self, key: str, thumb: np.ndarray | bytes) -> None: ...
+    def poll(self) -> list[EmbedOutcome]: ...
+    def drain(self) -> Iterator[EmbedOutcome]: ...
+    def close(self) -> None: ...
+
+
+class LocalEmbedder:
+    """An in-process engine; batches thumbnails and runs inference on the calling thread."""
+
+    thumb_kind: ThumbKind = "array"
+
+    def __init__(self, engine: object, batch_size: int = 32) -> None:
+        self.engine = engine
+        info = engine.info  # type: ignore[attr-defined]
+        self.model_id: str = info.model_id
+        self.input_size: int = info.preprocessing.input_size
+        self.batch_size = batch_size
+        self.description = f"local {engine.name} on {engine.device}"  # type: ignore[attr-defined]
+        self._batch: list[tuple[str, np.ndarray]] = []
+        self._done: list[EmbedOutcome] = []
+
+    @classmethod
+    def create(cls, settings: Settings) -> LocalEmbedder:
+        from photodedup.engines import create_engine
+
+        return cls(create_engine(settings, settings.devices[0]), settings.embed_batch_size)
+
+    def submit(self, key: str, thumb: np.ndarray | bytes) -> None:
+        if not isinstance(thumb, np.ndarray):
+            from photodedup.imaging import decode_for_model
+
+            try:
+                thumb = decode_for_model(thumb, self.input_size, 1 << 30)
+            except PhotodedupError as exc:
+                self._done.append(EmbedOutcome(key, None, str(exc)))
+                return
+        self._batch.append((key, thumb))
+        if len(self._batch) >= self.batch_size:
+            self._run()
+
+    def _run(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        try:
+            vectors = self.engine.infer(self.engine.preprocess([a for _, a in batch]))  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - an engine failure costs this batch, not the scan
+            log.warning("local inference failed for %d images: %s", len(batch), exc)
+            self._done.extend(EmbedOutcome(k, None, f"inference failed: {exc}", permanent=False) for k, _ in batch)
+            return
+        self._done.extend(EmbedOutcome(k, np.asarray(v, np.float32)) for (k, _), v in zip(batch, vectors, strict=True))
+
+    def poll(self) -> list[EmbedOutcome]:
+        done, self._done = self._done, []
+        return done
+
+    def drain(self) -> Iterator[EmbedOutcome]:
+        self._run()
+        yield from self.poll()
+
+    def close(self) -> None:
+        self.engine.close()  # type: ignore[attr-defined]
+
+
+@dataclass
+class _Item:
+    key: str
+    data: bytes
+    attempts: int = 0
+    not_before: float = 0.0
+
+
+@dataclass
+class ServerProbe:
+    address: str
+    model_id: str = ""
+    input_size: int = 0
+    error: str | None = None
+
+
+def probe_server(address: str, timeout: float) -> ServerProbe:
+    """Ask one server for its model; an unreachable or unready server comes back with `error` set."""
+    import grpc
+
+    from photodedup.v1 import embed_pb2, embed_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = embed_pb2_grpc.EmbedServiceStub(channel).GetInfo(embed_pb2.GetInfoRequest(), timeout=timeout)
+    except grpc.RpcError as exc:
+        return ServerProbe(address, error=f"{exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
+    return ServerProbe(address, reply.model_id, int(reply.input_size))
+
+
+def backoff_s(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
+    """Exponential backoff with a little jitter so retries from many streams do not arrive together."""
+    import random
+
+    return min(cap, base * (2 ** max(0, attempt - 1))) * (0.75 + 0.5 * random.random())
+
+
+@dataclass
+class _ServerState:
+    address: str
+    down: bool = False
+    failures: int = 0
+    sent: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class RemoteEmbedder:
+    """Streams JPEG thumbnails to one or more servers over EmbedStream, one long stream per server.
+
+    All servers pull from one shared work queue, so a faster server takes more and a failed server's
+    unanswered images go back on the queue for the others (failover). At most `max_in_flight` images
+    are submitted and unanswered. Items refused with RESOURCE_EXHAUSTED or UNAVAILABLE are retried
+    with backoff; a stream that breaks is reopened with backoff, and a server that keeps failing is
+    given up on. When every server is down, the remaining images fail as transient errors.
+    """
+
+    thumb_kind: ThumbKind = "jpeg"
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        model_id: str,
+        input_size: int,
+        max_in_flight: int = 256,
+        batch_size: int = 32,
+        retries: int = 5,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.model_id = model_id
+        self.input_size = input_size
+        self.description = f"server{'s' if len(servers) > 1 else ''} {', '.join(servers)}"
+        self.batch_size = batch_size
+        self.retries = retries
+        self.timeout_s = timeout_s
+        self._cond = threading.Condition()
+        self._work: deque[_Item] = deque()
+        self._outstanding = 0
+        self._closing = False
+        self._all_down_reason: str | None = None
+        self._out: queue.Queue[EmbedOutcome] = queue.Queue()
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self.servers = [_ServerState(a) for a in servers]
+        self._threads = [
+            threading.Thread(target=self._serve, args=(s,), name=f"embed-{s.address}", daemon=True)
+            for s in self.servers
+        ]
+        for t in self._threads:
+            t.start()
+
+    @classmethod
+    def connect(cls, servers: Sequence[str], settings: Settings) -> RemoteEmbedder:
+        """Probe every server; keep the reachable ones that serve the first reachable server's model."""
+        probes = [probe_server(a, settings.connect_timeout_s) for a in servers]
+        good = [p for p in probes if p.error is None]
+        if not good:
+            raise PhotodedupError("no embedding server reachable (" + "; ".join(f"{p.address}: {p.error}" for p in probes) + ")")
+        first = good[0]
+        use = [p for p in good if p.model_id == first.model_id]
+        for p in good:
+            if p.model_id != first.model_id:
+                log.warning("server %s serves %s, not %s; not using it", p.address, p.model_id, first.model_id)
+        for p in probes:
+            if p.error is not None:
+                log.warning("server %s is not reachable (%s); using the others", p.address, p.error)
+        return cls(
+            [p.address for p in use],
+            first.model_id,
+            first.input_size,
+            max_in_flight=settings.max_in_flight,
+            batch_size=settings.embed_batch_size,
+            retries=settings.server_retries,
+        )
+
+    # -- caller side ------------------------------------------------------------------------------
+
+    def submit(self, key: str, thumb: np.ndarray | bytes) -> None:
+        if isinstance(thumb, np.ndarray):
+            from photodedup.imaging import encode_jpeg
+
+            thumb = encode_jpeg(thumb, 90)
+        self._slots.acquire()
+        with self._cond:
+            self._outstanding += 1
+            if self._all_down_reason is not None:
+                self._finish(EmbedOutcome(key, None, self._all_down_reason, permanent=False))
+                return
+            self._work.append(_Item(key, thumb))
+            self._cond.notify_all()
+
+    def poll(self) -> list[EmbedOutcome]:
+        out: list[EmbedOutcome] = []
+        while True:
+            try:
+                out.append(self._out.get_nowait())
+            except queue.Empty:
+                return out
+
+    def drain(self) -> Iterator[EmbedOutcome]:
+        """Yield every remaining outcome; returns when nothing is in flight."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        while True:
+            try:
+                yield self._out.get(timeout=0.1)
+                continue
+            except queue.Empty:
+                pass
+            with self._cond:
+                if self._outstanding == 0 and self._out.empty():
+                    return
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            if self._all_down_reason is None:
+                self._all_down_reason = "the scan stopped"
+            while self._work:
+                item = self._work.popleft()
+                self._finish(EmbedOutcome(item.key, None, "the scan stopped", permanent=False))
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout=2.0)
+
+    # -- shared queue -----------------------------------------------------------------------------
+
+    def _finish(self, outcome: EmbedOutcome) -> None:
+        """Deliver one final outcome; caller holds `_cond`."""
+        self._outstanding -= 1
+        self._out.put(outcome)
+        self._slots.release()
+        self._cond.notify_all()
+
+    def _deliver(self, outcome: EmbedOutcome) -> None:
+        with self._cond:
+            self._finish(outcome)
+
+    def _requeue(self, item: _Item, reason: str) -> None:
+        with self._cond:
+            item.attempts += 1
+            if item.attempts > self.retries:
+                self._finish(EmbedOutcome(item.key, None, f"gave up after {item.attempts} tries: {reason}", permanent=False))
+                return
+            if self._all_down_reason is not None:
+                self._finish(EmbedOutcome(item.key, None, self._all_down_reason, permanent=False))
+                return
+            item.not_before = time.monotonic() + backoff_s(item.attempts)
+            self._work.append(item)
+            self._cond.notify_all()
+
+    def _take(self, state: _ServerState) -> list[_Item] | None:
+        """Up to batch_size due items; [] after a short wait; None when this stream should end."""
+        with self._cond:
+            while True:
+                if state.down or (self._closing and self._outstanding == 0) or self._all_down_reason is not None:
+                    return None
+                now = time.monotonic()
+                due = [it for it in self._work if it.not_before <= now][: self.batch_size]
+                if due:
+                    for it in due:
+                        self._work.remove(it)
+                    return due
+                wait = min((it.not_before - now for it in self._work), default=0.2)
+                if not self._cond.wait(timeout=max(0.005, min(wait, 0.2))):
+                    return []
+
+    # -- one thread per server --------------------------------------------------------------------
+
+    def _serve(self, state: _ServerState) -> None:
+        import grpc
+
+        from photodedup.v1 import embed_pb2, embed_pb2_grpc
+
+        options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+        channel = grpc.insecure_channel(state.address, options=options)
+        stub = embed_pb2_grpc.EmbedServiceStub(channel)
+        try:
+            while True:
+                with self._cond:
+                    if (self._closing and self._outstanding == 0) or self._all_down_reason is not None:
+                        return
+                pending: dict[str, _Item] = {}
+                lock = threading.Lock()
+                dead = threading.Event()
+
+                def requests(pending: dict[str, _Item] = pending, lock: threading.Lock = lock,
+                             dead: threading.Event = dead) -> Iterator[embed_pb2.EmbedStreamRequest]:
+                    while True:
+                        items = self._take(state)
+                        if items is None:
+                            return
+                        if not items:
+                            continue
+                        with lock:
+                            if dead.is_set():
+                                for it in items:
+                                    it.attempts -= 1  # never sent: no try used up
+                                    self._requeue(it, "stream closed")
+                                return
+                            pending.update((it.key, it) for it in items)
+                        state.sent += len(items)
+                        yield embed_pb2.EmbedStreamRequest(
+                            items=[embed_pb2.StreamItem(id=it.key, image=embed_pb2.Image(encoded=it.data)) for it in items],
+                            dtype=embed_pb2.DTYPE_FLOAT16,
+                        )
+
+                try:
+                    for reply in stub.EmbedStream(requests()):
+                        state.failures = 0
+                        for res in reply.results:
+                            with lock:
+                                item = pending.pop(res.id, None)
+                            if item is not None:
+                                self._handle(item, res, reply.model_id)
+                    with lock:
+                        dead.set()
+                        left = list(pending.values())
+                        pending.clear()
+                    for it in left:  # the server closed the stream without answering these
+                        self._requeue(it, "no answer")
+                except grpc.RpcError as exc:
+                    code = exc.code()  # type: ignore[attr-defined]
+                    reason = f"{state.address}: {code.name}: {exc.details()}"  # type: ignore[attr-defined]
+                    with lock:
+                        dead.set()
+                        left = list(pending.values())
+                        pending.clear()
+                    for it in left:
+                        self._requeue(it, reason)
+                    state.failures += 1
+                    state.errors.append(reason)
+                    if state.failures > self.retries:
+                        log.warning("giving up on server %s after %d failed streams: %s", state.address, state.failures, reason)
+                        self._server_down(state, reason)
+                        return
+                    log.info("stream to %s failed (%s); retrying", state.address, reason)
+                    time.sleep(backoff_s(state.failures, base=0.2))
+        finally:
+            channel.close()
+
+    def _handle(self, item: _Item, res: object, model_id: str) -> None:
+        if res.HasField("embedding"):  # type: ignore[attr-defined]
+            emb = res.embedding  # type: ignore[attr-defined]
+            if model_id and model_id != self.model_id:
+                self._deliver(EmbedOutcome(item.key, None, f"server switched model to {model_id}", permanent=False))
+                return
+            dtype = "<f2" if emb.dtype == 2 else "<f4"
+            self._deliver(EmbedOutcome(item.key, np.frombuffer(emb.data, dtype=dtype).astype(np.float32)))
+            return
+        err = res.error  # type: ignore[attr-defined]
+        if err.code in RETRY_ITEM_CODES:
+            self._requeue(item, err.message)
+        else:
+            self._deliver(EmbedOutcome(item.key, None, err.message or f"error code {err.code}"))
+
+    def _server_down(self, state: _ServerState, reason: str) -> None:
+        with self._cond:
+            state.down = True
+            if all(s.down for s in self.servers):
+                self._all_down_reason = f"no embedding server left ({reason})"
+                while self._work:
+                    item = self._work.popleft()
+                    self._finish(EmbedOutcome(item.key, None, self._all_down_reason, permanent=False))
+            self._cond.notify_all()
+
+
+@dataclass
+class EmbedderChoice:
+    embedder: Embedder | None
+    skipped_reason: str | None = None
+
+
+def open_embedder(settings: Settings, mode: Mode) -> EmbedderChoice:
+    """auto: the configured servers if any answers, else the in-process engine. Never raises for a
+    missing model: the caller runs without the similar tier and prints `skipped_reason`."""
+    if mode == "none":
+        return EmbedderChoice(None, "similar tier skipped: --no-similar")
+    if mode in ("auto", "remote") and settings.servers:
+        try:
+            return EmbedderChoice(RemoteEmbedder.connect(settings.servers, settings))
+        except PhotodedupError as exc:
+            if mode == "remote":
+                return EmbedderChoice(None, f"similar tier skipped: {exc}")
+            log.info("%s; using the in-process engine", exc)
+    elif mode == "remote":
+        return EmbedderChoice(None, "similar tier skipped: --server gives no address")
+    try:
+        return EmbedderChoice(LocalEmbedder.create(settings))
+    except (ModelUnavailableError, EngineUnavailableError) as exc:
+        return EmbedderChoice(None, f"similar tier skipped: {exc}")

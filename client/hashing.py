@@ -1,0 +1,272 @@
+"""Read each photo once and decode it once: content hash, perceptual hashes and the model thumbnail.
+
+The MD5 comes from the bytes; dHash, pHash and the model thumbnail all come from one reduced-size decode
+(JPEG DCT scaling via `draft`, an integer box reduction for other formats), taken after EXIF orientation
+is applied. `hash_file` never raises for a bad file: the error is part of its result. `HashPool` runs it
+on all cores in worker processes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import logging
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal
+
+import numpy as np
+
+from photodedup.client.walk import SNIFF_BYTES, sniff_format
+from photodedup.errors import InvalidImageError
+
+log = logging.getLogger(__name__)
+
+ThumbKind = Literal["none", "array", "jpeg"]
+EXIF_IFD = 0x8769
+TAG_ORIENTATION = 0x0112
+TAG_DATETIME = 0x0132
+TAG_DATETIME_ORIGINAL = 0x9003
+# Decode at least this many pixels on the short side even without a model: enough for stable pHash.
+MIN_DECODE_SIDE = 256
+
+
+@dataclass
+class HashResult:
+    """Everything the index stores about one file, plus the thumbnail for the embedder (not stored)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    md5: str | None = None
+    dhash: int | None = None
+    phash: int | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    exif_time: float | None = None
+    error: str | None = None
+    # (dhash, phash) of the decoded image turned 90, 180 and 270 degrees, signed like the others: lets
+    # grouping find copies whose pixels (not just their EXIF tag) were rotated.
+    rotated: tuple[tuple[int, int], ...] = ()
+    thumb: np.ndarray | bytes | None = None
+
+
+def to_signed64(value: int) -> int:
+    """SQLite INTEGER is signed 64-bit; store a 64-bit hash as its two's-complement value."""
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def to_unsigned64(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
+
+
+def _hash_int(h: object) -> int:
+    bits = np.asarray(h.hash, dtype=bool).flatten()  # type: ignore[attr-defined]
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def _exif_time(exif: object) -> float | None:
+    """Capture time from EXIF (DateTimeOriginal, else DateTime) as a UTC-naive timestamp, or None."""
+    try:
+        raw = exif.get_ifd(EXIF_IFD).get(TAG_DATETIME_ORIGINAL) or exif.get(TAG_DATETIME)  # type: ignore[attr-defined]
+        if not raw:
+            return None
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        stamp = datetime.strptime(text.strip().rstrip("\x00")[:19], "%Y:%m:%d %H:%M:%S")
+        return stamp.replace(tzinfo=timezone.utc).timestamp()
+    except (ValueError, TypeError, AttributeError, KeyError, OSError):
+        return None
+
+
+_TURNS = (2, 3, 4)  # PIL Image.Transpose.ROTATE_90, ROTATE_180, ROTATE_270
+
+
+def hash_bytes(
+    data: bytes, max_pixels: int, thumb_size: int | None = None, thumb_kind: ThumbKind = "none", quality: int = 90
+) -> HashResult:
+    """Hash and thumbnail encoded image bytes; raises InvalidImageError for anything undecodable."""
+    import imagehash
+    from PIL import Image
+
+    from photodedup.imaging import encode_jpeg, load_rgb, open_image, to_model_array
+
+    res = HashResult(path="", size=len(data), mtime_ns=0, md5=hashlib.md5(data).hexdigest())
+    img = open_image(data, max_pixels)
+    res.format = img.format or "UNKNOWN"
+    width, height = img.size
+    try:
+        exif = img.getexif()
+        orientation = int(exif.get(TAG_ORIENTATION, 1) or 1)
+        res.exif_time = _exif_time(exif)
+    except Exception:  # noqa: BLE001 - broken EXIF is common and must not lose the photo
+        orientation = 1
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    res.width, res.height = width, height
+    side = max(thumb_size or 0, MIN_DECODE_SIDE)
+    rgb = load_rgb(img, min_side=side)
+    factor = min(rgb.size) // side
+    if factor >= 2:  # what draft does for JPEG, for every other format: never hash 16 MP
+        rgb = rgb.reduce(factor)
+    try:
+        gray = rgb.convert("L")
+        res.dhash = to_signed64(_hash_int(imagehash.dhash(gray)))
+        res.phash = to_signed64(_hash_int(imagehash.phash(gray)))
+        res.rotated = tuple(
+            (to_signed64(_hash_int(imagehash.dhash(turned))), to_signed64(_hash_int(imagehash.phash(turned))))
+            for turned in (gray.transpose(t) for t in _TURNS)
+        )
+        if thumb_kind != "none" and thumb_size:
+            arr = to_model_array(rgb, thumb_size)
+            res.thumb = encode_jpeg(arr, quality) if thumb_kind == "jpeg" else arr
+    except (OSError, ValueError) as exc:
+        raise InvalidImageError(f"cannot hash image: {exc}") from None
+    finally:
+        if isinstance(img, Image.Image):
+            img.close()
+    return res
+
+
+def hash_file(
+    path: str,
+    size: int,
+    mtime_ns: int,
+    max_pixels: int,
+    thumb_size: int | None = None,
+    thumb_kind: ThumbKind = "none",
+    quality: int = 90,
+) -> HashResult:
+    """Read the file once and hash it; every failure becomes `error` on the result, never an exception."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return HashResult(path, size, mtime_ns, error=f"cannot read: {exc.strerror or exc}")
+    if not data:
+        return HashResult(path, size, mtime_ns, error="empty file")
+    if sniff_format(data[:SNIFF_BYTES]) is None:
+        kind = "text" if _looks_like_text(data[:512]) else "unknown data"
+        return HashResult(path, size, mtime_ns, md5=hashlib.md5(data).hexdigest(),
+                          error=f"not a supported photo format (content is {kind})")
+    try:
+        res = hash_bytes(data, max_pixels, thumb_size, thumb_kind, quality)
+    except InvalidImageError as exc:
+        return HashResult(path, size, mtime_ns, md5=hashlib.md5(data).hexdigest(), error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not end the scan
+        log.debug("unexpected error hashing %s", path, exc_info=True)
+        return HashResult(path, size, mtime_ns, md5=hashlib.md5(data).hexdigest(), error=f"{type(exc).__name__}: {exc}")
+    res.path, res.size, res.mtime_ns = path, size, mtime_ns
+    return res
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _init_worker() -> None:
+    from photodedup.imaging import register_heif
+
+    register_heif()
+    # A worker must not steal the terminal's Ctrl-C: the parent stops the pool and records progress.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@dataclass(frozen=True)
+class HashJob:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+class HashPool:
+    """Hashes files on `workers` processes, keeping a bounded number in flight so memory stays flat."""
+
+    def __init__(
+        self,
+        workers: int = 0,
+        max_pixels: int = 80_000_000,
+        thumb_size: int | None = None,
+        thumb_kind: ThumbKind = "none",
+        quality: int = 90,
+    ) -> None:
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.max_pixels = max_pixels
+        self.thumb_size = thumb_size
+        self.thumb_kind = thumb_kind
+        self.quality = quality
+        # forkserver/spawn: the parent may already run gRPC or torch threads, which fork would copy broken.
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+        return cf.ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker
+        )
+
+    def map_unordered(self, jobs: Iterable[HashJob], in_flight: int | None = None) -> Iterator[HashResult]:
+        """Yield results as they finish; at most `in_flight` (default 4 per worker) are outstanding.
+
+        A worker that dies (a decoder crash on a hostile file) breaks the pool: it is rebuilt and the
+        unfinished files retried once; a file that breaks it twice gets an error result.
+        """
+        limit = in_flight or self.workers * 4
+        pending: dict[cf.Future[HashResult], tuple[HashJob, int]] = {}
+        retry: list[tuple[HashJob, int]] = []
+        it = iter(jobs)
+        exhausted = False
+        while True:
+            while len(pending) < limit and (retry or not exhausted):
+                if retry:
+                    job, attempt = retry.pop()
+                else:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    job, attempt = nxt, 0
+                fut = self._pool.submit(
+                    hash_file, job.path, job.size, job.mtime_ns, self.max_pixels,
+                    self.thumb_size, self.thumb_kind, self.quality,
+                )
+                pending[fut] = (job, attempt)
+            if not pending:
+                return
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                job, attempt = pending.pop(fut)
+                try:
+                    yield fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    if attempt >= 1:
+                        yield HashResult(job.path, job.size, job.mtime_ns, error="the decoder crashed on this file")
+                    else:
+                        retry.append((job, attempt + 1))
+            if broken:
+                log.warning("a hashing worker died; restarting the pool")
+                retry.extend((job, attempt + 1) for job, attempt in pending.values())
+                pending.clear()
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+
+    def close(self, cancel: bool = False) -> None:
+        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+    def __enter__(self) -> HashPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(cancel=exc[0] is not None)

@@ -1,0 +1,334 @@
+"""The scan index: one SQLite file (WAL) holding what a scan learned, so a rescan does only new work.
+
+Files are keyed by absolute path and are current while their size and mtime match. Every write is a
+short transaction, so Ctrl-C or a crash at any moment leaves finished files recorded and the rest
+simply missing: the next scan picks up exactly those. Files that vanished are forgotten only after a
+walk of their root completed. "Not duplicates" decisions live in their own table and outlive rescans.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from photodedup.client.hashing import HashResult, to_unsigned64
+
+if TYPE_CHECKING:
+    from photodedup.client.grouping import FileRecord
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    md5 TEXT,
+    dhash INTEGER,              -- 64-bit perceptual hashes, stored as signed two's complement
+    phash INTEGER,
+    width INTEGER,
+    height INTEGER,
+    format TEXT,
+    exif_time REAL,             -- capture time from EXIF, seconds since the epoch (camera clock as UTC)
+    rotated BLOB,               -- dhash, phash of the image turned 90, 180, 270 degrees: 6 x int64 LE
+    error TEXT,                 -- why the file could not be hashed; NULL when it was
+    seen_scan INTEGER NOT NULL  -- the last scan whose walk found the file
+);
+CREATE INDEX IF NOT EXISTS files_md5 ON files(md5);
+CREATE TABLE IF NOT EXISTS embeddings (
+    path TEXT PRIMARY KEY REFERENCES files(path) ON DELETE CASCADE,
+    model_id TEXT NOT NULL,
+    vector BLOB,                -- float16 little-endian; NULL when the model refused the image
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS ignores (
+    a TEXT NOT NULL,            -- a pair of paths the user declared not duplicates, a < b
+    b TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (a, b)
+);
+CREATE TABLE IF NOT EXISTS scans (
+    id INTEGER PRIMARY KEY,
+    started REAL NOT NULL,
+    finished REAL,              -- NULL while running or after an interrupted scan
+    roots TEXT NOT NULL,        -- JSON list of absolute roots
+    model_id TEXT,
+    options TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+@dataclass(frozen=True)
+class ScanInfo:
+    id: int
+    started: float
+    finished: float | None
+    roots: list[str]
+    model_id: str | None
+    options: dict[str, Any]
+
+
+def _under(root: str) -> tuple[str, str]:
+    """Bounds of the paths strictly below `root` for a range query ('0' sorts right after '/')."""
+    root = root.rstrip("/")
+    return root + "/", root + "0"
+
+
+def _pack_rotated(rotated: Sequence[tuple[int, int]]) -> bytes | None:
+    return np.asarray(rotated, dtype="<i8").tobytes() if rotated else None
+
+
+def _unpack_rotated(blob: bytes | None) -> tuple[tuple[int, int], ...]:
+    """Back to unsigned 64-bit (dhash, phash) pairs, as grouping compares them."""
+    if not blob:
+        return ()
+    flat = np.frombuffer(blob, dtype="<i8").astype(np.uint64)
+    return tuple((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat) - 1, 2))
+
+
+class Index:
+    """A connection to the index; use as a context manager or call close()."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across process crashes under WAL; only a power cut may drop the last commits.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        # executescript wraps the idempotent CREATE ... IF NOT EXISTS statements in its own transaction.
+        self.conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        with self.transaction():
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} was written by a newer photodedup (schema {row[0]})")
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    class _Tx:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.conn.execute("BEGIN IMMEDIATE")
+            return self.conn
+
+        def __exit__(self, exc_type: object, *rest: object) -> None:
+            self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+    def transaction(self) -> Index._Tx:
+        """All or nothing: a crash inside leaves the index as it was before."""
+        return Index._Tx(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- scans ------------------------------------------------------------------------------------
+
+    def start_scan(self, roots: Sequence[str], model_id: str | None, options: dict[str, Any]) -> int:
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO scans (started, roots, model_id, options) VALUES (?, ?, ?, ?)",
+                (time.time(), json.dumps(list(roots)), model_id, json.dumps(options)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_scan(self, scan_id: int) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE scans SET finished=? WHERE id=?", (time.time(), scan_id))
+
+    def last_scan(self, finished_only: bool = False) -> ScanInfo | None:
+        where = "WHERE finished IS NOT NULL" if finished_only else ""
+        row = self.conn.execute(
+            f"SELECT id, started, finished, roots, model_id, options FROM scans {where} ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return ScanInfo(row[0], row[1], row[2], json.loads(row[3]), row[4], json.loads(row[5] or "{}"))
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def known(self, paths: Sequence[str]) -> dict[str, tuple[int, int, bool]]:
+        """path -> (size, mtime_ns, done) for the given paths that the index has."""
+        out: dict[str, tuple[int, int, bool]] = {}
+        for i in range(0, len(paths), 500):
+            chunk = list(paths[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            for path, size, mtime_ns, md5, error in self.conn.execute(
+                f"SELECT path, size, mtime_ns, md5, error FROM files WHERE path IN ({marks})", chunk
+            ):
+                out[path] = (size, mtime_ns, md5 is not None or error is not None)
+        return out
+
+    def mark_seen(self, paths: Iterable[str], scan_id: int) -> None:
+        with self.transaction() as c:
+            c.executemany("UPDATE files SET seen_scan=? WHERE path=?", ((scan_id, p) for p in paths))
+
+    def put_hashes(self, results: Iterable[HashResult], scan_id: int) -> None:
+        """Record hashed files; a changed file's old embedding goes with its old row."""
+        rows = [
+            (r.path, r.size, r.mtime_ns, r.md5, r.dhash, r.phash, r.width, r.height, r.format, r.exif_time,
+             _pack_rotated(r.rotated), r.error, scan_id)
+            for r in results
+        ]
+        if not rows:
+            return
+        with self.transaction() as c:
+            c.executemany("DELETE FROM embeddings WHERE path=?", ((r[0],) for r in rows))
+            c.executemany(
+                "INSERT OR REPLACE INTO files (path, size, mtime_ns, md5, dhash, phash, width, height, format,"
+                " exif_time, rotated, error, seen_scan) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+
+    def put_embeddings(self, model_id: str, items: Iterable[tuple[str, np.ndarray | None, str | None]]) -> None:
+        """Store (path, vector or None, error or None); rows for files no longer indexed are dropped."""
+        rows = [
+            (path, model_id, None if vec is None else np.asarray(vec, dtype="<f2").tobytes(), err)
+            for path, vec, err in items
+        ]
+        if not rows:
+            return
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO embeddings (path, model_id, vector, error)"
+                " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM files WHERE path=?)",
+                ((*row, row[0]) for row in rows),
+            )
+
+    def needing_embedding(self, roots: Sequence[str], model_id: str) -> list[tuple[str, int, int]]:
+        """Hashed images under `roots` without an embedding (or a recorded refusal) from `model_id`."""
+        out: list[tuple[str, int, int]] = []
+        for lo, hi in self._ranges(roots):
+            out.extend(
+                self.conn.execute(
+                    "SELECT f.path, f.size, f.mtime_ns FROM files f LEFT JOIN embeddings e"
+                    " ON e.path=f.path AND e.model_id=? WHERE f.path >= ? AND f.path < ?"
+                    " AND f.error IS NULL AND f.md5 IS NOT NULL AND e.path IS NULL",
+                    (model_id, lo, hi),
+                )
+            )
+        return out
+
+    def forget_unseen(self, roots: Sequence[str], scan_id: int) -> int:
+        """Drop files under `roots` that this scan's complete walk did not find (deleted or moved)."""
+        removed = 0
+        with self.transaction() as c:
+            for lo, hi in self._ranges(roots):
+                cur = c.execute(
+                    "DELETE FROM files WHERE path >= ? AND path < ? AND seen_scan != ?", (lo, hi, scan_id)
+                )
+                removed += cur.rowcount
+        return removed
+
+    @staticmethod
+    def _ranges(roots: Sequence[str]) -> list[tuple[str, str]]:
+        """Path ranges covering each root itself (a file given as a root) and everything below it."""
+        out = []
+        for root in roots:
+            lo, hi = _under(root)
+            out.append((root.rstrip("/"), root.rstrip("/") + "\x00"))
+            out.append((lo, hi))
+        return out
+
+    def errors(self, roots: Sequence[str]) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for lo, hi in self._ranges(roots):
+            out.extend(
+                self.conn.execute(
+                    "SELECT path, error FROM files WHERE path >= ? AND path < ? AND error IS NOT NULL"
+                    " ORDER BY path",
+                    (lo, hi),
+                )
+            )
+        return out
+
+    def counts(self, roots: Sequence[str], model_id: str | None) -> dict[str, int]:
+        files = errors = embedded = 0
+        total_bytes = 0
+        for lo, hi in self._ranges(roots):
+            n, e, b = self.conn.execute(
+                "SELECT COUNT(*), COUNT(error), COALESCE(SUM(size), 0) FROM files WHERE path >= ? AND path < ?",
+                (lo, hi),
+            ).fetchone()
+            files, errors, total_bytes = files + n, errors + e, total_bytes + b
+            if model_id:
+                embedded += self.conn.execute(
+                    "SELECT COUNT(*) FROM embeddings WHERE path >= ? AND path < ? AND model_id=?"
+                    " AND vector IS NOT NULL",
+                    (lo, hi, model_id),
+                ).fetchone()[0]
+        return {"files": files, "errors": errors, "bytes": total_bytes, "embedded": embedded}
+
+    def records(self, roots: Sequence[str], model_id: str | None) -> Iterator[FileRecord]:
+        """Every hashed image under `roots` as a grouping FileRecord (embedding only from `model_id`)."""
+        from photodedup.client.grouping import FileRecord
+
+        for lo, hi in self._ranges(roots):
+            cur = self.conn.execute(
+                "SELECT f.path, f.size, f.width, f.height, f.md5, f.dhash, f.phash, e.vector, f.exif_time,"
+                " f.mtime_ns, f.format, f.rotated FROM files f LEFT JOIN embeddings e ON e.path=f.path AND e.model_id=?"
+                " WHERE f.path >= ? AND f.path < ? AND f.error IS NULL AND f.md5 IS NOT NULL ORDER BY f.path",
+                (model_id or "", lo, hi),
+            )
+            for path, size, w, h, md5, dh, ph, vec, exif_time, mtime_ns, fmt, rotated in cur:
+                yield FileRecord(
+                    path=path,
+                    size=size,
+                    width=w or 0,
+                    height=h or 0,
+                    md5=md5,
+                    dhash=None if dh is None else to_unsigned64(dh),
+                    phash=None if ph is None else to_unsigned64(ph),
+                    embedding=None if vec is None else np.frombuffer(vec, dtype="<f2").astype(np.float32),
+                    exif_time=exif_time,
+                    mtime=mtime_ns / 1e9,
+                    format=fmt or "",
+                    rotated_hashes=_unpack_rotated(rotated),
+                )
+
+    def file_md5(self, path: str) -> str | None:
+        row = self.conn.execute("SELECT md5 FROM files WHERE path=?", (path,)).fetchone()
+        return None if row is None else row[0]
+
+    # -- "not duplicates" decisions ---------------------------------------------------------------
+
+    def add_ignore(self, paths: Collection[str]) -> int:
+        """Declare every pair among `paths` not duplicates; returns how many pairs are new."""
+        ordered = sorted(set(paths))
+        pairs = [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1 :]]
+        now = time.time()
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany("INSERT OR IGNORE INTO ignores (a, b, created) VALUES (?, ?, ?)", ((a, b, now) for a, b in pairs))
+            return c.total_changes - before
+
+    def remove_ignore(self, paths: Collection[str]) -> int:
+        ordered = sorted(set(paths))
+        pairs = [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1 :]]
+        with self.transaction() as c:
+            before = c.total_changes
+            c.executemany("DELETE FROM ignores WHERE a=? AND b=?", pairs)
+            return c.total_changes - before
+
+    def ignored(self) -> list[frozenset[str]]:
+        return [frozenset(row) for row in self.conn.execute("SELECT a, b FROM ignores ORDER BY a, b")]

@@ -1,0 +1,204 @@
+"""Write duplicate groups as a table, JSON, CSV or a self-contained HTML page.
+
+JSON: {"groups": [{"kind", "keep", "files": [{"path", "bytes", "width", "height", "distance"}]}],
+"stats": {...}} with absolute paths; the keeper is listed first in `files`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from photodedup.client.grouping import Group
+
+log = logging.getLogger(__name__)
+
+Format = Literal["table", "json", "csv", "html"]
+FORMATS: tuple[str, ...] = ("table", "json", "csv", "html")
+TIERS = ("exact", "near", "similar")
+HTML_THUMB = 200
+
+
+def _members(group: Group) -> list[Any]:
+    """Keeper first, then the others by distance, then path: the order every format shows."""
+    keep = group.keep.path
+    return sorted(group.members, key=lambda m: (m.record.path != keep, m.distance, m.record.path))
+
+
+def freeable(groups: Sequence[Group]) -> tuple[int, int]:
+    """(files, bytes) that removing every non-kept, unprotected copy would free; a file counts once."""
+    extra: dict[str, int] = {}
+    for g in groups:
+        for m in g.targets:
+            extra[m.record.path] = m.record.size
+    return len(extra), sum(extra.values())
+
+
+def build_stats(groups: Sequence[Group], base: dict[str, Any]) -> dict[str, Any]:
+    files, size = freeable(groups)
+    stats = dict(base)
+    stats["groups"] = {t: sum(1 for g in groups if g.kind == t) for t in TIERS}
+    stats["duplicate_files"] = files
+    stats["bytes_freeable"] = size
+    return stats
+
+
+def to_dict(groups: Sequence[Group], stats: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "groups": [
+            {
+                "kind": g.kind,
+                "keep": os.path.abspath(g.keep.path),
+                "files": [
+                    {
+                        "path": os.path.abspath(m.record.path),
+                        "bytes": m.record.size,
+                        "width": m.record.width,
+                        "height": m.record.height,
+                        "distance": round(float(m.distance), 6),
+                    }
+                    for m in _members(g)
+                ],
+            }
+            for g in groups
+        ],
+        "stats": stats,
+    }
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def render(groups: Sequence[Group], stats: dict[str, Any], fmt: str, output: Path | None, console: Console) -> None:
+    """Write the report to `output`, or to the console (stdout) when None."""
+    if fmt == "table":
+        if output is None:
+            _table(groups, console)
+        else:
+            from rich.console import Console as RichConsole
+
+            with open(output, "w", encoding="utf-8") as fh:
+                _table(groups, RichConsole(file=fh, width=160, color_system=None))
+        return
+    text = {"json": _json, "csv": _csv, "html": _html}[fmt](groups, stats)
+    if output is None:
+        console.file.write(text)
+        console.file.flush()
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+
+
+def _json(groups: Sequence[Group], stats: dict[str, Any]) -> str:
+    return json.dumps(to_dict(groups, stats), indent=2) + "\n"
+
+
+def _csv(groups: Sequence[Group], stats: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["group", "kind", "keep", "path", "bytes", "width", "height", "distance"])
+    for i, g in enumerate(groups, 1):
+        for m in _members(g):
+            r = m.record
+            writer.writerow([i, g.kind, int(r.path == g.keep.path), os.path.abspath(r.path), r.size, r.width,
+                             r.height, round(float(m.distance), 6)])
+    return buf.getvalue()
+
+
+def _table(groups: Sequence[Group], console: Console) -> None:
+    from rich.table import Table
+
+    if not groups:
+        console.print("No duplicate groups.")
+        return
+    table = Table(show_lines=False, header_style="bold")
+    for name, kw in (("#", {"justify": "right"}), ("kind", {}), ("", {}), ("path", {"overflow": "fold"}),
+                     ("size", {"justify": "right"}), ("pixels", {"justify": "right"}),
+                     ("distance", {"justify": "right"})):
+        table.add_column(name, **kw)
+    for i, g in enumerate(groups, 1):
+        for j, m in enumerate(_members(g)):
+            r = m.record
+            keep = r.path == g.keep.path
+            table.add_row(
+                str(i) if j == 0 else "",
+                g.kind if j == 0 else "",
+                "keep" if keep else "",
+                r.path,
+                human_bytes(r.size),
+                f"{r.width}x{r.height}",
+                "" if keep else f"{m.distance:.3g}",
+                end_section=j == len(g.members) - 1,
+            )
+    console.print(table)
+
+
+def thumbnail_data_uri(path: str, side: int = HTML_THUMB, max_pixels: int = 80_000_000) -> str | None:
+    """A small upright JPEG of the photo as a data: URI, or None when it cannot be read any more."""
+    from photodedup.errors import InvalidImageError
+    from photodedup.imaging import encode_jpeg, load_rgb, open_image
+
+    try:
+        with open(path, "rb") as fh:
+            img = load_rgb(open_image(fh.read(), max_pixels), min_side=side)
+        img.thumbnail((side, side))
+        return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(img, 80)).decode("ascii")
+    except (OSError, InvalidImageError) as exc:
+        log.debug("no thumbnail for %s: %s", path, exc)
+        return None
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa;color:#222}
+h1{font-size:1.3rem} .stats{color:#555;margin-bottom:1rem}
+.group{background:#fff;border:1px solid #ddd;border-radius:6px;margin:0 0 1rem;padding:.6rem}
+.group h2{font-size:1rem;margin:.1rem 0 .5rem} .files{display:flex;flex-wrap:wrap;gap:.6rem}
+figure{margin:0;width:210px;font-size:.75rem;word-break:break-all}
+figure img{width:200px;height:200px;object-fit:contain;background:#eee;display:block}
+figure.keep{outline:3px solid #2a8f3a} .missing{width:200px;height:200px;background:#eee;display:flex;
+align-items:center;justify-content:center;color:#999}
+.tag{font-weight:600;color:#2a8f3a}
+"""
+
+
+def _html(groups: Sequence[Group], stats: dict[str, Any]) -> str:
+    esc = html.escape
+    g_counts = stats.get("groups", {})
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>photodedup report</title>",
+        f"<style>{_CSS}</style></head><body><h1>photodedup: {len(groups)} duplicate groups</h1>",
+        "<div class='stats'>"
+        + esc(", ".join(f"{t}: {g_counts.get(t, 0)}" for t in TIERS))
+        + f" &middot; {esc(human_bytes(stats.get('bytes_freeable', 0)))} freeable</div>",
+    ]
+    for i, g in enumerate(groups, 1):
+        parts.append(f"<section class='group'><h2>#{i} {esc(g.kind)} ({len(g.members)} files)</h2><div class='files'>")
+        for m in _members(g):
+            r = m.record
+            keep = r.path == g.keep.path
+            uri = thumbnail_data_uri(r.path)
+            img = f"<img src='{uri}' alt=''>" if uri else "<div class='missing'>no preview</div>"
+            label = "<span class='tag'>keep</span> " if keep else f"distance {m.distance:.3g} &middot; "
+            parts.append(
+                f"<figure class='{'keep' if keep else ''}'>{img}<figcaption>{label}"
+                f"{r.width}&times;{r.height}, {esc(human_bytes(r.size))}<br>{esc(os.path.abspath(r.path))}"
+                "</figcaption></figure>"
+            )
+        parts.append("</div></section>")
+    parts.append("</body></html>\n")
+    return "".join(parts)

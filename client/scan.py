@@ -1,0 +1,227 @@
+"""One scan: walk the roots, hash new or changed files on all cores, embed their thumbnails, record
+everything in the index as it finishes, forget deleted files, then group what the index holds.
+
+Writes go to the index in small transactions while the work runs, so an interrupted scan loses at most
+the last second of work and the next scan carries on from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from photodedup.client.embedders import EmbedOutcome, Mode, open_embedder
+from photodedup.client.hashing import HashJob, HashPool, HashResult
+from photodedup.client.index import Index
+from photodedup.client.walk import FoundFile, Walker, WalkStats
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from photodedup.client.grouping import Group, GroupingConfig
+    from photodedup.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY = 200
+FLUSH_SECONDS = 1.0
+
+
+@dataclass
+class ScanSummary:
+    """What one scan did; the CLI prints it and the reports carry it as `stats`."""
+
+    roots: list[str]
+    scan_id: int = 0
+    files: int = 0
+    hashed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    embedded: int = 0
+    embed_failed: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    model_id: str | None = None
+    embedder: str | None = None
+    skipped_reason: str | None = None
+    walk: WalkStats = field(default_factory=WalkStats)
+    seconds: float = 0.0
+
+
+def _progress(console: Console | None, enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def _plan(index: Index, found: list[FoundFile], scan_id: int) -> tuple[list[HashJob], int]:
+    """Split the walk into files to (re)hash and unchanged ones; mark the unchanged ones as seen."""
+    jobs: list[HashJob] = []
+    unchanged: list[str] = []
+    for i in range(0, len(found), 1000):
+        chunk = found[i : i + 1000]
+        known = index.known([f.path for f in chunk])
+        for f in chunk:
+            k = known.get(f.path)
+            if k is not None and k[0] == f.size and k[1] == f.mtime_ns and k[2]:
+                unchanged.append(f.path)
+            else:
+                jobs.append(HashJob(f.path, f.size, f.mtime_ns))
+    for i in range(0, len(unchanged), 5000):
+        index.mark_seen(unchanged[i : i + 5000], scan_id)
+    return jobs, len(unchanged)
+
+
+def run_scan(
+    roots: Sequence[str],
+    settings: Settings,
+    index: Index,
+    mode: Mode = "auto",
+    console: Console | None = None,
+    progress: bool = True,
+    options: dict[str, Any] | None = None,
+) -> ScanSummary:
+    """Bring the index up to date for `roots`. Raises KeyboardInterrupt after saving finished work."""
+    start = time.monotonic()
+    walker = Walker(roots, include_hidden=settings.include_hidden)
+    summary = ScanSummary(roots=walker.roots)
+    choice = open_embedder(settings, mode)
+    embedder = choice.embedder
+    summary.skipped_reason = choice.skipped_reason
+    if embedder is not None:
+        summary.model_id, summary.embedder = embedder.model_id, embedder.description
+    try:
+        scan_id = index.start_scan(walker.roots, summary.model_id, {"mode": mode, **(options or {})})
+        summary.scan_id = scan_id
+        found = list(walker.walk())
+        summary.walk = walker.stats
+        summary.files = len(found)
+        jobs, summary.unchanged = _plan(index, found, scan_id)
+        if embedder is not None:
+            queued = {j.path for j in jobs}
+            seen = {f.path: f for f in found}
+            for path, size, mtime_ns in index.needing_embedding(walker.roots, embedder.model_id):
+                if path not in queued and path in seen:
+                    jobs.append(HashJob(path, size, mtime_ns))
+        summary.hashed = 0
+        _run_jobs(jobs, settings, index, embedder, summary, console, progress)
+        summary.removed = index.forget_unseen(walker.roots, scan_id)
+        index.finish_scan(scan_id)
+        summary.errors = index.errors(walker.roots)
+    finally:
+        if embedder is not None:
+            embedder.close()
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def _run_jobs(
+    jobs: list[HashJob],
+    settings: Settings,
+    index: Index,
+    embedder: Any,
+    summary: ScanSummary,
+    console: Console | None,
+    show: bool,
+) -> None:
+    hash_buf: list[HashResult] = []
+    emb_buf: list[EmbedOutcome] = []
+    model_id = summary.model_id or ""
+    last = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last
+        # Hash rows first: an embedding is stored only for a file the index already has.
+        index.put_hashes(hash_buf, summary.scan_id)
+        hash_buf.clear()
+        keep = [(o.key, o.vector, o.error) for o in emb_buf if o.vector is not None or o.permanent]
+        index.put_embeddings(model_id, keep)
+        emb_buf.clear()
+        last = time.monotonic()
+
+    def take(outcomes: list[EmbedOutcome]) -> None:
+        for o in outcomes:
+            if o.vector is not None:
+                summary.embedded += 1
+            else:
+                summary.embed_failed += 1
+                log.debug("no embedding for %s: %s", o.key, o.error)
+        emb_buf.extend(outcomes)
+        if outcomes:
+            bar.update(embed_task, advance=len(outcomes), rate=_rate(summary.embedded + summary.embed_failed, t0))
+
+    if not jobs:
+        return
+    thumb_size = embedder.input_size if embedder is not None else None
+    thumb_kind = embedder.thumb_kind if embedder is not None else "none"
+    pool = HashPool(settings.scan_workers, settings.max_image_pixels, thumb_size, thumb_kind, settings.thumbnail_quality)
+    bar = _progress(console, show)
+    t0 = time.monotonic()
+    interrupted = True
+    with bar:
+        hash_task = bar.add_task("hashing", total=len(jobs), rate="")
+        embed_task = bar.add_task("embedding", total=None, rate="", visible=embedder is not None)
+        sent = 0
+        try:
+            for res in pool.map_unordered(jobs):
+                thumb, res.thumb = res.thumb, None
+                hash_buf.append(res)
+                summary.hashed += 1
+                bar.update(hash_task, advance=1, rate=_rate(summary.hashed, t0))
+                if embedder is not None and thumb is not None:
+                    embedder.submit(res.path, thumb)
+                    sent += 1
+                    bar.update(embed_task, total=sent)
+                    take(embedder.poll())
+                if len(hash_buf) + len(emb_buf) >= FLUSH_EVERY or time.monotonic() - last > FLUSH_SECONDS:
+                    flush()
+            if embedder is not None:
+                bar.update(embed_task, total=sent)
+                for o in embedder.drain():
+                    take([o])
+                    if len(emb_buf) >= FLUSH_EVERY or time.monotonic() - last > FLUSH_SECONDS:
+                        flush()
+            interrupted = False
+        finally:
+            # Everything in the buffers is finished work: keep it even when interrupted.
+            if embedder is not None:
+                emb_buf.extend(embedder.poll())
+            flush()
+            pool.close(cancel=interrupted)
+
+
+def _rate(n: int, t0: float) -> str:
+    dt = time.monotonic() - t0
+    return f"{n / dt:6.1f}/s" if dt > 0 else ""
+
+
+def grouping_config(settings: Settings) -> GroupingConfig:
+    """Thresholds and keeper policy from the one Settings object (flags > env > defaults)."""
+    from photodedup.client.grouping import GroupingConfig
+
+    return GroupingConfig.from_settings(settings)
+
+
+def load_groups(
+    index: Index, roots: Sequence[str], model_id: str | None, config: GroupingConfig, reference_dirs: Sequence[str] = ()
+) -> list[Group]:
+    """Group every indexed image under `roots` (and the reference folders), honouring ignore decisions."""
+    import os
+
+    from photodedup.client.grouping import find_groups
+
+    refs = [os.path.abspath(os.path.expanduser(r)) for r in reference_dirs]
+    all_roots = list(dict.fromkeys([*roots, *refs]))
+    records = list({r.path: r for r in index.records(all_roots, model_id)}.values())  # roots may nest
+    return find_groups(records, config, ignored=index.ignored(), reference_dirs=refs)
