@@ -147,6 +147,3 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

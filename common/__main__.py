@@ -1,0 +1,5 @@
+"""`python -m photodedup` runs the CLI."""
+
+from photodedup.cli import main
+
+main()
