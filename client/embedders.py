@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -441,6 +442,38 @@ def open_embedder(settings: Settings, mode: Mode) -> EmbedderChoice:
     elif mode == "remote":
         return EmbedderChoice(None, "similar tier skipped: --server gives no address")
     try:
-        return EmbedderChoice(LocalEmbedder.create(settings))
+        with _held_logs():
+            return EmbedderChoice(LocalEmbedder.create(settings))
     except (ModelUnavailableError, EngineUnavailableError) as exc:
         return EmbedderChoice(None, f"similar tier skipped: {exc}")
+
+
+@contextmanager
+def _held_logs() -> Iterator[None]:
+    """Hold log records while a model loads. A failed load is then reported in one line, not with the
+    loader's own errors (open_clip logs its download failures on the root logger); after a good load
+    photodedup's own records (e.g. "exporting to ONNX") are passed on."""
+    held: dict[int, logging.LogRecord] = {}
+
+    class Hold(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            held[id(record)] = record
+            return False
+
+    hold = Hold()
+    handlers = list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(hold)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        for h in handlers:
+            h.removeFilter(hold)
+        if ok:
+            for record in held.values():
+                if record.name.startswith("photodedup"):
+                    for h in handlers:
+                        if record.levelno >= h.level:
+                            h.handle(record)

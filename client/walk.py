@@ -101,6 +101,7 @@ class Walker:
         self._seen_files: set[tuple[int, int]] = set()
 
     def walk(self) -> Iterator[FoundFile]:
+        files: list[tuple[str, os.stat_result]] = []
         for root in self.roots:
             try:
                 st = os.stat(root)
@@ -110,9 +111,27 @@ class Walker:
             if stat.S_ISDIR(st.st_mode):
                 yield from self._walk_dir(root)
             elif stat.S_ISREG(st.st_mode):
-                found = self._consider(root, root, st)
-                if found is not None:
-                    yield found
+                files.append((root, st))
+        for path, st in files:  # after the folders, so a file inside a walked folder is not found twice
+            if self._inside_walked(path):
+                continue
+            found = self._consider(path, path, st)
+            if found is not None:
+                yield found
+
+    def _inside_walked(self, path: str) -> bool:
+        parent = os.path.dirname(path)
+        while True:
+            try:
+                st = os.stat(parent)
+            except OSError:
+                return False
+            if (st.st_dev, st.st_ino) in self._seen_dirs:
+                return True
+            up = os.path.dirname(parent)
+            if up == parent:
+                return False
+            parent = up
 
     def _walk_dir(self, top: str) -> Iterator[FoundFile]:
         stack = [top]

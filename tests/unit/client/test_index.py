@@ -1,0 +1,100 @@
+"""The index: incremental keys, embeddings per model, forgetting deleted files, ignore decisions, atomicity."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from photodedup.client.hashing import HashResult, to_signed64
+from photodedup.client.index import Index
+
+
+def _res(path: str, md5: str = "a" * 32, size: int = 10, mtime_ns: int = 1, error: str | None = None) -> HashResult:
+    if error:
+        return HashResult(path, size, mtime_ns, md5=md5, error=error)
+    return HashResult(
+        path, size, mtime_ns, md5=md5, dhash=to_signed64((1 << 64) - 1), phash=to_signed64(1 << 63), width=4,
+        height=3, format="JPEG", exif_time=1.5e9, rotated=((to_signed64(1 << 63), 5), (6, 7), (8, 9)),
+    )
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Index:
+    with Index(tmp_path / "sub" / "index.sqlite3") as idx:
+        yield idx
+
+
+def test_wal_and_keys(index: Index) -> None:
+    assert index.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    scan = index.start_scan(["/p"], None, {})
+    index.put_hashes([_res("/p/a.jpg", size=10, mtime_ns=5), _res("/p/b.jpg", error="broken")], scan)
+    known = index.known(["/p/a.jpg", "/p/b.jpg", "/p/c.jpg"])
+    assert known == {"/p/a.jpg": (10, 5, True), "/p/b.jpg": (10, 1, True)}
+
+
+def test_records_round_trip_unsigned_hashes_and_embeddings(index: Index) -> None:
+    scan = index.start_scan(["/p"], "m1", {})
+    index.put_hashes([_res("/p/a.jpg"), _res("/p/bad.jpg", error="nope")], scan)
+    vec = np.linspace(-1, 1, 16, dtype=np.float32)
+    index.put_embeddings("m1", [("/p/a.jpg", vec, None), ("/p/unknown.jpg", vec, None)])
+    (rec,) = list(index.records(["/p"], "m1"))
+    assert rec.dhash == (1 << 64) - 1 and rec.phash == 1 << 63
+    assert rec.rotated_hashes == ((1 << 63, 5), (6, 7), (8, 9))
+    assert rec.mtime == 1e-9 and rec.format == "JPEG" and rec.exif_time == 1.5e9
+    np.testing.assert_allclose(rec.embedding, vec, atol=1e-3)
+    # Another model's vectors never mix in.
+    assert next(index.records(["/p"], "m2")).embedding is None
+    assert index.conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 1
+
+
+def test_needing_embedding_and_refusals(index: Index) -> None:
+    scan = index.start_scan(["/p"], "m1", {})
+    index.put_hashes([_res("/p/a.jpg"), _res("/p/b.jpg"), _res("/p/c.jpg", error="x")], scan)
+    assert sorted(p for p, *_ in index.needing_embedding(["/p"], "m1")) == ["/p/a.jpg", "/p/b.jpg"]
+    index.put_embeddings("m1", [("/p/a.jpg", np.ones(4), None), ("/p/b.jpg", None, "model refused it")])
+    assert index.needing_embedding(["/p"], "m1") == []
+    assert len(index.needing_embedding(["/p"], "m2")) == 2
+    # A changed file loses its old embedding and needs a new one.
+    index.put_hashes([_res("/p/a.jpg", size=11, mtime_ns=9)], scan)
+    assert [p for p, *_ in index.needing_embedding(["/p"], "m1")] == ["/p/a.jpg"]
+
+
+def test_forget_unseen_only_below_the_scanned_roots(index: Index) -> None:
+    first = index.start_scan(["/p"], None, {})
+    index.put_hashes([_res(p) for p in ("/p/a.jpg", "/p/x/b.jpg", "/pq/c.jpg", "/other/d.jpg", "/p")], first)
+    second = index.start_scan(["/p"], None, {})
+    index.mark_seen(["/p/a.jpg"], second)
+    assert index.forget_unseen(["/p"], second) == 2  # /p/x/b.jpg and the file named /p itself
+    left = [r[0] for r in index.conn.execute("SELECT path FROM files ORDER BY path")]
+    assert left == ["/other/d.jpg", "/p/a.jpg", "/pq/c.jpg"]
+
+
+def test_ignores_are_pairs_and_survive_reopening(tmp_path: Path) -> None:
+    db = tmp_path / "i.sqlite3"
+    with Index(db) as idx:
+        assert idx.add_ignore(["/b", "/a", "/c"]) == 3
+        assert idx.add_ignore(["/a", "/b"]) == 0
+        assert idx.remove_ignore(["/c", "/a"]) == 1
+    with Index(db) as idx:
+        assert set(idx.ignored()) == {frozenset({"/a", "/b"}), frozenset({"/b", "/c"})}
+
+
+def test_a_failed_transaction_leaves_nothing(index: Index) -> None:
+    scan = index.start_scan(["/p"], None, {})
+    with pytest.raises(sqlite3.IntegrityError), index.transaction() as c:
+        c.execute("INSERT INTO files (path, size, mtime_ns, seen_scan) VALUES ('/p/a', 1, 1, ?)", (scan,))
+        c.execute("INSERT INTO files (path, size, mtime_ns, seen_scan) VALUES ('/p/a', 1, 1, ?)", (scan,))
+    assert index.conn.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 0
+
+
+def test_scans_are_recorded(index: Index) -> None:
+    assert index.last_scan() is None
+    sid = index.start_scan(["/p"], "m", {"reference": ["/r"]})
+    assert index.last_scan(finished_only=True) is None
+    index.finish_scan(sid)
+    last = index.last_scan()
+    assert last is not None and last.id == sid and last.roots == ["/p"] and last.options["reference"] == ["/r"]
+    assert last.finished is not None
