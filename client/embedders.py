@@ -194,6 +194,7 @@ class RemoteEmbedder:
         self._outstanding = 0
         self._closing = False
         self._all_down_reason: str | None = None
+        self.retried = 0  # items sent again after RESOURCE_EXHAUSTED/UNAVAILABLE or a broken stream
         self._out: queue.Queue[EmbedOutcome] = queue.Queue()
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self.servers = [_ServerState(a) for a in servers]
@@ -301,6 +302,7 @@ class RemoteEmbedder:
             if self._all_down_reason is not None:
                 self._finish(EmbedOutcome(item.key, None, self._all_down_reason, permanent=False))
                 return
+            self.retried += 1
             item.not_before = time.monotonic() + backoff_s(item.attempts)
             self._work.append(item)
             self._cond.notify_all()

@@ -1,0 +1,170 @@
+"""Embedders: the local engine, and the remote client's retries, failover and bounded work, against
+scripted gRPC servers (deterministic) and a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+
+from photodedup.client.embedders import LocalEmbedder, RemoteEmbedder, open_embedder
+from photodedup.imaging import encode_jpeg
+from photodedup.settings import Settings
+from photodedup.v1 import embed_pb2, embed_pb2_grpc
+
+from helpers import ServerThread, photo, tiny_settings
+
+
+class ScriptedServer(embed_pb2_grpc.EmbedServiceServicer):
+    """Answers with a vector derived from the payload; can refuse each item once or break streams."""
+
+    def __init__(self, model_id: str = "fake@1", refuse_first: bool = False, break_streams: bool = False) -> None:
+        self.model_id = model_id
+        self.refuse_first = refuse_first
+        self.break_streams = break_streams
+        self.received = 0
+        self.seen: set[str] = set()
+        self.server = grpc.server(ThreadPoolExecutor(4))
+        embed_pb2_grpc.add_EmbedServiceServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def GetInfo(self, request: object, context: object) -> embed_pb2.GetInfoResponse:
+        return embed_pb2.GetInfoResponse(model_id=self.model_id, input_size=32, embedding_dim=4)
+
+    def EmbedStream(self, request_iterator: Iterator[embed_pb2.EmbedStreamRequest], context: grpc.ServicerContext
+                    ) -> Iterator[embed_pb2.EmbedStreamResponse]:
+        for msg in request_iterator:
+            self.received += len(msg.items)
+            if self.break_streams:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+            results = []
+            for item in msg.items:
+                data = item.image.encoded
+                if self.refuse_first and item.id not in self.seen:
+                    self.seen.add(item.id)
+                    err = embed_pb2.ItemError(code=8, message="queue full; retry this image later")
+                    results.append(embed_pb2.EmbedResult(id=item.id, error=err))
+                elif data == b"bad":
+                    results.append(embed_pb2.EmbedResult(id=item.id, error=embed_pb2.ItemError(code=3, message="not an image")))
+                else:
+                    vec = np.array([len(data), 1, 0, 0], dtype="<f2")
+                    emb = embed_pb2.Embedding(data=vec.tobytes(), dtype=embed_pb2.DTYPE_FLOAT16, dim=4)
+                    results.append(embed_pb2.EmbedResult(id=item.id, embedding=emb))
+            yield embed_pb2.EmbedStreamResponse(results=results, model_id=self.model_id)
+
+    def stop(self) -> None:
+        self.server.stop(0)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ScriptedServer]]:
+    made: list[ScriptedServer] = []
+    yield made
+    for s in made:
+        s.stop()
+
+
+def _run(emb: RemoteEmbedder, items: dict[str, bytes]) -> dict[str, object]:
+    out = {}
+    try:
+        for key, data in items.items():
+            emb.submit(key, data)
+            out.update({o.key: o for o in emb.poll()})
+        out.update({o.key: o for o in emb.drain()})
+    finally:
+        emb.close()
+    return out
+
+
+ITEMS = {f"k{i}": b"x" * (i + 1) for i in range(50)}
+
+
+def test_resource_exhausted_items_are_retried(servers: list[ScriptedServer]) -> None:
+    servers.append(ScriptedServer(refuse_first=True))
+    emb = RemoteEmbedder([servers[0].address], "fake@1", 32, max_in_flight=8, batch_size=4, retries=3)
+    out = _run(emb, ITEMS)
+    assert sorted(out) == sorted(ITEMS)
+    for key, data in ITEMS.items():
+        assert out[key].error is None
+        assert out[key].vector[0] == len(data)
+    assert emb.retried == len(ITEMS)
+
+
+def test_failover_to_a_healthy_server(servers: list[ScriptedServer]) -> None:
+    servers += [ScriptedServer(break_streams=True), ScriptedServer()]
+    emb = RemoteEmbedder([s.address for s in servers], "fake@1", 32, max_in_flight=16, batch_size=4, retries=3)
+    out = _run(emb, ITEMS)
+    assert all(o.error is None for o in out.values()) and len(out) == len(ITEMS)
+    assert servers[1].received >= len(ITEMS)
+
+
+def test_all_servers_down_fails_items_as_transient(servers: list[ScriptedServer]) -> None:
+    servers.append(ScriptedServer(break_streams=True))
+    emb = RemoteEmbedder([servers[0].address], "fake@1", 32, max_in_flight=8, batch_size=4, retries=1)
+    out = _run(emb, ITEMS)
+    assert len(out) == len(ITEMS)
+    assert all(o.vector is None and not o.permanent for o in out.values())
+
+
+def test_a_refused_image_is_a_permanent_error(servers: list[ScriptedServer]) -> None:
+    servers.append(ScriptedServer())
+    emb = RemoteEmbedder([servers[0].address], "fake@1", 32)
+    out = _run(emb, {"good": b"abc", "bad": b"bad"})
+    assert out["good"].error is None
+    assert out["bad"].permanent and "not an image" in out["bad"].error
+
+
+def test_connect_skips_unreachable_and_other_models(servers: list[ScriptedServer], tmp_path: object) -> None:
+    servers += [ScriptedServer("m@1"), ScriptedServer("m@2")]
+    dead = ScriptedServer()
+    dead_address = dead.address
+    dead.stop()
+    settings = Settings(servers=[dead_address, servers[0].address, servers[1].address], connect_timeout_s=1.0)
+    emb = RemoteEmbedder.connect(settings.servers, settings)
+    try:
+        assert emb.model_id == "m@1" and emb.input_size == 32
+        assert [s.address for s in emb.servers] == [servers[0].address]
+    finally:
+        emb.close()
+
+
+def test_auto_mode_falls_back_to_local_and_reports_a_missing_model(model_cache: object, tmp_path: object) -> None:
+    dead = ScriptedServer()
+    address = dead.address
+    dead.stop()
+    choice = open_embedder(tiny_settings(model_cache, servers=[address], connect_timeout_s=0.5), "auto")
+    assert isinstance(choice.embedder, LocalEmbedder) and choice.skipped_reason is None
+    choice.embedder.close()
+
+    missing = Settings(model_name="ViT-B-32", weights=str(tmp_path) + "/no-such-weights.bin")
+    choice = open_embedder(missing, "auto")
+    assert choice.embedder is None
+    assert choice.skipped_reason.startswith("similar tier skipped: ") and "\n" not in choice.skipped_reason
+
+    choice = open_embedder(tiny_settings(model_cache, servers=[address], connect_timeout_s=0.5), "remote")
+    assert choice.embedder is None and "no embedding server reachable" in choice.skipped_reason
+
+
+def test_remote_matches_local_on_a_real_server(server_thread: ServerThread, settings: Settings) -> None:
+    thumbs = {f"p{i}": np.asarray(photo(i, (224, 224))) for i in range(6)}
+    local = LocalEmbedder.create(settings)
+    try:
+        for key, arr in thumbs.items():
+            local.submit(key, arr)
+        want = {o.key: o.vector for o in local.drain()}
+    finally:
+        local.close()
+    remote = RemoteEmbedder.connect([server_thread.address], settings)
+    assert remote.model_id == local.model_id
+    got = _run(remote, {k: encode_jpeg(a, 90) for k, a in thumbs.items()})
+    for key, vec in want.items():
+        assert got[key].error is None
+        assert float(np.dot(vec, got[key].vector)) > 0.98
