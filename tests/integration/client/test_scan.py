@@ -1,0 +1,106 @@
+"""A scan over real files in a temp folder: every format, EXIF-rotated, broken files, then rescans."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from client_files import BROKEN, save_broken, save_exif_rotated, save_formats
+
+from photodedup.client.index import Index
+from photodedup.client.scan import grouping_config, load_groups, run_scan
+from photodedup.settings import Settings
+
+from helpers import encode, photo, tiny_settings
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> dict[str, list[Path]]:
+    lib = tmp_path / "lib"
+    img = photo(11, (480, 360))
+    copies = list(save_formats(lib / "formats", img).values())
+    (lib / "copies").mkdir()
+    copies.append(Path(shutil.copy(copies[0], lib / "copies" / "img-copy.jpg")))
+    copies.append(save_exif_rotated(lib / "rotated.jpg", img))
+    others = [lib / "other.jpg", lib / "third.png"]
+    photo(12, (480, 360)).save(others[0], quality=90)
+    photo(13, (480, 360)).save(others[1])
+    broken = list(save_broken(lib / "broken", encode(img, "JPEG")).values())
+    return {"root": [lib], "copies": copies, "others": others, "broken": broken}
+
+
+def _scan(settings: Settings, root: Path, db: Path, mode: str = "none") -> tuple[object, list]:
+    with Index(db) as index:
+        summary = run_scan([str(root)], settings, index, mode=mode, progress=False)  # type: ignore[arg-type]
+        groups = load_groups(index, summary.roots, summary.model_id, grouping_config(settings))
+    return summary, groups
+
+
+def test_every_file_ends_up_in_the_right_place(library: dict[str, list[Path]], tmp_path: Path) -> None:
+    summary, groups = _scan(Settings(), library["root"][0], tmp_path / "db.sqlite3")
+    assert summary.files == len(library["copies"]) + len(library["others"]) + len(library["broken"])
+    assert sorted(Path(p).name for p, _ in summary.errors) == sorted(BROKEN)
+    assert summary.skipped_reason is not None
+    assert len(groups) == 1
+    grouped = {m.record.path for m in groups[0].members}
+    assert grouped == {str(p) for p in library["copies"]}
+    # The lossless formats keep full quality; the keeper is never the GIF or a lossy copy.
+    assert groups[0].keep.format in ("PNG", "TIFF", "BMP", "HEIF")
+
+
+def test_local_embeddings_are_stored_for_every_good_file(
+    library: dict[str, list[Path]], tmp_path: Path, model_cache: Path
+) -> None:
+    summary, _ = _scan(tiny_settings(model_cache), library["root"][0], tmp_path / "db.sqlite3", mode="local")
+    good = len(library["copies"]) + len(library["others"])
+    assert summary.skipped_reason is None and summary.model_id
+    assert summary.embedded == good and summary.embed_failed == 0
+    with Index(tmp_path / "db.sqlite3") as index:
+        assert index.counts(summary.roots, summary.model_id)["embedded"] == good
+
+
+def test_rescan_touches_only_new_or_changed_files_and_forgets_deleted(
+    library: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    db = tmp_path / "db.sqlite3"
+    root = library["root"][0]
+    first, _ = _scan(Settings(), root, db)
+    again, _ = _scan(Settings(), root, db)
+    assert again.hashed == 0 and again.unchanged == first.files and again.removed == 0
+
+    changed, deleted = library["others"]
+    photo(14, (300, 200)).save(changed, quality=80)
+    os.utime(changed, ns=(1, 1_000_000_000))  # a different mtime even on coarse clocks
+    deleted.unlink()
+    photo(15, (200, 100)).save(root / "new.webp")
+    third, _ = _scan(Settings(), root, db)
+    assert third.hashed == 2 and third.removed == 1 and third.unchanged == first.files - 2
+    with Index(db) as index:
+        paths = {r.path for r in index.records([str(root)], None)}
+    assert str(deleted) not in paths and str(root / "new.webp") in paths
+
+
+def test_an_interrupted_walk_does_not_forget_files(library: dict[str, list[Path]], tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite3"
+    root = library["root"][0]
+    first, _ = _scan(Settings(), root, db)
+    # Scanning a sub-folder must not drop the rest of the library.
+    sub, _ = _scan(Settings(), root / "copies", db)
+    assert sub.removed == 0
+    with Index(db) as index:
+        assert index.counts([str(root)], None)["files"] == first.files
+
+
+def test_ignore_decisions_hold_on_rescan(library: dict[str, list[Path]], tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite3"
+    root = library["root"][0]
+    _, groups = _scan(Settings(), root, db)
+    keep = groups[0].keep.path
+    with Index(db) as index:
+        index.add_ignore([keep, str(library["copies"][-1])])
+    _, groups = _scan(Settings(), root, db)
+    for g in groups:
+        paths = {m.record.path for m in g.members}
+        assert not {keep, str(library["copies"][-1])} <= paths
