@@ -109,6 +109,8 @@ def step_report(
             {k: v * 1e3 for k, v in st.percentiles(rec.image_latencies).items()} if mode == "stream" else None
         ),
         "bytes_per_image": rec.bytes_sent / rec.images_sent if rec.images_sent else math.nan,
+        "client_cpu_ms_per_image": st.per_image_ms(rec.cpu_seconds, images_done),
+        "server_cpu_ms_per_image": st.per_image_ms(server.cpu_seconds, images_done) if server is not None else math.nan,
         "errors": dict(sorted(rec.errors.items())),
         "mean_batch": mean_batch,
         "max_batch": max_batch,
@@ -148,6 +150,7 @@ def print_table(report: dict[str, Any]) -> None:
         "mean batch",
         "eff",
         "KB/img",
+        "cpu ms/img cli/srv",
         "errors",
     ):
         table.add_column(head, justify="right" if head != "errors" else "left")
@@ -167,6 +170,7 @@ def print_table(report: dict[str, Any]) -> None:
             _fmt(row["mean_batch"]),
             _fmt(row["batch_efficiency"], 2),
             _fmt(row["bytes_per_image"] / 1024 if row["bytes_per_image"] == row["bytes_per_image"] else None),
+            f"{_fmt(row['client_cpu_ms_per_image'], 2)}/{_fmt(row['server_cpu_ms_per_image'], 2)}",
             ", ".join(f"{k} {v}" for k, v in row["errors"].items()) or "none",
         )
     console.print(table)
@@ -225,7 +229,9 @@ async def _remote(targets: list[str], metrics: list[str], opts: BenchOptions) ->
                 if opts.warmup > 0:
                     await phase(conc, batch, opts.warmup, None)
                 before = await scrape()
+                cpu0 = time.process_time()
                 rec = await phase(conc, batch, opts.duration, opts.requests)
+                rec.cpu_seconds = time.process_time() - cpu0
                 after = await scrape()
                 split = st.server_split(before, after) if before is not None and after is not None else None
                 row = step_report(
@@ -264,7 +270,9 @@ def _local(settings: Any, opts: BenchOptions) -> dict[str, Any]:
             if opts.warmup > 0:
                 bl.run_local(engine, payload.arrays, batch, bl.Budget(opts.warmup, None), bl.Recorder())
             rec = bl.Recorder()
+            cpu0 = time.process_time()
             bl.run_local(engine, payload.arrays, batch, bl.Budget(opts.duration, opts.requests), rec)
+            rec.cpu_seconds = time.process_time() - cpu0
             row = step_report(mode="local", concurrency=1, batch=batch, rec=rec, server=None, max_batch=None, payload="raw")
             row["mean_batch"] = float(batch)
             steps.append(row)

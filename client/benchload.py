@@ -120,6 +120,7 @@ class Recorder:
     images_sent: int = 0
     first_send: float = math.inf
     last_done: float = 0.0
+    cpu_seconds: float = math.nan
 
     @property
     def seconds(self) -> float:

@@ -55,6 +55,11 @@ def batch_efficiency(mean_batch: float, max_batch: int) -> float:
     return mean_batch / max_batch
 
 
+def per_image_ms(seconds: float, images: float) -> float:
+    """Milliseconds of something (CPU, wall) per image; NaN without images."""
+    return 1000.0 * seconds / images if images > 0 else math.nan
+
+
 def throughput(images: int, seconds: float) -> float:
     """Images per second; NaN for an empty interval."""
     return images / seconds if seconds > 0 else math.nan
@@ -111,6 +116,7 @@ class ServerSplit:
     decode_ms_per_message: float
     preprocess_ms_per_batch: float
     inference_ms_per_batch: float
+    cpu_seconds: float = math.nan
     requests_by_code: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -134,6 +140,7 @@ def server_split(before: Samples, after: Samples) -> ServerSplit:
         elif name == "photodedup_requests_total" and value:
             key = f"{lab.get('method', '')}:{lab.get('code', '')}"
             by_code[key] = by_code.get(key, 0.0) + value
+    cpu = total(d, "process_cpu_seconds_total") if any(k[0] == "process_cpu_seconds_total" for k in d) else math.nan
     inference_items = total(d, "photodedup_inference_items_total")
     executions = total(d, "photodedup_executions_total")
     return ServerSplit(
@@ -146,6 +153,7 @@ def server_split(before: Samples, after: Samples) -> ServerSplit:
         decode_ms_per_message=_ms_mean(d, "photodedup_decode_duration_seconds"),
         preprocess_ms_per_batch=_ms_mean(d, "photodedup_preprocess_duration_seconds"),
         inference_ms_per_batch=_ms_mean(d, "photodedup_inference_duration_seconds"),
+        cpu_seconds=cpu,
         requests_by_code=by_code,
     )
 

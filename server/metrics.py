@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -60,6 +67,8 @@ class Metrics:
         self.queue_depth = Gauge("photodedup_queue_depth", "Images waiting in the batcher's queue", registry=r)
         self.inflight = Gauge("photodedup_inflight_items", "Images accepted and not yet answered", registry=r)
         self.ready = Gauge("photodedup_ready", "1 when the engines are loaded and warm", registry=r)
+        # process_cpu_seconds_total etc.: lets a load generator tell CPU cost per image from waiting.
+        ProcessCollector(registry=r)
 
     def serve(self, host: str, port: int) -> tuple[Any, int]:
         """Expose /metrics over HTTP on its own port; returns the HTTP server and the bound port."""
