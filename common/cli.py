@@ -134,6 +134,26 @@ def info(server: str, timeout: float) -> None:
     click.echo(json.dumps(MessageToDict(reply), indent=2))
 
 
+@main.command("export-triton")
+@model_options
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--name", default="photodedup_image_encoder", show_default=True, help="Triton model name.")
+@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs for the instance group (0: CPU).")
+@click.option("--tensorrt-fp16/--no-tensorrt-fp16", default=True, show_default=True)
+@click.option("--max-batch-size", type=int)
+@click.option("--max-queue-delay-ms", type=float)
+@handle_errors
+def export_triton(out_dir: str, name: str, gpus: int, tensorrt_fp16: bool, **flags: Any) -> None:
+    """Write a Triton model repository (ONNX Runtime backend, dynamic batching) to OUT_DIR."""
+    from pathlib import Path
+
+    from photodedup.engines.triton_export import export_triton_repository
+
+    settings = build_settings(**flags)
+    model_dir = export_triton_repository(settings, Path(out_dir), name, gpus, tensorrt_fp16)
+    click.echo(f"wrote {model_dir}")
+
+
 def _register_subcommands() -> None:
     """Client-side commands live with the client package; each module adds its commands to `main`."""
     import importlib
