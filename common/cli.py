@@ -134,6 +134,27 @@ def info(server: str, timeout: float) -> None:
     click.echo(json.dumps(MessageToDict(reply), indent=2))
 
 
+@main.command()
+@click.option("--server", "server", required=True, help="host:port of a photodedup server.")
+@click.option("--timeout", type=float, default=3.0, show_default=True)
+def health(server: str, timeout: float) -> None:
+    """Exit 0 when the server reports SERVING (for container health checks)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(server) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="photodedup.v1.EmbedService"), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            click.echo(f"{server}: {exc.code().name}", err=True)
+            sys.exit(1)
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    click.echo(status)
+    sys.exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)
+
+
 @main.command("export-triton")
 @model_options
 @click.argument("out_dir", type=click.Path(file_okay=False))
