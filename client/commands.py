@@ -50,7 +50,10 @@ def _output_options(fn: Any) -> Any:
 def _consoles() -> tuple[Any, Any]:
     from rich.console import Console
 
-    return Console(), Console(stderr=True)
+    out = Console()
+    if not out.is_terminal:  # piped or redirected: do not fold long paths at 80 columns
+        out = Console(width=400)
+    return out, Console(stderr=True)
 
 
 def _abs(paths: Any) -> list[str]:

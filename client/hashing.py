@@ -13,7 +13,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
-import sys
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -174,13 +174,24 @@ def _looks_like_text(head: bytes) -> bool:
 
 
 def _init_worker() -> None:
+    import signal
+    import threading
+
     from photodedup.imaging import register_heif
 
     register_heif()
     # A worker must not steal the terminal's Ctrl-C: the parent stops the pool and records progress.
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker holds both ends of its task pipe, so it never sees the scan die; if the scan is killed
+    # (SIGKILL, OOM), the worker notices it has been re-parented and exits instead of lingering.
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -206,13 +217,13 @@ class HashPool:
         self.thumb_size = thumb_size
         self.thumb_kind = thumb_kind
         self.quality = quality
-        # forkserver/spawn: the parent may already run gRPC or torch threads, which fork would copy broken.
         self._pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+        # spawn: the parent may already run gRPC or torch threads, which fork would copy broken; and
+        # spawned workers are the scan's own children, so they can tell when it is gone.
         return cf.ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
         )
 
     def map_unordered(self, jobs: Iterable[HashJob], in_flight: int | None = None) -> Iterator[HashResult]:

@@ -1,0 +1,177 @@
+"""The client CLI run as a subprocess, the way a user runs it: local mode, against a real server, with
+no model at all, reports, ignore decisions, and a scan killed mid-way that the next run resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from client_files import BROKEN, save_broken, save_exif_rotated, save_formats
+
+from helpers import ServerThread, encode, photo
+
+TINY = ["--model", "photodedup-tiny", "--weights", "random"]
+
+
+def _env(tmp_path: Path, model_cache: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        HOME=str(tmp_path / "home"),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        PHOTODEDUP_CACHE_DIR=str(model_cache),
+        PHOTODEDUP_LOG_LEVEL="WARNING",
+        HF_HUB_OFFLINE="1",
+    )
+    env.pop("PHOTODEDUP_SERVERS", None)
+    return env
+
+
+def _cli(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "photodedup", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def lib(tmp_path: Path) -> dict[str, object]:
+    root = tmp_path / "photos"
+    img = photo(21, (400, 300))
+    copies = [str(p) for p in save_formats(root / "formats", img).values()]
+    (root / "dup").mkdir()
+    copies.append(shutil.copy(copies[0], root / "dup" / "same.jpg"))
+    copies.append(str(save_exif_rotated(root / "rotated.jpg", img)))
+    photo(22, (400, 300)).save(root / "unrelated.jpg")
+    save_broken(root / "broken", encode(img, "JPEG"))
+    return {"root": root, "copies": sorted(str(c) for c in copies)}
+
+
+def _grouped(report: dict) -> list[list[str]]:
+    return sorted(sorted(f["path"] for f in g["files"]) for g in report["groups"])
+
+
+def test_scan_local_mode_json(lib: dict, tmp_path: Path, model_cache: Path) -> None:
+    env = _env(tmp_path, model_cache)
+    db = tmp_path / "index.sqlite3"
+    run = _cli(env, "scan", str(lib["root"]), "--local", *TINY, "--db", str(db), "--format", "json")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert _grouped(report) == [lib["copies"]]
+    group = report["groups"][0]
+    assert group["keep"] in group["files"][0]["path"] and os.path.isabs(group["keep"])
+    assert set(group["files"][0]) == {"path", "bytes", "width", "height", "distance"}
+    stats = report["stats"]
+    assert stats["embedded"] == len(lib["copies"]) + 1
+    assert sorted(Path(e["path"]).name for e in stats["errors"]) == sorted(BROKEN)
+    assert stats["bytes_freeable"] == sum(f["bytes"] for f in group["files"][1:])
+    assert "similar tier skipped" not in run.stderr and "Traceback" not in run.stderr
+
+
+def test_scan_against_a_real_server(lib: dict, tmp_path: Path, model_cache: Path) -> None:
+    from helpers import tiny_settings
+
+    server = ServerThread(tiny_settings(model_cache)).start()
+    try:
+        env = _env(tmp_path, model_cache)
+        db = tmp_path / "index.sqlite3"
+        run = _cli(env, "scan", str(lib["root"]), "--server", server.address, "--db", str(db), "--format", "json")
+    finally:
+        server.stop()
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert f"via server {server.address}" in run.stderr
+    assert report["stats"]["embedded"] == len(lib["copies"]) + 1
+    assert report["stats"]["model_id"].startswith("photodedup-tiny@")
+    assert _grouped(report) == [lib["copies"]]
+
+
+def test_default_model_unavailable_finishes_with_one_line(lib: dict, tmp_path: Path, model_cache: Path) -> None:
+    env = _env(tmp_path, model_cache)
+    env["PHOTODEDUP_LOG_LEVEL"] = "INFO"
+    run = _cli(env, "scan", str(lib["root"]))  # the default ViT-B-32 weights cannot be had offline
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    skipped = [line for line in lines if "similar tier skipped" in line]
+    assert len(skipped) == 1 and skipped[0].startswith("similar tier skipped: ")
+    assert not [line for line in lines if " ERROR " in line or "Traceback" in line]
+    assert (tmp_path / "data" / "photodedup" / "index.sqlite3").exists()
+    assert "Groups: 1 exact, 0 near" in run.stderr or "Groups: 0 exact, 1 near" in run.stderr
+
+
+def test_report_formats_and_ignore(lib: dict, tmp_path: Path, model_cache: Path) -> None:
+    env = _env(tmp_path, model_cache)
+    db = ["--db", str(tmp_path / "index.sqlite3")]
+    assert _cli(env, "scan", str(lib["root"]), "--no-similar", *db, "--format", "csv").returncode == 0
+    html_file = tmp_path / "report.html"
+    run = _cli(env, "report", *db, "--format", "html", "--output", str(html_file))
+    assert run.returncode == 0, run.stderr
+    page = html_file.read_text()
+    assert page.count("data:image/jpeg;base64,") == len(lib["copies"])
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    rows = _cli(env, "report", *db, "--format", "csv").stdout.splitlines()
+    assert rows[0] == "group,kind,keep,path,bytes,width,height,distance" and len(rows) == 1 + len(lib["copies"])
+
+    table = _cli(env, "report", *db).stdout
+    assert "keep" in table and Path(lib["copies"][0]).name in table
+
+    keep = json.loads(_cli(env, "report", *db, "--format", "json").stdout)["groups"][0]["keep"]
+    others = [c for c in lib["copies"] if c != keep]
+    run = _cli(env, "ignore", keep, others[0], *db)
+    assert run.returncode == 0 and "1 new pairs" in run.stdout
+    assert _cli(env, "ignore", "--list", *db).stdout.strip() == "\t".join(sorted([keep, others[0]]))
+    rescan = _cli(env, "scan", str(lib["root"]), "--no-similar", *db, "--format", "json")
+    for files in _grouped(json.loads(rescan.stdout)):
+        assert not {keep, others[0]} <= set(files)
+
+
+def _count(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_killed_scan_resumes(sig: signal.Signals, tmp_path: Path, model_cache: Path) -> None:
+    root = tmp_path / "many"
+    root.mkdir()
+    base = photo(31, (800, 600)).resize((1600, 1200))
+    n = 240
+    for i in range(n):
+        base.save(root / f"{i:04d}.jpg", quality=85, comment=f"{i}".encode())  # distinct bytes, same look
+    env = _env(tmp_path, model_cache)
+    db = tmp_path / "index.sqlite3"
+    args = [sys.executable, "-m", "photodedup", "scan", str(root), "--no-similar", "--workers", "1",
+            "--db", str(db), "--format", "json"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while _count(db) == 0 and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = _count(db)
+    assert 0 < done < n, "the scan finished before it could be killed; make the folder bigger"
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "interrupted" in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT COUNT(*) FROM files WHERE md5 IS NULL AND error IS NULL").fetchone()[0] == 0
+
+    run = _cli(env, "scan", str(root), "--no-similar", "--db", str(db), "--format", "json")
+    assert run.returncode == 0, run.stderr
+    stats = json.loads(run.stdout)["stats"]
+    assert stats["unchanged"] == done and stats["hashed"] == n - done and stats["files"] == n
+    assert _count(db) == n
