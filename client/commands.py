@@ -137,6 +137,9 @@ def scan(roots: tuple[str, ...], mode: str | None, reference: tuple[str, ...], f
         click.echo(summary.skipped_reason, err=True)
     elif summary.embedder:
         err.print(f"Embeddings: {summary.model_id} via {summary.embedder}", highlight=False)
+        if summary.embed_failed:
+            err.print(f"{summary.embed_failed} images got no embedding (first: {summary.embed_error}); "
+                      "the next scan retries those that failed for want of a server", highlight=False, markup=False)
     g = stats["groups"]
     err.print(
         f"Groups: {g['exact']} exact, {g['near']} near, {g['similar']} similar; "

@@ -42,6 +42,7 @@ class ScanSummary:
     removed: int = 0
     embedded: int = 0
     embed_failed: int = 0
+    embed_error: str | None = None  # the first reason an image got no embedding
     errors: list[tuple[str, str]] = field(default_factory=list)
     model_id: str | None = None
     embedder: str | None = None
@@ -156,6 +157,7 @@ def _run_jobs(
                 summary.embedded += 1
             else:
                 summary.embed_failed += 1
+                summary.embed_error = summary.embed_error or o.error
                 log.debug("no embedding for %s: %s", o.key, o.error)
         emb_buf.extend(outcomes)
         if outcomes:

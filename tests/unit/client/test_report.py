@@ -1,0 +1,66 @@
+"""Reports: the JSON schema of the issue, CSV rows, a self-contained HTML page, bytes freeable."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from photodedup.client.grouping import FileRecord, Group, Member
+from photodedup.client.report import build_stats, freeable, render, to_dict
+
+from helpers import photo
+
+
+def _rec(path: Path, size: int, w: int = 40, h: int = 30) -> FileRecord:
+    return FileRecord(path=str(path), size=size, width=w, height=h, md5="0" * 32, dhash=1, phash=2,
+                      embedding=None, exif_time=None, mtime=0.0, format="JPEG")
+
+
+def _groups(tmp_path: Path) -> list[Group]:
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        photo(1, (80, 60)).save(tmp_path / name)
+    a, b, c = (_rec(tmp_path / n, s) for n, s in (("a.jpg", 300), ("b.jpg", 200), ("c.jpg", 100)))
+    return [
+        Group("near", a, [Member(b, 3.0, "near"), Member(a, 0.0, "keep"), Member(c, 0.0, "exact")]),
+        Group("exact", b, [Member(b, 0.0, "keep"), Member(c, 0.0, "exact")], protected=frozenset({str(c.path)})),
+    ]
+
+
+def test_json_schema(tmp_path: Path) -> None:
+    groups = _groups(tmp_path)
+    doc = to_dict(groups, build_stats(groups, {"files": 3}))
+    assert set(doc) == {"groups", "stats"}
+    first = doc["groups"][0]
+    assert set(first) == {"kind", "keep", "files"} and first["kind"] == "near"
+    assert first["keep"] == str(tmp_path / "a.jpg")
+    assert [f["path"] for f in first["files"]] == [str(tmp_path / n) for n in ("a.jpg", "c.jpg", "b.jpg")]
+    assert first["files"][2] == {"path": str(tmp_path / "b.jpg"), "bytes": 200, "width": 40, "height": 30, "distance": 3.0}
+    assert doc["stats"]["groups"] == {"exact": 1, "near": 1, "similar": 0}
+    assert doc["stats"]["files"] == 3
+
+
+def test_freeable_counts_each_file_once_and_skips_protected(tmp_path: Path) -> None:
+    # b and c are extra copies in the first group; c is protected in the second and b keeps there.
+    assert freeable(_groups(tmp_path)) == (2, 300)
+
+
+def test_render_csv_json_html(tmp_path: Path) -> None:
+    groups = _groups(tmp_path)
+    stats = build_stats(groups, {})
+    buf = io.StringIO()
+    render(groups, stats, "json", None, Console(file=buf))
+    assert json.loads(buf.getvalue())["stats"]["bytes_freeable"] == 300
+    render(groups, stats, "csv", tmp_path / "r.csv", Console(file=io.StringIO()))
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert lines[1].startswith("1,near,1,") and len(lines) == 6
+    render(groups, stats, "html", tmp_path / "r.html", Console(file=io.StringIO()))
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("data:image/jpeg;base64,") == 5 and "<img src='http" not in page
+    (tmp_path / "b.jpg").unlink()  # a file gone since the scan still gets a placeholder, not a crash
+    render(groups, stats, "html", tmp_path / "r2.html", Console(file=io.StringIO()))
+    assert "no preview" in (tmp_path / "r2.html").read_text()
+    render(groups, stats, "table", tmp_path / "r.txt", Console(file=io.StringIO()))
+    assert "keep" in (tmp_path / "r.txt").read_text()
