@@ -229,10 +229,15 @@ class Index:
             )
         return out
 
-    def forget_unseen(self, roots: Sequence[str], scan_id: int) -> int:
-        """Drop files under `roots` that this scan's complete walk did not find (deleted or moved)."""
+    def forget_unseen(self, roots: Sequence[str], scan_id: int, unreadable: Sequence[str] = ()) -> int:
+        """Drop files under `roots` that this scan's complete walk did not find (deleted or moved).
+
+        Files under `unreadable` folders (permission denied, an unmounted drive) are kept: not seeing
+        them is not evidence that they are gone."""
         removed = 0
         with self.transaction() as c:
+            for lo, hi in self._ranges(unreadable):
+                c.execute("UPDATE files SET seen_scan=? WHERE path >= ? AND path < ?", (scan_id, lo, hi))
             for lo, hi in self._ranges(roots):
                 cur = c.execute(
                     "DELETE FROM files WHERE path >= ? AND path < ? AND seen_scan != ?", (lo, hi, scan_id)

@@ -117,7 +117,7 @@ def run_scan(
                     jobs.append(HashJob(path, size, mtime_ns))
         summary.hashed = 0
         _run_jobs(jobs, settings, index, embedder, summary, console, progress)
-        summary.removed = index.forget_unseen(walker.roots, scan_id)
+        summary.removed = index.forget_unseen(walker.roots, scan_id, [p for p, _ in walker.stats.unreadable])
         index.finish_scan(scan_id)
         summary.errors = index.errors(walker.roots)
     finally:

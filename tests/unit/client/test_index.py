@@ -98,3 +98,11 @@ def test_scans_are_recorded(index: Index) -> None:
     last = index.last_scan()
     assert last is not None and last.id == sid and last.roots == ["/p"] and last.options["reference"] == ["/r"]
     assert last.finished is not None
+
+
+def test_files_under_unreadable_folders_are_not_forgotten(index: Index) -> None:
+    first = index.start_scan(["/p"], None, {})
+    index.put_hashes([_res("/p/locked/a.jpg"), _res("/p/b.jpg")], first)
+    second = index.start_scan(["/p"], None, {})
+    assert index.forget_unseen(["/p"], second, unreadable=["/p/locked"]) == 1
+    assert [r[0] for r in index.conn.execute("SELECT path FROM files")] == ["/p/locked/a.jpg"]
