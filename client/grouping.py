@@ -16,11 +16,13 @@ declared "not duplicates" are never put in one group: a unit that conflicts with
 (it may start or join another group).
 
 Hamming neighbours come from multi-index hashing (exact, never all pairs); embedding neighbours from an
-exact blocked matrix product below `ann_threshold` files and a faiss IVF index above it.
+exact blocked matrix product below `ann_threshold` files and an inverted-file self-join (faiss k-means
+cells, see `cosine_pairs_ann`) above it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -75,7 +77,7 @@ class GroupingConfig:
     keep_policy: tuple[str, ...] = KEEP_POLICY
     ann_threshold: int = 20_000
     format_preference: tuple[str, ...] = FORMAT_PREFERENCE
-    ann_neighbours: int = 16
+    ann_probes: int | None = None  # cells per vector in the ANN join; None: by threshold
     hamming_brute_force_max: int = 2048
 
     def __post_init__(self) -> None:
@@ -286,9 +288,15 @@ def hamming_neighbours(
 # ------------------------------------------------------------------------------------- embedding search
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
+def _normalise(vectors: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Unit rows in float32; `inplace` spares a copy of a large matrix the caller owns."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    if not inplace:
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    for start in range(0, len(vectors), 65_536):
+        block = vectors[start : start + 65_536]
+        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+    return vectors
 
 
 def cosine_pairs_exact(vectors: np.ndarray, max_distance: float) -> tuple[np.ndarray, ...]:
@@ -311,73 +319,128 @@ def cosine_pairs_exact(vectors: np.ndarray, max_distance: float) -> tuple[np.nda
     return np.concatenate(iss), np.concatenate(jss), np.concatenate(dss)
 
 
+def _single_threaded_blas() -> contextlib.AbstractContextManager[object]:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: only speed depends on it
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _top_cells(points: np.ndarray, centroids: np.ndarray, probes: int) -> np.ndarray:
+    """Indices of each point's `probes` most similar centroids: one large product per block."""
+    out = np.empty((len(points), probes), dtype=np.int64)
+    rows = np.arange(16_384)
+    for start in range(0, len(points), 16_384):
+        sims = points[start : start + 16_384] @ centroids.T
+        for p in range(probes):
+            best = sims.argmax(axis=1)
+            out[start : start + len(sims), p] = best
+            sims[rows[: len(sims)], best] = -np.inf
+    return out
+
+
+def default_probes(max_distance: float) -> int:
+    """Cells per vector: closer pairs share a cell more often, so a tight threshold needs fewer."""
+    return 3 if max_distance <= 0.02 else 4 if max_distance <= 0.05 else 6
+
+
 def cosine_pairs_ann(
     vectors: np.ndarray,
     max_distance: float,
-    k: int = 16,
-    nprobe: int = 16,
+    probes: int | None = None,
     low_dim: int = 64,
     seed: int = 0,
+    normalised: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """(i, j, cosine distance) for i < j within `max_distance`, approximately, for large sets.
 
-    Vectors are projected to `low_dim` dimensions by a random orthogonal map (angles are roughly kept,
-    work drops 8x), the `k` nearest neighbours of each come from a faiss IVF index over the projection,
-    and every candidate is then checked on the full vectors, so no false pair is ever returned: misses
-    are the only error. A pair is found when either side lists the other.
+    An inverted-file self-join: vectors are projected to `low_dim` dimensions by a random orthogonal
+    map (angles are roughly kept, work drops 8x), clustered with faiss k-means into about sqrt(N)-sized
+    cells, and each vector is listed in its `probes` nearest cells. All pairs inside a cell are compared
+    with one matrix product in the projection, and the survivors of a loose cut are checked on the full
+    vectors, so no false pair is returned: misses (a pair sharing no cell) are the only error. Unlike a
+    k-nearest-neighbour search there is no cap on how many copies one photo may have. Pass
+    `normalised=True` for unit rows to avoid a copy (1M x 512 float32 is 2 GB).
     """
     import faiss
 
-    x = _normalise(vectors)
+    x = vectors if normalised else _normalise(vectors)
     n, dim = x.shape
+    probes = probes or default_probes(max_distance)
     rng = np.random.default_rng(seed)
     proj_dim = min(low_dim, dim)
-    q, _ = np.linalg.qr(rng.standard_normal((dim, proj_dim)).astype(np.float32))
-    low = np.ascontiguousarray(x @ q.astype(np.float32))
+    basis, _ = np.linalg.qr(rng.standard_normal((dim, proj_dim)))
+    basis = basis.astype(np.float32)
+    low = np.empty((n, proj_dim), dtype=np.float32)
+    for start in range(0, n, 65_536):
+        low[start : start + 65_536] = x[start : start + 65_536] @ basis
+    # Cells come from the first half of the projection (itself a random projection): assigning N
+    # vectors to N/sqrt(N) centroids is the dominant cost, and it halves with the dimension.
+    coarse_dim = max(1, proj_dim // 2)
+    coarse = np.ascontiguousarray(low[:, :coarse_dim])
+    faiss.normalize_L2(coarse)
     faiss.normalize_L2(low)
-    nlist = max(1, min(int(2 * math.sqrt(n)), n // 39))
-    quantizer = faiss.IndexFlatIP(proj_dim)
-    index = faiss.IndexIVFFlat(quantizer, proj_dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    train = low[rng.choice(n, size=min(n, nlist * 39), replace=False)]
-    index.cp.niter = 8
-    index.train(train)
-    index.add(low)
-    index.nprobe = min(nprobe, nlist)
+
+    cell_size = max(64, int(math.sqrt(n)))  # balances assignment (N x cells) against in-cell work
+    nlist = max(1, n * probes // cell_size)
+    sample = coarse[rng.choice(n, size=min(n, nlist * 10), replace=False)]
+    kmeans = faiss.Kmeans(coarse_dim, nlist, niter=6, spherical=True, seed=seed, min_points_per_centroid=1)
+    kmeans.train(sample)
+    cells = _top_cells(coarse, kmeans.centroids, min(probes, nlist))
+    del coarse
+    flat = cells.reshape(-1)
+    owner = np.repeat(np.arange(n), cells.shape[1])
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(nlist + 1))
+    # Projected cosine of a true pair rarely falls more than ~0.15 below its full cosine; random pairs
+    # in 64 dims sit near 0 +- 0.125, so this cut keeps true pairs and drops nearly all others.
+    loose = 1.0 - 2.0 * max_distance - 0.15
+    cand_a, cand_b = [], []
+    with _single_threaded_blas():  # thousands of small products: BLAS threads only add overhead
+        for c in range(nlist):
+            members = owner[order[bounds[c] : bounds[c + 1]]]
+            if len(members) < 2:
+                continue
+            block = low[members]
+            ii, jj = np.nonzero(block @ block.T >= loose)
+            upper = ii < jj
+            cand_a.append(members[ii[upper]])
+            cand_b.append(members[jj[upper]])
     del low
-    k = min(k, n)
+    if not cand_a:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    a, b = np.concatenate(cand_a), np.concatenate(cand_b)
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    _, first = np.unique(a * n + b, return_index=True)
+    a, b = a[first], b[first]
     iss, jss, dss = [], [], []
-    block = 65_536
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        low_block = np.ascontiguousarray(x[start:stop] @ q.astype(np.float32))
-        faiss.normalize_L2(low_block)
-        _, nbr = index.search(low_block, k)
-        rows = np.repeat(np.arange(start, stop), k)
-        cols = nbr.reshape(-1)
-        ok = (cols >= 0) & (cols != rows)
-        rows, cols = rows[ok], cols[ok]
-        sims = np.einsum("ij,ij->i", x[rows], x[cols])
+    for start in range(0, len(a), 131_072):
+        pa, pb = a[start : start + 131_072], b[start : start + 131_072]
+        sims = np.einsum("ij,ij->i", x[pa], x[pb])
         hit = sims >= 1.0 - max_distance
-        a, b = rows[hit], cols[hit]
-        iss.append(np.minimum(a, b))
-        jss.append(np.maximum(a, b))
+        iss.append(pa[hit])
+        jss.append(pb[hit])
         dss.append(1.0 - sims[hit])
-    i, j, d = np.concatenate(iss), np.concatenate(jss), np.concatenate(dss)
-    _, first = np.unique(i * n + j, return_index=True)
-    return i[first], j[first], d[first]
+    return np.concatenate(iss), np.concatenate(jss), np.concatenate(dss)
 
 
 def cosine_neighbours(
-    vectors: np.ndarray, max_distance: float, ann_threshold: int, k: int = 16
+    vectors: np.ndarray, max_distance: float, ann_threshold: int, probes: int | None = None
 ) -> dict[int, dict[int, float]]:
-    """Symmetric neighbour map of embedding rows within `max_distance`: exact when small, ANN when large."""
+    """Symmetric neighbour map of embedding rows within `max_distance`: exact when small, ANN when large.
+
+    `vectors` is normalised in place.
+    """
     if len(vectors) < 2:
         return {}
+    vectors = _normalise(vectors, inplace=True)
     if len(vectors) < ann_threshold:
         i, j, d = cosine_pairs_exact(vectors, max_distance)
     else:
         log.info("similar tier: ANN search over %d embeddings", len(vectors))
-        i, j, d = cosine_pairs_ann(vectors, max_distance, k=k)
+        i, j, d = cosine_pairs_ann(vectors, max_distance, probes=probes, normalised=True)
     out: dict[int, dict[int, float]] = {}
     for a, b, dist in zip(i.tolist(), j.tolist(), d.tolist(), strict=True):
         out.setdefault(a, {})[b] = max(0.0, float(dist))
@@ -492,7 +555,7 @@ def find_groups(
     sim_ids = [k for k, m in enumerate(emb_owner) if m is not None]
     if len(sim_ids) >= 2:
         vectors = np.stack([np.asarray(records[emb_owner[k]].embedding, dtype=np.float32) for k in sim_ids])  # type: ignore[index]
-        local = cosine_neighbours(vectors, config.similar_threshold, config.ann_threshold, config.ann_neighbours)
+        local = cosine_neighbours(vectors, config.similar_threshold, config.ann_threshold, config.ann_probes)
         sim_nbrs = {sim_ids[a]: {sim_ids[b]: d for b, d in row.items()} for a, row in local.items()}
         clusters = _centre_cluster(clusters, sim_nbrs, "similar", ignore)
 
