@@ -173,7 +173,7 @@ def report(db: str | None, reference: tuple[str, ...], fmt: str, output: Path | 
     out, _ = _consoles()
     with Index(settings.db) as index:
         last = _last_scan(index)
-        refs = _abs(reference)
+        refs = _abs(reference) or list(last.options.get("reference", []))
         groups = load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
         counts = index.counts(last.roots, last.model_id)
     stats = build_stats(groups, {"roots": last.roots, "files": counts["files"], "unreadable": counts["errors"],
@@ -256,9 +256,11 @@ def undo_cmd(journal: Path) -> None:
 @click.argument("paths", nargs=-1, type=click.Path())
 @_db_option
 @click.option("--remove", is_flag=True, help="Forget the decision instead: group these files again.")
+@click.option("--group", "group_numbers", type=int, multiple=True,
+              help="Every file of group N as numbered by `photodedup report` (repeatable).")
 @click.option("--list", "list_", is_flag=True, help="List the decisions.")
 @handle_errors
-def ignore(paths: tuple[str, ...], db: str | None, remove: bool, list_: bool) -> None:
+def ignore(paths: tuple[str, ...], db: str | None, remove: bool, group_numbers: tuple[int, ...], list_: bool) -> None:
     """Declare PATHS not duplicates of each other; every later scan and report honours it."""
     from photodedup.client.index import Index
 
@@ -268,6 +270,18 @@ def ignore(paths: tuple[str, ...], db: str | None, remove: bool, list_: bool) ->
             for pair in index.ignored():
                 a, b = sorted(pair)
                 click.echo(f"{a}\t{b}")
+            return
+        if group_numbers:
+            from photodedup.client.scan import grouping_config, load_groups
+
+            last = _last_scan(index)
+            groups = load_groups(index, last.roots, last.model_id, grouping_config(settings),
+                                 list(last.options.get("reference", [])))
+            for number in group_numbers:
+                if not 1 <= number <= len(groups):
+                    raise click.UsageError(f"there is no group {number}; the last scan has {len(groups)}")
+                members = [m.record.path for m in groups[number - 1].members]
+                click.echo(f"group {number}: {index.add_ignore(members)} new pairs marked as not duplicates")
             return
         files = _abs(paths)
         if len(files) < 2:

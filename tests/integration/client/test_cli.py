@@ -130,6 +130,12 @@ def test_report_formats_and_ignore(lib: dict, tmp_path: Path, model_cache: Path)
     for files in _grouped(json.loads(rescan.stdout)):
         assert not {keep, others[0]} <= set(files)
 
+    first = {f["path"] for f in json.loads(_cli(env, "report", *db, "--format", "json").stdout)["groups"][0]["files"]}
+    run = _cli(env, "ignore", "--group", "1", *db)
+    assert run.returncode == 0 and "group 1:" in run.stdout, run.stderr
+    for files in _grouped(json.loads(_cli(env, "report", *db, "--format", "json").stdout)):
+        assert len(first & set(files)) <= 1
+
 
 def _count(db: Path) -> int:
     try:
