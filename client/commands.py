@@ -84,6 +84,7 @@ def register(group: click.Group) -> None:
     group.add_command(apply)
     group.add_command(undo_cmd)
     group.add_command(ignore)
+    group.add_command(purge)
 
 
 @click.command()
@@ -222,12 +223,18 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
         refs = _abs(reference) or list(last.options.get("reference", []))
         groups = [g for g in load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
                   if g.kind in wanted]
-    actions = plan_actions(groups, mode, move_to.resolve() if move_to else None, refs)  # type: ignore[arg-type]
-    total = sum(getattr(a, "size", 0) or 0 for a in actions)
+    # Moved files keep their paths relative to the scanned folder (reference folders are never moved).
+    scanned = [r for r in last.roots if r not in refs and os.path.isdir(r)]
+    root = Path(scanned[0]) if len(scanned) == 1 else None
+    actions = plan_actions(groups, mode, move_to.resolve() if move_to else None, refs, root=root)  # type: ignore[arg-type]
+    if mode == "hardlink":
+        # A link makes two paths one file: only byte-identical copies may become one.
+        actions = [a for a in actions if a.md5 == a.keep_md5]
+    total = sum(a.size for a in actions)
     verb = {"move": f"move to {move_to}", "trash": "move to the trash", "hardlink": "replace with hard links",
             "delete": "DELETE PERMANENTLY"}[mode]
     for a in actions:
-        click.echo(f"  {a}")
+        click.echo(f"  {a.op} {a.path}" + (f" -> {a.dest}" if a.dest else "") + f"  (keep {a.keep})")
     click.echo(f"{len(actions)} files from {len(groups)} groups: {verb} ({human_bytes(total)})")
     if not yes:
         click.echo("Dry run: nothing was changed. Add --yes to act.")
@@ -235,11 +242,24 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
     if not actions:
         return
     if journal is None:
-        journal = Path(settings.db).expanduser().parent / "journals" / time.strftime("apply-%Y%m%d-%H%M%S.journal")
+        journal = Path(settings.db).expanduser().parent / "journals" / time.strftime("apply-%Y%m%d-%H%M%S.jsonl")
     journal.parent.mkdir(parents=True, exist_ok=True)
     result = apply_actions(actions, journal, verify_md5=True)
-    click.echo(str(result))
-    click.echo(f"Journal: {journal}  (undo with: photodedup undo {journal})")
+    if mode != "hardlink":  # those paths are gone; a later scan would drop them too
+        with Index(settings.db) as index:
+            index.forget(result.done)
+    for path, why in result.skipped:
+        click.echo(f"  skipped {path}: {why}")
+    for path, why in result.failed:
+        click.echo(f"  FAILED {path}: {why}", err=True)
+    click.echo(f"Done: {len(result.done)} files, {len(result.skipped)} skipped, {len(result.failed)} failed; "
+               f"{human_bytes(result.bytes_freed)} freed.")
+    if mode == "hardlink" and result.done:
+        click.echo(f"The replaced files are kept as hidden backups until `photodedup purge {journal}`.")
+    if mode != "delete":
+        click.echo(f"Journal: {journal}  (undo with: photodedup undo {journal})")
+    if result.failed:
+        sys.exit(1)
 
 
 @click.command("undo")
@@ -249,7 +269,23 @@ def undo_cmd(journal: Path) -> None:
     """Put back every file an `apply` moved, trashed or linked, from its JOURNAL (also after a crash)."""
     from photodedup.client.actions import undo
 
-    click.echo(str(undo(journal)))
+    result = undo(journal)
+    for path, why in result.failed:
+        click.echo(f"  FAILED {path}: {why}", err=True)
+    click.echo(f"Restored {len(result.restored)} files; {len(result.untouched)} needed nothing; "
+               f"{len(result.failed)} failed.")
+    if result.failed:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("journal", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@handle_errors
+def purge(journal: Path) -> None:
+    """Remove the hidden backups an `apply --hardlink` kept; frees their space, and undo can no longer restore them."""
+    from photodedup.client.actions import purge_backups
+
+    click.echo(f"Removed {purge_backups(journal)} backups.")
 
 
 @click.command()

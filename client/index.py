@@ -255,6 +255,11 @@ class Index:
             out.append((lo, hi))
         return out
 
+    def forget(self, paths: Iterable[str]) -> None:
+        """Drop files an action moved away or deleted (their embeddings go with them)."""
+        with self.transaction() as c:
+            c.executemany("DELETE FROM files WHERE path=?", ((p,) for p in paths))
+
     def errors(self, roots: Sequence[str]) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         for lo, hi in self._ranges(roots):

@@ -181,3 +181,40 @@ def test_a_killed_scan_resumes(sig: signal.Signals, tmp_path: Path, model_cache:
     stats = json.loads(run.stdout)["stats"]
     assert stats["unchanged"] == done and stats["hashed"] == n - done and stats["files"] == n
     assert _count(db) == n
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_apply_move_then_undo_with_a_reference_folder(lib: dict, tmp_path: Path, model_cache: Path) -> None:
+    env = _env(tmp_path, model_cache)
+    db = ["--db", str(tmp_path / "index.sqlite3")]
+    root: Path = lib["root"]
+    ref = tmp_path / "archive"
+    ref.mkdir()
+    shutil.copy(root / "formats" / "img.jpg", ref / "archived.jpg")
+    before, ref_before = _tree(root), _tree(ref)
+    run = _cli(env, "scan", str(root), "--reference", str(ref), "--no-similar", *db, "--format", "json")
+    assert run.returncode == 0, run.stderr
+    (group,) = json.loads(run.stdout)["groups"]
+    assert group["keep"] == str(ref / "archived.jpg")  # a reference file is always the keeper
+
+    dest = tmp_path / "dupes"
+    dry = _cli(env, "apply", "--move-to", str(dest), *db)
+    assert dry.returncode == 0 and "Dry run" in dry.stdout
+    assert _tree(root) == before and not dest.exists()
+    assert "Dry run" in _cli(env, "apply", "--delete", *db).stdout and _tree(root) == before
+
+    journal = tmp_path / "apply.jsonl"
+    run = _cli(env, "apply", "--move-to", str(dest), "--yes", "--journal", str(journal), *db)
+    assert run.returncode == 0, run.stderr + run.stdout
+    moved = len(lib["copies"])  # every copy in the library goes; the archive keeps its one
+    assert f"Done: {moved} files" in run.stdout
+    assert len(_tree(dest)) == moved and "formats/img.png" in _tree(dest)  # paths relative to the scanned root
+    assert _tree(ref) == ref_before
+    assert json.loads(_cli(env, "report", *db, "--format", "json").stdout)["groups"] == []
+
+    run = _cli(env, "undo", str(journal))
+    assert run.returncode == 0 and f"Restored {moved} files" in run.stdout, run.stderr
+    assert _tree(root) == before and _tree(ref) == ref_before
