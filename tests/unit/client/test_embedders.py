@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 from photodedup.client.embedders import LocalEmbedder, RemoteEmbedder, open_embedder
-from photodedup.imaging import encode_jpeg
 from photodedup.settings import Settings
 from photodedup.v1 import embed_pb2, embed_pb2_grpc
 
-from helpers import ServerThread, photo, tiny_settings
+from helpers import tiny_settings
 
 
 class ScriptedServer(embed_pb2_grpc.EmbedServiceServicer):
@@ -151,20 +150,3 @@ def test_auto_mode_falls_back_to_local_and_reports_a_missing_model(model_cache: 
 
     choice = open_embedder(tiny_settings(model_cache, servers=[address], connect_timeout_s=0.5), "remote")
     assert choice.embedder is None and "no embedding server reachable" in choice.skipped_reason
-
-
-def test_remote_matches_local_on_a_real_server(server_thread: ServerThread, settings: Settings) -> None:
-    thumbs = {f"p{i}": np.asarray(photo(i, (224, 224))) for i in range(6)}
-    local = LocalEmbedder.create(settings)
-    try:
-        for key, arr in thumbs.items():
-            local.submit(key, arr)
-        want = {o.key: o.vector for o in local.drain()}
-    finally:
-        local.close()
-    remote = RemoteEmbedder.connect([server_thread.address], settings)
-    assert remote.model_id == local.model_id
-    got = _run(remote, {k: encode_jpeg(a, 90) for k, a in thumbs.items()})
-    for key, vec in want.items():
-        assert got[key].error is None
-        assert float(np.dot(vec, got[key].vector)) > 0.98
