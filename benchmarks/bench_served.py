@@ -1,0 +1,242 @@
+"""Served throughput: unary vs stream, payload kinds, batching vs max_queue_delay, served/engine ratio and
+the server's own ceiling. Every figure comes from `photodedup bench` (run in this process) against a
+`photodedup serve` subprocess on 127.0.0.1, so client and server share this machine's cores.
+
+Sections (each one a table in docs/BENCHMARKS.md):
+  served_modes      tiny model: unary (1 image/request) vs EmbedStream (8 images/message) across concurrency
+  served_payloads   tiny model: thumbnail vs raw vs original, bytes on the wire per image
+  served_batching   tiny model: mean batch and batch efficiency vs max_queue_delay
+  served_vs_engine  ViT-B-32 (random weights): EmbedStream throughput / engine-only throughput
+  served_ceiling    tiny model: how many 224 px thumbnails/s the server decodes, batches and answers
+
+Usage: bench_served.py [--only served_modes,served_ceiling] [--duration 4] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import local, num, say, served, srv  # noqa: E402
+from record import machine_line, write_section  # noqa: E402
+from serverproc import ServerProcess  # noqa: E402
+
+from photodedup.settings import Settings  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("served_modes", "served_payloads", "served_batching", "served_vs_engine", "served_ceiling")
+TINY = ["--model", "photodedup-tiny", "--weights", "random"]
+SHARED_NOTE = (
+    "Client and server ran on the same 2 cores, which other work was also using, so absolute figures "
+    "are noisy; compare within a table (one run, medians of per-request latencies)."
+)
+
+
+def tiny_server(cache: Path, *extra: str) -> ServerProcess:
+    # One engine thread: on 2 cores, ONNX Runtime's default pool spins against the decode threads.
+    return ServerProcess([*TINY, "--cache-dir", str(cache), "--threads", "1", *extra])
+
+
+def section_modes(cache: Path, duration: float) -> str:
+    conc = [1, 4, 16, 64]
+    with tiny_server(cache) as s:
+        unary = served(s.address, s.metrics_address, mode="unary", concurrency=conc, batches=[1], duration=duration)
+        stream = served(s.address, s.metrics_address, mode="stream", concurrency=conc, items_per_message=8, duration=duration)
+    lines = [
+        "| mode | in flight (req × img) | img/s | req p50 / p99 ms | img p50 / p99 ms | mean batch | batch eff. |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, steps in (("unary, 1 img/request", unary), ("stream, 8 img/message", stream)):
+        for st in steps:
+            per = st["batch"]
+            il = st["image_latency_ms"] or st["request_latency_ms"]
+            rl = st["request_latency_ms"]
+            lines.append(
+                f"| {name} | {st['concurrency']} × {per} = {st['concurrency'] * per} | {num(st['images_per_s'])} | "
+                f"{num(rl['p50'], 1)} / {num(rl['p99'], 1)} | {num(il['p50'], 1)} / {num(il['p99'], 1)} | "
+                f"{num(st['mean_batch'], 1)} | {num(st['batch_efficiency'], 2)} |"
+            )
+    return "\n".join(
+        [
+            "## Served: unary vs stream across concurrency (`benchmarks/bench_served.py`)",
+            "",
+            f"{machine_line()}. Server: photodedup-tiny (2-layer ViT, random weights), ONNX Runtime 1 thread, "
+            f"max batch 32, max queue delay 2 ms. Client: `photodedup bench --payload thumbnail` "
+            f"(224 px JPEG q90), {duration:g} s per step after 1 s of warm-up. {SHARED_NOTE}",
+            "",
+            *lines,
+        ]
+    )
+
+
+def section_payloads(cache: Path, duration: float) -> str:
+    rows = []
+    with tiny_server(cache) as s:
+        for payload in ("thumbnail", "raw", "original"):
+            (st,) = served(s.address, s.metrics_address, mode="stream", concurrency=[16], items_per_message=8, payload=payload, duration=duration)
+            rows.append(st)
+    lines = [
+        "| payload | KB/image on the wire | img/s | server decode ms / 8-image message | img p50 ms | goal |",
+        "|---|---|---|---|---|---|",
+    ]
+    for st in rows:
+        goal = "≤ 15 KB" if st["payload"] == "thumbnail" else ""
+        lines.append(
+            f"| {st['payload']} | {num(st['bytes_per_image'] / 1024, 1)} | {num(st['images_per_s'])} | "
+            f"{num(srv(st, 'decode_ms_per_message'), 2)} | {num(st['image_latency_ms']['p50'], 1)} | {goal} |"
+        )
+    return "\n".join(
+        [
+            "## Payload kinds and their bytes (`benchmarks/bench_served.py`)",
+            "",
+            f"{machine_line()}. photodedup-tiny server as above; EmbedStream, 16 messages × 8 images in flight, "
+            f"{duration:g} s per step. thumbnail: client-made 224 px centre crop, JPEG q90; raw: 224×224×3 uint8; "
+            "original: generated 1600×1200 photos as q90 JPEG (photo-like gradients, shapes and sensor noise). "
+            f"Bytes are serialised request bytes / images (HTTP/2 framing excluded). {SHARED_NOTE}",
+            "",
+            *lines,
+        ]
+    )
+
+
+def section_batching(cache: Path, duration: float) -> str:
+    delays = [0.0, 1.0, 2.0, 5.0, 10.0]
+    lines = [
+        "| max_queue_delay | concurrency (1 img/request) | img/s | mean batch | batch eff. | req p50 / p99 ms | queue ms/img |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for delay in delays:
+        say(f"batching: delay {delay} ms")
+        with tiny_server(cache, "--max-queue-delay-ms", str(delay)) as s:
+            steps = served(s.address, s.metrics_address, mode="unary", concurrency=[8, 64], batches=[1], duration=duration)
+        for st in steps:
+            rl = st["request_latency_ms"]
+            lines.append(
+                f"| {delay:g} ms | {st['concurrency']} | {num(st['images_per_s'])} | {num(st['mean_batch'], 1)} | "
+                f"{num(st['batch_efficiency'], 2)} | {num(rl['p50'], 1)} / {num(rl['p99'], 1)} | "
+                f"{num(srv(st, 'queue_ms_per_image'), 2)} |"
+            )
+    return "\n".join(
+        [
+            "## Batch efficiency vs max_queue_delay (`benchmarks/bench_served.py`)",
+            "",
+            f"{machine_line()}. photodedup-tiny server, max batch 32; unary Embed with one image per request at "
+            f"concurrency 8 (below one batch) and 64 (2 × max batch), {duration:g} s per step. Batch efficiency = "
+            "mean batch / max batch, the mean batch being the server's inference count / execution count. "
+            f"Goal: ≥ 0.90 at concurrency ≥ 2 × max batch. {SHARED_NOTE}",
+            "",
+            *lines,
+        ]
+    )
+
+
+def section_vs_engine(cache: Path, duration: float) -> str:
+    model = ["--model", "ViT-B-32", "--weights", "random", "--cache-dir", str(cache)]
+    settings = Settings(model_name="ViT-B-32", weights="random", cache_dir=cache)
+    say("served_vs_engine: engine only")
+    (eng,) = local(settings, batches=[32], duration=duration, warmup=0.0)
+    say("served_vs_engine: served")
+    with ServerProcess(model) as s:
+        (st,) = served(s.address, s.metrics_address, mode="stream", concurrency=[16], items_per_message=8, duration=duration, warmup=5.0)
+    ratio = st["images_per_s"] / eng["images_per_s"]
+    lines = [
+        "| measurement | img/s | mean batch | notes |",
+        "|---|---|---|---|",
+        f"| engine only (`bench --local --batch 32`) | {num(eng['images_per_s'], 1)} | 32 | preprocess + infer in-process |",
+        f"| served, EmbedStream (`bench --mode stream`) | {num(st['images_per_s'], 1)} | {num(st['mean_batch'], 1)} | "
+        f"thumbnails, 16 × 8 images in flight, server decode included |",
+        f"| **served / engine** | **{ratio:.2f}** | | goal ≥ 0.90 |",
+    ]
+    return "\n".join(
+        [
+            "## Served vs engine only, ViT-B-32 on CPU (`benchmarks/bench_served.py`)",
+            "",
+            f"{machine_line()}. ViT-B-32 image tower, random weights, engine `auto` (ONNX Runtime on CPU, default "
+            f"threads), max batch 32, max queue delay 2 ms; {duration:g} s measured per row. The served figure "
+            "includes JPEG decoding, batching, gRPC and the client on the same 2 cores. "
+            f"{SHARED_NOTE}",
+            "",
+            *lines,
+        ]
+    )
+
+
+def section_ceiling(cache: Path, duration: float) -> str:
+    cores = os.cpu_count() or 1
+    settings = Settings(model_name="photodedup-tiny", weights="random", cache_dir=cache, engine="onnx", intra_op_threads=1)
+    (eng,) = local(settings, batches=[32], duration=duration, warmup=1.0)
+    rows: list[dict[str, Any]] = []
+    with tiny_server(cache) as s:
+        for ipm, conc in ((8, 64), (32, 16)):
+            (st,) = served(s.address, s.metrics_address, mode="stream", concurrency=[conc], items_per_message=ipm, duration=duration)
+            rows.append(st)
+    engine_cpu = eng["client_cpu_ms_per_image"]
+    lines = [
+        "| EmbedStream load | img/s measured | server CPU ms/img | client CPU ms/img | engine CPU ms/img | "
+        f"CPU-bound ceiling on {cores} idle cores | without the model (feed rate for a GPU) | img p50 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for st in rows:
+        scpu, ccpu = st["server_cpu_ms_per_image"], st["client_cpu_ms_per_image"]
+        ceiling = 1000.0 * cores / (scpu + ccpu) if scpu and ccpu else float("nan")
+        feed = 1000.0 * cores / (scpu - engine_cpu + ccpu) if scpu and ccpu else float("nan")
+        lines.append(
+            f"| {st['concurrency']} msgs × {st['batch']} img | {num(st['images_per_s'])} | {num(scpu, 3)} | "
+            f"{num(ccpu, 3)} | {num(engine_cpu, 3)} | {num(ceiling)} | {num(feed)} | "
+            f"{num(st['image_latency_ms']['p50'], 1)} |"
+        )
+    return "\n".join(
+        [
+            "## Server ceiling with a tiny model (`benchmarks/bench_served.py`)",
+            "",
+            f"{machine_line()}. photodedup-tiny (2-layer ViT, width 64) served with ONNX Runtime on 1 thread, "
+            f"max batch 32; 224 px JPEG thumbnails (~11 KB) through EmbedStream, client in the same machine, "
+            f"{duration:g} s per row. Goal: ≥ 2,000 img/s, client included. CPU per image is the server's "
+            "`process_cpu_seconds_total` (from its /metrics) and the client's process time over the images answered; "
+            "'engine CPU' is the same model alone (`bench --local --engine onnx --threads 1 --batch 32`). The ceilings "
+            f"divide {cores} cores by CPU per image, so they hold for an idle machine; the measured column is what "
+            f"this shared machine gave. {SHARED_NOTE}",
+            "",
+            *lines,
+        ]
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
+    ap.add_argument("--duration", type=float, default=4.0, help="measured seconds per step (tiny model)")
+    ap.add_argument("--model-duration", type=float, default=30.0, help="measured seconds per row for ViT-B-32")
+    ap.add_argument("--cache-dir", type=Path, default=None, help="ONNX export cache [default: a temp dir]")
+    ap.add_argument("--no-write", action="store_true", help="print the sections, do not touch docs/BENCHMARKS.md")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="photodedup-bench-"))
+    wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(wanted) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    runners = {
+        "served_modes": lambda: section_modes(cache, args.duration),
+        "served_payloads": lambda: section_payloads(cache, args.duration),
+        "served_batching": lambda: section_batching(cache, args.duration),
+        "served_vs_engine": lambda: section_vs_engine(cache, args.model_duration),
+        "served_ceiling": lambda: section_ceiling(cache, args.duration),
+    }
+    for name in wanted:
+        say(f"section {name}")
+        text = runners[name]()
+        print(text + "\n")
+        if not args.no_write:
+            write_section(name, text)
+
+
+if __name__ == "__main__":
+    main()
