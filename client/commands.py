@@ -29,7 +29,7 @@ def _grouping_options(fn: Any) -> Any:
     opts = [
         click.option("--reference", "reference", multiple=True, type=click.Path(file_okay=False),
                      help="Folder whose files are always kept and never touched (repeatable)."),
-        click.option("--near-threshold", type=int, help="Max perceptual-hash distance in bits for the near tier."),
+        click.option("--near-threshold", type=int, help="Max Hamming distance for the near tier, in bits of the 128-bit dHash+pHash key."),
         click.option("--similar-threshold", type=float, help="Max embedding cosine distance for the similar tier."),
     ]
     for opt in reversed(opts):

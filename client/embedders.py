@@ -377,6 +377,12 @@ class RemoteEmbedder:
                         pending.clear()
                     for it in left:  # the server closed the stream without answering these
                         self._requeue(it, "no answer")
+                    if left:
+                        state.failures += 1
+                        if state.failures > self.retries:
+                            self._server_down(state, f"{state.address}: streams end without answers")
+                            return
+                        time.sleep(backoff_s(state.failures, base=0.2))
                 except grpc.RpcError as exc:
                     code = exc.code()  # type: ignore[attr-defined]
                     reason = f"{state.address}: {code.name}: {exc.details()}"  # type: ignore[attr-defined]
