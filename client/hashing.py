@@ -110,6 +110,12 @@ def hash_bytes(
         width, height = height, width
     res.width, res.height = width, height
     side = max(thumb_size or 0, MIN_DECODE_SIDE)
+    if res.format == "HEIF":
+        # pillow-heif's draft decodes an embedded thumbnail instead, when one is a big enough scaled copy.
+        try:
+            img.draft("RGB", (side, side))
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.debug("no HEIF thumbnail decode: %s", exc)
     rgb = load_rgb(img, min_side=side)
     factor = min(rgb.size) // side
     if factor >= 2:  # what draft does for JPEG, for every other format: never hash 16 MP
