@@ -87,7 +87,7 @@ class Settings(BaseSettings):
 
     # Grouping (defaults measured on the near-duplicate dev set; see docs/BENCHMARKS.md)
     near_threshold: int = Field(
-        10, ge=0, le=64, description="Max perceptual-hash Hamming distance (bits of 64) for the near tier."
+        20, ge=0, le=128, description="Max Hamming distance of the 128-bit dHash||pHash key for the near tier."
     )
     similar_threshold: float = Field(
         0.01, ge=0.0, le=2.0, description="Max embedding cosine distance for the similar tier (Immich's default)."
