@@ -243,10 +243,21 @@ def test_ann_finds_what_exact_search_finds_on_small_data() -> None:
     dup = base[:500] + 0.15 * rng.standard_normal((500, 128)).astype(np.float32)
     vectors = np.concatenate([base, dup])
     exact = set(zip(*(a.tolist() for a in cosine_pairs_exact(vectors, 0.05)[:2]), strict=True))
-    ann = set(zip(*(a.tolist() for a in cosine_pairs_ann(vectors, 0.05, k=8)[:2]), strict=True))
+    ann = set(zip(*(a.tolist() for a in cosine_pairs_ann(vectors, 0.05)[:2]), strict=True))
     assert len(exact) >= 450
     assert ann <= exact  # every ANN pair is checked on the full vectors
     assert len(ann & exact) / len(exact) >= 0.98
+
+
+def test_ann_has_no_cap_on_copies_per_photo() -> None:
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((2000, 64)).astype(np.float32)
+    burst = base[0] + 0.02 * rng.standard_normal((60, 64)).astype(np.float32)  # 60 copies of one photo
+    vectors = np.concatenate([base, burst])
+    exact = set(zip(*(a.tolist() for a in cosine_pairs_exact(vectors, 0.01)[:2]), strict=True))
+    ann = set(zip(*(a.tolist() for a in cosine_pairs_ann(vectors, 0.01)[:2]), strict=True))
+    assert len(exact) >= 60 * 61 // 2
+    assert ann == exact
 
 
 def test_find_groups_uses_ann_above_threshold() -> None:
