@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,6 +139,25 @@ def test_hardlink_across_filesystems_is_refused_clearly(tmp_path: Path) -> None:
         for p in shm.iterdir():
             p.unlink()
         shm.rmdir()
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(os.getcwd()).st_dev,
+    reason="needs a second filesystem",
+)
+def test_move_across_filesystems_copies_then_unlinks_and_undo_copies_back(tmp_path: Path) -> None:
+    groups, content = library(tmp_path / "lib", copies=1)
+    dest = Path("/dev/shm") / f"photodedup-test-move-{os.getpid()}"
+    try:
+        result = apply_actions(plan_actions(groups, "move", dest, ()), tmp_path / "j.jsonl")
+        assert len(result.done) == 3
+        assert sorted(p.name for p in dest.rglob("*.jpg")) == ["photo0.jpg", "photo1.jpg", "photo2.jpg"]
+        assert not list((tmp_path / "lib" / "dups").rglob("*.jpg"))
+        assert len(undo(tmp_path / "j.jsonl").restored) == 3
+        assert_restored(content)
+        assert not list(dest.rglob("*.jpg"))
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
 
 
 def test_changed_files_are_skipped(tmp_path: Path) -> None:
