@@ -9,7 +9,7 @@ DIR ?= $(HOME)/Pictures
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 PROTOS := $(wildcard proto/photodedup/v1/*.proto)
 
-.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu scan serve bench clean
+.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu scan serve bench gpu-wheels clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PY_SYS) -m venv $(VENV)
@@ -58,6 +58,20 @@ serve: install
 
 bench: install
 	$(VENV)/bin/python benchmarks/run_all.py
+
+# Wheels for benchmarks/gpu_check.sh on an offline GPU machine that has Python 3.12 and torch but not
+# open_clip and the serving dependencies. Carry the folder there: benchmarks/gpu_check.sh wheels/
+GPU_WHEELS ?= wheels
+GPU_PYTHON ?= 3.12
+GPU_PLATFORMS := $(foreach p,manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_27_x86_64 manylinux_2_28_x86_64 manylinux_2_34_x86_64,--platform $(p))
+GPU_DOWNLOAD := $(VENV)/bin/pip download -q --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp $(GPU_PLATFORMS) -d $(GPU_WHEELS)
+gpu-wheels: install
+	$(GPU_DOWNLOAD) setuptools wheel click numpy pillow pillow-heif ImageHash 'grpcio>=1.85.1' 'grpcio-health-checking>=1.85.1' \
+	  'grpcio-reflection>=1.85.1' 'protobuf>=7.35.1' prometheus-client pydantic pydantic-settings rich Send2Trash faiss-cpu \
+	  ftfy regex huggingface_hub safetensors tqdm pyyaml
+	# These require torch, which the GPU machine has: take them without their dependencies.
+	$(GPU_DOWNLOAD) --no-deps open_clip_torch timm
+	$(VENV)/bin/python benchmarks/check_wheels.py $(GPU_WHEELS) --python-version $(GPU_PYTHON)
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info

@@ -71,6 +71,7 @@ class BenchOptions:
     photo_size: tuple[int, int]
     dtype: str
     timeout: float
+    quality: int = 90
     expected_status: frozenset[str] = frozenset()
 
 
@@ -203,7 +204,7 @@ async def _remote(targets: list[str], metrics: list[str], opts: BenchOptions) ->
         max_batch = int(info.batching.max_batch_size) or None
         size = int(info.input_size)
         payload = await asyncio.to_thread(
-            bl.make_payload, opts.payload, size, opts.images, opts.photos, opts.photo_size
+            bl.make_payload, opts.payload, size, opts.images, opts.photos, opts.photo_size, opts.quality
         )
         dtype = embed_pb2.DTYPE_FLOAT16 if opts.dtype == "float16" else embed_pb2.DTYPE_FLOAT32
 
@@ -325,6 +326,7 @@ def run_bench(
             "items_per_message": opts.items_per_message if mode == "stream" else None,
             "streams_per_target": opts.streams if mode == "stream" else None,
             "dtype": opts.dtype,
+            "jpeg_quality": opts.quality,
             "metrics": metrics,
             **{k: v for k, v in body.items() if k != "steps"},
         },
@@ -368,6 +370,7 @@ def make_command() -> click.Command:
     @click.option("--photos", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of real photos [default: generated ones].")
     @click.option("--images", type=int, default=64, show_default=True, help="Distinct images to cycle through.")
     @click.option("--photo-size", default="1600x1200", show_default=True, help="Size of generated photos (WIDTHxHEIGHT).")
+    @click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality of thumbnails (and generated originals).")
     @click.option("--metrics", "metrics", multiple=True, help="host:port of a server's Prometheus endpoint, for the server-side columns.")
     @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
     @click.option("--expect-status", multiple=True, help="gRPC status names that do not fail the run (e.g. RESOURCE_EXHAUSTED).")
@@ -390,6 +393,7 @@ def make_command() -> click.Command:
         photos: Path | None,
         images: int,
         photo_size: str,
+        quality: int,
         metrics: tuple[str, ...],
         dtype: str,
         expect_status: tuple[str, ...],
@@ -423,6 +427,7 @@ def make_command() -> click.Command:
             photo_size=_size(photo_size),
             dtype=dtype,
             timeout=timeout,
+            quality=quality,
             expected_status=frozenset(s.upper() for s in _split(expect_status)),
         )
         local_settings = build_settings(**model_flags) if local else None

@@ -1,0 +1,201 @@
+"""The Python half of gpu_check.sh: one engine or one served configuration per call, so a crash in one
+runtime (a CUDA library that fails to load, a TensorRT build that aborts) cannot take the others down.
+
+  gpu_check.py facts
+  gpu_check.py engine --engine torch --precision fp16 --batches 1,32,256 --seconds 5
+  gpu_check.py served --engine torch --precision fp16 --batches 1,32,256 --seconds 6
+
+Every result is one line starting with RESULT, every skip with SKIP and a reason; exit 0 unless the
+harness itself is broken, so the shell script always continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+log = logging.getLogger(__name__)
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PHOTODEDUP_CACHE_DIR") or tempfile.mkdtemp(prefix="photodedup-gpu-"))
+
+
+def cuda_or_skip(what: str, device: str) -> bool:
+    if device == "cpu":  # a dry run of the harness on a machine without a GPU
+        return True
+    try:
+        import torch
+    except ImportError as exc:
+        print(f"SKIP {what}: torch is not importable ({exc})", flush=True)
+        return False
+    if not torch.cuda.is_available():
+        print(f"SKIP {what}: torch {torch.__version__} sees no CUDA device", flush=True)
+        return False
+    return True
+
+
+def facts() -> None:
+    import platform
+
+    print(f"FACT python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPU cores")
+    try:
+        import torch
+
+        print(f"FACT torch {torch.__version__}, built for CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                p = torch.cuda.get_device_properties(i)
+                print(f"FACT cuda:{i} {p.name}, capability {p.major}.{p.minor}, {p.total_memory / 2**30:.1f} GiB, {p.multi_processor_count} SMs")
+        else:
+            print("FACT torch sees no CUDA device")
+    except ImportError as exc:
+        print(f"FACT torch not importable: {exc}")
+    try:
+        import onnxruntime as ort
+
+        print(f"FACT onnxruntime {ort.__version__}, providers {', '.join(ort.get_available_providers())}")
+    except ImportError as exc:
+        print(f"FACT onnxruntime not importable: {exc}")
+    for mod in ("tensorrt", "open_clip", "grpc", "google.protobuf"):
+        try:
+            m = __import__(mod, fromlist=["__version__"])
+            print(f"FACT {mod} {getattr(m, '__version__', '?')}")
+        except ImportError:
+            print(f"FACT {mod} not importable")
+
+
+def settings_for(engine: str, precision: str, providers: str, model: str, device: str) -> object:
+    from photodedup.settings import Settings
+
+    return Settings(
+        model_name=model,
+        weights="random",
+        engine=engine,
+        devices=[device],
+        precision=precision,
+        onnx_providers=providers.split(","),
+        cache_dir=cache_dir(),
+    )
+
+
+def label(engine: str, precision: str, providers: str) -> str:
+    return f"{engine}{'(' + providers + ')' if engine == 'onnx' else ''} {precision}"
+
+
+def engine_only(
+    engine: str, precision: str, providers: str, batches: list[int], seconds: float, model: str, device: str
+) -> None:
+    name = label(engine, precision, providers)
+    if not cuda_or_skip(f"engine {name}", device):
+        return
+    from photodedup.client import benchload as bl
+    from photodedup.engines import create_engine
+    from photodedup.errors import PhotodedupError
+
+    try:
+        eng = create_engine(settings_for(engine, precision, providers, model, device), device)
+    except PhotodedupError as exc:
+        print(f"SKIP engine {name}: {exc}", flush=True)
+        return
+    try:
+        size = eng.info.preprocessing.input_size
+        arrays = [bl.synthetic_photo(i, (size, size)) for i in range(64)]
+        got = f"{eng.precision}, {eng.describe().get('detail', '')}"
+        for b in batches:
+            try:
+                eng.warmup([b, b])
+                rec = bl.Recorder()
+                bl.run_local(eng, arrays, b, bl.Budget(seconds, None), rec)
+            except Exception as exc:  # out of memory at 256 must not hide the smaller batches' results
+                print(f"SKIP engine {name} batch {b}: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            from photodedup.client.benchstats import percentile
+
+            p50 = percentile(rec.request_latencies, 50) * 1e3
+            print(
+                f"RESULT engine-only {name:<22} batch {b:>3}: {rec.images_ok / rec.seconds:>9,.0f} img/s  "
+                f"p50 {p50:8.2f} ms/batch  ({rec.requests} calls; running {got})",
+                flush=True,
+            )
+    finally:
+        eng.close()
+
+
+def served(
+    engine: str, precision: str, providers: str, batches: list[int], seconds: float, model: str, device: str
+) -> None:
+    name = label(engine, precision, providers)
+    if not cuda_or_skip(f"served {name}", device):
+        return
+    from benchlib import options
+    from serverproc import ServerProcess
+
+    from photodedup.client.bench import run_bench
+
+    for b in batches:
+        flags = [
+            "--model", model, "--weights", "random", "--engine", engine, "--devices", device,
+            "--precision", precision, "--onnx-providers", providers, "--cache-dir", str(cache_dir()),
+            "--max-batch-size", str(b), "--max-queue-delay-ms", "2",
+        ]  # fmt: skip
+        # Enough images in flight to fill two batches, sent the way a real client does (a stream).
+        per_msg = min(32, b) if b > 1 else 1
+        conc = max(4, (2 * b) // per_msg)
+        try:
+            with ServerProcess(flags, ready_timeout=240) as srv:
+                opts = options(mode="stream", concurrency=[conc], items_per_message=per_msg, duration=seconds, warmup=2.0)
+                report = run_bench([srv.address], [srv.metrics_address], None, opts)
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()
+            print(f"SKIP served {name} batch {b}: {type(exc).__name__}: {msg[-1] if msg else ''}", flush=True)
+            continue
+        (st,) = report["steps"]
+        engines = ", ".join(report["meta"].get("engines", []))
+        print(
+            f"RESULT served      {name:<22} batch {b:>3}: {st['images_per_s'] or 0:>9,.0f} img/s  "
+            f"mean batch {st['mean_batch'] or 0:6.1f}  img p50 {(st['image_latency_ms'] or {}).get('p50') or 0:8.1f} ms  "
+            f"server CPU {st['server_cpu_ms_per_image'] or 0:.3f} ms/img  errors {st['errors'] or 'none'}  ({engines})",
+            flush=True,
+        )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["facts", "engine", "served"])
+    ap.add_argument("--engine", default="torch", choices=["torch", "onnx"])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
+    ap.add_argument("--providers", default="cuda", help="ONNX Runtime providers for --engine onnx (tensorrt, cuda)")
+    ap.add_argument("--batches", default="1,32,256")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--model", default="ViT-B-32")
+    ap.add_argument("--device", default="cuda:0", help="cpu only for a dry run of this harness")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    batches = [int(b) for b in args.batches.split(",")]
+    start = time.monotonic()
+    try:
+        if args.what == "facts":
+            facts()
+        elif args.what == "engine":
+            engine_only(args.engine, args.precision, args.providers, batches, args.seconds, args.model, args.device)
+        else:
+            served(args.engine, args.precision, args.providers, batches, args.seconds, args.model, args.device)
+    except ImportError as exc:
+        print(f"SKIP {args.what} {args.engine} {args.precision}: a library is missing: {exc}", flush=True)
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"SKIP {args.what} {args.engine} {args.precision}: {type(exc).__name__}: {exc}", flush=True)
+    log.info("%s took %.0f s", args.what, time.monotonic() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
