@@ -17,6 +17,10 @@ between the two lines) and puts every file back.
   backup back. The space is freed only once the backups are removed (`purge_backups`), which undo
   cannot reverse.
 - delete: permanent `unlink`, only when asked for by name; undo cannot bring these back.
+
+Undo never overwrites: if another file has taken an original path since, that file is reported and
+the moved, trashed or backed-up copy is left where it is. Restoring from the trash needs a freedesktop
+trash (Linux and BSD desktops); elsewhere undo reports trashed files as not found.
 """
 
 from __future__ import annotations
@@ -398,17 +402,22 @@ def _undo_one(entry: dict[str, Any], done: dict[str, Any]) -> bool:
         if os.path.lexists(temp):
             os.unlink(temp)  # a partial cross-filesystem copy; the source was not yet removed
         if os.path.lexists(path):
-            if os.path.lexists(dest) and os.path.isfile(dest) and file_md5(dest) == file_md5(path):
+            if not os.path.lexists(dest):
+                return False
+            if os.path.isfile(dest) and file_md5(dest) == file_md5(path):
                 os.unlink(dest)  # the copy finished but the source was not unlinked: drop the copy
-            return False
+                return False
+            raise ActionError(f"another file now has this path; the moved file is still at {dest}")
         if not os.path.lexists(dest):
             raise ActionError(f"neither {path} nor its moved copy {dest} exists")
         _move(dest, path)
         return True
     if op == "trash":
-        if os.path.lexists(path):
-            return False
         found = done.get("trashed") or _find_in_trash(path, entry["time"])
+        if os.path.lexists(path):
+            if found and os.path.lexists(found["file"]):
+                raise ActionError(f"another file now has this path; the trashed file is still at {found['file']}")
+            return False
         if not found or not os.path.lexists(found["file"]):
             raise ActionError("not found in the trash")
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -83,6 +83,18 @@ def test_move_keeps_relative_paths_and_undo_moves_back(tmp_path: Path) -> None:
     assert undo(tmp_path / "j.jsonl").restored == []  # a second undo has nothing left to do
 
 
+def test_undo_never_overwrites_a_file_that_took_the_original_path(tmp_path: Path) -> None:
+    groups, _ = library(tmp_path / "lib", copies=1, originals=1)
+    actions = plan_actions(groups, "move", tmp_path / "out", ())
+    apply_actions(actions, tmp_path / "j.jsonl")
+    original = Path(actions[0].path)
+    original.write_bytes(b"a new photo")
+    res = undo(tmp_path / "j.jsonl")
+    assert [p for p, _ in res.failed] == [str(original)]
+    assert original.read_bytes() == b"a new photo"
+    assert Path(actions[0].dest).exists()  # type: ignore[arg-type]
+
+
 def test_move_default_root_is_the_deepest_common_folder(tmp_path: Path) -> None:
     groups, _ = library(tmp_path / "lib")
     actions = plan_actions(groups, "move", tmp_path / "out", ())
