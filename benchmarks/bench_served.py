@@ -181,23 +181,27 @@ def section_ceiling(cache: Path, duration: float) -> str:
     cores = os.cpu_count() or 1
     settings = Settings(model_name="photodedup-tiny", weights="random", cache_dir=cache, engine="onnx", intra_op_threads=1)
     (eng,) = local(settings, batches=[32], duration=duration, warmup=1.0)
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[str, dict[str, Any]]] = []
     with tiny_server(cache) as s:
         for ipm, conc in ((8, 64), (32, 16)):
             (st,) = served(s.address, s.metrics_address, mode="stream", concurrency=[conc], items_per_message=ipm, duration=duration)
-            rows.append(st)
+            rows.append(("1", st))
+    # The same load with ONNX Runtime's default pool (one spinning thread per core), for comparison.
+    with ServerProcess([*TINY, "--cache-dir", str(cache)]) as s:
+        (st,) = served(s.address, s.metrics_address, mode="stream", concurrency=[64], items_per_message=8, duration=duration)
+        rows.append(("default", st))
     engine_cpu = eng["client_cpu_ms_per_image"]
     lines = [
-        "| EmbedStream load | img/s measured | server CPU ms/img | client CPU ms/img | engine CPU ms/img | "
+        "| EmbedStream load | engine threads | img/s measured | server CPU ms/img | client CPU ms/img | engine CPU ms/img | "
         f"CPU-bound ceiling on {cores} idle cores | without the model (feed rate for a GPU) | img p50 ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for st in rows:
+    for threads, st in rows:
         scpu, ccpu = st["server_cpu_ms_per_image"], st["client_cpu_ms_per_image"]
         ceiling = 1000.0 * cores / (scpu + ccpu) if scpu and ccpu else float("nan")
         feed = 1000.0 * cores / (scpu - engine_cpu + ccpu) if scpu and ccpu else float("nan")
         lines.append(
-            f"| {st['concurrency']} msgs × {st['batch']} img | {num(st['images_per_s'])} | {num(scpu, 3)} | "
+            f"| {st['concurrency']} msgs × {st['batch']} img | {threads} | {num(st['images_per_s'])} | {num(scpu, 3)} | "
             f"{num(ccpu, 3)} | {num(engine_cpu, 3)} | {num(ceiling)} | {num(feed)} | "
             f"{num(st['image_latency_ms']['p50'], 1)} |"
         )
