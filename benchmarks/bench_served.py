@@ -199,10 +199,12 @@ def section_ceiling(cache: Path, duration: float) -> str:
     for threads, st in rows:
         scpu, ccpu = st["server_cpu_ms_per_image"], st["client_cpu_ms_per_image"]
         ceiling = 1000.0 * cores / (scpu + ccpu) if scpu and ccpu else float("nan")
-        feed = 1000.0 * cores / (scpu - engine_cpu + ccpu) if scpu and ccpu else float("nan")
+        # The engine-only CPU was measured with one thread; it says nothing about the default pool.
+        eng_cpu = engine_cpu if threads == "1" else float("nan")
+        feed = 1000.0 * cores / (scpu - eng_cpu + ccpu) if scpu and ccpu else float("nan")
         lines.append(
             f"| {st['concurrency']} msgs × {st['batch']} img | {threads} | {num(st['images_per_s'])} | {num(scpu, 3)} | "
-            f"{num(ccpu, 3)} | {num(engine_cpu, 3)} | {num(ceiling)} | {num(feed)} | "
+            f"{num(ccpu, 3)} | {num(eng_cpu, 3)} | {num(ceiling)} | {num(feed)} | "
             f"{num(st['image_latency_ms']['p50'], 1)} |"
         )
     return "\n".join(
