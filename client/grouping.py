@@ -329,16 +329,26 @@ def _single_threaded_blas() -> contextlib.AbstractContextManager[object]:
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def _workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 def _top_cells(points: np.ndarray, centroids: np.ndarray, probes: int) -> np.ndarray:
-    """Indices of each point's `probes` most similar centroids: one large product per block."""
+    """Indices of each point's `probes` most similar centroids, block by block on every core."""
     out = np.empty((len(points), probes), dtype=np.int64)
-    rows = np.arange(16_384)
-    for start in range(0, len(points), 16_384):
-        sims = points[start : start + 16_384] @ centroids.T
-        for p in range(probes):
+    block = 8_192
+    rows = np.arange(block)
+
+    def one(start: int) -> None:
+        sims = points[start : start + block] @ centroids.T
+        for p in range(probes):  # p argmax passes beat a full argpartition for small p
             best = sims.argmax(axis=1)
             out[start : start + len(sims), p] = best
             sims[rows[: len(sims)], best] = -np.inf
+
+    # One block per thread, each with single-threaded BLAS: the argmax passes run in parallel too.
+    with _single_threaded_blas(), ThreadPoolExecutor(_workers()) as pool:
+        list(pool.map(one, range(0, len(points), block)))
     return out
 
 
@@ -419,10 +429,9 @@ def cosine_pairs_ann(
 
     # Thousands of small products: one thread per core, each with single-threaded BLAS (numpy drops
     # the GIL inside them), beats BLAS's own threads, which only add overhead at this size.
-    workers = max(1, min(8, os.cpu_count() or 1))
-    edges = np.linspace(0, nlist, workers * 4 + 1).astype(int)
+    edges = np.linspace(0, nlist, _workers() * 4 + 1).astype(int)
     cand_a, cand_b = [], []
-    with _single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
+    with _single_threaded_blas(), ThreadPoolExecutor(_workers()) as pool:
         for found_a, found_b in pool.map(join_cells, [low] * (len(edges) - 1), edges[:-1], edges[1:]):
             cand_a += found_a
             cand_b += found_b
