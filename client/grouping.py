@@ -604,7 +604,7 @@ def find_groups(
         groups.append(Group(kind, keep, members, frozenset(records[m].path for m in c.members if protected[m])))
     order = {"exact": 0, "near": 1, "similar": 2}
     groups.sort(key=lambda g: (order[g.kind], g.keep.path))
-    log.info("grouping: %d files -> %d groups", n, len(groups))
+    log.debug("grouping: %d files -> %d groups", n, len(groups))
     return groups
 
 
