@@ -3,7 +3,9 @@
 Each device worker waits for the first queued image, then keeps collecting until it has
 `max_batch_size` images or `max_queue_delay` has passed since that first image. Workers share one
 central queue, so whichever device is free takes the next batch. While a batch runs on a device, the
-worker already forms and preprocesses the next one, so CPU work overlaps device work.
+worker already forms and preprocesses the next one, so CPU work overlaps device work. A batch formed
+while its device is still busy keeps growing until the device is free (or the batch is full): it could
+not start earlier anyway, so waiting costs no latency and fills batches under load.
 """
 
 from __future__ import annotations
@@ -112,7 +114,23 @@ class DynamicBatcher:
             except TimeoutError:
                 return None
 
-    async def _collect(self) -> list[WorkItem]:
+    async def _next_item_while(self, busy: asyncio.Task[None]) -> WorkItem | None:
+        """The next live item, waiting while `busy` (the device's running batch) is not done; None once it is."""
+        while True:
+            while self._queue:
+                item = self._queue.popleft()
+                if not item.future.done():
+                    return item
+            if busy.done():
+                return None
+            self._wakeup.clear()
+            waiter = asyncio.ensure_future(self._wakeup.wait())
+            try:
+                await asyncio.wait({waiter, busy}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+
+    async def _collect(self, busy: asyncio.Task[None] | None = None) -> list[WorkItem]:
         first = await self._next_item(None)
         assert first is not None
         batch = [first]
@@ -120,6 +138,8 @@ class DynamicBatcher:
         while len(batch) < self.max_batch_size:
             # Take what is already queued without waiting, then wait out the delay for more.
             item = await self._next_item(deadline)
+            if item is None and busy is not None:
+                item = await self._next_item_while(busy)
             if item is None:
                 break
             batch.append(item)
@@ -138,7 +158,7 @@ class DynamicBatcher:
         try:
             while True:
                 batch = []
-                batch = await self._collect()
+                batch = await self._collect(running)
                 arrays = [item.array for item in batch]
                 start = time.perf_counter()
                 try:
