@@ -66,9 +66,9 @@ GPU_PYTHON ?= 3.12
 GPU_PLATFORMS := $(foreach p,manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_27_x86_64 manylinux_2_28_x86_64 manylinux_2_34_x86_64,--platform $(p))
 GPU_DOWNLOAD := $(VENV)/bin/pip download -q --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp $(GPU_PLATFORMS) -d $(GPU_WHEELS)
 gpu-wheels: install
-	$(GPU_DOWNLOAD) setuptools wheel click numpy pillow pillow-heif ImageHash 'grpcio>=1.85.1' 'grpcio-health-checking>=1.85.1' \
-	  'grpcio-reflection>=1.85.1' 'protobuf>=7.35.1' prometheus-client pydantic pydantic-settings rich Send2Trash faiss-cpu \
-	  ftfy regex huggingface_hub safetensors tqdm pyyaml
+	mkdir -p $(GPU_WHEELS)
+	$(VENV)/bin/python benchmarks/check_wheels.py --requirements > $(GPU_WHEELS)/requirements.txt
+	$(GPU_DOWNLOAD) -r $(GPU_WHEELS)/requirements.txt setuptools wheel ftfy regex huggingface_hub safetensors tqdm pyyaml simplejpeg
 	# These require torch, which the GPU machine has: take them without their dependencies.
 	$(GPU_DOWNLOAD) --no-deps open_clip_torch timm
 	$(VENV)/bin/python benchmarks/check_wheels.py $(GPU_WHEELS) --python-version $(GPU_PYTHON)

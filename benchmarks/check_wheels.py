@@ -6,6 +6,7 @@ by a package the target machine already has (--preinstalled, name only). Prints 
 exits 1 if anything is.
 
 Usage: check_wheels.py WHEELS_DIR [--python-version 3.12] [--preinstalled torch,torchvision,...]
+       check_wheels.py --requirements    (photodedup's requirements to download, one per line)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from packaging.version import Version
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
+# Need torch, which the GPU machine has: downloaded without their dependencies.
+TORCH_DEPENDENT = ("open-clip-torch", "timm")
 # What the GPU machine brings (torch with its CUDA stack); everything else must come from the folder.
 DEFAULT_PREINSTALLED = (
     "torch,torchvision,triton,sympy,mpmath,networkx,jinja2,markupsafe,filelock,fsspec,typing-extensions,"
@@ -41,7 +44,8 @@ def wheel_requirements(path: Path) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("wheels", type=Path)
+    ap.add_argument("wheels", type=Path, nargs="?")
+    ap.add_argument("--requirements", action="store_true", help="print what to download and exit")
     ap.add_argument("--python-version", default="3.12")
     ap.add_argument("--preinstalled", default=DEFAULT_PREINSTALLED)
     args = ap.parse_args()
@@ -57,11 +61,19 @@ def main() -> int:
         "extra": "",
     }
     preinstalled = {canonicalize_name(n) for n in args.preinstalled.split(",") if n.strip()}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    if args.requirements:
+        for text in project["dependencies"]:
+            name = canonicalize_name(Requirement(text).name)
+            if name not in preinstalled and name not in TORCH_DEPENDENT:
+                print(text)
+        return 0
+    if args.wheels is None:
+        ap.error("give the wheel folder")
     wheels: dict[str, list[tuple[Version, Path]]] = {}
     for path in sorted(args.wheels.glob("*.whl")):
         name, version, _build, _tags = parse_wheel_filename(path.name)
         wheels.setdefault(canonicalize_name(name), []).append((version, path))
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     todo: list[tuple[str, str]] = [("photodedup", r) for r in project["dependencies"]]
     todo += [("build", "setuptools>=69"), ("build", "wheel")]
     seen: set[Path] = set()

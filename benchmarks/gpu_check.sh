@@ -72,6 +72,9 @@ if ! "$PY" -c 'import photodedup.server.app, photodedup.client.bench, open_clip'
     exit 1
   fi
   PY="$WORK/venv/bin/python"
+  # Optional: the server's fast JPEG thumbnail decoder.
+  "$WORK/venv/bin/pip" install -q --no-index --find-links "$WHEELS" simplejpeg >/dev/null 2>&1 \
+    || echo "SKIP simplejpeg: not in $WHEELS; thumbnails decode with Pillow"
 fi
 "$PY" "$ROOT/benchmarks/gpu_check.py" facts
 
