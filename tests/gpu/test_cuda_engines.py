@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import encode, photo, tiny_settings
 
 from photodedup.engines import create_engine
 from photodedup.errors import EngineUnavailableError
 from photodedup.imaging import decode_for_model
+
+from helpers import encode, photo, tiny_settings
 
 torch = pytest.importorskip("torch")
 pytestmark = [
