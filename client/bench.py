@@ -16,9 +16,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from photodedup.client.benchload import Recorder
+    from photodedup.client.benchstats import ServerSplit
+    from photodedup.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +88,8 @@ def step_report(
     mode: str,
     concurrency: int,
     batch: int,
-    rec: Any,
-    server: Any,
+    rec: Recorder,
+    server: ServerSplit | None,
     max_batch: int | None,
     payload: str,
 ) -> dict[str, Any]:
@@ -256,7 +261,7 @@ async def _remote(targets: list[str], metrics: list[str], opts: BenchOptions) ->
 # ---------------------------------------------------------------------------------------------- local
 
 
-def _local(settings: Any, opts: BenchOptions) -> dict[str, Any]:
+def _local(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     from photodedup.client import benchload as bl
     from photodedup.engines import create_engine
 
@@ -293,7 +298,7 @@ def _local(settings: Any, opts: BenchOptions) -> dict[str, Any]:
 
 
 def run_bench(
-    targets: list[str], metrics: list[str], local_settings: Any | None, opts: BenchOptions
+    targets: list[str], metrics: list[str], local_settings: Settings | None, opts: BenchOptions
 ) -> dict[str, Any]:
     """Run every step and return the report (also the entry point for benchmarks/ scripts)."""
     from photodedup.client import benchstats as st
