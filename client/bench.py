@@ -31,8 +31,7 @@ PAYLOADS = ("thumbnail", "raw", "original")
 
 
 def register(group: click.Group) -> None:
-    """Add `bench` to the photodedup command group. The command is built here, not at import, because
-    photodedup.cli imports this module while it is itself being imported (`python -m photodedup.cli`)."""
+    """Add `bench` to the photodedup command group."""
     group.add_command(make_command())
 
 
@@ -358,7 +357,7 @@ def _machine_line() -> str:
 
 def make_command() -> click.Command:
     """The `bench` click command."""
-    from photodedup.cli import build_settings, handle_errors, model_options
+    from photodedup.cliutils import build_settings, handle_errors, model_options
 
     @click.command()
     @click.option("--server", "servers", multiple=True, help="host:port of a server; repeat or comma-separate to load several.")

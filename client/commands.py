@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from photodedup.cli import build_settings, handle_errors, model_options
+from photodedup.cliutils import build_settings, handle_errors, model_options
 
 log = logging.getLogger(__name__)
 

@@ -101,7 +101,9 @@ class Settings(BaseSettings):
     )
     scan_workers: int = Field(0, ge=0, description="Hashing/decoding processes for scan; 0 means one per core.")
     include_hidden: bool = Field(False, description="Also walk hidden (dot) and system folders such as @eaDir.")
-    thumbnail_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the thumbnails sent to servers.")
+    thumbnail_quality: int = Field(
+        80, ge=1, le=100, description="JPEG quality of thumbnails sent to servers: q80 keeps real photos under 15 KB."
+    )
     max_in_flight: int = Field(256, ge=1, description="Thumbnails sent to servers and not yet answered, per scan.")
     embed_batch_size: int = Field(32, ge=1, le=1024, description="Images per local inference call or stream message.")
     server_retries: int = Field(5, ge=0, description="Retries per image on RESOURCE_EXHAUSTED/UNAVAILABLE.")

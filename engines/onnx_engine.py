@@ -182,6 +182,8 @@ class OnnxEngine:
         if self.settings.intra_op_threads:
             opts.intra_op_num_threads = self.settings.intra_op_threads
         opts.log_severity_level = 3
+        # Idle intra-op threads would otherwise spin and steal the cores that decode the next batch.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/RuntimeException types
