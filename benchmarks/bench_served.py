@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 SECTIONS = ("served_modes", "served_payloads", "served_batching", "served_vs_engine", "served_ceiling")
 TINY = ["--model", "photodedup-tiny", "--weights", "random"]
 SHARED_NOTE = (
-    "Client and server ran on the same 2 cores, which other work was also using, so absolute figures "
-    "are noisy; compare within a table (one run, medians of per-request latencies)."
+    "Client and server share the same 2 cores; one run, medians of per-request latencies. Absolute "
+    "figures move between runs on this kind of machine: compare within a table."
 )
 
 
@@ -69,7 +69,7 @@ def section_modes(cache: Path, duration: float) -> str:
             "",
             f"{machine_line()}. Server: photodedup-tiny (2-layer ViT, random weights), ONNX Runtime 1 thread, "
             f"max batch 32, max queue delay 2 ms. Client: `photodedup bench --payload thumbnail` "
-            f"(224 px JPEG q90), {duration:g} s per step after 1 s of warm-up. {SHARED_NOTE}",
+            f"(224 px JPEG q80, as the scanner sends), {duration:g} s per step after 1 s of warm-up. {SHARED_NOTE}",
             "",
             *lines,
         ]
@@ -105,7 +105,7 @@ def section_payloads(cache: Path, duration: float, photos: Path | None) -> str:
             "## Payload kinds and their bytes (`benchmarks/bench_served.py`)",
             "",
             f"{machine_line()}. photodedup-tiny server as above; EmbedStream, 16 messages × 8 images in flight, "
-            f"{duration:g} s per step. thumbnail: client-made 224 px centre crop as JPEG (q90 is what the scanner "
+            f"{duration:g} s per step. thumbnail: client-made 224 px centre crop as JPEG (q80 is what the scanner "
             "sends); raw: 224×224×3 uint8; original: the file bytes. Generated photos: 1600×1200 gradients, shapes "
             f"and sensor noise, originals as q90 JPEG{real}. Bytes are serialised request bytes / images "
             f"(HTTP/2 framing excluded). {SHARED_NOTE}",
@@ -243,7 +243,7 @@ def section_ceiling(cache: Path, duration: float) -> str:
         [
             "## Server ceiling with a tiny model (`benchmarks/bench_served.py`)",
             "",
-            f"{machine_line()}. photodedup-tiny (2-layer ViT, width 64) served with ONNX Runtime on 1 thread, "
+            f"{machine_line()}. photodedup-tiny (2-layer ViT, width 16) served with ONNX Runtime on 1 thread, "
             f"max batch 32; 224 px JPEG thumbnails ({kb:.1f} KB on the wire) through EmbedStream, client in the same machine, "
             f"{duration:g} s per row. Goal: ≥ 2,000 img/s, client included. CPU per image is the server's "
             "`process_cpu_seconds_total` (from its /metrics) and the client's process time over the images answered; "

@@ -75,7 +75,7 @@ class BenchOptions:
     photo_size: tuple[int, int]
     dtype: str
     timeout: float
-    quality: int = 90
+    quality: int = 80
     expected_status: frozenset[str] = frozenset()
 
 
@@ -374,7 +374,7 @@ def make_command() -> click.Command:
     @click.option("--photos", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of real photos [default: generated ones].")
     @click.option("--images", type=int, default=64, show_default=True, help="Distinct images to cycle through.")
     @click.option("--photo-size", default="1600x1200", show_default=True, help="Size of generated photos (WIDTHxHEIGHT).")
-    @click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality of thumbnails (and generated originals).")
+    @click.option("--quality", type=click.IntRange(1, 100), default=80, show_default=True, help="JPEG quality of thumbnails (and generated originals).")
     @click.option("--metrics", "metrics", multiple=True, help="host:port of a server's Prometheus endpoint, for the server-side columns.")
     @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
     @click.option("--expect-status", multiple=True, help="gRPC status names that do not fail the run (e.g. RESOURCE_EXHAUSTED).")
