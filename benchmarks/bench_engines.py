@@ -59,7 +59,7 @@ def main() -> None:
             f"{machine_line()}. {args.model} image tower, random weights, fp32, each engine's default thread count; "
             f"preprocess + infer on 224 px uint8 images in this process, {args.duration:g} s per batch size after a "
             "warm-up call. Same as `photodedup bench --local --engine E --batch 1,8,32`. "
-            "The machine was shared with other work, so absolute figures are low and noisy; the ratio is the result.",
+            "One run on a noisy 2-core machine: absolute figures vary between runs; the ratio is the result.",
             "",
             *lines,
         ]
