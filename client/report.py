@@ -1,6 +1,6 @@
 """Write duplicate groups as a table, JSON, CSV or a self-contained HTML page.
 
-JSON: {"groups": [{"kind", "keep", "files": [{"path", "bytes", "width", "height", "distance"}]}],
+JSON: {"groups": [{"kind", "keep", "files": [{"path", "bytes", "width", "height", "distance", "match"}]}],
 "stats": {...}} with absolute paths; the keeper is listed first in `files`.
 """
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from photodedup.client.grouping import Group
+    from photodedup.client.grouping import Group, Member
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,11 @@ def build_stats(groups: Sequence[Group], base: dict[str, Any]) -> dict[str, Any]
     return stats
 
 
+def _match(group: Group, member: Member) -> str:
+    """How a file relates to its group's keeper: keep, exact (same bytes), near or similar."""
+    return "keep" if member.record.path == group.keep.path else member.tier
+
+
 def to_dict(groups: Sequence[Group], stats: dict[str, Any]) -> dict[str, Any]:
     return {
         "groups": [
@@ -67,6 +72,8 @@ def to_dict(groups: Sequence[Group], stats: dict[str, Any]) -> dict[str, Any]:
                         "width": m.record.width,
                         "height": m.record.height,
                         "distance": round(float(m.distance), 6),
+                        # how this file matches the keeper: keep, exact (same bytes), near or similar
+                        "match": _match(g, m),
                     }
                     for m in _members(g)
                 ],
@@ -111,12 +118,12 @@ def _json(groups: Sequence[Group], stats: dict[str, Any]) -> str:
 def _csv(groups: Sequence[Group], stats: dict[str, Any]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["group", "kind", "keep", "path", "bytes", "width", "height", "distance"])
+    writer.writerow(["group", "kind", "keep", "path", "bytes", "width", "height", "distance", "match"])
     for i, g in enumerate(groups, 1):
         for m in _members(g):
             r = m.record
             writer.writerow([i, g.kind, int(r.path == g.keep.path), os.path.abspath(r.path), r.size, r.width,
-                             r.height, round(float(m.distance), 6)])
+                             r.height, round(float(m.distance), 6), _match(g, m)])
     return buf.getvalue()
 
 
@@ -138,7 +145,7 @@ def _table(groups: Sequence[Group], console: Console) -> None:
             table.add_row(
                 str(i) if j == 0 else "",
                 g.kind if j == 0 else "",
-                "keep" if keep else "",
+                "keep" if keep else m.tier,
                 r.path,
                 human_bytes(r.size),
                 f"{r.width}x{r.height}",
@@ -193,7 +200,7 @@ def _html(groups: Sequence[Group], stats: dict[str, Any]) -> str:
             keep = r.path == g.keep.path
             uri = thumbnail_data_uri(r.path)
             img = f"<img src='{uri}' alt=''>" if uri else "<div class='missing'>no preview</div>"
-            label = "<span class='tag'>keep</span> " if keep else f"distance {m.distance:.3g} &middot; "
+            label = "<span class='tag'>keep</span> " if keep else f"{esc(m.tier)}, distance {m.distance:.3g} &middot; "
             parts.append(
                 f"<figure class='{'keep' if keep else ''}'>{img}<figcaption>{label}"
                 f"{r.width}&times;{r.height}, {esc(human_bytes(r.size))}<br>{esc(os.path.abspath(r.path))}"

@@ -66,7 +66,7 @@ def test_scan_local_mode_json(lib: dict, tmp_path: Path, model_cache: Path) -> N
     assert _grouped(report) == [lib["copies"]]
     group = report["groups"][0]
     assert group["keep"] in group["files"][0]["path"] and os.path.isabs(group["keep"])
-    assert set(group["files"][0]) == {"path", "bytes", "width", "height", "distance"}
+    assert set(group["files"][0]) == {"path", "bytes", "width", "height", "distance", "match"}
     stats = report["stats"]
     assert stats["embedded"] == len(lib["copies"]) + 1
     assert sorted(Path(e["path"]).name for e in stats["errors"]) == sorted(BROKEN)
@@ -116,7 +116,7 @@ def test_report_formats_and_ignore(lib: dict, tmp_path: Path, model_cache: Path)
     assert page.count("data:image/jpeg;base64,") == len(lib["copies"])
     assert "<script" not in page and "http://" not in page and "https://" not in page
     rows = _cli(env, "report", *db, "--format", "csv").stdout.splitlines()
-    assert rows[0] == "group,kind,keep,path,bytes,width,height,distance" and len(rows) == 1 + len(lib["copies"])
+    assert rows[0] == "group,kind,keep,path,bytes,width,height,distance,match" and len(rows) == 1 + len(lib["copies"])
 
     table = _cli(env, "report", *db).stdout
     assert "keep" in table and Path(lib["copies"][0]).name in table
