@@ -21,6 +21,7 @@ SCRIPTS: list[tuple[str, list[str]]] = [
     ("bench_engines.py", []),
     ("bench_served.py", []),
     ("bench_ann.py", []),
+    ("bench_scan.py", []),
 ]
 
 
