@@ -446,14 +446,17 @@ def _undo_one(entry: dict[str, Any], done: dict[str, Any]) -> bool:
     raise ActionError(f"unknown operation {op!r}")
 
 
-def purge_backups(journal_path: Path) -> int:
-    """Remove the backups of completed hardlink replacements (frees their space; undo can't follow)."""
-    removed = 0
-    done = {e["seq"] for e in read_journal(journal_path) if e.get("type") == "done"}
-    undone = {e["seq"] for e in read_journal(journal_path) if e.get("type") == "undone"}
-    for entry in read_journal(journal_path):
+def purge_backups(journal_path: Path, dry_run: bool = False) -> list[str]:
+    """Remove the backups of completed hardlink replacements (frees their space; undo can't follow).
+    Returns the backups removed, or with `dry_run` the ones that would be."""
+    removed: list[str] = []
+    entries = list(read_journal(journal_path))
+    done = {e["seq"] for e in entries if e.get("type") == "done"}
+    undone = {e["seq"] for e in entries if e.get("type") == "undone"}
+    for entry in entries:
         if entry.get("type") == "intent" and entry["op"] == "hardlink" and entry["seq"] in done - undone:
             if os.path.lexists(entry["backup"]):
-                os.unlink(entry["backup"])
-                removed += 1
+                if not dry_run:
+                    os.unlink(entry["backup"])
+                removed.append(entry["backup"])
     return removed

@@ -283,12 +283,19 @@ def undo_cmd(journal: Path) -> None:
 
 @click.command()
 @click.argument("journal", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, help="Remove them. Without it, only list them.")
 @handle_errors
-def purge(journal: Path) -> None:
+def purge(journal: Path, yes: bool) -> None:
     """Remove the hidden backups an `apply --hardlink` kept; frees their space, and undo can no longer restore them."""
     from photodedup.client.actions import purge_backups
 
-    click.echo(f"Removed {purge_backups(journal)} backups.")
+    backups = purge_backups(journal, dry_run=not yes)
+    for path in backups:
+        click.echo(f"  {'removed' if yes else 'would remove'} {path}")
+    if yes:
+        click.echo(f"Removed {len(backups)} backups.")
+    else:
+        click.echo(f"{len(backups)} backups. Dry run: nothing was removed. Add --yes to remove them.")
 
 
 @click.command()

@@ -126,7 +126,10 @@ def test_purge_removes_backups_of_hardlinked_files(tmp_path: Path) -> None:
     groups, _ = library(tmp_path / "lib", copies=1)
     apply_actions(plan_actions(groups, "hardlink", None, ()), tmp_path / "j.jsonl")
     assert len(list((tmp_path / "lib").rglob(BACKUP_PREFIX + "*"))) == 3
-    assert purge_backups(tmp_path / "j.jsonl") == 3
+    assert len(purge_backups(tmp_path / "j.jsonl", dry_run=True)) == 3
+    assert len(list((tmp_path / "lib").rglob(BACKUP_PREFIX + "*"))) == 3  # a dry run touches nothing
+    assert len(purge_backups(tmp_path / "j.jsonl")) == 3
+    assert purge_backups(tmp_path / "j.jsonl") == []
     assert list((tmp_path / "lib").rglob(BACKUP_PREFIX + "*")) == []
 
 
