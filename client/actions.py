@@ -436,6 +436,8 @@ def _undo_one(entry: dict[str, Any], done: dict[str, Any]) -> bool:
         if os.path.lexists(path) and os.path.samefile(backup, path):
             os.unlink(backup)  # the replace never happened; the path still holds the original
             return False
+        if os.path.lexists(path) and not _is_our_link(path, entry):
+            raise ActionError(f"another file now has this path; the original is kept at {backup}")
         os.replace(backup, path)
         _fsync_dir(os.path.dirname(path))
         return True
@@ -444,6 +446,18 @@ def _undo_one(entry: dict[str, Any], done: dict[str, Any]) -> bool:
             return False
         raise ActionError("permanently deleted; cannot be restored")
     raise ActionError(f"unknown operation {op!r}")
+
+
+def _is_our_link(path: str, entry: dict[str, Any]) -> bool:
+    """Whether `path` still holds what apply put there: the keeper's file (same inode, or same bytes
+    when the keeper has since gone), so restoring the original over it loses nothing."""
+    keep = entry["keep"]
+    try:
+        if os.path.lexists(keep) and os.path.samefile(keep, path):
+            return True
+        return os.path.isfile(path) and file_md5(path) == entry["keep_md5"]
+    except OSError:
+        return False
 
 
 def purge_backups(journal_path: Path, dry_run: bool = False) -> list[str]:

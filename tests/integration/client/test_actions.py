@@ -95,6 +95,19 @@ def test_undo_never_overwrites_a_file_that_took_the_original_path(tmp_path: Path
     assert Path(actions[0].dest).exists()  # type: ignore[arg-type]
 
 
+def test_hardlink_undo_never_overwrites_a_file_that_took_the_original_path(tmp_path: Path) -> None:
+    groups, _ = library(tmp_path / "lib", copies=1, originals=1)
+    actions = plan_actions(groups, "hardlink", None, ())
+    apply_actions(actions, tmp_path / "j.jsonl")
+    replaced = Path(actions[0].path)
+    replaced.unlink()
+    replaced.write_bytes(b"a new photo the user saved here")
+    res = undo(tmp_path / "j.jsonl")
+    assert [p for p, _ in res.failed] == [str(replaced)]
+    assert replaced.read_bytes() == b"a new photo the user saved here"
+    assert len(list((tmp_path / "lib").rglob(BACKUP_PREFIX + "*"))) == 1  # the original is still kept
+
+
 def test_move_default_root_is_the_deepest_common_folder(tmp_path: Path) -> None:
     groups, _ = library(tmp_path / "lib")
     actions = plan_actions(groups, "move", tmp_path / "out", ())
