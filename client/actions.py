@@ -332,8 +332,11 @@ def _find_in_trash(path: str, since: float) -> dict[str, str] | None:
         if not os.path.isdir(info_dir):
             continue
         topdir = os.path.dirname(os.path.dirname(trash)) if os.path.basename(trash).isdigit() else os.path.dirname(trash)
+        # Trash implementations name the entry after the file (send2trash adds " N" before the
+        # extension on clashes): only those entries can be ours, so only they are read.
+        stem = os.path.splitext(os.path.basename(path))[0]
         for name in os.listdir(info_dir):
-            if not name.endswith(".trashinfo"):
+            if not (name.endswith(".trashinfo") and name.startswith(stem)):
                 continue
             info = os.path.join(info_dir, name)
             try:
