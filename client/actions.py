@@ -117,8 +117,10 @@ def plan_actions(
             rec = member.record
             if under_any(rec.path, reference_dirs):
                 continue
+            # kind is how this file matches its keeper (exact copies inside a near group are "exact")
+            kind = member.tier if member.tier in ("exact", "near", "similar") else group.kind
             actions.append(Action(mode, os.path.abspath(rec.path), os.path.abspath(group.keep.path), rec.md5,
-                                  group.keep.md5, rec.size, rec.mtime, group.kind))
+                                  group.keep.md5, rec.size, rec.mtime, kind))
     if mode == "move" and actions:
         assert dest is not None
         base = os.path.abspath(root) if root is not None else common_root([a.path for a in actions])

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,8 @@ def scan(roots: tuple[str, ...], mode: str | None, reference: tuple[str, ...], f
     all_roots = list(dict.fromkeys([*_abs(roots), *refs]))
     with Index(settings.db) as index:
         summary = run_scan(all_roots, settings, index, mode=mode or "auto", console=err,
-                           progress=err.is_terminal if progress is None else progress, options={"reference": refs})
+                           progress=err.is_terminal if progress is None else progress, options={"reference": refs, "near_threshold": settings.near_threshold,
+                                    "similar_threshold": settings.similar_threshold})
         config = grouping_config(settings)
         groups = load_groups(index, all_roots, summary.model_id, config, refs)
         counts = index.counts(all_roots, summary.model_id)
@@ -162,6 +164,17 @@ def _last_scan(index: Any) -> Any:
     return last
 
 
+def _as_scanned(index: Any, db: str | None, reference: Sequence[str], thresholds: dict[str, Any]) -> tuple[Any, Any, list[str]]:
+    """The last scan, the settings to regroup it with and its reference folders, so report, apply and
+    ignore --group see the very groups the scan showed: thresholds given now override the scan's, and
+    reference folders given now add to the scan's (a reference folder never stops being one)."""
+    last = _last_scan(index)
+    merged = {k: (v if v is not None else last.options.get(k)) for k, v in thresholds.items()}
+    settings = build_settings(db=db, **merged)
+    refs = list(dict.fromkeys([*last.options.get("reference", []), *_abs(reference)]))
+    return last, settings, refs
+
+
 @click.command()
 @_db_option
 @_grouping_options
@@ -173,11 +186,9 @@ def report(db: str | None, reference: tuple[str, ...], fmt: str, output: Path | 
     from photodedup.client.report import build_stats, render
     from photodedup.client.scan import grouping_config, load_groups
 
-    settings = build_settings(db=db, **thresholds)
     out, _ = _consoles()
-    with Index(settings.db) as index:
-        last = _last_scan(index)
-        refs = _abs(reference) or list(last.options.get("reference", []))
+    with Index(build_settings(db=db).db) as index:
+        last, settings, refs = _as_scanned(index, db, reference, thresholds)
         groups = load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
         counts = index.counts(last.roots, last.model_id)
     stats = build_stats(groups, {"roots": last.roots, "files": counts["files"], "unreadable": counts["errors"],
@@ -208,6 +219,7 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
     first so `photodedup undo JOURNAL` can put everything back.
     """
     from photodedup.client.actions import apply_actions, plan_actions
+    from photodedup.client.grouping import under_any
     from photodedup.client.index import Index
     from photodedup.client.report import human_bytes
     from photodedup.client.scan import grouping_config, load_groups
@@ -220,19 +232,20 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
     wanted = {k.strip() for k in kinds.split(",") if k.strip()}
     if not wanted <= {"exact", "near", "similar"}:
         raise click.UsageError("--kinds takes exact, near and similar")
-    settings = build_settings(db=db, **thresholds)
-    with Index(settings.db) as index:
-        last = _last_scan(index)
-        refs = _abs(reference) or list(last.options.get("reference", []))
-        groups = [g for g in load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
-                  if g.kind in wanted]
+    with Index(build_settings(db=db).db) as index:
+        last, settings, refs = _as_scanned(index, db, reference, thresholds)
+        groups = load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
     # Moved files keep their paths relative to the scanned folder (reference folders are never moved).
     scanned = [r for r in last.roots if r not in refs and os.path.isdir(r)]
     root = Path(scanned[0]) if len(scanned) == 1 else None
     actions = plan_actions(groups, mode, move_to.resolve() if move_to else None, refs, root=root)  # type: ignore[arg-type]
+    # --kinds picks files by how they match their keeper, so exact copies inside a near group count as exact.
+    actions = [a for a in actions if a.kind in wanted]
     if mode == "hardlink":
-        # A link makes two paths one file: only byte-identical copies may become one.
-        actions = [a for a in actions if a.md5 == a.keep_md5]
+        # A link makes two paths one file: only byte-identical copies may become one, and never one
+        # with a reference file (editing the copy would edit the reference).
+        actions = [a for a in actions if a.md5 == a.keep_md5 and not under_any(a.keep, refs)]
+    groups = [g for g in groups if any(a.keep == os.path.abspath(g.keep.path) for a in actions)]
     total = sum(a.size for a in actions)
     verb = {"move": f"move to {move_to}", "trash": "move to the trash", "hardlink": "replace with hard links",
             "delete": "DELETE PERMANENTLY"}[mode]
@@ -320,9 +333,8 @@ def ignore(paths: tuple[str, ...], db: str | None, remove: bool, group_numbers: 
         if group_numbers:
             from photodedup.client.scan import grouping_config, load_groups
 
-            last = _last_scan(index)
-            groups = load_groups(index, last.roots, last.model_id, grouping_config(settings),
-                                 list(last.options.get("reference", [])))
+            last, group_settings, refs = _as_scanned(index, db, (), {"near_threshold": None, "similar_threshold": None})
+            groups = load_groups(index, last.roots, last.model_id, grouping_config(group_settings), refs)
             for number in group_numbers:
                 if not 1 <= number <= len(groups):
                     raise click.UsageError(f"there is no group {number}; the last scan has {len(groups)}")

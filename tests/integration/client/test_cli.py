@@ -218,3 +218,32 @@ def test_apply_move_then_undo_with_a_reference_folder(lib: dict, tmp_path: Path,
     run = _cli(env, "undo", str(journal))
     assert run.returncode == 0 and f"Restored {moved} files" in run.stdout, run.stderr
     assert _tree(root) == before and _tree(ref) == ref_before
+
+
+def test_apply_acts_on_the_groups_the_scan_showed(tmp_path: Path, model_cache: Path) -> None:
+    """apply regroups with the scan's thresholds and keeps its reference folders even when given others;
+    --kinds picks files by how they match their keeper; hardlinks never point into a reference folder."""
+    env = _env(tmp_path, model_cache)
+    db = ["--db", str(tmp_path / "idx.sqlite3")]
+    lib, ref = tmp_path / "lib", tmp_path / "reference"
+    original = ref / "camera-originals" / "2024" / "original-photo.jpg"  # the longer path: kept only as a reference
+    img = photo(31, (640, 480))
+    original.parent.mkdir(parents=True)
+    (lib / "a").mkdir(parents=True)
+    img.save(original, quality=92)
+    shutil.copy(original, lib / "a" / "copy.jpg")  # exact copy of a reference file
+    img.resize((320, 240)).save(lib / "a" / "small.jpg", quality=80)  # near copy
+    scan = _cli(env, "scan", str(lib), "--reference", str(ref), "--no-similar", "--near-threshold", "0", *db,
+                "--format", "json")
+    assert scan.returncode == 0, scan.stderr
+    assert all(f["match"] in ("keep", "exact") for g in json.loads(scan.stdout)["groups"] for f in g["files"])
+    plan = _cli(env, "apply", "--move-to", str(tmp_path / "out"), "--reference", str(tmp_path / "elsewhere"), *db)
+    assert plan.returncode == 0, plan.stderr
+    assert f"move {original}" not in plan.stdout and f"(keep {original})" in plan.stdout
+    assert "small.jpg" not in plan.stdout  # threshold 0 from the scan: not a near copy
+    assert "copy.jpg" in plan.stdout
+    exact_only = _cli(env, "apply", "--move-to", str(tmp_path / "out"), "--kinds", "near", *db)
+    assert "copy.jpg" not in exact_only.stdout
+    link = _cli(env, "apply", "--hardlink", "--yes", *db)
+    assert link.returncode == 0, link.stderr
+    assert original.stat().st_nlink == 1
