@@ -114,3 +114,31 @@ def test_normalisation_matches_the_clip_recipe() -> None:
 def test_l2_normalize_keeps_zero_rows_finite() -> None:
     out = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("size", [(320, 240), (240, 320), (1600, 1200), (225, 500), (100, 80)])
+def test_crop_first_resize_matches_resize_then_crop(size: tuple[int, int]) -> None:
+    from photodedup.imaging import resize_center_crop
+
+    img = photo(9, size)
+    w, h = size
+    scale = 224 / min(w, h)
+    nw, nh = max(224, round(w * scale)), max(224, round(h * scale))
+    ref = img.resize((nw, nh), Image.Resampling.BICUBIC) if (nw, nh) != size else img
+    left, top = (nw - 224) // 2, (nh - 224) // 2
+    ref = np.asarray(ref.crop((left, top, left + 224, top + 224)), dtype=float)
+    out = np.asarray(resize_center_crop(img, 224), dtype=float)
+    assert out.shape == (224, 224, 3)
+    assert np.abs(out - ref).mean() < 0.5
+
+
+def test_a_thin_strip_does_not_blow_up_memory() -> None:
+    """1 x 50,000 px is 50 K pixels (under any limit) but 224 x 11 M after a naive short-side resize."""
+    import resource
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 50_000), (10, 20, 30)).save(buf, "PNG")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    arr = decode_for_model(buf.getvalue(), 224, MAX)
+    assert arr.shape == (224, 224, 3) and tuple(arr[0, 0]) == (10, 20, 30)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
