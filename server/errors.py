@@ -27,7 +27,11 @@ class NotReadyError(PhotodedupError):
     """The engines are still loading or warming up."""
 
 
-class RequestTooLargeError(PhotodedupError):
+class InvalidRequestError(PhotodedupError):
+    """A request is malformed (e.g. an unknown dtype)."""
+
+
+class RequestTooLargeError(InvalidRequestError):
     """A request breaks a per-request limit (items per request)."""
 
 
@@ -35,7 +39,7 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
     """The gRPC status code a domain error stands for; unknown errors are INTERNAL."""
     from photodedup.server.batcher import EngineError
 
-    if isinstance(exc, (InvalidImageError, RequestTooLargeError)):
+    if isinstance(exc, (InvalidImageError, InvalidRequestError)):
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, QueueFullError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED

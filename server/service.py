@@ -17,7 +17,7 @@ from photodedup.engines.base import Engine, ModelInfo
 from photodedup.errors import InvalidImageError, QueueFullError
 from photodedup.imaging import decode_for_model, raw_for_model
 from photodedup.server.batcher import DynamicBatcher
-from photodedup.server.errors import NotReadyError, RequestTooLargeError, status_for
+from photodedup.server.errors import InvalidRequestError, NotReadyError, RequestTooLargeError, status_for
 from photodedup.server.metrics import Metrics
 from photodedup.settings import Settings
 from photodedup.v1 import embed_pb2, embed_pb2_grpc
@@ -25,7 +25,7 @@ from photodedup.v1 import embed_pb2, embed_pb2_grpc
 log = logging.getLogger(__name__)
 
 DECODE_CHUNK = 16
-_DTYPES = {
+_DTYPES: dict[int, tuple[np.dtype, int]] = {
     embed_pb2.DTYPE_UNSPECIFIED: (np.dtype("<f4"), embed_pb2.DTYPE_FLOAT32),
     embed_pb2.DTYPE_FLOAT32: (np.dtype("<f4"), embed_pb2.DTYPE_FLOAT32),
     embed_pb2.DTYPE_FLOAT16: (np.dtype("<f2"), embed_pb2.DTYPE_FLOAT16),
@@ -107,7 +107,9 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
     async def Embed(self, request: embed_pb2.EmbedRequest, context: grpc.aio.ServicerContext) -> embed_pb2.EmbedResponse:
         runtime = self._ready()
         self._check_count(len(request.images))
-        dtype, wire = _DTYPES.get(request.dtype, _DTYPES[embed_pb2.DTYPE_FLOAT32])
+        if request.dtype not in _DTYPES:
+            raise InvalidRequestError(f"unknown dtype {request.dtype}")
+        dtype, wire = _DTYPES[request.dtype]
         decoded = await self._decode(request.images, runtime.info.preprocessing.input_size)
         good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
         futures = runtime.batcher.submit([decoded[i] for i in good], all_or_nothing=True)
@@ -134,29 +136,34 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
     ) -> AsyncIterator[embed_pb2.EmbedStreamResponse]:
         runtime = self._ready()
         size = runtime.info.preprocessing.input_size
-        results: asyncio.Queue[embed_pb2.EmbedResult | None] = asyncio.Queue()
-        # One stream may keep about a queue's worth of images in flight; beyond that we stop reading
-        # and gRPC flow control pushes back on the client.
+        # (result, counts against the in-flight limit) or None at the end of the stream.
+        results: asyncio.Queue[tuple[embed_pb2.EmbedResult, bool] | None] = asyncio.Queue()
+        # An image counts as in flight from the moment its message is read until its result has been
+        # written to the client. At the limit we stop reading, and HTTP/2 flow control pushes back on a
+        # client that keeps writing without reading.
         limit = runtime.batcher.max_queue_size
         inflight = 0
+        closed = False
         below_limit = asyncio.Event()
         below_limit.set()
 
-        def release() -> None:
+        def release(n: int = 1) -> None:
             nonlocal inflight
-            inflight -= 1
-            self._metrics.inflight.dec()
+            if closed:  # the stream is gone; its remaining count was settled at once
+                return
+            inflight -= n
+            self._metrics.inflight.dec(n)
             if inflight < limit:
                 below_limit.set()
+
         handlers: set[asyncio.Task[None]] = set()
         futures: set[asyncio.Future[np.ndarray]] = set()
 
         def finish(rid: str, outcome: Any, dtype: np.dtype, wire: int) -> None:
-            results.put_nowait(self._result(rid, outcome, dtype, wire))
-            release()
+            results.put_nowait((self._result(rid, outcome, dtype, wire), True))
 
         async def handle(message: embed_pb2.EmbedStreamRequest) -> None:
-            dtype, wire = _DTYPES.get(message.dtype, _DTYPES[embed_pb2.DTYPE_FLOAT32])
+            dtype, wire = _DTYPES[message.dtype]
             items = message.items
             decoded = await self._decode([item.image for item in items], size)
             good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
@@ -180,37 +187,43 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
                 def done(f: asyncio.Future[np.ndarray], rid: str = rid, dtype: np.dtype = dtype, wire: int = wire) -> None:
                     futures.discard(f)
                     if f.cancelled():
-                        release()
+                        release()  # no result will be written for it
                         return
                     exc = f.exception()
                     finish(rid, exc if exc is not None else f.result(), dtype, wire)
 
                 fut.add_done_callback(done)
 
+        def refuse(message: embed_pb2.EmbedStreamRequest, err: BaseException) -> None:
+            for item in message.items:
+                results.put_nowait((self._result(item.id, err, np.dtype("<f4"), embed_pb2.DTYPE_FLOAT32), False))
+
         async def reader() -> None:
             nonlocal inflight
-            async for message in request_iterator:
-                n = len(message.items)
-                if n > self._settings.max_items_per_request:
-                    err = RequestTooLargeError(
-                        f"{n} images in one message; the limit is {self._settings.max_items_per_request}"
-                    )
-                    for item in message.items:
-                        results.put_nowait(self._result(item.id, err, np.dtype("<f4"), embed_pb2.DTYPE_FLOAT32))
-                    continue
-                while inflight >= limit:
-                    below_limit.clear()
-                    await below_limit.wait()
-                inflight += n
-                self._metrics.inflight.inc(n)
-                task = asyncio.create_task(handle(message))
-                handlers.add(task)
-                task.add_done_callback(handlers.discard)
-            while handlers:
-                await asyncio.gather(*list(handlers))
-            while futures:
-                await asyncio.wait(list(futures))
-            results.put_nowait(None)
+            try:
+                async for message in request_iterator:
+                    n = len(message.items)
+                    if n > self._settings.max_items_per_request:
+                        limit_n = self._settings.max_items_per_request
+                        refuse(message, RequestTooLargeError(f"{n} images in one message; the limit is {limit_n}"))
+                        continue
+                    if message.dtype not in _DTYPES:
+                        refuse(message, InvalidRequestError(f"unknown dtype {message.dtype}"))
+                        continue
+                    while inflight >= limit:
+                        below_limit.clear()
+                        await below_limit.wait()
+                    inflight += n
+                    self._metrics.inflight.inc(n)
+                    task = asyncio.create_task(handle(message))
+                    handlers.add(task)
+                    task.add_done_callback(handlers.discard)
+                while handlers:
+                    await asyncio.gather(*list(handlers))
+                while futures:
+                    await asyncio.wait(list(futures))
+            finally:
+                results.put_nowait(None)  # the writer must end even when reading failed
 
         read_task = asyncio.create_task(reader())
         try:
@@ -226,14 +239,20 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
                         finished = True
                         break
                     batch.append(nxt)
-                yield embed_pb2.EmbedStreamResponse(results=batch, model_id=runtime.info.model_id)
-            await read_task  # surfaces reader errors (e.g. a broken request stream)
+                yield embed_pb2.EmbedStreamResponse(results=[r for r, _ in batch], model_id=runtime.info.model_id)
+                counted = sum(1 for _, c in batch if c)
+                if counted:
+                    release(counted)
+            await read_task  # surfaces reader errors (e.g. an undecodable request message)
         finally:
+            closed = True
             read_task.cancel()
             for task in list(handlers):
                 task.cancel()
             for fut in list(futures):
                 fut.cancel()
+            if inflight:
+                self._metrics.inflight.dec(inflight)  # images this stream will never answer
 
     async def GetInfo(self, request: embed_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> embed_pb2.GetInfoResponse:
         runtime = self._ready()

@@ -247,3 +247,71 @@ async def test_metrics_are_exported(server: EmbedServer) -> None:
     assert 'photodedup_items_total{status="INVALID_ARGUMENT"} 1.0' in body
     assert 'photodedup_inference_items_total{device="cpu"} 4.0' in body
     assert "photodedup_batch_size_bucket" in body and "photodedup_queue_duration_seconds_count" in body
+
+
+async def test_an_undecodable_stream_message_ends_the_stream_with_an_error(server: EmbedServer) -> None:
+    """Garbage on the wire is not one bad photo: the stream ends with a status instead of hanging."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        call = channel.stream_stream(
+            "/photodedup.v1.EmbedService/EmbedStream",
+            request_serializer=lambda b: b,
+            response_deserializer=embed_pb2.EmbedStreamResponse.FromString,
+        )
+
+        async def requests() -> AsyncIterator[bytes]:
+            good = embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id="good", image=jpeg(1))])
+            yield good.SerializeToString()
+            await asyncio.sleep(0.5)
+            yield b"\xff\xff\xff\xff"
+            await asyncio.sleep(30)
+
+        got: list[str] = []
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for response in call(requests(), timeout=20):
+                got.extend(r.id for r in response.results)
+        assert got == ["good"]
+        assert err.value.code() != grpc.StatusCode.DEADLINE_EXCEEDED
+    assert server.metrics.inflight._value.get() == 0
+
+
+async def test_unknown_dtype_is_invalid_argument(server: EmbedServer) -> None:
+    channel, stub = stub_for(server)
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(1)], dtype=7))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        async def one() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+            yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id="x", image=jpeg(1))], dtype=7)
+
+        codes = [r.error.code for resp in [x async for x in stub.EmbedStream(one())] for r in resp.results]
+    assert codes == [INVALID]
+
+
+async def test_in_flight_gauge_returns_to_zero_after_cancelled_streams(model_cache: Path) -> None:
+    server = await start(model_cache, max_batch_size=2, max_queue_delay_ms=0.0)
+    engine = server._engines[0]
+    gate = threading.Event()
+    real_infer = engine.infer
+    engine.infer = lambda batch: (gate.wait(10), real_infer(batch))[1]  # type: ignore[method-assign]
+    try:
+        channel, stub = stub_for(server)
+        async with channel:
+            for _ in range(3):
+                async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+                    yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=str(i), image=jpeg(i)) for i in range(8)])
+                    await asyncio.sleep(30)
+
+                call = stub.EmbedStream(requests())
+                await asyncio.sleep(0.3)
+                call.cancel()
+            gate.set()
+            await stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(1)]))
+            for _ in range(50):
+                if server.metrics.inflight._value.get() == 0:
+                    break
+                await asyncio.sleep(0.05)
+        assert server.metrics.inflight._value.get() == 0
+    finally:
+        gate.set()
+        await server.stop(0)
