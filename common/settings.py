@@ -48,14 +48,14 @@ class Settings(BaseSettings):
     )
 
     # Model and engines
-    model_name: str = Field(DEFAULT_MODEL, validation_alias=_alias("model_name", "PHOTODEDUP_MODEL_NAME", "MODEL_NAME"))
+    model_name: str = Field(DEFAULT_MODEL, validation_alias=_alias("PHOTODEDUP_MODEL_NAME", "MODEL_NAME"))
     pretrained: str = DEFAULT_PRETRAINED
     weights: str | None = Field(
         None, description="A local checkpoint file, or 'random' for random-initialised weights (tests, benchmarks)."
     )
     engine: str = Field("auto", description="auto, onnx or torch (auto picks the fastest measured for the device).")
     devices: CommaList = Field(
-        default_factory=lambda: ["cpu"], validation_alias=_alias("devices", "PHOTODEDUP_DEVICES", "DEVICE")
+        default_factory=lambda: ["cpu"], validation_alias=_alias("PHOTODEDUP_DEVICES", "DEVICE")
     )
     precision: Literal["auto", "fp32", "fp16"] = "auto"
     onnx_providers: CommaList = Field(
@@ -67,7 +67,7 @@ class Settings(BaseSettings):
 
     # Server
     host: str = "[::]"
-    port: int = Field(50051, ge=0, le=65535, validation_alias=_alias("port", "PHOTODEDUP_PORT", "PORT"))
+    port: int = Field(50051, ge=0, le=65535, validation_alias=_alias("PHOTODEDUP_PORT", "PORT"))
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus metrics port; 0 picks a free one.")
     metrics: bool = True
     max_batch_size: int = Field(32, ge=1, le=4096)

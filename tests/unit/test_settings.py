@@ -41,3 +41,13 @@ def test_bad_values_are_rejected() -> None:
     with pytest.raises(ValidationError):
         Settings(max_batch_size=0)
     assert Settings(devices="cuda").devices == ["cuda:0"]
+
+
+def test_prefixed_names_beat_the_design_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_NAME", "A")
+    monkeypatch.setenv("PHOTODEDUP_MODEL_NAME", "B")
+    monkeypatch.setenv("PORT", "1")
+    monkeypatch.setenv("PHOTODEDUP_PORT", "2")
+    monkeypatch.setenv("DEVICES", "cuda:2")  # not a name we read
+    s = Settings()
+    assert (s.model_name, s.port, s.devices) == ("B", 2, ["cpu"])
