@@ -9,7 +9,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING
 
-from photodedup.errors import EngineUnavailableError
+from photodedup.errors import EngineUnavailableError, ModelUnavailableError
 
 if TYPE_CHECKING:
     from photodedup.engines.base import Engine
@@ -60,7 +60,9 @@ def create_engine(settings: Settings, device: str) -> Engine:
             engine = engine_class(name)(settings, device)
             engine.load()
             return engine
-        except EngineUnavailableError as exc:
+        except ModelUnavailableError:
+            raise  # every engine needs the weights: trying the next one would fail the same way
+        except Exception as exc:  # a runtime that fails to load (export error, bad cache dir, driver) -> next one
             errors.append(f"{name}: {exc}")
             log.warning("engine %s unavailable on %s: %s", name, device, exc)
     raise EngineUnavailableError(f"no engine can run on {device}: " + "; ".join(errors))

@@ -36,9 +36,12 @@ PROVIDER_NAMES = {
 
 
 def export_path(settings: Settings) -> Path:
-    from photodedup.engines.openclip_loader import package_version, weights_id
+    from photodedup.engines.openclip_loader import bundled_config_hash, package_version, weights_id
 
     key = f"{settings.model_name}-{weights_id(settings)}-opset{OPSET}-openclip{package_version('open_clip_torch')}"
+    config = bundled_config_hash(settings.model_name)  # our own configs change without an open_clip release
+    if config:
+        key += f"-cfg{config}"
     return settings.cache_dir / "onnx" / (re.sub(r"[^A-Za-z0-9._-]+", "_", key) + ".onnx")
 
 

@@ -57,6 +57,14 @@ def _register_configs() -> None:
         _registered = True
 
 
+def bundled_config_hash(model_name: str) -> str | None:
+    """sha256 prefix of our bundled config for `model_name`, or None for open_clip's own models."""
+    path = resources.files("photodedup") / "model_configs" / f"{model_name}.json"
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
 def _sha256_prefix(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)

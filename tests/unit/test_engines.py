@@ -129,3 +129,25 @@ def test_offline_pretrained_tag_fails_fast_with_one_clear_message(model_cache: P
     with pytest.raises(ModelUnavailableError, match="offline and not in the local cache") as err:
         create_engine(settings, "cpu")
     assert "\n" not in str(err.value)
+
+
+def test_export_cache_key_follows_our_bundled_config(model_cache: Path) -> None:
+    from photodedup.engines.onnx_engine import export_path
+    from photodedup.engines.openclip_loader import bundled_config_hash
+
+    tiny = export_path(tiny_settings(model_cache))
+    assert bundled_config_hash("photodedup-tiny") in tiny.name
+    assert bundled_config_hash("ViT-B-32") is None and "cfg" not in export_path(tiny_settings(model_cache, model_name="ViT-B-32")).name
+
+
+def test_a_runtime_that_fails_to_load_falls_back_to_the_next_engine(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from photodedup.engines import onnx_engine
+
+    def broken_export(*_args: object) -> None:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(onnx_engine, "ensure_onnx", broken_export)
+    engine = create_engine(tiny_settings(model_cache, engine="auto"), "cpu")
+    assert engine.name == "torch"
+    with pytest.raises(EngineUnavailableError, match="read-only file system"):
+        create_engine(tiny_settings(model_cache, engine="onnx"), "cpu")
