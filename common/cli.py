@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from typing import Any
 
@@ -61,7 +62,11 @@ def serve(**flags: Any) -> None:
     from photodedup.server.app import serve as run
 
     settings = build_settings(**flags)
-    asyncio.run(run(settings))
+    if asyncio.run(run(settings)):
+        # Stopped while loading: the load keeps a worker thread busy (a download, an export) that
+        # interpreter shutdown would wait for. Nothing of it needs saving (exports are written atomically).
+        logging.shutdown()
+        os._exit(0)
 
 
 @main.command()

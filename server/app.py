@@ -135,8 +135,10 @@ class EmbedServer:
         await self._stopped.wait()
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT, then drain within the grace period."""
+async def serve(settings: Settings) -> bool:
+    """Run until SIGTERM/SIGINT, then drain within the grace period. Returns True when the stop came
+    while the model was still loading: that load runs on in its thread, and the caller should exit
+    without waiting for it."""
     server = EmbedServer(settings)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
@@ -159,3 +161,4 @@ async def serve(settings: Settings) -> None:
     log.info("draining (grace %.1f s)", settings.grace_period_s)
     await server.stop()
     log.info("stopped")
+    return not loader.done() or loader.cancelled()

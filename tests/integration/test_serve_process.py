@@ -138,3 +138,24 @@ def test_offline_default_model_exits_with_one_clear_line(tmp_path: Path) -> None
     errors = [line for line in out.stderr.splitlines() if line.startswith("photodedup: error:")]
     assert len(errors) == 1
     assert "cannot load ViT-B-32 weights 'laion2b_s34b_b79k'" in errors[0] and "--weights FILE" in errors[0]
+
+
+def test_sigterm_while_the_model_loads_exits_promptly(tmp_path: Path) -> None:
+    # A fresh cache: the ONNX export of ViT-B-32 alone takes several seconds.
+    sp = ServeProcess(["--model", "ViT-B-32", "--weights", "random", "--engine", "onnx", "--cache-dir",
+                       str(tmp_path), "--grace-period", "1"])
+    try:
+        deadline = time.monotonic() + 60
+        while sp.port is None and time.monotonic() < deadline and sp.proc.poll() is None:
+            time.sleep(0.05)
+        assert sp.port is not None, "".join(sp.lines)
+        time.sleep(0.5)
+        assert not sp.ready.is_set()
+        start = time.monotonic()
+        sp.proc.send_signal(signal.SIGTERM)
+        assert sp.proc.wait(30) == 0
+        assert time.monotonic() - start < 5, "exit waited for the model load"
+    finally:
+        if sp.proc.poll() is None:
+            sp.proc.kill()
+            sp.proc.wait()
