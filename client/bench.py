@@ -378,7 +378,7 @@ def make_command() -> click.Command:
     @click.option("--metrics", "metrics", multiple=True, help="host:port of a server's Prometheus endpoint, for the server-side columns.")
     @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
     @click.option("--expect-status", multiple=True, help="gRPC status names that do not fail the run (e.g. RESOURCE_EXHAUSTED).")
-    @click.option("--timeout", type=float, default=60.0, show_default=True, help="Per-RPC deadline in seconds.")
+    @click.option("--timeout", type=float, default=60.0, show_default=True, help="Deadline of each unary request; for streams, the longest wait for the next result.")
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
     @model_options
     @handle_errors

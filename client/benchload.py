@@ -237,9 +237,8 @@ async def run_stream(
 
     from photodedup.v1 import embed_pb2
 
-    call = channel.stream_stream(STREAM_METHOD, response_deserializer=embed_pb2.EmbedStreamResponse.FromString)(
-        timeout=timeout
-    )
+    # No deadline on the call itself: it lasts the whole step. `timeout` bounds each wait for a result.
+    call = channel.stream_stream(STREAM_METHOD, response_deserializer=embed_pb2.EmbedStreamResponse.FromString)()
     window = len(messages)
     sent_at = [0.0] * window
     remaining = [0] * window
@@ -274,7 +273,13 @@ async def run_stream(
         nonlocal inflight
         image_lat = rec.image_latencies
         while True:
-            resp = await call.read()
+            try:
+                resp = await asyncio.wait_for(call.read(), timeout)
+            except TimeoutError:
+                call.cancel()
+                rec.errors["DEADLINE_EXCEEDED"] += max(sum(remaining), 1)
+                log.warning("stream: no result for %.1f s; giving up on it", timeout)
+                return
             if resp is grpc.aio.EOF:
                 return
             now = time.perf_counter()
