@@ -10,8 +10,10 @@ Tiers, in order, each working on the result of the one before:
 
 No chaining (centre linkage): units are visited best-first by the keeper policy; each unit not yet in a
 group becomes a centre and takes every free unit within the threshold *of the centre itself*. So every
-member is within the threshold of its group's keeper, and A~B, B~C puts C with A only if C~A. The
-centre is always the group's best file by the policy, so the keeper is the centre. Pairs the user
+member is within its tier's threshold of its group's keeper, and A~B, B~C puts C with A only if C~A.
+Across tiers too: a near cluster joins a similar group only if each of its members that has an
+embedding is within the similar threshold of the keeper. The centre is always the group's best file by
+the policy, so the keeper is the centre. Pairs the user
 declared "not duplicates" are never put in one group: a unit that conflicts with a member is skipped
 (it may start or join another group).
 
@@ -27,7 +29,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -514,8 +516,10 @@ def _centre_cluster(
     neighbours: dict[int, dict[int, float]],
     tier: str,
     ignore: _Ignore,
+    fits: Callable[[int, int], bool] | None = None,
 ) -> list[_Cluster]:
-    """Merge items (sorted best-first) by centre linkage: each free item takes free neighbours of itself."""
+    """Merge items (sorted best-first) by centre linkage: each free item takes free neighbours of itself.
+    `fits(i, j)` may veto a join, e.g. when a member of j is itself too far from i's centre."""
     taken = [False] * len(items)
     out: list[_Cluster] = []
     for i, centre in enumerate(items):
@@ -524,7 +528,7 @@ def _centre_cluster(
         taken[i] = True
         merged = _Cluster(list(centre.members), dict(centre.tier), dict(centre.distance))
         for j, dist in sorted(neighbours.get(i, {}).items(), key=lambda kv: (kv[1], kv[0])):
-            if taken[j] or ignore.conflicts(items[j].members, merged.members):
+            if taken[j] or ignore.conflicts(items[j].members, merged.members) or (fits and not fits(i, j)):
                 continue
             taken[j] = True
             for m in items[j].members:
@@ -586,7 +590,18 @@ def find_groups(
         vectors = np.stack([np.asarray(records[emb_owner[k]].embedding, dtype=np.float32) for k in sim_ids])  # type: ignore[index]
         local = cosine_neighbours(vectors, config.similar_threshold, config.ann_threshold, config.ann_probes)
         sim_nbrs = {sim_ids[a]: {sim_ids[b]: d for b, d in row.items()} for a, row in local.items()}
-        clusters = _centre_cluster(clusters, sim_nbrs, "similar", ignore)
+
+        def every_member_near_centre(i: int, j: int) -> bool:
+            """No chaining across tiers: a near cluster joins only if each of its members that has an
+            embedding is itself within the threshold of the centre's embedding."""
+            centre = _unit(records[emb_owner[i]].embedding)  # type: ignore[index]
+            return all(
+                1.0 - float(centre @ _unit(records[m].embedding)) <= config.similar_threshold
+                for m in clusters[j].members
+                if records[m].embedding is not None
+            )
+
+        clusters = _centre_cluster(clusters, sim_nbrs, "similar", ignore, every_member_near_centre)
 
     groups: list[Group] = []
     for c in clusters:
@@ -606,6 +621,11 @@ def find_groups(
     groups.sort(key=lambda g: (order[g.kind], g.keep.path))
     log.debug("grouping: %d files -> %d groups", n, len(groups))
     return groups
+
+
+def _unit(vector: np.ndarray | None) -> np.ndarray:
+    v = np.asarray(vector, dtype=np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
 def _distance(keep: FileRecord, rec: FileRecord, tier: str, link: float) -> float:

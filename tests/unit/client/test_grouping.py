@@ -274,3 +274,21 @@ def test_config_from_settings() -> None:
     cfg = GroupingConfig.from_settings(s)
     assert (cfg.near_threshold, cfg.similar_threshold, cfg.keep_policy, cfg.ann_threshold) == (
         7, 0.2, ("size", "oldest"), 5)
+
+
+def test_no_chaining_across_tiers() -> None:
+    """X~A by embedding, A~B by perceptual hash, but B is unrelated to X by embedding: B must not join X."""
+    from photodedup.client.grouping import FileRecord, GroupingConfig, find_groups
+
+    def rec(path: str, dhash: int, phash: int, emb: list[float], width: int) -> FileRecord:
+        return FileRecord(path, 1000, width, width, path, dhash, phash, np.asarray(emb, np.float32), None, 0.0, "JPEG")
+
+    far_bits = (1 << 64) - 1
+    x = rec("/x.jpg", 0, 0, [1.0, 0.0, 0.0], 400)  # best by resolution: the keeper
+    a = rec("/a.jpg", far_bits, far_bits, [0.995, 0.0998, 0.0], 300)  # cosine distance 0.005 to x
+    b = rec("/b.jpg", far_bits ^ 0xFF, far_bits, [0.0, 0.0, 1.0], 200)  # 8 bits from a; orthogonal to x
+    groups = find_groups([x, a, b], GroupingConfig(near_threshold=20, similar_threshold=0.01))
+    for g in groups:
+        paths = {m.record.path for m in g.members}
+        assert not ({"/x.jpg", "/b.jpg"} <= paths), [(m.record.path, m.tier, m.distance) for m in g.members]
+    assert any({m.record.path for m in g.members} == {"/a.jpg", "/b.jpg"} for g in groups)
