@@ -247,9 +247,14 @@ class Index:
 
     @staticmethod
     def _ranges(roots: Sequence[str]) -> list[tuple[str, str]]:
-        """Path ranges covering each root itself (a file given as a root) and everything below it."""
+        """Path ranges covering each root itself (a file given as a root) and everything below it.
+        A root inside another root adds nothing: its files would otherwise be counted (and grouped) twice."""
         out = []
-        for root in roots:
+        kept: list[str] = []
+        for root in sorted({r.rstrip("/") or "/" for r in roots}, key=len):
+            if any(root == k or root.startswith(k.rstrip("/") + "/") for k in kept):
+                continue
+            kept.append(root)
             lo, hi = _under(root)
             out.append((root.rstrip("/"), root.rstrip("/") + "\x00"))
             out.append((lo, hi))

@@ -106,3 +106,12 @@ def test_files_under_unreadable_folders_are_not_forgotten(index: Index) -> None:
     second = index.start_scan(["/p"], None, {})
     assert index.forget_unseen(["/p"], second, unreadable=["/p/locked"]) == 1
     assert [r[0] for r in index.conn.execute("SELECT path FROM files")] == ["/p/locked/a.jpg"]
+
+
+def test_nested_roots_are_not_counted_twice() -> None:
+    from photodedup.client.index import Index
+
+    ranges = Index._ranges(["/p/lib", "/p/lib/ref", "/p/lib/", "/p/other"])
+    covered = [r for r in ranges if r[0] <= "/p/lib/ref/x.jpg" < r[1]]
+    assert len(covered) == 1
+    assert any(r[0] <= "/p/other/y.jpg" < r[1] for r in ranges)
