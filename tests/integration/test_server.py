@@ -315,3 +315,34 @@ async def test_in_flight_gauge_returns_to_zero_after_cancelled_streams(model_cac
     finally:
         gate.set()
         await server.stop(0)
+
+
+async def test_drain_announces_not_serving_and_finishes_open_streams(model_cache: Path) -> None:
+    server = await start(model_cache, max_batch_size=4, max_queue_delay_ms=0.0)
+    engine = server._engines[0]
+    gate = threading.Event()
+    real_infer = engine.infer
+    engine.infer = lambda batch: (gate.wait(10), real_infer(batch))[1]  # type: ignore[method-assign]
+    stopping: asyncio.Task[None] | None = None
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            stub = embed_pb2_grpc.EmbedServiceStub(channel)
+
+            async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=str(i), image=jpeg(i)) for i in range(12)])
+
+            call = stub.EmbedStream(requests())
+            await asyncio.sleep(0.3)  # items are queued behind the gated engine
+            stopping = asyncio.create_task(server.stop(10))
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            watch.cancel()  # an open Watch would otherwise hold the drain for the whole grace period
+            gate.set()
+            ids = [r.id for resp in [x async for x in call] for r in resp.results if r.WhichOneof("result") == "embedding"]
+            assert sorted(ids, key=int) == [str(i) for i in range(12)]
+            await stopping
+    finally:
+        gate.set()
+        if stopping is None:
+            await server.stop(0)
