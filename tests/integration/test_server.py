@@ -42,6 +42,15 @@ async def server(model_cache: Path) -> AsyncIterator[EmbedServer]:
     await srv.stop(0.5)
 
 
+def gate_engine(server: EmbedServer) -> threading.Event:
+    """Hold every batch on the device until the returned event is set (a slow GPU, on demand)."""
+    engine = server._engines[0]
+    gate = threading.Event()
+    real_infer = engine.infer
+    engine.infer = lambda batch: (gate.wait(10), real_infer(batch))[1]  # type: ignore[method-assign]
+    return gate
+
+
 def stub_for(server: EmbedServer) -> tuple[grpc.aio.Channel, embed_pb2_grpc.EmbedServiceStub]:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
     return channel, embed_pb2_grpc.EmbedServiceStub(channel)
@@ -185,10 +194,7 @@ async def test_engine_failure_fails_only_its_items(server: EmbedServer) -> None:
 
 async def test_cancelled_stream_items_are_dropped(model_cache: Path) -> None:
     server = await start(model_cache, max_batch_size=2, max_queue_delay_ms=0.0)
-    engine = server._engines[0]
-    gate = threading.Event()
-    real_infer = engine.infer
-    engine.infer = lambda batch: (gate.wait(10), real_infer(batch))[1]  # type: ignore[method-assign]
+    gate = gate_engine(server)
     try:
         channel, stub = stub_for(server)
         async with channel:
@@ -290,10 +296,7 @@ async def test_unknown_dtype_is_invalid_argument(server: EmbedServer) -> None:
 
 async def test_in_flight_gauge_returns_to_zero_after_cancelled_streams(model_cache: Path) -> None:
     server = await start(model_cache, max_batch_size=2, max_queue_delay_ms=0.0)
-    engine = server._engines[0]
-    gate = threading.Event()
-    real_infer = engine.infer
-    engine.infer = lambda batch: (gate.wait(10), real_infer(batch))[1]  # type: ignore[method-assign]
+    gate = gate_engine(server)
     try:
         channel, stub = stub_for(server)
         async with channel:
@@ -319,10 +322,7 @@ async def test_in_flight_gauge_returns_to_zero_after_cancelled_streams(model_cac
 
 async def test_drain_announces_not_serving_and_finishes_open_streams(model_cache: Path) -> None:
     server = await start(model_cache, max_batch_size=4, max_queue_delay_ms=0.0)
-    engine = server._engines[0]
-    gate = threading.Event()
-    real_infer = engine.infer
-    engine.infer = lambda batch: (gate.wait(10), real_infer(batch))[1]  # type: ignore[method-assign]
+    gate = gate_engine(server)
     stopping: asyncio.Task[None] | None = None
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
