@@ -77,6 +77,9 @@ class DynamicBatcher:
         if self._closed:
             raise ShuttingDownError("the server is shutting down")
         room = self.max_queue_size - len(self._queue)
+        if room < len(arrays):  # items whose callers went away still sit in the deque: drop them first
+            self._queue = deque(item for item in self._queue if not item.future.done())
+            room = self.max_queue_size - len(self._queue)
         if all_or_nothing and len(arrays) > room:
             raise QueueFullError(f"queue full ({len(self._queue)}/{self.max_queue_size} images waiting); retry later")
         loop = asyncio.get_running_loop()

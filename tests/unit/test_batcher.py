@@ -164,3 +164,19 @@ async def test_close_fails_queued_items_instead_of_hanging() -> None:
     assert all(isinstance(o, ShuttingDownError) for o in outcome)
     with pytest.raises(ShuttingDownError):
         batcher.submit([img(3)])
+
+
+async def test_cancelled_items_give_their_queue_room_back() -> None:
+    engine = ScriptedEngine()
+    engine.gate.clear()
+    batcher, _ = make([engine], max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=3)
+    held = batcher.submit([img(0)])
+    await asyncio.sleep(0.05)
+    abandoned = batcher.submit([img(1), img(2), img(3)])
+    for fut in abandoned:
+        fut.cancel()
+    fresh = batcher.submit([img(4), img(5)])  # would be QueueFullError if cancelled items kept their room
+    engine.gate.set()
+    await asyncio.gather(*held, *fresh)
+    assert sum(engine.batches) == 3
+    await batcher.close()
