@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -227,6 +227,7 @@ class RemoteEmbedder:
             max_in_flight=settings.max_in_flight,
             batch_size=settings.embed_batch_size,
             retries=settings.server_retries,
+            timeout_s=settings.stream_stall_timeout_s,
         )
 
     # -- caller side ------------------------------------------------------------------------------
@@ -363,8 +364,29 @@ class RemoteEmbedder:
                             dtype=embed_pb2.DTYPE_FLOAT16,
                         )
 
+                call = stub.EmbedStream(requests())
+                progress = [time.monotonic()]
+                stalled = threading.Event()
+                done_watching = threading.Event()
+
+                def watchdog(call: Any = call, pending: dict[str, _Item] = pending, lock: threading.Lock = lock,
+                             progress: list[float] = progress, stalled: threading.Event = stalled,
+                             done_watching: threading.Event = done_watching) -> None:
+                    """A server that takes images and never answers must not hang the scan."""
+                    while not done_watching.wait(min(1.0, self.timeout_s / 4)):
+                        with lock:
+                            busy = bool(pending)
+                        if not busy:
+                            progress[0] = time.monotonic()
+                        elif time.monotonic() - progress[0] > self.timeout_s:
+                            stalled.set()
+                            call.cancel()
+                            return
+
+                threading.Thread(target=watchdog, name=f"embed-watch-{state.address}", daemon=True).start()
                 try:
-                    for reply in stub.EmbedStream(requests()):
+                    for reply in call:
+                        progress[0] = time.monotonic()
                         state.failures = 0
                         for res in reply.results:
                             with lock:
@@ -386,6 +408,8 @@ class RemoteEmbedder:
                 except grpc.RpcError as exc:
                     code = exc.code()  # type: ignore[attr-defined]
                     reason = f"{state.address}: {code.name}: {exc.details()}"  # type: ignore[attr-defined]
+                    if stalled.is_set():
+                        reason = f"{state.address}: no answer for {self.timeout_s:g} s"
                     with lock:
                         dead.set()
                         left = list(pending.values())
@@ -400,6 +424,8 @@ class RemoteEmbedder:
                         return
                     log.info("stream to %s failed (%s); retrying", state.address, reason)
                     time.sleep(backoff_s(state.failures, base=0.2))
+                finally:
+                    done_watching.set()
         finally:
             channel.close()
 

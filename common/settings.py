@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(32, ge=1, le=1024, description="Images per local inference call or stream message.")
     server_retries: int = Field(5, ge=0, description="Retries per image on RESOURCE_EXHAUSTED/UNAVAILABLE.")
     connect_timeout_s: float = Field(3.0, gt=0, description="How long auto mode waits for a server to answer GetInfo.")
+    stream_stall_timeout_s: float = Field(
+        120.0, gt=0, description="A server stream with images outstanding and no answer for this long is given up on."
+    )
 
     @field_validator("devices", "onnx_providers", "servers", "keep_policy", mode="before")
     @classmethod

@@ -3,6 +3,7 @@ scripted gRPC servers (deterministic) and a real server."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -150,3 +151,24 @@ def test_auto_mode_falls_back_to_local_and_reports_a_missing_model(model_cache: 
 
     choice = open_embedder(tiny_settings(model_cache, servers=[address], connect_timeout_s=0.5), "remote")
     assert choice.embedder is None and "no embedding server reachable" in choice.skipped_reason
+
+
+class SilentServer(ScriptedServer):
+    """Takes the images and never answers (a wedged server)."""
+
+    def EmbedStream(self, request_iterator: Iterator[embed_pb2.EmbedStreamRequest], context: grpc.ServicerContext
+                    ) -> Iterator[embed_pb2.EmbedStreamResponse]:
+        for msg in request_iterator:
+            self.received += len(msg.items)
+        while context.is_active():
+            time.sleep(0.05)
+        return iter(())
+
+
+def test_a_server_that_never_answers_is_given_up_on(servers: list[ScriptedServer]) -> None:
+    servers += [SilentServer(), ScriptedServer()]
+    emb = RemoteEmbedder([s.address for s in servers], "fake@1", 32, max_in_flight=8, batch_size=4, retries=1,
+                         timeout_s=1.0)
+    out = _run(emb, ITEMS)
+    assert len(out) == len(ITEMS) and all(o.error is None for o in out.values())
+    assert servers[0].received > 0  # it was tried, and its images were answered by the other server
