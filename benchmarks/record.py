@@ -6,30 +6,14 @@ section is appended. Every section states machine, versions and date so a table 
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
-import platform
 import re
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from photodedup.client.benchstats import machine_line
+
+__all__ = ["machine_line", "write_section"]
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
-
-
-def machine_line(packages: tuple[str, ...] = ("torch", "onnxruntime", "grpcio", "open_clip_torch")) -> str:
-    """'2026-11-27, 2 cores, x86_64, Python 3.11.7, torch 2.14.1, ...' for the table's caption."""
-    parts = [
-        _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
-        f"{os.cpu_count()} cores",
-        platform.machine(),
-        f"Python {platform.python_version()}",
-    ]
-    for pkg in packages:
-        try:
-            parts.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            pass
-    return ", ".join(parts)
 
 
 def write_section(name: str, markdown: str, doc: Path = DOC) -> None:

@@ -311,7 +311,7 @@ def run_bench(
         body = asyncio.run(_remote(targets, metrics, opts))
         target = ",".join(targets)
         mode = opts.mode
-    machine = _machine_line()
+    machine = st.machine_line()
     unexpected: dict[str, int] = {}
     for row in body["steps"]:
         for code, n in row["errors"].items():
@@ -338,21 +338,6 @@ def run_bench(
         "unexpected_errors": unexpected,
     }
     return st.json_safe(report)
-
-
-def _machine_line() -> str:
-    """Date, cores and versions, so a pasted report can be traced."""
-    import os
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = [time.strftime("%Y-%m-%d", time.gmtime()), f"{os.cpu_count()} cores", platform.machine(), f"Python {platform.python_version()}"]
-    for pkg in ("grpcio", "protobuf", "torch", "onnxruntime", "open_clip_torch"):
-        try:
-            parts.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            pass
-    return ", ".join(parts)
 
 
 def make_command() -> click.Command:

@@ -14,6 +14,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DEFAULT_QUANTILES: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0)
+MACHINE_PACKAGES: tuple[str, ...] = ("grpcio", "protobuf", "torch", "onnxruntime", "open_clip_torch")
 
 # (metric sample name, sorted label pairs) -> value
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -171,3 +172,21 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     return obj
+
+
+def machine_line(packages: Sequence[str] = MACHINE_PACKAGES) -> str:
+    """'2026-11-27, 2 cores, x86_64, Python 3.11.7, grpcio 1.85.3, ...': printed with every bench report
+    and table so a figure can be traced to the machine and versions that gave it."""
+    import os
+    import platform
+    import time
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [time.strftime("%Y-%m-%d", time.gmtime()), f"{os.cpu_count()} cores", platform.machine(),
+             f"Python {platform.python_version()}"]
+    for pkg in packages:
+        try:
+            parts.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(parts)

@@ -122,3 +122,9 @@ def test_merge_sums_servers() -> None:
 def test_json_safe_turns_nan_into_null() -> None:
     out = st.json_safe({"a": math.nan, "b": [1.0, math.inf], "c": {"d": 2}})
     assert json.loads(json.dumps(out, allow_nan=False)) == {"a": None, "b": [1.0, None], "c": {"d": 2}}
+
+
+def test_machine_line_names_the_machine_and_versions() -> None:
+    line = st.machine_line(("pytest", "no-such-package-xyz"))
+    assert " cores, " in line and "Python " in line and "pytest " in line
+    assert "no-such-package-xyz" not in line
