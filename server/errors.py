@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -83,55 +84,41 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler
 
-    def _record(self, method: str, code: grpc.StatusCode, start: float) -> None:
-        self._metrics.requests.labels(method, code.name).inc()
-        log.debug("%s %s in %.1f ms", method, code.name, (time.perf_counter() - start) * 1e3)
+    @contextlib.asynccontextmanager
+    async def _mapped(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """Around one RPC: domain errors become their status, anything else INTERNAL; the outcome is counted."""
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            yield
+        except PhotodedupError as exc:
+            code = status_for(exc)
+            await context.abort(code, str(exc))
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as exc:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed", method)
+            await context.abort(code, f"internal error: {exc}")
+        finally:
+            self._metrics.requests.labels(method, code.name).inc()
+            log.debug("%s %s in %.1f ms", method, code.name, (time.perf_counter() - start) * 1e3)
 
     def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
+            async with self._mapped(method, context):
                 return await behavior(request, context)
-            except PhotodedupError as exc:
-                code = status_for(exc)
-                await context.abort(code, str(exc))
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception as exc:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("%s failed", method)
-                await context.abort(code, f"internal error: {exc}")
-            finally:
-                self._record(method, code, start)
 
         return wrapper
 
     def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def wrapper(request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            start = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
+            async with self._mapped(method, context):
                 async for response in behavior(request_iterator, context):
                     yield response
-            except PhotodedupError as exc:
-                code = status_for(exc)
-                await context.abort(code, str(exc))
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception as exc:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("%s failed", method)
-                await context.abort(code, f"internal error: {exc}")
-            finally:
-                self._record(method, code, start)
 
         return wrapper
