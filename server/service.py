@@ -87,11 +87,15 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         self._metrics.decode_duration.observe(time.perf_counter() - start)
         return [d for part in parts for d in part]
 
-    def _check_count(self, n: int) -> None:
+    def _check_message(self, n: int, dtype: int) -> tuple[np.dtype, int]:
+        """The limits every request message must meet; returns the numpy and wire dtype it asks for."""
         if n > self._settings.max_items_per_request:
             raise RequestTooLargeError(
                 f"{n} images in one message; the limit is {self._settings.max_items_per_request}"
             )
+        if dtype not in _DTYPES:
+            raise InvalidRequestError(f"unknown dtype {dtype}")
+        return _DTYPES[dtype]
 
     def _result(self, rid: str, outcome: Any, dtype: np.dtype, wire: int) -> embed_pb2.EmbedResult:
         if isinstance(outcome, BaseException):
@@ -106,10 +110,7 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
 
     async def Embed(self, request: embed_pb2.EmbedRequest, context: grpc.aio.ServicerContext) -> embed_pb2.EmbedResponse:
         runtime = self._ready()
-        self._check_count(len(request.images))
-        if request.dtype not in _DTYPES:
-            raise InvalidRequestError(f"unknown dtype {request.dtype}")
-        dtype, wire = _DTYPES[request.dtype]
+        dtype, wire = self._check_message(len(request.images), request.dtype)
         decoded = await self._decode(request.images, runtime.info.preprocessing.input_size)
         good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
         futures = runtime.batcher.submit([decoded[i] for i in good], all_or_nothing=True)
@@ -203,12 +204,10 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
             try:
                 async for message in request_iterator:
                     n = len(message.items)
-                    if n > self._settings.max_items_per_request:
-                        limit_n = self._settings.max_items_per_request
-                        refuse(message, RequestTooLargeError(f"{n} images in one message; the limit is {limit_n}"))
-                        continue
-                    if message.dtype not in _DTYPES:
-                        refuse(message, InvalidRequestError(f"unknown dtype {message.dtype}"))
+                    try:
+                        self._check_message(n, message.dtype)
+                    except InvalidRequestError as err:
+                        refuse(message, err)
                         continue
                     while inflight >= limit:
                         below_limit.clear()

@@ -149,6 +149,15 @@ async def test_request_limits(model_cache: Path) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Embed(embed_pb2.EmbedRequest(images=[embed_pb2.Image(encoded=b"x" * 100_000)]))
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+            async def messages() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=f"big{i}", image=jpeg(i)) for i in range(3)])
+                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id="ok", image=jpeg(9))])
+
+            results = {r.id: r for resp in [x async for x in stub.EmbedStream(messages())] for r in resp.results}
+        assert {i: r.error.code for i, r in results.items() if i.startswith("big")} == dict.fromkeys(["big0", "big1", "big2"], INVALID)
+        assert results["ok"].WhichOneof("result") == "embedding"
     finally:
         await server.stop(0)
 
