@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from photodedup.settings import Settings
@@ -31,20 +30,11 @@ def tiny_settings(cache_dir: Path, **overrides: Any) -> Settings:
 
 
 def photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
-    """A smooth, photo-like RGB image (gradients + shapes), different per seed."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.zeros((h, w, 3), np.float32)
-    for c in range(3):
-        fx, fy, ph = rng.uniform(0.5, 4, 2).tolist() + [rng.uniform(0, 6.28)]
-        img[..., c] = 127 + 100 * np.sin(xx / w * fx * 6.28 + ph) * np.cos(yy / h * fy * 6.28)
-    for _ in range(6):
-        cx, cy, r = rng.integers(0, w), rng.integers(0, h), rng.integers(min(w, h) // 10, min(w, h) // 3)
-        mask = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
-        img[mask] = rng.integers(0, 256, 3)
-    img += rng.normal(0, 4, img.shape)
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    """A smooth, photo-like RGB image (gradients, discs, sensor noise), different per seed: the generator
+    `photodedup bench` uses, so tests and benchmarks see the same kind of picture."""
+    from photodedup.client.benchload import synthetic_photo
+
+    return Image.fromarray(synthetic_photo(seed, size))
 
 
 def encode(img: Image.Image, fmt: str = "JPEG", **kw: Any) -> bytes:

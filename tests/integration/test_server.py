@@ -150,7 +150,6 @@ async def test_request_limits(model_cache: Path) -> None:
                 await stub.Embed(embed_pb2.EmbedRequest(images=[embed_pb2.Image(encoded=b"x" * 100_000)]))
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
-
             async def messages() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
                 yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=f"big{i}", image=jpeg(i)) for i in range(3)])
                 yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id="ok", image=jpeg(9))])
