@@ -123,8 +123,11 @@ def test_local_checkpoint_file_loads_through_open_clip(model_cache: Path, tmp_pa
 
 
 def test_offline_pretrained_tag_fails_fast_with_one_clear_message(model_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    # An empty hub cache, even on a machine that has these weights cached (HF_HOME is read at import).
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     settings = tiny_settings(model_cache, model_name="ViT-B-32", weights=None, engine="torch")
     with pytest.raises(ModelUnavailableError, match="offline and not in the local cache") as err:
         create_engine(settings, "cpu")
