@@ -51,3 +51,13 @@ def warmup_images(info: ModelInfo, n: int) -> list[np.ndarray]:
     size = info.preprocessing.input_size
     rng = np.random.default_rng(n)
     return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def host_memory() -> int:
+    """Total RAM in bytes, reported as a CPU engine's device memory; 0 when unknown."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from photodedup.engines.base import ModelInfo, warmup_images
+from photodedup.engines.base import ModelInfo, host_memory, warmup_images
 from photodedup.errors import EngineUnavailableError
 from photodedup.imaging import Preprocessing, l2_normalize, normalize_batch
 
@@ -217,10 +217,8 @@ class OnnxEngine:
         self._session = None
 
     def describe(self) -> dict[str, Any]:
-        from photodedup.engines.torch_engine import _host_memory
-
         return {
             "detail": "providers=" + ",".join(self.providers),
-            "memory_total_bytes": _host_memory() if self.device == "cpu" else 0,
+            "memory_total_bytes": host_memory() if self.device == "cpu" else 0,
             "memory_used_bytes": 0,
         }

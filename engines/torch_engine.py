@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from photodedup.engines.base import ModelInfo, warmup_images
+from photodedup.engines.base import ModelInfo, host_memory, warmup_images
 from photodedup.errors import EngineUnavailableError
 from photodedup.imaging import l2_normalize, normalize_batch
 
@@ -98,15 +98,7 @@ class TorchEngine:
             total = torch.cuda.get_device_properties(idx).total_memory
             used = torch.cuda.memory_allocated(idx)
         else:
-            total = _host_memory()
+            total = host_memory()
         detail = f"torch {torch.__version__}" if torch is not None else ""
         return {"detail": detail, "memory_total_bytes": total, "memory_used_bytes": used}
 
-
-def _host_memory() -> int:
-    try:
-        import os
-
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0

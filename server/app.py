@@ -44,7 +44,6 @@ class EmbedServer:
         self._server: grpc.aio.Server | None = None
         self._engines: list[Engine] = []
         self._batcher: DynamicBatcher | None = None
-        self._stopped = asyncio.Event()
 
     async def start(self) -> int:
         """Bind and start answering (health NOT_SERVING); returns the bound gRPC port."""
@@ -129,10 +128,6 @@ class EmbedServer:
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
-        self._stopped.set()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
 
 async def serve(settings: Settings) -> bool:
