@@ -57,7 +57,6 @@ serve: install
 	$(VENV)/bin/photodedup serve
 
 bench: install
-	$(VENV)/bin/pip install -q -e '.[cpu,dev,bench]'
 	$(VENV)/bin/python benchmarks/run_all.py
 
 # Wheels for benchmarks/gpu_check.sh on an offline GPU machine that has Python 3.12 and torch but not

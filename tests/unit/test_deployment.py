@@ -19,7 +19,7 @@ def test_dockerfiles_match_settings_and_cli() -> None:
         text = (ROOT / "docker" / name).read_text()
         assert f"EXPOSE {defaults.port} {defaults.metrics_port}" in text
         assert 'ENTRYPOINT ["photodedup"]' in text and 'CMD ["serve"]' in text
-        for folder in ("common", "client", "server", "engines", "proto"):
+        for folder in ("photodedup", "client", "server", "engines", "proto"):
             assert f"COPY {folder} {folder}" in text, (name, folder)
     for command in ("serve", "health"):
         assert CliRunner().invoke(main, [command, "--help"]).exit_code == 0
