@@ -77,6 +77,7 @@ class BenchOptions:
     timeout: float
     quality: int = 80
     expected_status: frozenset[str] = frozenset()
+    transport: Settings | None = None  # TLS, token and message limits for the channels; None: defaults
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -192,9 +193,12 @@ async def _remote(targets: list[str], metrics: list[str], opts: BenchOptions) ->
     from photodedup.client import benchload as bl
     from photodedup.client import benchstats as st
     from photodedup.errors import PhotodedupError
+    from photodedup.settings import Settings
+    from photodedup.transport import open_aio_channel
     from photodedup.v1 import wire
 
-    channels = [grpc.aio.insecure_channel(t, options=wire.channel_options()) for t in targets]
+    transport = opts.transport or Settings()
+    channels = [open_aio_channel(t, transport) for t in targets]
     try:
         infos = []
         for target, ch in zip(targets, channels, strict=True):
@@ -342,7 +346,8 @@ def run_bench(
 
 def make_command() -> click.Command:
     """The `bench` click command."""
-    from photodedup.cliutils import build_settings, handle_errors, model_options
+    from photodedup.cliutils import build_settings, client_transport_options, handle_errors, model_options
+    from photodedup.transport import split_targets
 
     @click.command()
     @click.option("--server", "servers", multiple=True, help="host:port of a server; repeat or comma-separate to load several.")
@@ -366,6 +371,7 @@ def make_command() -> click.Command:
     @click.option("--timeout", type=float, default=60.0, show_default=True, help="Deadline of each unary request; for streams, the longest wait for the next result.")
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
     @model_options
+    @client_transport_options
     @handle_errors
     def bench(
         servers: tuple[str, ...],
@@ -392,7 +398,7 @@ def make_command() -> click.Command:
     ) -> None:
         """Load one or more servers (or the engine alone) and report throughput, latency percentiles, the
         server-side time split, batch efficiency, bytes per image and errors per step."""
-        targets = _split(servers)
+        targets = split_targets(servers)
         if not local and not targets:
             raise click.UsageError("give --server HOST:PORT (or --local for the engine alone)")
         if local and targets:
@@ -419,7 +425,9 @@ def make_command() -> click.Command:
             quality=quality,
             expected_status=frozenset(s.upper() for s in _split(expect_status)),
         )
-        local_settings = build_settings(**model_flags) if local else None
+        settings = build_settings(**model_flags)
+        opts.transport = settings
+        local_settings = settings if local else None
         report = run_bench(targets, _split(metrics), local_settings, opts)
         if as_json:
             click.echo(json.dumps(report, indent=2))

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from photodedup.cliutils import build_settings, handle_errors, model_options
+from photodedup.cliutils import build_settings, client_transport_options, handle_errors, model_options
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def register(group: click.Group) -> None:
 @_grouping_options
 @_output_options
 @model_options
+@client_transport_options
 @handle_errors
 def scan(roots: tuple[str, ...], mode: str | None, reference: tuple[str, ...], fmt: str, output: Path | None,
          progress: bool | None, **flags: Any) -> None:

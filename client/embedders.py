@@ -177,7 +177,14 @@ class RemoteEmbedder:
         self.retried = 0  # items sent again after RESOURCE_EXHAUSTED/UNAVAILABLE or a broken stream
         self._out: queue.Queue[EmbedOutcome] = queue.Queue()
         self._slots = threading.BoundedSemaphore(max_in_flight)
-        self.servers = [_ServerState(a) for a in servers]
+        from photodedup.transport import is_balanced, open_channel
+
+        # A balanced target (dns:///name, ipv4:a,b) gets several streams on one channel: round robin
+        # sends each new stream to the next address.
+        self.servers = [
+            _ServerState(a) for a in servers for _ in range(settings.balanced_streams if is_balanced(a) else 1)
+        ]
+        self._channels = {a: open_channel(a, settings) for a in servers}
         self._threads = [
             threading.Thread(target=self._serve, args=(s,), name=f"embed-{s.address}", daemon=True)
             for s in self.servers
@@ -263,6 +270,8 @@ class RemoteEmbedder:
             self._cond.notify_all()
         for t in self._threads:
             t.join(timeout=2.0)
+        for channel in self._channels.values():
+            channel.close()
 
     # -- shared queue -----------------------------------------------------------------------------
 
@@ -311,30 +320,25 @@ class RemoteEmbedder:
 
     def _serve(self, state: _ServerState) -> None:
         """One long stream to one server at a time; reopened with backoff when it breaks."""
-        from photodedup.transport import open_channel
         from photodedup.v1 import embed_pb2_grpc
 
-        channel = open_channel(state.address, self._settings)
-        stub = embed_pb2_grpc.EmbedServiceStub(channel)
-        try:
-            while True:
-                with self._cond:
-                    if (self._closing and self._outstanding == 0) or self._all_down_reason is not None:
-                        return
-                session = _StreamSession(self, state)
-                reason = session.run(stub)
-                if reason is None:
-                    continue
-                state.failures += 1
-                state.errors.append(reason)
-                if state.failures > self.retries:
-                    log.warning("giving up on server %s after %d failed streams: %s", state.address, state.failures, reason)
-                    self._server_down(state, reason)
+        stub = embed_pb2_grpc.EmbedServiceStub(self._channels[state.address])
+        while True:
+            with self._cond:
+                if (self._closing and self._outstanding == 0) or self._all_down_reason is not None:
                     return
-                log.info("stream to %s failed (%s); retrying", state.address, reason)
-                time.sleep(backoff_s(state.failures, base=0.2))
-        finally:
-            channel.close()
+            session = _StreamSession(self, state)
+            reason = session.run(stub)
+            if reason is None:
+                continue
+            state.failures += 1
+            state.errors.append(reason)
+            if state.failures > self.retries:
+                log.warning("giving up on server %s after %d failed streams: %s", state.address, state.failures, reason)
+                self._server_down(state, reason)
+                return
+            log.info("stream to %s failed (%s); retrying", state.address, reason)
+            time.sleep(backoff_s(state.failures, base=0.2))
 
     def _handle(self, item: _Item, res: object, model_id: str) -> None:
         from photodedup.v1 import wire

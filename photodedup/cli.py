@@ -11,7 +11,13 @@ from typing import Any
 import click
 
 from photodedup import __version__
-from photodedup.cliutils import build_settings, handle_errors, model_options
+from photodedup.cliutils import (
+    build_settings,
+    client_transport_options,
+    handle_errors,
+    model_options,
+    server_transport_options,
+)
 from photodedup.errors import PhotodedupError
 
 log = logging.getLogger("photodedup")
@@ -56,6 +62,7 @@ def main(ctx: click.Context, log_level: str) -> None:
 @click.option("--max-message-bytes", type=int)
 @click.option("--decode-workers", type=int, help="Decode threads (0: one per core).")
 @click.option("--grace-period", "grace_period_s", type=float, help="Seconds to drain on SIGTERM [default 10].")
+@server_transport_options
 @handle_errors
 def serve(**flags: Any) -> None:
     """Serve the embedding API over gRPC until SIGTERM, then drain."""
@@ -72,8 +79,9 @@ def serve(**flags: Any) -> None:
 @main.command()
 @click.option("--server", "server", required=True, help="host:port of a photodedup server.")
 @click.option("--timeout", type=float, default=10.0, show_default=True)
+@client_transport_options
 @handle_errors
-def info(server: str, timeout: float) -> None:
+def info(server: str, timeout: float, **flags: Any) -> None:
     """Print a server's GetInfo answer as JSON."""
     import json
 
@@ -83,7 +91,7 @@ def info(server: str, timeout: float) -> None:
     from photodedup.transport import open_channel
     from photodedup.v1 import wire
 
-    with open_channel(server, build_settings()) as channel:
+    with open_channel(server, build_settings(**flags)) as channel:
         try:
             reply = wire.get_info(channel, timeout)
         except grpc.RpcError as exc:
@@ -94,7 +102,9 @@ def info(server: str, timeout: float) -> None:
 @main.command()
 @click.option("--server", "server", required=True, help="host:port of a photodedup server.")
 @click.option("--timeout", type=float, default=3.0, show_default=True)
-def health(server: str, timeout: float) -> None:
+@client_transport_options
+@handle_errors
+def health(server: str, timeout: float, **flags: Any) -> None:
     """Exit 0 when the server reports SERVING (for container health checks)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -102,7 +112,7 @@ def health(server: str, timeout: float) -> None:
     from photodedup.transport import open_channel
     from photodedup.v1 import wire
 
-    with open_channel(server, build_settings()) as channel:
+    with open_channel(server, build_settings(**flags)) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=wire.SERVICE_NAME), timeout=timeout

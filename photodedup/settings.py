@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from photodedup.v1.wire import MAX_MESSAGE_BYTES
@@ -40,6 +40,18 @@ def _alias(*names: str) -> Any:
 
 
 CommaList = Annotated[list[str], NoDecode]
+
+
+def join_address_lists(parts: list[str]) -> list[str]:
+    """Comma-split targets, with `ipv4:10.0.0.1:50051,10.0.0.2:50051` put back together: it is one target
+    that gRPC balances over, not two."""
+    out: list[str] = []
+    for part in parts:
+        if out and out[-1].startswith(("ipv4:", "ipv6:")) and (part[:1].isdigit() or part.startswith("[")):
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
 
 
 class Settings(BaseSettings):
@@ -84,10 +96,48 @@ class Settings(BaseSettings):
     max_items_per_request: int = Field(1024, ge=1)
     decode_workers: int = Field(0, ge=0, description="Decode/preprocess threads; 0 means one per core.")
     grace_period_s: float = Field(10.0, ge=0.0)
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate chain for the gRPC port; with tls_key the server speaks TLS only."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(
+        None, description="Require client certificates signed by this PEM CA bundle (mutual TLS)."
+    )
+    auth_token_file: Path | None = Field(
+        None,
+        description="Bearer tokens EmbedService accepts, one per line; re-read on SIGHUP. Health and reflection stay open.",
+    )
+    keepalive_time_s: float = Field(
+        30.0, gt=0, description="Ping a quiet connection after this long (both sides); unanswered pings drop it."
+    )
+    keepalive_timeout_s: float = Field(10.0, gt=0, description="How long a keepalive ping may go unanswered.")
+    max_connection_idle_s: float = Field(
+        600.0, ge=0, description="Close a connection with no call open for this long; 0 keeps it."
+    )
+    max_connection_age_s: float = Field(
+        0.0,
+        ge=0,
+        description="Ask clients to reconnect after this long, so they re-resolve and spread over new servers; 0 never.",
+    )
+    max_connection_age_grace_s: float = Field(
+        30.0, ge=0, description="Calls still open when a connection reaches its age get this long to finish."
+    )
 
     # Client
-    servers: CommaList = Field(default_factory=list, description="host:port of embedding servers for remote mode.")
+    servers: CommaList = Field(
+        default_factory=list,
+        description="Embedding servers for remote mode: host:port, dns:///name:port (round robin over every "
+        "address), or ipv4:addr:port,addr:port.",
+    )
     db: Path = Field(default_factory=default_db_path)
+    balanced_streams: int = Field(
+        4, ge=1, description="Streams per dns:/ipv4: server target; round robin spreads them over its addresses."
+    )
+    tls: bool = Field(False, description="Reach servers over TLS (the system's CA roots unless ca_cert is given).")
+    ca_cert: Path | None = Field(None, description="PEM CA bundle that signs the servers' certificates (implies tls).")
+    client_cert: Path | None = Field(None, description="PEM client certificate for servers that require mutual TLS.")
+    client_key: Path | None = Field(None, description="PEM private key of client_cert.")
+    token: SecretStr | None = Field(None, description="Bearer token sent to servers [env PHOTODEDUP_TOKEN]; never logged.")
 
     # Grouping (defaults measured on the near-duplicate dev set; see docs/BENCHMARKS.md)
     near_threshold: int = Field(
@@ -127,6 +177,11 @@ class Settings(BaseSettings):
                 out.extend(part.strip() for part in str(item).split(",") if part.strip())
             return out
         return value
+
+    @field_validator("servers")
+    @classmethod
+    def _join_address_lists(cls, value: list[str]) -> list[str]:
+        return join_address_lists(value)
 
     @field_validator("devices")
     @classmethod

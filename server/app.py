@@ -13,11 +13,13 @@ from grpc_reflection.v1alpha import reflection
 
 from photodedup.engines import create_engine
 from photodedup.engines.base import Engine
+from photodedup.server.auth import TokenAuthInterceptor, TokenFile
 from photodedup.server.batcher import DynamicBatcher
 from photodedup.server.errors import ErrorMappingInterceptor
 from photodedup.server.metrics import Metrics
 from photodedup.server.pipeline import Runtime
 from photodedup.server.service import EmbedServicer
+from photodedup.server.transport import server_credentials, server_options
 from photodedup.settings import Settings
 from photodedup.v1 import embed_pb2_grpc, wire
 
@@ -40,6 +42,7 @@ class EmbedServer:
             dev: ThreadPoolExecutor(1, thread_name_prefix=f"device-{dev}") for dev in settings.devices
         }
         self._servicer = EmbedServicer(settings, self._decode_pool, self.metrics)
+        self.tokens = TokenFile(settings.auth_token_file) if settings.auth_token_file else None
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._engines: list[Engine] = []
@@ -48,20 +51,34 @@ class EmbedServer:
     async def start(self) -> int:
         """Bind and start answering (health NOT_SERVING); returns the bound gRPC port."""
         s = self.settings
-        options = [*wire.channel_options(s.max_message_bytes), ("grpc.so_reuseport", 0)]
-        server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(self.metrics)], options=options)
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor(self.metrics)]
+        if self.tokens is not None:
+            interceptors.insert(0, TokenAuthInterceptor(self.tokens, self.metrics))
+        server = grpc.aio.server(interceptors=interceptors, options=server_options(s))
         embed_pb2_grpc.add_EmbedServiceServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((wire.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        credentials = server_credentials(s)
+        address = f"{s.host}:{s.port}"
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {s.host}:{s.port}")
         await server.start()
         self._server = server
         if s.metrics:
             self._metrics_http, self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
-        log.info("listening on %s:%d (metrics on %s)", s.host, self.port, self.metrics_port)
+        log.info(
+            "listening on %s:%d (%s%s; metrics on %s)",
+            s.host,
+            self.port,
+            "plaintext" if credentials is None else ("mutual TLS" if s.tls_client_ca else "TLS"),
+            ", bearer tokens" if self.tokens is not None else "",
+            self.metrics_port,
+        )
         return self.port
 
     async def load(self) -> None:
@@ -135,6 +152,8 @@ async def serve(settings: Settings) -> bool:
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
+    if server.tokens is not None:
+        loop.add_signal_handler(signal.SIGHUP, server.tokens.reload)
     await server.start()
     loader = asyncio.create_task(server.load())
     waiter = asyncio.create_task(stop_requested.wait())
