@@ -71,13 +71,11 @@ class EmbedServer:
         self._server = server
         if s.metrics:
             self._metrics_http, self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
+        log.info("listening on %s:%d (metrics on %s)", s.host, self.port, self.metrics_port)
         log.info(
-            "listening on %s:%d (%s%s; metrics on %s)",
-            s.host,
-            self.port,
+            "transport: %s%s",
             "plaintext" if credentials is None else ("mutual TLS" if s.tls_client_ca else "TLS"),
-            ", bearer tokens" if self.tokens is not None else "",
-            self.metrics_port,
+            ", bearer tokens required for EmbedService" if self.tokens is not None else "",
         )
         return self.port
 
