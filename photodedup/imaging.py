@@ -9,6 +9,8 @@ scaling (`Image.draft`), so a 16 MP photo is never decoded in full.
 from __future__ import annotations
 
 import io
+import re
+import struct
 import threading
 import warnings
 from collections.abc import Sequence
@@ -23,6 +25,13 @@ try:  # optional: libjpeg-turbo straight to numpy, about twice as fast as PIL fo
     import simplejpeg
 except ImportError:  # pragma: no cover - depends on the environment
     simplejpeg = None
+
+# The only decoders untrusted bytes ever reach (Pillow knows ~40 formats, and hands EPS to Ghostscript).
+# "HEIF" is pillow-heif's opener for HEIC/HEIF; MPO (multi-picture JPEG) is opened by the JPEG plugin.
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF")
+SUPPORTED_TEXT = "JPEG, PNG, WebP, GIF, TIFF, BMP or HEIC/HEIF"
+# Reasons from decoders may name Python objects ("<_io.BytesIO object at 0x7f...>"); replies never do.
+_OBJECT_REPR = re.compile(r"<[^<>]*? at 0x[0-9a-fA-F]+>|0x[0-9a-fA-F]{6,}")
 
 OPENAI_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -63,13 +72,33 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise InvalidImageError(f"not a supported image: {exc}") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidImageError(f"cannot read image: {exc}") from None
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        raise InvalidImageError(f"not a supported image (expected {SUPPORTED_TEXT})") from None
+    except Image.DecompressionBombError as exc:
+        raise InvalidImageError(f"not a supported image: {reason(exc)}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
+        raise InvalidImageError(f"cannot read image: {reason(exc)}") from None
     check_pixels(img, max_pixels)
     return img
+
+
+def reason(exc: BaseException) -> str:
+    """A decoder's reason, fit for a reply: no object addresses, one line, bounded length."""
+    text = _OBJECT_REPR.sub("", str(exc)).replace("\n", " ").strip() or "malformed data"
+    return text[:200]
+
+
+def decode_pixels(img: Image.Image, min_side: int | None) -> int:
+    """Pixels a decode of this (lazily opened) image will hold: JPEG decodes at reduced size (DCT scaling
+    down to 1/8 while both sides stay >= min_side), every other format in full."""
+    width, height = img.size
+    if min_side is not None and img.format == "JPEG":
+        scale = 1
+        while scale < 8 and min(width, height) // (scale * 2) >= min_side:
+            scale *= 2
+        return -(-width // scale) * -(-height // scale)
+    return width * height
 
 
 def check_pixels(img: Image.Image, max_pixels: int) -> None:
@@ -89,6 +118,12 @@ def load_rgb(img: Image.Image, min_side: int | None = None) -> Image.Image:
             # draft keeps both sides >= the request; orientation is applied later, so ask for a square.
             img.draft("RGB", (min_side, min_side))
         img.load()
+        if min_side is not None and img.format != "JPEG":
+            # What draft does for JPEG, for every other format, before any conversion copies the pixels:
+            # a decoded 80 MP PNG costs its own bytes once, not four times over.
+            factor = min(img.size) // (2 * min_side)
+            if factor >= 2 and img.mode in _REDUCIBLE:
+                img = img.reduce(factor)
         img = ImageOps.exif_transpose(img)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
@@ -98,9 +133,12 @@ def load_rgb(img: Image.Image, min_side: int | None = None) -> Image.Image:
             img = img.convert("RGB")
     except InvalidImageError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as exc:
-        raise InvalidImageError(f"cannot decode image: {exc}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError, struct.error) as exc:
+        raise InvalidImageError(f"cannot decode image: {reason(exc)}") from None
     return img
+
+
+_REDUCIBLE = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F"})
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
@@ -143,6 +181,17 @@ def _decode_thumbnail_jpeg(data: bytes, size: int, max_pixels: int) -> np.ndarra
     could rotate it, decodes with simplejpeg to the very pixels PIL gives (same libjpeg-turbo defaults)
     without PIL's Python header parsing and its two copies. None means "take the general path", which
     also produces the error messages."""
+    if thumbnail_jpeg_pixels(data, size, max_pixels) is None:
+        return None
+    try:
+        arr = simplejpeg.decode_jpeg(data, colorspace="RGB")
+    except ValueError:
+        return None
+    return arr if arr.shape == (size, size, 3) else None
+
+
+def thumbnail_jpeg_pixels(data: bytes, size: int, max_pixels: int) -> int | None:
+    """size * size when `data` can take the simplejpeg fast path (read from the header only), else None."""
     if simplejpeg is None or data[:2] != b"\xff\xd8" or size * size > max_pixels:
         return None
     try:
@@ -153,11 +202,7 @@ def _decode_thumbnail_jpeg(data: bytes, size: int, max_pixels: int) -> np.ndarra
         return None
     if b"Exif\x00\x00" in data or b"Orientation" in data:  # conservative: any hint of a rotation tag
         return None
-    try:
-        arr = simplejpeg.decode_jpeg(data, colorspace="RGB")
-    except ValueError:
-        return None
-    return arr if arr.shape == (size, size, 3) else None
+    return size * size
 
 
 def raw_for_model(rgb: bytes, width: int, height: int, size: int) -> np.ndarray:

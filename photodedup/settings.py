@@ -94,6 +94,22 @@ class Settings(BaseSettings):
         80_000_000, ge=1, description="Decoded pixels allowed per image; larger is refused as a decompression bomb."
     )
     max_items_per_request: int = Field(1024, ge=1)
+    max_queue_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Encoded image bytes admitted and not yet answered, server-wide."
+    )
+    max_inflight_per_connection: int = Field(
+        1024, ge=1, description="Images one connection may have admitted and not yet answered."
+    )
+    max_inflight_per_stream: int = Field(
+        256, ge=1, description="Images one stream may have unanswered; beyond it the server stops reading."
+    )
+    max_request_pixels: int = Field(
+        160_000_000, ge=1, description="Decoded pixels one request message may cost; images beyond are refused."
+    )
+    max_decode_pixels: int = Field(
+        120_000_000, ge=1, description="Pixels being decoded at once, server-wide (bounds decode memory)."
+    )
+    max_concurrent_rpcs: int = Field(1024, ge=1, description="Calls open at once; more are refused at once.")
     decode_workers: int = Field(0, ge=0, description="Decode/preprocess threads; 0 means one per core.")
     grace_period_s: float = Field(10.0, ge=0.0)
     tls_cert: Path | None = Field(

@@ -54,7 +54,9 @@ class EmbedServer:
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor(self.metrics)]
         if self.tokens is not None:
             interceptors.insert(0, TokenAuthInterceptor(self.tokens, self.metrics))
-        server = grpc.aio.server(interceptors=interceptors, options=server_options(s))
+        server = grpc.aio.server(
+            interceptors=interceptors, options=server_options(s), maximum_concurrent_rpcs=s.max_concurrent_rpcs
+        )
         embed_pb2_grpc.add_EmbedServiceServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((wire.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -111,6 +113,7 @@ class EmbedServer:
             max_queue_size=s.max_queue_size,
         )
         self._batcher.start()
+        self.metrics.queue_depth.set_function(lambda: self._batcher.live_depth if self._batcher else 0)
         self._servicer.runtime = Runtime(engines, self._batcher, engines[0].info)
         self.metrics.ready.set(1)
         for e in engines:
@@ -122,12 +125,18 @@ class EmbedServer:
         await self._health.set(wire.SERVICE_NAME, status)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Refuse new RPCs, let in-flight ones finish within the grace period, then release everything."""
+        """Stop taking work (new calls and new stream images get UNAVAILABLE), wait for in-flight work at most
+        the grace period, then close every call (health watches too) and release everything."""
         grace = self.settings.grace_period_s if grace is None else grace
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.metrics.ready.set(0)
+        self._servicer.drain()
+        if await self._servicer.wait_idle(grace):
+            log.info("in-flight work done")
+        else:
+            log.warning("grace period over with calls still open; cancelling them")
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._server.stop(0)  # what is left: health watches, probes
         if self._batcher is not None:
             await self._batcher.close()
         loop = asyncio.get_running_loop()

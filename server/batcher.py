@@ -71,6 +71,11 @@ class DynamicBatcher:
     def depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def live_depth(self) -> int:
+        """Queued images whose callers still wait (the queue-depth gauge; settles when clients vanish)."""
+        return sum(1 for item in self._queue if not item.future.done())
+
     def submit(self, arrays: Sequence[np.ndarray], all_or_nothing: bool = True) -> list[asyncio.Future[np.ndarray] | None]:
         """Queue images; returns one future each. When the queue lacks room: all_or_nothing raises
         QueueFullError, otherwise the images that do not fit get None."""
@@ -93,7 +98,6 @@ class DynamicBatcher:
             self._queue.append(WorkItem(arr, fut, now))
             futures.append(fut)
         if arrays:
-            self._metrics.queue_depth.set(len(self._queue))
             self._wakeup.set()
         return futures
 
@@ -146,7 +150,6 @@ class DynamicBatcher:
             if item is None:
                 break
             batch.append(item)
-        self._metrics.queue_depth.set(len(self._queue))
         now = time.perf_counter()
         for item in batch:
             self._metrics.queue_duration.observe(now - item.enqueued)

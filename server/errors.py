@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -53,12 +54,56 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+class _Malformed:
+    """Stands in for a request message whose bytes did not parse."""
+
+
+MALFORMED = _Malformed()
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A deserializer that hands the handler MALFORMED instead of raising inside gRPC (which would answer
+    UNKNOWN or INTERNAL with a class name and log a traceback per call)."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # noqa: BLE001 - any parse failure is the client's malformed message
+            return MALFORMED
+
+    return parse
+
+
+class RateLimitedLog:
+    """At most one record per key and interval; the next one says how many were left out."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
+        self._log = logger
+        self._interval = interval_s
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def log(self, level: int, key: str, msg: str, *args: Any, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        last, skipped = self._last.get(key, (-math.inf, 0))
+        if now - last < self._interval:
+            self._last[key] = (last, skipped + 1)
+            return
+        self._last[key] = (now, 0)
+        if skipped:
+            msg += f" (and {skipped} more like it in the last {self._interval:g} s)"
+        self._log.log(level, msg, *args, exc_info=exc_info)
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """Turns domain errors raised by handlers into statuses and counts every RPC by status code.
-    Handles unary and streaming handlers alike."""
+    Handles unary and streaming handlers alike; malformed request bytes are INVALID_ARGUMENT; replies
+    never carry class names, addresses or tracebacks, and repeated errors are logged at a bounded rate."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        self._log = RateLimitedLog(log)
 
     async def intercept_service(
         self,
@@ -70,16 +115,17 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not method.startswith("/photodedup."):
             return handler
         short = method.rsplit("/", 1)[-1]
+        parse = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(short, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
                 self._wrap_stream(short, handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -93,6 +139,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             yield
         except PhotodedupError as exc:
             code = status_for(exc)
+            self._log.log(logging.INFO, f"{method}/{code.name}", "%s: %s: %s", method, code.name, exc)
             await context.abort(code, str(exc))
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -100,10 +147,10 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
-        except Exception as exc:
+        except Exception:
             code = grpc.StatusCode.INTERNAL
-            log.exception("%s failed", method)
-            await context.abort(code, f"internal error: {exc}")
+            self._log.log(logging.ERROR, f"{method}/INTERNAL", "%s failed", method, exc_info=True)
+            await context.abort(code, "internal error (logged on the server)")
         finally:
             self._metrics.requests.labels(method, code.name).inc()
             log.debug("%s %s in %.1f ms", method, code.name, (time.perf_counter() - start) * 1e3)
@@ -111,6 +158,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with self._mapped(method, context):
+                if request is MALFORMED:
+                    raise InvalidRequestError(f"the {method} request is not a valid protobuf message")
                 return await behavior(request, context)
 
         return wrapper
@@ -118,7 +167,15 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def wrapper(request_iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with self._mapped(method, context):
-                async for response in behavior(request_iterator, context):
+                async for response in behavior(_checked(method, request_iterator), context):
                     yield response
 
         return wrapper
+
+
+async def _checked(method: str, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Stream messages, with a malformed one raising INVALID_ARGUMENT for the whole stream."""
+    async for message in requests:
+        if message is MALFORMED:
+            raise InvalidRequestError(f"a {method} message is not a valid protobuf message")
+        yield message

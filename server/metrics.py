@@ -66,6 +66,9 @@ class Metrics:
         )
         self.queue_depth = Gauge("photodedup_queue_depth", "Images waiting in the batcher's queue", registry=r)
         self.inflight = Gauge("photodedup_inflight_items", "Images accepted and not yet answered", registry=r)
+        self.refused = Counter(
+            "photodedup_refused_items", "Images refused before any work, by the budget that said no", ["budget"], registry=r
+        )
         self.auth_failures = Counter(
             "photodedup_auth_failures", "EmbedService calls refused for a missing or wrong bearer token", registry=r
         )

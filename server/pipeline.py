@@ -1,49 +1,35 @@
-"""The one decode-and-submit path shared by Embed and EmbedStream: check a request message, decode its
-images on the pool, hand the good ones to the batcher, and turn outcomes into wire results."""
+"""The one admit-decode-submit path shared by Embed and EmbedStream: check a request message, take its
+budget before any work, measure and decode its images fairly on the pool, hand the good ones to the
+batcher, and turn outcomes into wire results."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Sequence
-from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
 
 from photodedup.engines.base import Engine, ModelInfo
 from photodedup.errors import InvalidImageError, QueueFullError
-from photodedup.imaging import decode_for_model, raw_for_model
+from photodedup.server.admission import Admission, Refusal, encoded_size
 from photodedup.server.batcher import DynamicBatcher
+from photodedup.server.decoding import (
+    DECODE_CHUNK,
+    MEASURE_CHUNK,
+    Decoded,
+    FairDecoder,
+    decode_images,
+    measure_images,
+)
 from photodedup.server.errors import InvalidRequestError, RequestTooLargeError, status_for
 from photodedup.server.metrics import Metrics
 from photodedup.settings import Settings
 from photodedup.v1 import embed_pb2, wire
 
-DECODE_CHUNK = 16
-
-Decoded = np.ndarray | BaseException
 # Per image: the error that ends it now, or the future the batcher will resolve.
 Admitted = BaseException | asyncio.Future[np.ndarray]
-
-
-def decode_images(images: Sequence[embed_pb2.Image], size: int, max_pixels: int) -> list[Decoded]:
-    """Decode one chunk of images on a pool thread; failures come back as exceptions, per image."""
-    out: list[Decoded] = []
-    for image in images:
-        try:
-            kind = image.WhichOneof("data")
-            if kind == "encoded":
-                out.append(decode_for_model(image.encoded, size, max_pixels))
-            elif kind == "raw":
-                out.append(raw_for_model(image.raw.rgb, image.raw.width, image.raw.height, size))
-            else:
-                raise InvalidImageError("image has neither encoded bytes nor raw pixels")
-        except InvalidImageError as exc:
-            out.append(exc)
-        except Exception as exc:  # Pillow raises many types on corrupt data; it is still bad input
-            out.append(InvalidImageError(f"cannot decode image: {type(exc).__name__}: {exc}"))
-    return out
 
 
 class Runtime:
@@ -55,13 +41,37 @@ class Runtime:
         self.info = info
 
 
-class Pipeline:
-    """Request message -> decoded images -> batcher futures -> results, for one running server."""
+class Ticket:
+    """The budget one request message holds; given back image by image as their outcomes are known."""
 
-    def __init__(self, settings: Settings, runtime: Runtime, decode_pool: Executor, metrics: Metrics) -> None:
+    def __init__(self, admission: Admission, peer: str, sizes: Sequence[int]) -> None:
+        self._admission = admission
+        self._peer = peer
+        self.items = len(sizes)
+        self.bytes = sum(sizes)
+        admission.take(peer, self.items, self.bytes)
+
+    def release(self, nbytes: int, items: int = 1) -> None:
+        items, nbytes = min(items, self.items), min(nbytes, self.bytes)
+        self.items -= items
+        self.bytes -= nbytes
+        self._admission.release(self._peer, items, nbytes)
+
+    def close(self) -> None:
+        if self.items or self.bytes:
+            self.release(self.bytes, self.items)
+
+
+class Pipeline:
+    """Request message -> budget -> decoded images -> batcher futures -> results, for one running server."""
+
+    def __init__(
+        self, settings: Settings, runtime: Runtime, decoder: FairDecoder, admission: Admission, metrics: Metrics
+    ) -> None:
         self._settings = settings
         self.runtime = runtime
-        self._pool = decode_pool
+        self.decoder = decoder
+        self.admission = admission
         self._metrics = metrics
         self.model_id = runtime.info.model_id
         self._size = runtime.info.preprocessing.input_size
@@ -77,22 +87,73 @@ class Pipeline:
         except ValueError as exc:
             raise InvalidRequestError(str(exc)) from None
 
-    async def decode(self, images: Sequence[embed_pb2.Image]) -> list[Decoded]:
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        chunks = [images[i : i + DECODE_CHUNK] for i in range(0, len(images), DECODE_CHUNK)]
-        max_pixels = self._settings.max_image_pixels
-        parts = await asyncio.gather(
-            *(loop.run_in_executor(self._pool, decode_images, chunk, self._size, max_pixels) for chunk in chunks)
-        )
-        self._metrics.decode_duration.observe(time.perf_counter() - start)
-        return [d for part in parts for d in part]
+    def reserve(self, peer: str, images: Sequence[embed_pb2.Image]) -> Ticket:
+        """All of a request's budget or QueueFullError, before any work (Embed)."""
+        sizes = [encoded_size(image) for image in images]
+        refusal = self.admission.refusal(peer, len(sizes), sum(sizes))
+        if refusal is not None:
+            self._refused(refusal, len(sizes))
+            raise QueueFullError(refusal.message)
+        return Ticket(self.admission, peer, sizes)
 
-    async def admit(self, images: Sequence[embed_pb2.Image], all_or_nothing: bool) -> list[Admitted]:
-        """Decode and submit. all_or_nothing (Embed) raises QueueFullError when the queue lacks room for
-        every good image; otherwise (EmbedStream) each image that does not fit gets QueueFullError, and a
+    def reserve_some(self, peer: str, images: Sequence[embed_pb2.Image]) -> tuple[Ticket, int]:
+        """Budget for the leading images that fit now (EmbedStream); returns the ticket and how many fit."""
+        sizes = [encoded_size(image) for image in images]
+        n = self.admission.fits(peer, sizes)
+        if n < len(sizes):
+            refusal = self.admission.refusal(peer, len(sizes), sum(sizes))
+            self._refused(refusal or Refusal("queue_items", ""), len(sizes) - n)
+        return Ticket(self.admission, peer, sizes[:n]), n
+
+    def _refused(self, refusal: Refusal, n: int) -> None:
+        self._metrics.refused.labels(refusal.budget).inc(n)
+
+    async def decode(self, peer: str, images: Sequence[embed_pb2.Image]) -> list[Decoded]:
+        """Measure every image from its header, refuse what breaks the per-request pixel budget, decode the
+        rest fairly; one result per image, in order."""
+        start = time.perf_counter()
+        size, max_pixels = self._size, self._settings.max_image_pixels
+        costs: list[Any] = []
+        for i in range(0, len(images), MEASURE_CHUNK):
+            chunk = images[i : i + MEASURE_CHUNK]
+            costs.extend(await self.decoder.run(peer, 0, measure_images, chunk, size, max_pixels))
+        out: list[Decoded | None] = [c if isinstance(c, BaseException) else None for c in costs]
+        budget = self._settings.max_request_pixels
+        jobs: list[tuple[list[int], int]] = []  # (indices, pixels) per pool job
+        for i, cost in enumerate(costs):
+            if isinstance(cost, BaseException):
+                continue
+            if cost > budget:
+                out[i] = QueueFullError(
+                    f"the request's images need more than {self._settings.max_request_pixels:,} decoded pixels; "
+                    "send large images in smaller requests"
+                )
+                self._metrics.refused.labels("request_pixels").inc()
+                continue
+            budget -= cost
+            last = jobs[-1] if jobs else None
+            if last and len(last[0]) < DECODE_CHUNK and last[1] + cost <= self.decoder.large_pixels:
+                last[0].append(i)
+                jobs[-1] = (last[0], last[1] + cost)
+            else:
+                jobs.append(([i], cost))
+        parts = await asyncio.gather(
+            *(
+                self.decoder.run(peer, pixels, decode_images, [images[i] for i in idx], size, max_pixels)
+                for idx, pixels in jobs
+            )
+        )
+        for (idx, _), part in zip(jobs, parts, strict=True):
+            for i, d in zip(idx, part, strict=True):
+                out[i] = d
+        self._metrics.decode_duration.observe(time.perf_counter() - start)
+        return [d if d is not None else InvalidImageError("not decoded") for d in out]
+
+    async def admit(self, peer: str, images: Sequence[embed_pb2.Image], all_or_nothing: bool) -> list[Admitted]:
+        """Decode and submit images whose budget is already held. all_or_nothing (Embed) raises when the
+        batcher refuses; otherwise (EmbedStream) each image that does not fit gets QueueFullError, and a
         batcher that is shutting down gives every image its error."""
-        decoded = await self.decode(images)
+        decoded = await self.decode(peer, images)
         good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
         out: list[Admitted] = list(decoded)  # type: ignore[arg-type]
         arrays = [decoded[i] for i in good]

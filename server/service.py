@@ -4,14 +4,18 @@ describes the model and the server's limits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
 import grpc
 
 from photodedup import __version__
+from photodedup.errors import ShuttingDownError
+from photodedup.server.admission import Admission
+from photodedup.server.decoding import FairDecoder
 from photodedup.server.errors import NotReadyError
 from photodedup.server.metrics import Metrics
 from photodedup.server.pipeline import Pipeline, Runtime
@@ -21,13 +25,25 @@ from photodedup.v1 import embed_pb2, embed_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+# Decodes above this many pixels never take the last decode lane (small images always have one).
+LARGE_PIXELS = 4_000_000
+
 
 class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
     def __init__(self, settings: Settings, decode_pool: Executor, metrics: Metrics) -> None:
         self._settings = settings
-        self._pool = decode_pool
         self._metrics = metrics
+        self.admission = Admission(settings)
+        self.decoder = FairDecoder(
+            decode_pool, settings.decode_threads, settings.max_decode_pixels, large_pixels=LARGE_PIXELS
+        )
         self._pipeline: Pipeline | None = None
+        self._sessions: set[StreamSession] = set()
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.draining = False
+        metrics.inflight.set_function(lambda: self.admission.items)
 
     @property
     def runtime(self) -> Runtime | None:
@@ -35,41 +51,80 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
 
     @runtime.setter
     def runtime(self, runtime: Runtime | None) -> None:
-        self._pipeline = None if runtime is None else Pipeline(self._settings, runtime, self._pool, self._metrics)
+        self._pipeline = (
+            None if runtime is None else Pipeline(self._settings, runtime, self.decoder, self.admission, self._metrics)
+        )
 
     def _ready(self) -> Pipeline:
         if self._pipeline is None:
             raise NotReadyError("the model is still loading; retry when health reports SERVING")
         return self._pipeline
 
-    async def Embed(self, request: embed_pb2.EmbedRequest, context: grpc.aio.ServicerContext) -> embed_pb2.EmbedResponse:
-        pipeline = self._ready()
-        wire_dtype = pipeline.check_message(len(request.images), request.dtype)
-        admitted = await pipeline.admit(request.images, all_or_nothing=True)
-        futures = [a for a in admitted if isinstance(a, asyncio.Future)]
-        self._metrics.inflight.inc(len(futures))
+    def drain(self) -> None:
+        """SIGTERM: no stream takes new images (they get UNAVAILABLE), new calls are refused; each stream
+        ends as soon as its images in flight are answered."""
+        self.draining = True
+        for session in list(self._sessions):
+            session.drain()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no Embed or EmbedStream call is open (at most `timeout`); True when idle."""
         try:
-            if futures:
-                await asyncio.wait(futures)
-        except asyncio.CancelledError:
-            for fut in futures:
-                fut.cancel()
-            raise
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        if self.draining:
+            raise ShuttingDownError("the server is shutting down")
+        self._active += 1
+        self._idle.clear()
+        try:
+            yield
         finally:
-            self._metrics.inflight.dec(len(futures))
-        outcomes: list[Any] = [_outcome(a) for a in admitted]
-        return embed_pb2.EmbedResponse(
-            results=[pipeline.result(str(i), o, wire_dtype) for i, o in enumerate(outcomes)],
-            model_id=pipeline.model_id,
-        )
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    async def Embed(self, request: embed_pb2.EmbedRequest, context: grpc.aio.ServicerContext) -> embed_pb2.EmbedResponse:
+        with self._call():
+            pipeline = self._ready()
+            wire_dtype = pipeline.check_message(len(request.images), request.dtype)
+            ticket = pipeline.reserve(context.peer(), request.images)
+            try:
+                admitted = await pipeline.admit(context.peer(), request.images, all_or_nothing=True)
+                futures = [a for a in admitted if isinstance(a, asyncio.Future)]
+                try:
+                    if futures:
+                        await asyncio.wait(futures)
+                except asyncio.CancelledError:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+            finally:
+                ticket.close()
+            outcomes: list[Any] = [_outcome(a) for a in admitted]
+            return embed_pb2.EmbedResponse(
+                results=[pipeline.result(str(i), o, wire_dtype) for i, o in enumerate(outcomes)],
+                model_id=pipeline.model_id,
+            )
 
     async def EmbedStream(
         self, request_iterator: AsyncIterator[embed_pb2.EmbedStreamRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[embed_pb2.EmbedStreamResponse]:
-        pipeline = self._ready()
-        session = StreamSession(pipeline, request_iterator, self._metrics, limit=pipeline.runtime.batcher.max_queue_size)
-        async for response in session.responses():
-            yield response
+        with self._call():
+            pipeline = self._ready()
+            session = StreamSession(
+                pipeline, request_iterator, context.peer(), limit=self._settings.max_inflight_per_stream
+            )
+            self._sessions.add(session)
+            try:
+                async for response in session.responses():
+                    yield response
+            finally:
+                self._sessions.discard(session)
 
     async def GetInfo(self, request: embed_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> embed_pb2.GetInfoResponse:
         runtime = self._ready().runtime

@@ -2,48 +2,60 @@
 results on a queue, and the response generator writes whatever is ready as one message.
 
 An image counts as in flight from the moment its message is read until its result has been written to
-the client. At the limit the reader stops reading, and HTTP/2 flow control pushes back on a client that
-keeps writing without reading.
+the client. At the per-stream limit the reader stops reading, and HTTP/2 flow control pushes back on a
+client that keeps writing without reading. A message that breaks a message-level rule (too many items,
+unknown dtype) ends the stream with one status instead of one error per item. After SIGTERM the stream
+answers new images with UNAVAILABLE and ends as soon as its images in flight are answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 
+from photodedup.errors import QueueFullError, ShuttingDownError
+from photodedup.server.admission import encoded_size
 from photodedup.server.errors import InvalidRequestError
-from photodedup.server.metrics import Metrics
-from photodedup.server.pipeline import Pipeline
+from photodedup.server.pipeline import Pipeline, Ticket
 from photodedup.v1 import embed_pb2
+
+MAX_ID_BYTES = 256
+# Results per response message: bounds its size whatever the client's ids.
+MAX_RESULTS_PER_RESPONSE = 1024
 
 # (result, whether it counts against the in-flight limit), or None at the end of the stream.
 _Entry = tuple[embed_pb2.EmbedResult, bool] | None
 
 
 class StreamSession:
-    """State of one stream: in-flight count, pending handlers and futures, the result queue."""
+    """State of one stream: in-flight count and ids, pending handlers and futures, the result queue."""
 
     def __init__(
-        self,
-        pipeline: Pipeline,
-        requests: AsyncIterator[embed_pb2.EmbedStreamRequest],
-        metrics: Metrics,
-        limit: int,
+        self, pipeline: Pipeline, requests: AsyncIterator[embed_pb2.EmbedStreamRequest], peer: str, limit: int
     ) -> None:
         self._pipeline = pipeline
         self._requests = requests
-        self._metrics = metrics
+        self._peer = peer
         self._limit = limit
         self._results: asyncio.Queue[_Entry] = asyncio.Queue()
         self._inflight = 0
+        self._ids: set[str] = set()
         self._closed = False
+        self._draining = False
+        self._ended = False
         self._below_limit = asyncio.Event()
         self._below_limit.set()
         self._handlers: set[asyncio.Task[None]] = set()
         self._futures: set[asyncio.Future[np.ndarray]] = set()
+
+    def drain(self) -> None:
+        """Take no new images; end once the images in flight are answered."""
+        self._draining = True
+        self._below_limit.set()  # a reader waiting for room answers UNAVAILABLE instead
+        self._end_if_drained()
 
     async def responses(self) -> AsyncIterator[embed_pb2.EmbedStreamResponse]:
         """The response side: everything ready is written as one message, until the reader is done."""
@@ -55,17 +67,20 @@ class StreamSession:
                 if first is None:
                     break
                 batch = [first]
-                while not self._results.empty():
+                while not self._results.empty() and len(batch) < MAX_RESULTS_PER_RESPONSE:
                     nxt = self._results.get_nowait()
                     if nxt is None:
                         finished = True
                         break
                     batch.append(nxt)
                 yield embed_pb2.EmbedStreamResponse(results=[r for r, _ in batch], model_id=self._pipeline.model_id)
-                counted = sum(1 for _, c in batch if c)
-                if counted:
-                    self._release(counted)
-            await read_task  # surfaces reader errors (e.g. an undecodable request message)
+                for result, counted in batch:
+                    if counted:
+                        self._ids.discard(result.id)
+                self._release(sum(1 for _, c in batch if c))
+                self._end_if_drained()
+            if not self._draining:
+                await read_task  # surfaces reader errors (an oversized or undecodable request message)
         finally:
             self._close(read_task)
 
@@ -74,20 +89,20 @@ class StreamSession:
     async def _read(self) -> None:
         try:
             async for message in self._requests:
-                n = len(message.items)
-                try:
-                    wire_dtype = self._pipeline.check_message(n, message.dtype)
-                except InvalidRequestError as err:
-                    self._refuse(message, err)
+                items = message.items
+                wire_dtype = self._pipeline.check_message(len(items), message.dtype)  # raises: one status
+                if self._draining:
+                    self._refuse(items, ShuttingDownError("the server is shutting down"), wire_dtype)
                     continue
-                while self._inflight >= self._limit:
+                accepted = self._check_ids(items, wire_dtype)
+                while self._inflight >= self._limit and not self._draining:
                     self._below_limit.clear()
                     await self._below_limit.wait()
-                self._inflight += n
-                self._metrics.inflight.inc(n)
-                task = asyncio.create_task(self._handle(message, wire_dtype))
-                self._handlers.add(task)
-                task.add_done_callback(self._handlers.discard)
+                if self._draining:
+                    self._refuse(accepted, ShuttingDownError("the server is shutting down"), wire_dtype)
+                    self._ids.difference_update(item.id for item in accepted)
+                    continue
+                self._admit(accepted, wire_dtype)
             while self._handlers:
                 await asyncio.gather(*list(self._handlers))
             while self._futures:
@@ -95,40 +110,83 @@ class StreamSession:
         finally:
             self._results.put_nowait(None)  # the writer must end even when reading failed
 
-    async def _handle(self, message: embed_pb2.EmbedStreamRequest, wire_dtype: int) -> None:
-        items = message.items
-        admitted = await self._pipeline.admit([item.image for item in items], all_or_nothing=False)
+    def _check_ids(self, items: Sequence[embed_pb2.StreamItem], wire_dtype: int) -> list[embed_pb2.StreamItem]:
+        """Ids are required, short, and unique among this stream's images in flight; the others are refused."""
+        accepted = []
+        for item in items:
+            rid = item.id
+            if not rid:
+                problem = "every item needs an id"
+            elif len(rid.encode()) > MAX_ID_BYTES:
+                problem = f"ids are at most {MAX_ID_BYTES} bytes"
+            elif rid in self._ids:
+                problem = "this id is already in flight on this stream"
+            else:
+                self._ids.add(rid)
+                accepted.append(item)
+                continue
+            self._put(rid[:MAX_ID_BYTES], InvalidRequestError(problem), wire_dtype, counted=False)
+        return accepted
+
+    def _admit(self, items: Sequence[embed_pb2.StreamItem], wire_dtype: int) -> None:
+        images = [item.image for item in items]
+        ticket, n = self._pipeline.reserve_some(self._peer, images)
+        self._inflight += len(items)
+        busy = QueueFullError("server busy; retry this image later")
+        for item in items[n:]:
+            self._put(item.id, busy, wire_dtype)
+        if n:
+            task = asyncio.create_task(self._handle(items[:n], ticket, wire_dtype))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
+    async def _handle(self, items: Sequence[embed_pb2.StreamItem], ticket: Ticket, wire_dtype: int) -> None:
+        try:
+            admitted = await self._pipeline.admit(self._peer, [item.image for item in items], all_or_nothing=False)
+        except BaseException:
+            ticket.close()
+            raise
         for item, outcome in zip(items, admitted, strict=True):
+            size = encoded_size(item.image)
             if isinstance(outcome, BaseException):
-                self._finish(item.id, outcome, wire_dtype)
+                ticket.release(size)
+                self._put(item.id, outcome, wire_dtype)
                 continue
             self._futures.add(outcome)
-            outcome.add_done_callback(functools.partial(self._done, rid=item.id, wire_dtype=wire_dtype))
+            outcome.add_done_callback(
+                functools.partial(self._done, rid=item.id, wire_dtype=wire_dtype, ticket=ticket, size=size)
+            )
 
-    def _refuse(self, message: embed_pb2.EmbedStreamRequest, err: BaseException) -> None:
-        for item in message.items:
-            self._results.put_nowait((self._pipeline.result(item.id, err, embed_pb2.DTYPE_FLOAT32), False))
+    def _refuse(self, items: Sequence[embed_pb2.StreamItem], err: BaseException, wire_dtype: int) -> None:
+        for item in items:
+            self._put(item.id, err, wire_dtype, counted=False)
 
     # -- results ------------------------------------------------------------------------------------
 
-    def _finish(self, rid: str, outcome: object, wire_dtype: int) -> None:
-        self._results.put_nowait((self._pipeline.result(rid, outcome, wire_dtype), True))
+    def _put(self, rid: str, outcome: object, wire_dtype: int, counted: bool = True) -> None:
+        self._results.put_nowait((self._pipeline.result(rid, outcome, wire_dtype), counted))
 
-    def _done(self, fut: asyncio.Future[np.ndarray], rid: str, wire_dtype: int) -> None:
+    def _done(self, fut: asyncio.Future[np.ndarray], rid: str, wire_dtype: int, ticket: Ticket, size: int) -> None:
         self._futures.discard(fut)
+        ticket.release(size)
         if fut.cancelled():
-            self._release()  # no result will be written for it
+            self._ids.discard(rid)
+            self._release(1)  # no result will be written for it
             return
         exc = fut.exception()
-        self._finish(rid, exc if exc is not None else fut.result(), wire_dtype)
+        self._put(rid, exc if exc is not None else fut.result(), wire_dtype)
 
-    def _release(self, n: int = 1) -> None:
-        if self._closed:  # the stream is gone; its remaining count was settled at once
+    def _release(self, n: int) -> None:
+        if self._closed or not n:  # a closed stream's remaining count no longer matters
             return
         self._inflight -= n
-        self._metrics.inflight.dec(n)
         if self._inflight < self._limit:
             self._below_limit.set()
+
+    def _end_if_drained(self) -> None:
+        if self._draining and self._inflight == 0 and not self._ended:
+            self._ended = True
+            self._results.put_nowait(None)
 
     def _close(self, read_task: asyncio.Task[None]) -> None:
         self._closed = True
@@ -137,5 +195,3 @@ class StreamSession:
             task.cancel()
         for fut in list(self._futures):
             fut.cancel()
-        if self._inflight:
-            self._metrics.inflight.dec(self._inflight)  # images this stream will never answer

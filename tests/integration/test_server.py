@@ -56,6 +56,10 @@ def stub_for(server: EmbedServer) -> tuple[grpc.aio.Channel, embed_pb2_grpc.Embe
     return channel, embed_pb2_grpc.EmbedServiceStub(channel)
 
 
+def sample(server: EmbedServer, name: str) -> float:
+    return server.metrics.registry.get_sample_value(name) or 0.0
+
+
 def jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> embed_pb2.Image:
     return embed_pb2.Image(encoded=encode(photo(seed, size)))
 
@@ -151,12 +155,17 @@ async def test_request_limits(model_cache: Path) -> None:
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
             async def messages() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
-                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=f"big{i}", image=jpeg(i)) for i in range(3)])
                 yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id="ok", image=jpeg(9))])
+                await asyncio.sleep(0.5)
+                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=f"big{i}", image=jpeg(i)) for i in range(3)])
 
-            results = {r.id: r for resp in [x async for x in stub.EmbedStream(messages())] for r in resp.results}
-        assert {i: r.error.code for i, r in results.items() if i.startswith("big")} == dict.fromkeys(["big0", "big1", "big2"], INVALID)
-        assert results["ok"].WhichOneof("result") == "embedding"
+            # An oversized message is one status for the stream, not one error per item.
+            got: list[str] = []
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for resp in stub.EmbedStream(messages()):
+                    got.extend(r.id for r in resp.results)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "limit is 2" in err.value.details()
+            assert got == ["ok"]
     finally:
         await server.stop(0)
 
@@ -212,7 +221,7 @@ async def test_cancelled_stream_items_are_dropped(model_cache: Path) -> None:
 
             call = stub.EmbedStream(requests())
             for _ in range(100):
-                if server.metrics.queue_depth._value.get() > 0:
+                if sample(server, "photodedup_queue_depth") > 0:
                     break
                 await asyncio.sleep(0.02)
             call.cancel()
@@ -285,7 +294,7 @@ async def test_an_undecodable_stream_message_ends_the_stream_with_an_error(serve
                 got.extend(r.id for r in response.results)
         assert got == ["good"]
         assert err.value.code() != grpc.StatusCode.DEADLINE_EXCEEDED
-    assert server.metrics.inflight._value.get() == 0
+    assert sample(server, "photodedup_inflight_items") == 0
 
 
 async def test_unknown_dtype_is_invalid_argument(server: EmbedServer) -> None:
@@ -298,8 +307,9 @@ async def test_unknown_dtype_is_invalid_argument(server: EmbedServer) -> None:
         async def one() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
             yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id="x", image=jpeg(1))], dtype=7)
 
-        codes = [r.error.code for resp in [x async for x in stub.EmbedStream(one())] for r in resp.results]
-    assert codes == [INVALID]
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            _ = [x async for x in stub.EmbedStream(one())]
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_in_flight_gauge_returns_to_zero_after_cancelled_streams(model_cache: Path) -> None:
@@ -319,10 +329,10 @@ async def test_in_flight_gauge_returns_to_zero_after_cancelled_streams(model_cac
             gate.set()
             await stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(1)]))
             for _ in range(50):
-                if server.metrics.inflight._value.get() == 0:
+                if sample(server, "photodedup_inflight_items") == 0:
                     break
                 await asyncio.sleep(0.05)
-        assert server.metrics.inflight._value.get() == 0
+        assert sample(server, "photodedup_inflight_items") == 0
     finally:
         gate.set()
         await server.stop(0)
@@ -342,7 +352,10 @@ async def test_drain_announces_not_serving_and_finishes_open_streams(model_cache
                 yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=str(i), image=jpeg(i)) for i in range(12)])
 
             call = stub.EmbedStream(requests())
-            await asyncio.sleep(0.3)  # items are queued behind the gated engine
+            for _ in range(200):  # items are queued behind the gated engine
+                if sample(server, "photodedup_inflight_items") == 12:
+                    break
+                await asyncio.sleep(0.05)
             stopping = asyncio.create_task(server.stop(10))
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
             watch.cancel()  # an open Watch would otherwise hold the drain for the whole grace period

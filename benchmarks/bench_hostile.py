@@ -1,0 +1,369 @@
+"""Hostile-but-fair loads against `photodedup serve --model photodedup-tiny --weights random`: peak server
+RSS and a well-behaved client's latency during each, the 1M-empty-items message, and SIGTERM under load.
+
+Peak RSS is the kernel's high-water mark (VmHWM), reset before each load (/proc/PID/clear_refs), so each
+row is that load's own peak. A polite client sends one 224 px thumbnail per Embed every 100 ms on its own
+connection throughout; its p99 is the "well-behaved client" column.
+
+Usage: bench_hostile.py [--only flood,mixed,idle,bombs,empty,sigterm] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import machine_line, write_section  # noqa: E402
+from serverproc import ServerProcess  # noqa: E402
+
+from photodedup.v1 import embed_pb2, embed_pb2_grpc, wire  # noqa: E402
+
+log = logging.getLogger(__name__)
+TINY = ["--model", "photodedup-tiny", "--weights", "random", "--threads", "1"]
+LOADS = ("flood", "mixed", "idle", "bombs", "empty", "sigterm")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def rss_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def small_jpegs(n: int, size: tuple[int, int] = (320, 240)) -> list[bytes]:
+    """Photo-like JPEGs of ~30 KB (gradients plus noise), distinct per index."""
+    rng = np.random.default_rng(7)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = []
+    for i in range(n):
+        base = np.stack([127 + 100 * np.sin(xx / w * (1 + i % 5) + c) * np.cos(yy / h * (1 + i % 3)) for c in range(3)], -1)
+        arr = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def png_bomb(side: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", (side, side), (30, 60, 90, 200)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(address, options=wire.channel_options())
+
+
+class Polite:
+    """One thumbnail per Embed every 100 ms on its own connection; records latencies and errors."""
+
+    def __init__(self, address: str, thumb: bytes) -> None:
+        self.address = address
+        self.request = embed_pb2.EmbedRequest(images=[embed_pb2.Image(encoded=thumb)])
+        self.latencies: list[float] = []
+        self.errors: Counter[str] = Counter()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        async with channel(self.address) as ch:
+            stub = embed_pb2_grpc.EmbedServiceStub(ch)
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    reply = await stub.Embed(self.request, timeout=30)
+                    if reply.results[0].WhichOneof("result") != "embedding":
+                        self.errors[wire.status_name(reply.results[0].error.code)] += 1
+                except grpc.aio.AioRpcError as exc:
+                    self.errors[exc.code().name] += 1
+                self.latencies.append(time.perf_counter() - t0)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), 0.1)
+                except TimeoutError:
+                    pass
+
+    def __enter__(self) -> Polite:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    def p99_ms(self) -> float:
+        return float(np.percentile(self.latencies, 99) * 1000) if self.latencies else float("nan")
+
+
+async def embed(address: str, images: list[bytes], counts: Counter[str]) -> None:
+    async with channel(address) as ch:
+        try:
+            reply = await embed_pb2_grpc.EmbedServiceStub(ch).Embed(
+                embed_pb2.EmbedRequest(images=[embed_pb2.Image(encoded=b) for b in images]), timeout=300
+            )
+        except grpc.aio.AioRpcError as exc:
+            counts[f"call {exc.code().name}"] += 1
+            return
+        for r in reply.results:
+            counts["OK" if r.WhichOneof("result") == "embedding" else wire.status_name(r.error.code)] += 1
+
+
+async def stream(address: str, images: list[bytes], messages: int, counts: Counter[str], tag: str) -> None:
+    async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+        for m in range(messages):
+            yield embed_pb2.EmbedStreamRequest(
+                items=[embed_pb2.StreamItem(id=f"{tag}.{m}.{i}", image=embed_pb2.Image(encoded=b)) for i, b in enumerate(images)]
+            )
+
+    async with channel(address) as ch:
+        try:
+            async for resp in embed_pb2_grpc.EmbedServiceStub(ch).EmbedStream(requests(), timeout=300):
+                for r in resp.results:
+                    counts["OK" if r.WhichOneof("result") == "embedding" else wire.status_name(r.error.code)] += 1
+        except grpc.aio.AioRpcError as exc:
+            counts[f"stream {exc.code().name}"] += 1
+
+
+async def measured(srv: ServerProcess, thumb: bytes, load: Any) -> dict[str, Any]:
+    """Run `load()` with the polite client alongside; the server's peak RSS over it."""
+    reset_peak(srv.pid)
+    before = rss_mb(srv.pid, "VmRSS")
+    polite = Polite(srv.address, thumb)
+    t0 = time.perf_counter()
+    with polite:
+        detail = await load()
+        await polite.stop()
+    return {
+        "peak_mb": rss_mb(srv.pid, "VmHWM"),
+        "before_mb": before,
+        "seconds": time.perf_counter() - t0,
+        "polite_p99_ms": polite.p99_ms(),
+        "polite_n": len(polite.latencies),
+        "polite_errors": dict(polite.errors),
+        "detail": detail,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- loads
+
+
+async def load_flood(address: str, jpegs: list[bytes]) -> str:
+    counts: Counter[str] = Counter()
+    await asyncio.gather(*(embed(address, jpegs, counts) for _ in range(24)))
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
+
+
+async def load_mixed(address: str, jpegs: list[bytes]) -> str:
+    counts: Counter[str] = Counter()
+    await asyncio.gather(
+        *(embed(address, jpegs, counts) for _ in range(30)),
+        *(stream(address, jpegs, 2, counts, f"s{i}") for i in range(10)),
+    )
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()))
+
+
+async def load_idle(address: str) -> str:
+    stop = asyncio.Event()
+
+    async def idle(ch: grpc.aio.Channel) -> None:
+        async def nothing() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+            await stop.wait()
+            return
+            yield  # pragma: no cover
+
+        try:
+            async for _ in embed_pb2_grpc.EmbedServiceStub(ch).EmbedStream(nothing()):
+                pass
+        except grpc.aio.AioRpcError:
+            pass
+
+    chans = [channel(address) for _ in range(20)]
+    tasks = [asyncio.create_task(idle(chans[i % 20])) for i in range(200)]
+    await asyncio.sleep(10)
+    stop.set()
+    await asyncio.gather(*tasks)
+    for ch in chans:
+        await ch.close()
+    return "200 streams open 10 s, nothing sent"
+
+
+async def load_bombs(address: str, bomb: bytes) -> str:
+    counts: Counter[str] = Counter()
+    await asyncio.gather(*(embed(address, [bomb], counts) for _ in range(30)))
+    return f"30 × {len(bomb) // 1024} KB RGBA PNG, 8,900 × 8,900 px: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+async def load_empty(address: str) -> dict[str, Any]:
+    health_lat: list[float] = []
+    done = asyncio.Event()
+
+    async def health() -> None:
+        async with channel(address) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            while not done.is_set():
+                t0 = time.perf_counter()
+                await stub.Check(health_pb2.HealthCheckRequest(), timeout=30)
+                health_lat.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.02)
+
+    message = embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem()] * 1_000_000)
+    body = message.SerializeToString()
+    checker = asyncio.create_task(health())
+    await asyncio.sleep(0.3)
+    async with channel(address) as ch:
+        call = ch.stream_stream(wire.STREAM_METHOD, request_serializer=lambda b: b,
+                                response_deserializer=embed_pb2.EmbedStreamResponse.FromString)
+
+        async def one() -> AsyncIterator[bytes]:
+            yield body
+
+        t0 = time.perf_counter()
+        answers = 0
+        status = "OK"
+        try:
+            async for resp in call(one(), timeout=60):
+                answers += len(resp.results)
+        except grpc.aio.AioRpcError as exc:
+            status = exc.code().name
+        took = time.perf_counter() - t0
+    await asyncio.sleep(0.3)
+    done.set()
+    await checker
+    return {"answer_s": took, "status": status, "item_answers": answers, "message_mb": len(body) / 1e6,
+            "health_max_ms": max(health_lat) * 1000 if health_lat else float("nan")}
+
+
+async def load_sigterm(srv: ServerProcess, jpegs: list[bytes]) -> dict[str, Any]:
+    counts: Counter[str] = Counter()
+    last_answer = [0.0]
+
+    async def one_stream(tag: str) -> None:
+        async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+            for m in range(40):
+                yield embed_pb2.EmbedStreamRequest(
+                    items=[embed_pb2.StreamItem(id=f"{tag}.{m}.{i}", image=embed_pb2.Image(encoded=b)) for i, b in enumerate(jpegs[:64])]
+                )
+                await asyncio.sleep(0.05)
+
+        async with channel(srv.address) as ch:
+            try:
+                async for resp in embed_pb2_grpc.EmbedServiceStub(ch).EmbedStream(requests(), timeout=120):
+                    last_answer[0] = time.perf_counter()
+                    for r in resp.results:
+                        counts["OK" if r.WhichOneof("result") == "embedding" else wire.status_name(r.error.code)] += 1
+            except grpc.aio.AioRpcError as exc:
+                counts[f"stream {exc.code().name}"] += 1
+
+    tasks = [asyncio.create_task(one_stream(f"s{i}")) for i in range(4)]
+    await asyncio.sleep(2.0)
+    t_term = time.perf_counter()
+    os.kill(srv.pid, signal.SIGTERM)
+    await asyncio.gather(*tasks)
+    proc = srv._proc
+    assert proc is not None
+    while proc.poll() is None:
+        await asyncio.sleep(0.01)
+    t_exit = time.perf_counter()
+    return {"exit_after_term_s": t_exit - t_term, "exit_after_last_answer_s": t_exit - last_answer[0],
+            "answers": dict(counts), "rc": proc.returncode}
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+async def run(only: set[str], cache: Path) -> list[str]:
+    jpegs = small_jpegs(1024)
+    thumb = small_jpegs(1, (224, 224))[0]
+    rows: list[str] = []
+    extra: list[str] = []
+    header = ["| load | peak server RSS | polite client p99 (n) | took | what the load got |", "|---|---|---|---|---|"]
+    flags = [*TINY, "--cache-dir", str(cache)]
+    with ServerProcess(flags):
+        pass  # the ONNX export, once: a deployed server starts from a warm cache (torch never loads)
+    with ServerProcess(flags) as srv:
+        log.info("server up, RSS %.0f MB", rss_mb(srv.pid, "VmRSS"))
+        cases: list[tuple[str, str, Any]] = [
+            ("flood", f"24 concurrent Embed × 1,024 JPEGs ({sum(map(len, jpegs)) * 24 / 1e6:.0f} MB sent)", lambda: load_flood(srv.address, jpegs)),
+            ("mixed", "30 unary + 10 streams × 1,024 JPEGs", lambda: load_mixed(srv.address, jpegs)),
+            ("idle", "200 idle streams", lambda: load_idle(srv.address)),
+            ("bombs", "30 PNG bombs at the pixel limit", lambda: load_bombs(srv.address, png_bomb(8900))),
+        ]
+        for key, name, load in cases:
+            if key not in only:
+                continue
+            r = await measured(srv, thumb, load)
+            log.info("%s: %s", key, r)
+            errs = f", errors {r['polite_errors']}" if r["polite_errors"] else ""
+            rows.append(
+                f"| {name} | {r['peak_mb']:.0f} MB (idle {r['before_mb']:.0f}) | {r['polite_p99_ms']:.0f} ms ({r['polite_n']}{errs}) "
+                f"| {r['seconds']:.1f} s | {r['detail']} |"
+            )
+        if "empty" in only:
+            reset_peak(srv.pid)
+            before = rss_mb(srv.pid, "VmRSS")
+            e = await load_empty(srv.address)
+            growth = rss_mb(srv.pid, "VmHWM") - before
+            log.info("empty: %s growth %.0f MB", e, growth)
+            extra.append(
+                f"One EmbedStream message of 1,000,000 empty items ({e['message_mb']:.0f} MB): answered once "
+                f"({e['status']}, {e['item_answers']} per-item answers) in {e['answer_s'] * 1000:.0f} ms; peak RSS "
+                f"growth {growth:.0f} MB; slowest health check meanwhile {e['health_max_ms']:.0f} ms."
+            )
+    if "sigterm" in only:
+        with ServerProcess(flags) as srv:
+            s = await load_sigterm(srv, jpegs)
+            log.info("sigterm: %s", s)
+            extra.append(
+                f"SIGTERM with 4 streams sending 64-image messages: exit {s['exit_after_term_s']:.2f} s after the signal, "
+                f"{s['exit_after_last_answer_s']:.2f} s after the last answer (rc {s['rc']}); answers {s['answers']}."
+            )
+    return [*header, *rows, "", *extra] if rows else extra
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(LOADS))
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    only = set(args.only.split(","))
+    with tempfile.TemporaryDirectory() as cache:
+        lines = asyncio.run(run(only, Path(cache)))
+    text = (
+        "## Bounded under hostile load\n\n"
+        f"{machine_line()}. `python benchmarks/bench_hostile.py`: tiny model, default limits, server and clients "
+        "on the same 2 cores. Targets: peak RSS ≤ 1.5 GB and polite p99 ≤ 1 s under each load; the 1M-item "
+        "message answered once within 1 s with ≤ 100 MB growth; exit within in-flight work + 1 s.\n\n" + "\n".join(lines)
+    )
+    print(text)
+    if not args.no_write:
+        write_section("bench_hostile", text)
+
+
+if __name__ == "__main__":
+    main()

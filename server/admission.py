@@ -1,0 +1,84 @@
+"""Admission before work: a request's items and bytes are taken from the server's budgets before a
+single image is decoded, so whatever is refused costs neither memory nor CPU.
+
+Budgets: items and encoded bytes in flight server-wide (the queue budget), items in flight per
+connection (one client cannot hold the whole queue), and decoded pixels per request. Streams add
+their own per-stream limit by not reading further (server/stream.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from photodedup.settings import Settings
+from photodedup.v1 import embed_pb2
+
+
+def encoded_size(image: embed_pb2.Image) -> int:
+    """Bytes an image brought over the wire (what its queue slot is charged)."""
+    kind = image.WhichOneof("data")
+    if kind == "encoded":
+        return len(image.encoded)
+    if kind == "raw":
+        return len(image.raw.rgb)
+    return 0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a budget said no; `budget` names it for the metrics."""
+
+    budget: str
+    message: str
+
+
+class Admission:
+    """Server-wide and per-connection in-flight budgets. Single-threaded: used from the event loop only."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.max_items = settings.max_queue_size
+        self.max_bytes = settings.max_queue_bytes
+        self.max_per_connection = settings.max_inflight_per_connection
+        self.items = 0
+        self.bytes = 0
+        self._per_peer: Counter[str] = Counter()
+
+    def refusal(self, peer: str, items: int, nbytes: int) -> Refusal | None:
+        """Why `items` images of `nbytes` cannot be admitted now, or None when they can."""
+        if self.items + items > self.max_items:
+            return Refusal("queue_items", f"server busy ({self.items}/{self.max_items} images in flight); retry later")
+        if self.bytes + nbytes > self.max_bytes and self.items > 0:
+            return Refusal("queue_bytes", f"server busy ({self.bytes >> 20} MiB of images in flight); retry later")
+        if self._per_peer[peer] + items > self.max_per_connection:
+            return Refusal(
+                "connection",
+                f"this connection has {self._per_peer[peer]} images in flight; the limit is {self.max_per_connection}",
+            )
+        return None
+
+    def take(self, peer: str, items: int, nbytes: int) -> None:
+        self.items += items
+        self.bytes += nbytes
+        self._per_peer[peer] += items
+
+    def release(self, peer: str, items: int, nbytes: int) -> None:
+        self.items -= items
+        self.bytes -= nbytes
+        left = self._per_peer[peer] - items
+        if left > 0:
+            self._per_peer[peer] = left
+        else:
+            del self._per_peer[peer]
+
+    def fits(self, peer: str, sizes: list[int]) -> int:
+        """How many of the leading images (by encoded size) fit the budgets now (streams take what fits)."""
+        n = 0
+        total = 0
+        room = min(self.max_items - self.items, self.max_per_connection - self._per_peer[peer])
+        for size in sizes:
+            if n >= room or (self.bytes + total + size > self.max_bytes and self.items + n > 0):
+                break
+            n += 1
+            total += size
+        return n

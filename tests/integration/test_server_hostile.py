@@ -1,0 +1,208 @@
+"""A hostile but fair client against a real server: admission before work, one status per bad message,
+clean errors, decoder allow-list, ids, and the drain."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from PIL import Image
+
+from photodedup.server.app import EmbedServer
+from photodedup.v1 import embed_pb2, embed_pb2_grpc, wire
+
+from helpers import encode, photo, tiny_settings
+
+INVALID = wire.code_value(grpc.StatusCode.INVALID_ARGUMENT)
+UNAVAILABLE = wire.code_value(grpc.StatusCode.UNAVAILABLE)
+
+
+async def start(model_cache: Path, **overrides: Any) -> EmbedServer:
+    server = EmbedServer(tiny_settings(model_cache, **overrides))
+    await server.start()
+    await server.load()
+    return server
+
+
+@pytest.fixture
+async def server(model_cache: Path) -> AsyncIterator[EmbedServer]:
+    srv = await start(model_cache, max_items_per_request=64)
+    yield srv
+    await srv.stop(0.5)
+
+
+def sample(server: EmbedServer, name: str, labels: dict[str, str] | None = None) -> float:
+    return server.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def jpeg(seed: int) -> embed_pb2.Image:
+    return embed_pb2.Image(encoded=encode(photo(seed, (96, 72))))
+
+
+def gate(server: EmbedServer) -> Any:
+    import threading
+
+    engine = server._engines[0]
+    event = threading.Event()
+    real = engine.infer
+    engine.infer = lambda batch: (event.wait(10), real(batch))[1]  # type: ignore[method-assign]
+    return event
+
+
+async def test_busy_server_refuses_before_decoding(model_cache: Path) -> None:
+    server = await start(model_cache, max_queue_size=4, max_batch_size=1, max_queue_delay_ms=0.0)
+    held = gate(server)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = embed_pb2_grpc.EmbedServiceStub(channel)
+            first = asyncio.ensure_future(stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(4)])))
+            for _ in range(200):
+                if sample(server, "photodedup_inflight_items") == 4:
+                    break
+                await asyncio.sleep(0.02)
+            decodes = sample(server, "photodedup_decode_duration_seconds_count")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(9), jpeg(10)]))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert sample(server, "photodedup_decode_duration_seconds_count") == decodes  # nothing decoded
+            assert sample(server, "photodedup_refused_items_total", {"budget": "queue_items"}) == 2
+            held.set()
+            assert len((await first).results) == 4
+    finally:
+        held.set()
+        await server.stop(0)
+
+
+async def test_one_connection_cannot_hold_the_whole_queue(model_cache: Path) -> None:
+    server = await start(model_cache, max_inflight_per_connection=3)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await embed_pb2_grpc.EmbedServiceStub(channel).Embed(embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(4)]))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "connection" in err.value.details()
+    finally:
+        await server.stop(0)
+
+
+async def test_a_million_empty_items_get_one_status_quickly(server: EmbedServer) -> None:
+    message = embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem()] * 1_000_000)
+
+    async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+        yield message
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=wire.channel_options()) as channel:
+        t0 = time.perf_counter()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            _ = [r async for r in embed_pb2_grpc.EmbedServiceStub(channel).EmbedStream(requests())]
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "1000000 images in one message" in err.value.details()
+        assert time.perf_counter() - t0 < 30  # one answer, not a million (the benchmark measures < 1 s)
+    assert sample(server, "photodedup_items_total", {"status": "INVALID_ARGUMENT"}) == 0
+
+
+async def test_garbage_bytes_are_invalid_argument_without_internals(server: EmbedServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        unary = channel.unary_unary(wire.EMBED_METHOD, request_serializer=lambda b: b)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await unary(b"\xff\xff\xff\xff\x0f", timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "Error" not in err.value.details() and "Traceback" not in err.value.details()
+        stub = embed_pb2_grpc.EmbedServiceStub(channel)
+        reply = await stub.Embed(embed_pb2.EmbedRequest(images=[embed_pb2.Image(encoded=b"not an image at all")]))
+    message = reply.results[0].error.message
+    assert reply.results[0].error.code == INVALID
+    assert "0x" not in message and "BytesIO" not in message and "Error" not in message
+
+
+async def test_only_the_named_formats_are_decoded(server: EmbedServer) -> None:
+    def encoded(fmt: str) -> embed_pb2.Image:
+        buf = io.BytesIO()
+        photo(1, (64, 48)).save(buf, fmt)
+        return embed_pb2.Image(encoded=buf.getvalue())
+
+    formats = ["TGA", "PCX", "SGI", "PNG", "BMP"]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        reply = await embed_pb2_grpc.EmbedServiceStub(channel).Embed(embed_pb2.EmbedRequest(images=[encoded(f) for f in formats]))
+    kinds = {fmt: r.WhichOneof("result") for fmt, r in zip(formats, reply.results, strict=True)}
+    assert kinds == {"TGA": "error", "PCX": "error", "SGI": "error", "PNG": "embedding", "BMP": "embedding"}
+    assert "not a supported image" in reply.results[0].error.message
+
+
+async def test_ids_are_required_and_unique_in_flight(server: EmbedServer) -> None:
+    async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+        items = [embed_pb2.StreamItem(id=i, image=jpeg(n)) for n, i in enumerate(["", "a", "a", "b" * 300, "c"])]
+        yield embed_pb2.EmbedStreamRequest(items=items)
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        results = [r async for resp in embed_pb2_grpc.EmbedServiceStub(channel).EmbedStream(requests()) for r in resp.results]
+    ok = sorted(r.id for r in results if r.WhichOneof("result") == "embedding")
+    refused = sorted((r.id[:5], r.error.message) for r in results if r.WhichOneof("result") == "error")
+    assert ok == ["a", "c"]
+    assert [m for _, m in refused] == [
+        "every item needs an id",
+        "this id is already in flight on this stream",
+        "ids are at most 256 bytes",
+    ]
+
+
+async def test_after_sigterm_a_stream_takes_no_new_images_and_ends_when_done(model_cache: Path) -> None:
+    server = await start(model_cache, max_batch_size=2, max_queue_delay_ms=0.0)
+    held = gate(server)
+    second = asyncio.Event()
+    stopping: asyncio.Task[None] | None = None
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=f"a{i}", image=jpeg(i)) for i in range(4)])
+                await second.wait()
+                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=f"b{i}", image=jpeg(i)) for i in range(3)])
+                await asyncio.sleep(60)  # the client never closes: the server ends the stream
+
+            call = embed_pb2_grpc.EmbedServiceStub(channel).EmbedStream(requests())
+            for _ in range(200):
+                if sample(server, "photodedup_inflight_items") == 4:
+                    break
+                await asyncio.sleep(0.02)
+            t0 = time.perf_counter()
+            stopping = asyncio.create_task(server.stop(30))
+            await asyncio.sleep(0.2)
+            second.set()
+            await asyncio.sleep(0.2)
+            held.set()
+            results = {r.id: r for resp in [x async for x in call] for r in resp.results}
+            await stopping
+            elapsed = time.perf_counter() - t0
+        assert {i for i, r in results.items() if r.WhichOneof("result") == "embedding"} == {"a0", "a1", "a2", "a3"}
+        assert {i: r.error.code for i, r in results.items() if i.startswith("b")} == dict.fromkeys(["b0", "b1", "b2"], UNAVAILABLE)
+        assert elapsed < 15  # not the 30 s grace period
+    finally:
+        held.set()
+        if stopping is None:
+            await server.stop(0)
+
+
+async def test_repeated_client_errors_are_logged_at_a_bounded_rate(server: EmbedServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="photodedup.server.errors")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        unary = channel.unary_unary(wire.EMBED_METHOD, request_serializer=lambda b: b)
+        for _ in range(20):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await unary(b"\xff\xff\xff", timeout=10)
+    records = [r for r in caplog.records if "INVALID_ARGUMENT" in r.getMessage()]
+    assert 1 <= len(records) <= 2
+    assert not any(r.exc_info for r in records)
+
+
+def test_png_bomb_at_the_pixel_limit_is_decoded_within_its_budget() -> None:
+    from photodedup.imaging import decode_for_model
+
+    buf = io.BytesIO()
+    Image.new("RGBA", (4000, 4000), (10, 20, 30, 128)).save(buf, "PNG")
+    arr = decode_for_model(buf.getvalue(), 224, 16_000_000)
+    assert arr.shape == (224, 224, 3)

@@ -1,0 +1,157 @@
+"""Admission budgets and the fair decoder, without a server; property tests with a small budget."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from photodedup.errors import InvalidImageError
+from photodedup.imaging import decode_for_model
+from photodedup.server.admission import Admission
+from photodedup.server.decoding import FairDecoder, measure_images
+from photodedup.server.errors import MALFORMED, _tolerant
+from photodedup.settings import Settings
+from photodedup.v1 import embed_pb2
+
+
+def _admission(**kw: int) -> Admission:
+    return Admission(Settings(**kw))
+
+
+def test_budgets_refuse_before_work_and_come_back() -> None:
+    adm = _admission(max_queue_size=10, max_queue_bytes=1024, max_inflight_per_connection=6)
+    assert adm.refusal("a", 6, 100) is None
+    adm.take("a", 6, 100)
+    assert adm.refusal("a", 1, 10).budget == "connection"  # type: ignore[union-attr]
+    assert adm.refusal("b", 5, 10).budget == "queue_items"  # type: ignore[union-attr]
+    assert adm.refusal("b", 1, 1000).budget == "queue_bytes"  # type: ignore[union-attr]
+    assert adm.fits("b", [10, 10, 10, 10, 10]) == 4
+    adm.release("a", 6, 100)
+    assert (adm.items, adm.bytes) == (0, 0)
+    # One image larger than the byte budget still gets in when nothing else is in flight.
+    assert adm.refusal("b", 1, 5000) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 8), st.integers(0, 400)), max_size=40))
+def test_admission_never_exceeds_its_budgets(requests: list[tuple[str, int, int]]) -> None:
+    adm = _admission(max_queue_size=16, max_queue_bytes=1024, max_inflight_per_connection=10)
+    held = []
+    for peer, n, nbytes in requests:
+        if adm.refusal(peer, n, nbytes) is None:
+            adm.take(peer, n, nbytes)
+            held.append((peer, n, nbytes))
+        assert adm.items <= 16
+        if len(held) > 1:
+            assert adm.bytes <= 1024 + max(b for _, _, b in held)
+        if held and len(held) % 3 == 0:
+            adm.release(*held.pop(0))
+    for h in held:
+        adm.release(*h)
+    assert (adm.items, adm.bytes) == (0, 0)
+
+
+async def test_small_images_are_not_starved_by_large_ones() -> None:
+    pool = ThreadPoolExecutor(2)
+    decoder = FairDecoder(pool, lanes=2, max_pixels_in_flight=100, large_pixels=10)
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def work(name: str, seconds: float) -> str:
+        time.sleep(seconds)
+        with lock:
+            order.append(name)
+        return name
+
+    try:
+        bombs = [asyncio.create_task(decoder.run("hostile", 60, work, f"bomb{i}", 0.2)) for i in range(4)]
+        await asyncio.sleep(0.05)
+        small = asyncio.create_task(decoder.run("polite", 1, work, "small", 0.0))
+        assert await asyncio.wait_for(small, 1.0) == "small"
+        assert order[0] == "small"  # large jobs never take the last lane
+        await asyncio.gather(*bombs)
+        assert decoder.pixels_in_flight == 0
+    finally:
+        pool.shutdown()
+
+
+async def test_pixels_in_flight_stay_under_the_budget() -> None:
+    pool = ThreadPoolExecutor(4)
+    decoder = FairDecoder(pool, lanes=4, max_pixels_in_flight=100, large_pixels=1000)
+    peak = 0
+
+    def work() -> None:
+        nonlocal peak
+        peak = max(peak, decoder.pixels_in_flight)
+        time.sleep(0.02)
+
+    try:
+        await asyncio.gather(*(decoder.run(f"c{i % 3}", 40, work) for i in range(12)))
+        assert peak <= 100
+    finally:
+        pool.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- properties
+
+
+def _seed_images() -> list[bytes]:
+    out = []
+    rng = np.random.default_rng(0)
+    for fmt in ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(buf, fmt)
+        out.append(buf.getvalue())
+    return out
+
+
+SEEDS = _seed_images()
+
+
+@st.composite
+def mutated_images(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 8))):
+        pos = draw(st.integers(0, len(data) - 1))
+        data[pos] = draw(st.integers(0, 255))
+    cut = draw(st.integers(len(data) // 2, len(data)))
+    return bytes(data[:cut])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=512), mutated_images()))
+def test_any_bytes_decode_to_an_image_or_one_clean_error(data: bytes) -> None:
+    try:
+        arr = decode_for_model(data, 32, 10_000_000)
+    except InvalidImageError as exc:
+        assert " at 0x" not in str(exc) and "Error:" not in str(exc)
+    else:
+        assert arr.shape == (32, 32, 3) and arr.dtype == np.uint8
+    costs = measure_images([embed_pb2.Image(encoded=data)], 32, 10_000_000)
+    assert len(costs) == 1 and (isinstance(costs[0], (int, InvalidImageError)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=256))
+def test_request_bytes_parse_or_are_malformed_never_raise(data: bytes) -> None:
+    for message in (embed_pb2.EmbedRequest, embed_pb2.EmbedStreamRequest):
+        parse = _tolerant(message.FromString)
+        assert parse is not None
+        parsed = parse(data)
+        assert parsed is MALFORMED or isinstance(parsed, message)
+
+
+def test_refused_formats_never_reach_a_decoder() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "TGA")
+    with pytest.raises(InvalidImageError, match="not a supported image"):
+        decode_for_model(buf.getvalue(), 32, 10_000)
