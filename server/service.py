@@ -80,7 +80,7 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         chunks = [images[i : i + DECODE_CHUNK] for i in range(0, len(images), DECODE_CHUNK)]
         parts = await asyncio.gather(
             *(
-                loop.run_in_executor(self._pool, decode_images, chunk, size, self._settings.max_image_pixels)
+                loop.run_in_executor(self._pool, decode_images, chunk, size, self._settings.imaging.max_image_pixels)
                 for chunk in chunks
             )
         )
@@ -89,9 +89,9 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
 
     def _check_message(self, n: int, dtype: int) -> tuple[np.dtype, int]:
         """The limits every request message must meet; returns the numpy and wire dtype it asks for."""
-        if n > self._settings.max_items_per_request:
+        if n > self._settings.server.max_items_per_request:
             raise RequestTooLargeError(
-                f"{n} images in one message; the limit is {self._settings.max_items_per_request}"
+                f"{n} images in one message; the limit is {self._settings.server.max_items_per_request}"
             )
         if dtype not in _DTYPES:
             raise InvalidRequestError(f"unknown dtype {dtype}")
@@ -282,14 +282,14 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
             resize_interpolation=prep.interpolation,
             engines=engines,
             batching=embed_pb2.BatchingInfo(
-                max_batch_size=s.max_batch_size,
-                max_queue_delay_us=int(s.max_queue_delay_ms * 1000),
-                max_queue_size=s.max_queue_size,
+                max_batch_size=s.server.max_batch_size,
+                max_queue_delay_us=int(s.server.max_queue_delay_ms * 1000),
+                max_queue_size=s.server.max_queue_size,
             ),
             limits=embed_pb2.LimitsInfo(
-                max_message_bytes=s.max_message_bytes,
-                max_image_pixels=s.max_image_pixels,
-                max_items_per_request=s.max_items_per_request,
+                max_message_bytes=s.server.max_message_bytes,
+                max_image_pixels=s.imaging.max_image_pixels,
+                max_items_per_request=s.server.max_items_per_request,
             ),
             version=__version__,
         )
