@@ -40,30 +40,30 @@ def is_balanced(target: str) -> bool:
 
 def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     """TLS credentials when TLS is on (`tls`, or any of the certificate files given); None for plaintext."""
-    if not (settings.tls or settings.ca_cert or settings.client_cert):
+    if not (settings.transport.tls or settings.transport.ca_cert or settings.transport.client_cert):
         return None
-    if bool(settings.client_cert) != bool(settings.client_key):
+    if bool(settings.transport.client_cert) != bool(settings.transport.client_key):
         raise PhotodedupError("a client certificate needs its key, and a key its certificate (--client-cert, --client-key)")
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(settings.ca_cert, "CA certificate"),
-        private_key=_read(settings.client_key, "client key"),
-        certificate_chain=_read(settings.client_cert, "client certificate"),
+        root_certificates=_read(settings.transport.ca_cert, "CA certificate"),
+        private_key=_read(settings.transport.client_key, "client key"),
+        certificate_chain=_read(settings.transport.client_cert, "client certificate"),
     )
 
 
 def call_metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
     """Metadata sent with every call: the bearer token when one is configured."""
-    token = settings.token.get_secret_value().strip() if settings.token is not None else ""
+    token = settings.transport.token.get_secret_value().strip() if settings.transport.token is not None else ""
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 def client_options(settings: Settings) -> list[tuple[str, Any]]:
     """Message limits, keepalive pings while calls are open, and round robin over every resolved address."""
     return [
-        *wire.channel_options(settings.max_message_bytes),
+        *wire.channel_options(settings.server.max_message_bytes),
         ("grpc.lb_policy_name", "round_robin"),
-        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
-        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_time_ms", int(settings.transport.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.transport.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 0),
         # A server that went away (or a pod that was replaced) is tried again soon, not after minutes.
         ("grpc.max_reconnect_backoff_ms", 5000),
@@ -101,7 +101,7 @@ def probe_server(target: str, settings: Settings) -> wire.ServerProbe:
     except PhotodedupError as exc:
         return wire.ServerProbe(target, error=str(exc))
     with channel:
-        return wire.probe(target, channel, settings.connect_timeout_s)
+        return wire.probe(target, channel, settings.scan.connect_timeout_s)
 
 
 # ---------------------------------------------------------------------------------------------- metadata

@@ -37,9 +37,9 @@ class Admission:
     """Server-wide and per-connection in-flight budgets. Single-threaded: used from the event loop only."""
 
     def __init__(self, settings: Settings) -> None:
-        self.max_items = settings.max_queue_size
-        self.max_bytes = settings.max_queue_bytes
-        self.max_per_connection = settings.max_inflight_per_connection
+        self.max_items = settings.server.max_queue_size
+        self.max_bytes = settings.server.max_queue_bytes
+        self.max_per_connection = settings.server.max_inflight_per_connection
         self.items = 0
         self.bytes = 0
         self._per_peer: Counter[str] = Counter()

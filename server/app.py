@@ -37,12 +37,12 @@ class EmbedServer:
         self.port: int = 0
         self.metrics_port: int | None = None
         self._metrics_http = None
-        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self._decode_pool = ThreadPoolExecutor(settings.server.decode_threads, thread_name_prefix="decode")
         self._device_executors = {
-            dev: ThreadPoolExecutor(1, thread_name_prefix=f"device-{dev}") for dev in settings.devices
+            dev: ThreadPoolExecutor(1, thread_name_prefix=f"device-{dev}") for dev in settings.model.devices
         }
         self._servicer = EmbedServicer(settings, self._decode_pool, self.metrics)
-        self.tokens = TokenFile(settings.auth_token_file) if settings.auth_token_file else None
+        self.tokens = TokenFile(settings.server.auth_token_file) if settings.server.auth_token_file else None
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._engines: list[Engine] = []
@@ -55,28 +55,28 @@ class EmbedServer:
         if self.tokens is not None:
             interceptors.insert(0, TokenAuthInterceptor(self.tokens, self.metrics))
         server = grpc.aio.server(
-            interceptors=interceptors, options=server_options(s), maximum_concurrent_rpcs=s.max_concurrent_rpcs
+            interceptors=interceptors, options=server_options(s), maximum_concurrent_rpcs=s.server.max_concurrent_rpcs
         )
         embed_pb2_grpc.add_EmbedServiceServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((wire.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         credentials = server_credentials(s)
-        address = f"{s.host}:{s.port}"
+        address = f"{s.server.host}:{s.server.port}"
         if credentials is None:
             self.port = server.add_insecure_port(address)
         else:
             self.port = server.add_secure_port(address, credentials)
         if self.port == 0:
-            raise OSError(f"cannot listen on {s.host}:{s.port}")
+            raise OSError(f"cannot listen on {s.server.host}:{s.server.port}")
         await server.start()
         self._server = server
-        if s.metrics:
-            self._metrics_http, self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
-        log.info("listening on %s:%d (metrics on %s)", s.host, self.port, self.metrics_port)
+        if s.server.metrics:
+            self._metrics_http, self.metrics_port = self.metrics.serve(s.server.host, s.server.metrics_port)
+        log.info("listening on %s:%d (metrics on %s)", s.server.host, self.port, self.metrics_port)
         log.info(
             "transport: %s%s",
-            "plaintext" if credentials is None else ("mutual TLS" if s.tls_client_ca else "TLS"),
+            "plaintext" if credentials is None else ("mutual TLS" if s.server.tls_client_ca else "TLS"),
             ", bearer tokens required for EmbedService" if self.tokens is not None else "",
         )
         return self.port
@@ -93,7 +93,7 @@ class EmbedServer:
 
         engines: list[Engine] = []
         try:
-            for device in s.devices:  # sequentially: exports and weight downloads must not race
+            for device in s.model.devices:  # sequentially: exports and weight downloads must not race
                 engines.append(await loop.run_in_executor(self._device_executors[device], build, device))
         except BaseException:
             for engine in engines:
@@ -108,9 +108,9 @@ class EmbedServer:
             self._device_executors,
             self._decode_pool,
             self.metrics,
-            max_batch_size=s.max_batch_size,
-            max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
-            max_queue_size=s.max_queue_size,
+            max_batch_size=s.server.max_batch_size,
+            max_queue_delay_s=s.server.max_queue_delay_ms / 1000.0,
+            max_queue_size=s.server.max_queue_size,
         )
         self._batcher.start()
         self.metrics.queue_depth.set_function(lambda: self._batcher.live_depth if self._batcher else 0)
@@ -127,7 +127,7 @@ class EmbedServer:
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking work (new calls and new stream images get UNAVAILABLE), wait for in-flight work at most
         the grace period, then close every call (health watches too) and release everything."""
-        grace = self.settings.grace_period_s if grace is None else grace
+        grace = self.settings.server.grace_period_s if grace is None else grace
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.metrics.ready.set(0)
         self._servicer.drain()
@@ -175,7 +175,7 @@ async def serve(settings: Settings) -> bool:
         await waiter
     else:
         loader.cancel()
-    log.info("draining (grace %.1f s)", settings.grace_period_s)
+    log.info("draining (grace %.1f s)", settings.server.grace_period_s)
     await server.stop()
     log.info("stopped")
     return not loader.done() or loader.cancelled()

@@ -78,9 +78,9 @@ class Pipeline:
 
     def check_message(self, n: int, dtype: int) -> int:
         """The limits every request message must meet; returns the wire dtype of its answers."""
-        if n > self._settings.max_items_per_request:
+        if n > self._settings.server.max_items_per_request:
             raise RequestTooLargeError(
-                f"{n} images in one message; the limit is {self._settings.max_items_per_request}"
+                f"{n} images in one message; the limit is {self._settings.server.max_items_per_request}"
             )
         try:
             return wire.response_dtype(dtype)
@@ -112,20 +112,20 @@ class Pipeline:
         """Measure every image from its header, refuse what breaks the per-request pixel budget, decode the
         rest fairly; one result per image, in order."""
         start = time.perf_counter()
-        size, max_pixels = self._size, self._settings.max_image_pixels
+        size, max_pixels = self._size, self._settings.imaging.max_image_pixels
         costs: list[Any] = []
         for i in range(0, len(images), MEASURE_CHUNK):
             chunk = images[i : i + MEASURE_CHUNK]
             costs.extend(await self.decoder.run(peer, 0, measure_images, chunk, size, max_pixels))
         out: list[Decoded | None] = [c if isinstance(c, BaseException) else None for c in costs]
-        budget = self._settings.max_request_pixels
+        budget = self._settings.server.max_request_pixels
         jobs: list[tuple[list[int], int]] = []  # (indices, pixels) per pool job
         for i, cost in enumerate(costs):
             if isinstance(cost, BaseException):
                 continue
             if cost > budget:
                 out[i] = QueueFullError(
-                    f"the request's images need more than {self._settings.max_request_pixels:,} decoded pixels; "
+                    f"the request's images need more than {self._settings.server.max_request_pixels:,} decoded pixels; "
                     "send large images in smaller requests"
                 )
                 self._metrics.refused.labels("request_pixels").inc()

@@ -35,7 +35,7 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         self._metrics = metrics
         self.admission = Admission(settings)
         self.decoder = FairDecoder(
-            decode_pool, settings.decode_threads, settings.max_decode_pixels, large_pixels=LARGE_PIXELS
+            decode_pool, settings.server.decode_threads, settings.server.max_decode_pixels, large_pixels=LARGE_PIXELS
         )
         self._pipeline: Pipeline | None = None
         self._sessions: set[StreamSession] = set()
@@ -117,7 +117,7 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         with self._call():
             pipeline = self._ready()
             session = StreamSession(
-                pipeline, request_iterator, context.peer(), limit=self._settings.max_inflight_per_stream
+                pipeline, request_iterator, context.peer(), limit=self._settings.server.max_inflight_per_stream
             )
             self._sessions.add(session)
             try:
@@ -155,14 +155,14 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
             resize_interpolation=prep.interpolation,
             engines=engines,
             batching=embed_pb2.BatchingInfo(
-                max_batch_size=s.max_batch_size,
-                max_queue_delay_us=int(s.max_queue_delay_ms * 1000),
-                max_queue_size=s.max_queue_size,
+                max_batch_size=s.server.max_batch_size,
+                max_queue_delay_us=int(s.server.max_queue_delay_ms * 1000),
+                max_queue_size=s.server.max_queue_size,
             ),
             limits=embed_pb2.LimitsInfo(
-                max_message_bytes=s.max_message_bytes,
-                max_image_pixels=s.max_image_pixels,
-                max_items_per_request=s.max_items_per_request,
+                max_message_bytes=s.server.max_message_bytes,
+                max_image_pixels=s.imaging.max_image_pixels,
+                max_items_per_request=s.server.max_items_per_request,
             ),
             version=__version__,
         )

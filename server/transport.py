@@ -23,12 +23,12 @@ def _read(path: Path, what: str) -> bytes:
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS credentials when a certificate is configured (client certificates required with a client CA);
     None for plaintext."""
-    if not (settings.tls_cert or settings.tls_key or settings.tls_client_ca):
+    if not (settings.server.tls_cert or settings.server.tls_key or settings.server.tls_client_ca):
         return None
-    if not (settings.tls_cert and settings.tls_key):
+    if not (settings.server.tls_cert and settings.server.tls_key):
         raise PhotodedupError("TLS needs both --tls-cert and --tls-key")
-    pair = (_read(settings.tls_key, "TLS key"), _read(settings.tls_cert, "TLS certificate"))
-    client_ca = _read(settings.tls_client_ca, "client CA") if settings.tls_client_ca else None
+    pair = (_read(settings.server.tls_key, "TLS key"), _read(settings.server.tls_cert, "TLS certificate"))
+    client_ca = _read(settings.server.tls_client_ca, "client CA") if settings.server.tls_client_ca else None
     return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
@@ -42,17 +42,17 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
     over servers added since; open calls get the grace period to finish."""
     s = settings
     options: list[tuple[str, Any]] = [
-        *wire.channel_options(s.max_message_bytes),
+        *wire.channel_options(s.server.max_message_bytes),
         ("grpc.so_reuseport", 0),
-        ("grpc.keepalive_time_ms", _ms(s.keepalive_time_s)),
-        ("grpc.keepalive_timeout_ms", _ms(s.keepalive_timeout_s)),
+        ("grpc.keepalive_time_ms", _ms(s.transport.keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", _ms(s.transport.keepalive_timeout_s)),
         ("grpc.keepalive_permit_without_calls", 1),
         # Clients ping every keepalive_time_s while calls are open; accept that rate without strikes.
-        ("grpc.http2.min_ping_interval_without_data_ms", _ms(min(s.keepalive_time_s, 10.0) / 2)),
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(min(s.transport.keepalive_time_s, 10.0) / 2)),
     ]
-    if s.max_connection_idle_s > 0:
-        options.append(("grpc.max_connection_idle_ms", _ms(s.max_connection_idle_s)))
-    if s.max_connection_age_s > 0:
-        options.append(("grpc.max_connection_age_ms", _ms(s.max_connection_age_s)))
-        options.append(("grpc.max_connection_age_grace_ms", _ms(s.max_connection_age_grace_s)))
+    if s.server.max_connection_idle_s > 0:
+        options.append(("grpc.max_connection_idle_ms", _ms(s.server.max_connection_idle_s)))
+    if s.server.max_connection_age_s > 0:
+        options.append(("grpc.max_connection_age_ms", _ms(s.server.max_connection_age_s)))
+        options.append(("grpc.max_connection_age_grace_ms", _ms(s.server.max_connection_age_grace_s)))
     return options

@@ -133,7 +133,7 @@ async def test_bearer_tokens_guard_embed_service_only(
 
 def test_address_lists_are_one_target() -> None:
     assert split_targets(["ipv4:127.0.0.1:1,127.0.0.1:2", "a:3,b:4"]) == ["ipv4:127.0.0.1:1,127.0.0.1:2", "a:3", "b:4"]
-    assert Settings(servers="dns:///fleet:50051,ipv4:10.0.0.1:1,10.0.0.2:1").servers == [
+    assert Settings(servers="dns:///fleet:50051,ipv4:10.0.0.1:1,10.0.0.2:1").scan.servers == [
         "dns:///fleet:50051",
         "ipv4:10.0.0.1:1,10.0.0.2:1",
     ]
