@@ -113,10 +113,13 @@ class Pipeline:
         rest fairly; one result per image, in order."""
         start = time.perf_counter()
         size, max_pixels = self._size, self._settings.imaging.max_image_pixels
-        costs: list[Any] = []
-        for i in range(0, len(images), MEASURE_CHUNK):
-            chunk = images[i : i + MEASURE_CHUNK]
-            costs.extend(await self.decoder.run(peer, 0, measure_images, chunk, size, max_pixels))
+        measured = await asyncio.gather(
+            *(
+                self.decoder.run(peer, 0, measure_images, images[i : i + MEASURE_CHUNK], size, max_pixels)
+                for i in range(0, len(images), MEASURE_CHUNK)
+            )
+        )
+        costs: list[Any] = [c for part in measured for c in part]
         out: list[Decoded | None] = [c if isinstance(c, BaseException) else None for c in costs]
         budget = self._settings.server.max_request_pixels
         jobs: list[tuple[list[int], int]] = []  # (indices, pixels) per pool job
