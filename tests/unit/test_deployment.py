@@ -58,7 +58,7 @@ def env_settings(container: dict[str, Any]) -> Settings:
     return Settings(**fields)
 
 
-@pytest.fixture(scope="module", params=["base", "overlays/kind"])
+@pytest.fixture(scope="module", params=["base", "overlays/kind", "overlays/gpu-queue-metric"])
 def rendered(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
     return render(request.param)
 
@@ -176,3 +176,15 @@ def test_cpu_image_requirements_are_pinned_within_pyproject_ranges() -> None:
             continue
         assert name in pins, f"{name} is a runtime dependency missing from docker/requirements-cpu.txt"
         assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside {req.specifier}"
+
+
+def test_queue_metric_scaling_reads_a_gauge_the_server_exports() -> None:
+    from photodedup.server.metrics import Metrics
+
+    exported = {family.name for family in Metrics().registry.collect()}
+    hpa = render("overlays/gpu-queue-metric")["HorizontalPodAutoscaler/photodedup"]["spec"]
+    (metric,) = hpa["metrics"]
+    name = metric["pods"]["metric"]["name"]
+    assert name in exported
+    rule = yaml.safe_load((ROOT / "docker" / "k8s" / "components" / "queue-metric" / "adapter-rule.yaml").read_text())
+    assert rule[0]["name"]["as"] == name and rule[0]["seriesQuery"].startswith(name + "{")
