@@ -1,4 +1,4 @@
-"""`export-onnx` then `--onnx-model`: the CPU image's path, serving an export with no torch installed."""
+"""`export-onnx` then `--onnx-model`: the CPU image's path, serving an export without torch and the scan-only packages."""
 
 from __future__ import annotations
 
@@ -21,11 +21,13 @@ from photodedup.settings import Settings
 
 from helpers import encode, photo, tiny_settings
 
-# Runs in a fresh interpreter where torch, torchvision and open_clip cannot be imported, as in the image.
+# Runs in a fresh interpreter without the packages the CPU image leaves out (docker/requirements-cpu.txt):
+# the serve command and the ONNX engine must work without them.
 NO_TORCH_EMBED = """
 import sys
-sys.modules.update(torch=None, torchvision=None, open_clip=None)
+sys.modules.update(dict.fromkeys(["torch", "torchvision", "open_clip", "onnx", "imagehash", "send2trash", "faiss"]))
 import numpy as np
+import photodedup.cli, photodedup.server.app  # the image's `photodedup serve`
 from photodedup.engines import create_engine
 from photodedup.imaging import decode_for_model
 from photodedup.settings import Settings
