@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from packaging.requirements import Requirement
 
 from photodedup.cli import main
-from photodedup.server.app import SERVICE_NAME
 from photodedup.settings import Settings
+from photodedup.v1.wire import SERVICE_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"
