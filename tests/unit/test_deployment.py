@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from packaging.requirements import Requirement
 
 from photodedup.cli import main
-from photodedup.settings import Settings
+from photodedup.settings import FIELD_SECTION, Settings
 from photodedup.v1.wire import SERVICE_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def env_settings(container: dict[str, Any]) -> Settings:
     fields = {}
     for name, value in env.items():
         field = name.removeprefix("PHOTODEDUP_").lower()
-        assert field in Settings.model_fields, f"{name} sets no setting (a typo is silently ignored)"
+        assert field in FIELD_SECTION, f"{name} sets no setting (a typo is silently ignored)"
         fields[field] = value
     return Settings(**fields)
 
@@ -69,14 +69,14 @@ def test_pods_drain_probe_the_real_service_and_expose_the_settings_ports(rendere
     (container,) = pod["containers"]
     settings = env_settings(container)
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] >= pre_stop + settings.grace_period_s + 5
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + settings.server.grace_period_s + 5
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": settings.port, "metrics": settings.metrics_port}
-    assert container["readinessProbe"]["grpc"] == {"port": settings.port, "service": SERVICE_NAME}
+    assert ports == {"grpc": settings.server.port, "metrics": settings.server.metrics_port}
+    assert container["readinessProbe"]["grpc"] == {"port": settings.server.port, "service": SERVICE_NAME}
     for probe in ("livenessProbe", "startupProbe"):
-        assert container[probe]["grpc"]["port"] == settings.port
+        assert container[probe]["grpc"]["port"] == settings.server.port
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == str(settings.metrics_port)
+    assert annotations["prometheus.io/port"] == str(settings.server.metrics_port)
     service = rendered["Service/photodedup"]
     assert service["spec"]["clusterIP"] == "None"
     assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
@@ -86,7 +86,7 @@ def test_pods_drain_probe_the_real_service_and_expose_the_settings_ports(rendere
         assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     policy = rendered["NetworkPolicy/photodedup"]
     allowed = [{p["port"] for p in rule["ports"]} for rule in policy["spec"]["ingress"]]
-    assert allowed == [{settings.port}, {settings.metrics_port}]
+    assert allowed == [{settings.server.port}, {settings.server.metrics_port}]
     assert policy["spec"]["egress"] == []
 
 
@@ -103,7 +103,7 @@ def test_pods_are_locked_down_and_every_write_goes_to_a_volume(rendered: dict[st
     assert "/tmp" in mounts
     settings = env_settings(container)
     if "PHOTODEDUP_CACHE_DIR" in {e["name"] for e in container["env"]}:
-        assert str(settings.cache_dir) in mounts, "the export cache must be writable"
+        assert str(settings.model.cache_dir) in mounts, "the export cache must be writable"
 
 
 def test_autoscaler_budget_and_quota_fit_together(rendered: dict[str, dict[str, Any]]) -> None:
@@ -134,7 +134,7 @@ def test_kind_overlay_runs_the_cpu_image_on_its_built_in_model() -> None:
     (container,) = docs["Deployment/photodedup"]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "photodedup:cpu"
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
-    assert env_settings(container).devices == ["cpu"]
+    assert env_settings(container).model.devices == ["cpu"]
     dockerfile = (ROOT / "docker" / "Dockerfile.cpu").read_text()
     model = re.search(r"PHOTODEDUP_ONNX_MODEL=(\S+)", dockerfile)
     assert model and model.group(1).startswith("/opt/photodedup/model/")
@@ -145,13 +145,13 @@ def test_dockerfiles_match_settings_and_cli() -> None:
     defaults = Settings()
     for name in ("Dockerfile.cpu", "Dockerfile.gpu"):
         text = (ROOT / "docker" / name).read_text()
-        assert f"EXPOSE {defaults.port} {defaults.metrics_port}" in text
+        assert f"EXPOSE {defaults.server.port} {defaults.server.metrics_port}" in text
         assert 'ENTRYPOINT ["photodedup"]' in text and 'CMD ["serve"]' in text
         assert re.search(r"^ARG BASE_IMAGE=\S+\nFROM \$\{BASE_IMAGE\}$", text, re.M), name
         for folder in ("photodedup", "client", "server", "engines", "proto"):
             assert f"COPY {folder} {folder}" in text, (name, folder)
         for key in re.findall(r"PHOTODEDUP_([A-Z_]+)=", text):
-            assert key.lower() in Settings.model_fields, (name, key)
+            assert key.lower() in FIELD_SECTION, (name, key)
     for command in ("serve", "health", "export-onnx"):
         assert CliRunner().invoke(main, [command, "--help"]).exit_code == 0
 
