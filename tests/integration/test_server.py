@@ -352,7 +352,7 @@ async def test_drain_announces_not_serving_and_finishes_open_streams(model_cache
                 yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=str(i), image=jpeg(i)) for i in range(12)])
 
             call = stub.EmbedStream(requests())
-            for _ in range(200):  # items are queued behind the gated engine
+            for _ in range(1200):  # items are queued behind the gated engine (a minute, on a loaded machine)
                 if sample(server, "photodedup_inflight_items") == 12:
                     break
                 await asyncio.sleep(0.05)

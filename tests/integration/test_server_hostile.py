@@ -62,10 +62,11 @@ async def test_busy_server_refuses_before_decoding(model_cache: Path) -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = embed_pb2_grpc.EmbedServiceStub(channel)
             first = asyncio.ensure_future(stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(4)])))
-            for _ in range(200):
-                if sample(server, "photodedup_inflight_items") == 4:
+            for _ in range(3000):  # up to a minute on a loaded machine: the first request is decoded and queued
+                if sample(server, "photodedup_decode_duration_seconds_count") == 1:
                     break
                 await asyncio.sleep(0.02)
+            assert sample(server, "photodedup_inflight_items") == 4
             decodes = sample(server, "photodedup_decode_duration_seconds_count")
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(9), jpeg(10)]))
@@ -165,7 +166,7 @@ async def test_after_sigterm_a_stream_takes_no_new_images_and_ends_when_done(mod
                 await asyncio.sleep(60)  # the client never closes: the server ends the stream
 
             call = embed_pb2_grpc.EmbedServiceStub(channel).EmbedStream(requests())
-            for _ in range(200):
+            for _ in range(3000):  # up to a minute on a loaded machine
                 if sample(server, "photodedup_inflight_items") == 4:
                     break
                 await asyncio.sleep(0.02)
