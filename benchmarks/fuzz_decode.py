@@ -89,18 +89,22 @@ class Tally:
         self.outcomes: Counter[str] = Counter()
         self.crashes: list[str] = []
         self.slowest = 0.0
+        self.slowest_cpu = 0.0
         self.hangs = 0
 
     def timed(self, hang_s: float, fn, *args) -> None:  # type: ignore[no-untyped-def]
-        t0 = time.perf_counter()
+        # A hang is judged on this thread's CPU time: on a shared machine wall time also counts the
+        # seconds the scheduler gave to other processes.
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             fn(*args)
         except Exception:  # noqa: BLE001 - that is what we are counting
             self.crashes.append(traceback.format_exc(limit=3))
             self.outcomes["crash"] += 1
-        took = time.perf_counter() - t0
+        took, cpu = time.perf_counter() - t0, time.thread_time() - c0
         self.slowest = max(self.slowest, took)
-        self.hangs += took > hang_s
+        self.slowest_cpu = max(self.slowest_cpu, cpu)
+        self.hangs += cpu > hang_s
         self.inputs += 1
 
 
@@ -184,9 +188,10 @@ def main() -> None:
         f"(mutated JPEG, PNG, GIF, WebP, TIFF, BMP{', HEIC' if len(SEEDS) > 9 else ''} and refused TGA/PCX seeds, random bytes, "
         "mutated EmbedRequest/EmbedStreamRequest messages) through the server's header pass, decode and request parsing.",
         "",
-        f"| inputs | crashes | hangs (> {args.hang_s:.0f} s) | slowest input | time | outcomes |",
+        f"| inputs | crashes | hangs (> {args.hang_s:.0f} s CPU) | slowest input (CPU / wall) | time | outcomes |",
         "|---|---|---|---|---|---|",
-        f"| {tally.inputs:,} | {len(tally.crashes)} | {tally.hangs} | {tally.slowest * 1000:.0f} ms | {seconds:.0f} s | "
+        f"| {tally.inputs:,} | {len(tally.crashes)} | {tally.hangs} | {tally.slowest_cpu * 1000:.0f} ms / "
+        f"{tally.slowest * 1000:.0f} ms | {seconds:.0f} s | "
         + ", ".join(f"{k}: {v:,}" for k, v in sorted(tally.outcomes.items()))
         + " |",
     ]
