@@ -73,10 +73,10 @@ class StreamSession:
                         finished = True
                         break
                     batch.append(nxt)
-                yield embed_pb2.EmbedStreamResponse(results=[r for r, _ in batch], model_id=self._pipeline.model_id)
-                for result, counted in batch:
+                for result, counted in batch:  # before the write: the client may reuse an id once it has the answer
                     if counted:
                         self._ids.discard(result.id)
+                yield embed_pb2.EmbedStreamResponse(results=[r for r, _ in batch], model_id=self._pipeline.model_id)
                 self._release(sum(1 for _, c in batch if c))
                 self._end_if_drained()
             if not self._draining:
