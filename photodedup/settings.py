@@ -48,42 +48,50 @@ class Settings(BaseSettings):
     )
 
     # Model and engines
-    model_name: str = Field(DEFAULT_MODEL, validation_alias=_alias("PHOTODEDUP_MODEL_NAME", "MODEL_NAME"))
-    pretrained: str = DEFAULT_PRETRAINED
+    model_name: str = Field(
+        DEFAULT_MODEL, validation_alias=_alias("PHOTODEDUP_MODEL_NAME", "MODEL_NAME"), description="open_clip model name."
+    )
+    pretrained: str = Field(DEFAULT_PRETRAINED, description="open_clip pretrained tag.")
     weights: str | None = Field(
         None, description="A local checkpoint file, or 'random' for random-initialised weights (tests, benchmarks)."
     )
     engine: str = Field("auto", description="auto, onnx or torch (auto picks the fastest measured for the device).")
     devices: CommaList = Field(
-        default_factory=lambda: ["cpu"], validation_alias=_alias("PHOTODEDUP_DEVICES", "DEVICE")
+        default_factory=lambda: ["cpu"],
+        validation_alias=_alias("PHOTODEDUP_DEVICES", "DEVICE"),
+        description="Comma-separated devices: cpu, mps, cuda:0,cuda:1.",
     )
-    precision: Literal["auto", "fp32", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "fp16"] = Field("auto", description="auto: fp16 on CUDA, fp32 elsewhere.")
     onnx_providers: CommaList = Field(
         default_factory=lambda: ["tensorrt", "cuda", "cpu"],
         description="ONNX Runtime execution providers to try, in order of preference.",
     )
-    cache_dir: Path = Field(default_factory=default_cache_dir)
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="Where exported ONNX files are cached.")
     intra_op_threads: int = Field(0, ge=0, description="Engine CPU threads; 0 means the runtime's default.")
 
     # Server
-    host: str = "[::]"
-    port: int = Field(50051, ge=0, le=65535, validation_alias=_alias("PHOTODEDUP_PORT", "PORT"))
+    host: str = Field("[::]", description="Address to listen on.")
+    port: int = Field(
+        50051, ge=0, le=65535, validation_alias=_alias("PHOTODEDUP_PORT", "PORT"), description="gRPC port; 0 picks a free one."
+    )
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus metrics port; 0 picks a free one.")
-    metrics: bool = True
-    max_batch_size: int = Field(32, ge=1, le=4096)
-    max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
-    max_queue_size: int = Field(4096, ge=1)
-    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    metrics: bool = Field(True, description="Serve Prometheus metrics.")
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most images per engine call.")
+    max_queue_delay_ms: float = Field(
+        2.0, ge=0.0, le=10_000.0, description="Longest wait for more images before a batch runs, in ms."
+    )
+    max_queue_size: int = Field(4096, ge=1, description="Images queued before RESOURCE_EXHAUSTED.")
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted.")
     max_image_pixels: int = Field(
         80_000_000, ge=1, description="Decoded pixels allowed per image; larger is refused as a decompression bomb."
     )
-    max_items_per_request: int = Field(1024, ge=1)
+    max_items_per_request: int = Field(1024, ge=1, description="Most images in one request or stream message.")
     decode_workers: int = Field(0, ge=0, description="Decode/preprocess threads; 0 means one per core.")
-    grace_period_s: float = Field(10.0, ge=0.0)
+    grace_period_s: float = Field(10.0, ge=0.0, description="Seconds to drain in-flight work on SIGTERM.")
 
     # Client
     servers: CommaList = Field(default_factory=list, description="host:port of embedding servers for remote mode.")
-    db: Path = Field(default_factory=default_db_path)
+    db: Path = Field(default_factory=default_db_path, description="Index file.")
 
     # Grouping (defaults measured on the near-duplicate dev set; see docs/BENCHMARKS.md)
     near_threshold: int = Field(

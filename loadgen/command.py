@@ -20,19 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from photodedup.cliutils import build_settings, handle_errors, model_options
+
 if TYPE_CHECKING:
-    from photodedup.client.benchload import Recorder
-    from photodedup.client.benchstats import ServerSplit
+    from photodedup.loadgen.load import Recorder
+    from photodedup.loadgen.stats import ServerSplit
     from photodedup.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PAYLOADS = ("thumbnail", "raw", "original")
-
-
-def register(group: click.Group) -> None:
-    """Add `bench` to the photodedup command group."""
-    group.add_command(make_command())
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -79,6 +76,11 @@ class BenchOptions:
     expected_status: frozenset[str] = frozenset()
 
 
+def register(group: click.Group) -> None:
+    """Add `bench` to the photodedup command group."""
+    group.add_command(bench)
+
+
 # ---------------------------------------------------------------------------------------------- report
 
 
@@ -93,7 +95,7 @@ def step_report(
     payload: str,
 ) -> dict[str, Any]:
     """One row of the report, as plain data (the table and --json are both made from it)."""
-    from photodedup.client import benchstats as st
+    from photodedup.loadgen import stats as st
 
     images_done = rec.images_ok + sum(rec.errors.values())
     split = server.as_dict() if server is not None else None
@@ -189,9 +191,10 @@ def print_table(report: dict[str, Any]) -> None:
 async def _remote(targets: list[str], metrics: list[str], opts: BenchOptions) -> dict[str, Any]:
     import grpc
 
-    from photodedup.client import benchload as bl
-    from photodedup.client import benchstats as st
     from photodedup.errors import PhotodedupError
+    from photodedup.loadgen import load as bl
+    from photodedup.loadgen import stats as st
+    from photodedup.loadgen.payload import make_payload
     from photodedup.v1 import embed_pb2, embed_pb2_grpc
 
     channels = [grpc.aio.insecure_channel(t, options=bl.CHANNEL_OPTIONS) for t in targets]
@@ -208,7 +211,7 @@ async def _remote(targets: list[str], metrics: list[str], opts: BenchOptions) ->
         max_batch = int(info.batching.max_batch_size) or None
         size = int(info.input_size)
         payload = await asyncio.to_thread(
-            bl.make_payload, opts.payload, size, opts.images, opts.photos, opts.photo_size, opts.quality
+            make_payload, opts.payload, size, opts.images, opts.photos, opts.photo_size, opts.quality
         )
         dtype = embed_pb2.DTYPE_FLOAT16 if opts.dtype == "float16" else embed_pb2.DTYPE_FLOAT32
 
@@ -261,14 +264,15 @@ async def _remote(targets: list[str], metrics: list[str], opts: BenchOptions) ->
 
 
 def _local(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
-    from photodedup.client import benchload as bl
     from photodedup.engines import create_engine
+    from photodedup.loadgen import load as bl
+    from photodedup.loadgen.payload import make_payload
 
     device = settings.devices[0]
     engine = create_engine(settings, device)
     try:
         size = engine.info.preprocessing.input_size
-        payload = bl.make_payload("raw", size, opts.images, opts.photos, opts.photo_size)
+        payload = make_payload("raw", size, opts.images, opts.photos, opts.photo_size)
         steps = []
         for batch in opts.batches:
             engine.warmup([batch])
@@ -300,7 +304,7 @@ def run_bench(
     targets: list[str], metrics: list[str], local_settings: Settings | None, opts: BenchOptions
 ) -> dict[str, Any]:
     """Run every step and return the report (also the entry point for benchmarks/ scripts)."""
-    from photodedup.client import benchstats as st
+    from photodedup.loadgen import stats as st
 
     started = time.time()
     if local_settings is not None:
@@ -340,93 +344,87 @@ def run_bench(
     return st.json_safe(report)
 
 
-def make_command() -> click.Command:
-    """The `bench` click command."""
-    from photodedup.cliutils import build_settings, handle_errors, model_options
-
-    @click.command()
-    @click.option("--server", "servers", multiple=True, help="host:port of a server; repeat or comma-separate to load several.")
-    @click.option("--local", is_flag=True, help="Measure the engine alone in this process (no server, no gRPC).")
-    @click.option("--mode", type=click.Choice(["unary", "stream"]), default="stream", show_default=True)
-    @click.option("--concurrency", default="1,4,16,64", show_default=True, help="Requests (unary) or messages (stream) in flight; a comma list is a sweep.")
-    @click.option("--batch", "batch", default=None, help="Images per unary request, or per engine call with --local; a comma list sweeps. [default 1; 1,8,32 with --local]")
-    @click.option("--items-per-message", type=int, default=8, show_default=True, help="Images per EmbedStream message.")
-    @click.option("--streams", type=int, default=1, show_default=True, help="EmbedStream calls per server.")
-    @click.option("--duration", type=float, default=None, help="Measured seconds per step [default 5 unless --requests].")
-    @click.option("--requests", type=int, default=None, help="Measured requests (unary), messages (stream) or engine calls per step.")
-    @click.option("--warmup", type=float, default=1.0, show_default=True, help="Unmeasured seconds before each step.")
-    @click.option("--payload", type=click.Choice(PAYLOADS), default="thumbnail", show_default=True)
-    @click.option("--photos", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of real photos [default: generated ones].")
-    @click.option("--images", type=int, default=64, show_default=True, help="Distinct images to cycle through.")
-    @click.option("--photo-size", default="1600x1200", show_default=True, help="Size of generated photos (WIDTHxHEIGHT).")
-    @click.option("--quality", type=click.IntRange(1, 100), default=80, show_default=True, help="JPEG quality of thumbnails (and generated originals).")
-    @click.option("--metrics", "metrics", multiple=True, help="host:port of a server's Prometheus endpoint, for the server-side columns.")
-    @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
-    @click.option("--expect-status", multiple=True, help="gRPC status names that do not fail the run (e.g. RESOURCE_EXHAUSTED).")
-    @click.option("--timeout", type=float, default=60.0, show_default=True, help="Deadline of each unary request; for streams, the longest wait for the next result.")
-    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
-    @model_options
-    @handle_errors
-    def bench(
-        servers: tuple[str, ...],
-        local: bool,
-        mode: str,
-        concurrency: str,
-        batch: str | None,
-        items_per_message: int,
-        streams: int,
-        duration: float | None,
-        requests: int | None,
-        warmup: float,
-        payload: str,
-        photos: Path | None,
-        images: int,
-        photo_size: str,
-        quality: int,
-        metrics: tuple[str, ...],
-        dtype: str,
-        expect_status: tuple[str, ...],
-        timeout: float,
-        as_json: bool,
-        **model_flags: Any,
-    ) -> None:
-        """Load one or more servers (or the engine alone) and report throughput, latency percentiles, the
-        server-side time split, batch efficiency, bytes per image and errors per step."""
-        targets = _split(servers)
-        if not local and not targets:
-            raise click.UsageError("give --server HOST:PORT (or --local for the engine alone)")
-        if local and targets:
-            raise click.UsageError("--local measures the engine in-process; drop --server")
-        if duration is not None and requests is not None:
-            raise click.UsageError("give --duration or --requests, not both")
-        if items_per_message < 1 or streams < 1 or images < 1:
-            raise click.UsageError("--items-per-message, --streams and --images must be at least 1")
-        opts = BenchOptions(
-            mode=mode,
-            concurrency=_int_list(concurrency, "--concurrency"),
-            batches=_int_list(batch or ("1,8,32" if local else "1"), "--batch"),
-            items_per_message=items_per_message,
-            streams=streams,
-            duration=5.0 if duration is None and requests is None else duration,
-            requests=requests,
-            warmup=warmup,
-            payload=payload,
-            photos=photos,
-            images=images,
-            photo_size=_size(photo_size),
-            dtype=dtype,
-            timeout=timeout,
-            quality=quality,
-            expected_status=frozenset(s.upper() for s in _split(expect_status)),
-        )
-        local_settings = build_settings(**model_flags) if local else None
-        report = run_bench(targets, _split(metrics), local_settings, opts)
-        if as_json:
-            click.echo(json.dumps(report, indent=2))
-        else:
-            print_table(report)
-        if report["unexpected_errors"]:
-            click.echo(f"photodedup bench: unexpected errors: {report['unexpected_errors']}", err=True)
-            sys.exit(1)
-
-    return bench
+@click.command()
+@click.option("--server", "servers", multiple=True, help="host:port of a server; repeat or comma-separate to load several.")
+@click.option("--local", is_flag=True, help="Measure the engine alone in this process (no server, no gRPC).")
+@click.option("--mode", type=click.Choice(["unary", "stream"]), default="stream", show_default=True)
+@click.option("--concurrency", default="1,4,16,64", show_default=True, help="Requests (unary) or messages (stream) in flight; a comma list is a sweep.")
+@click.option("--batch", "batch", default=None, help="Images per unary request, or per engine call with --local; a comma list sweeps. [default 1; 1,8,32 with --local]")
+@click.option("--items-per-message", type=int, default=8, show_default=True, help="Images per EmbedStream message.")
+@click.option("--streams", type=int, default=1, show_default=True, help="EmbedStream calls per server.")
+@click.option("--duration", type=float, default=None, help="Measured seconds per step [default 5 unless --requests].")
+@click.option("--requests", type=int, default=None, help="Measured requests (unary), messages (stream) or engine calls per step.")
+@click.option("--warmup", type=float, default=1.0, show_default=True, help="Unmeasured seconds before each step.")
+@click.option("--payload", type=click.Choice(PAYLOADS), default="thumbnail", show_default=True)
+@click.option("--photos", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of real photos [default: generated ones].")
+@click.option("--images", type=int, default=64, show_default=True, help="Distinct images to cycle through.")
+@click.option("--photo-size", default="1600x1200", show_default=True, help="Size of generated photos (WIDTHxHEIGHT).")
+@click.option("--quality", type=click.IntRange(1, 100), default=80, show_default=True, help="JPEG quality of thumbnails (and generated originals).")
+@click.option("--metrics", "metrics", multiple=True, help="host:port of a server's Prometheus endpoint, for the server-side columns.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--expect-status", multiple=True, help="gRPC status names that do not fail the run (e.g. RESOURCE_EXHAUSTED).")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Deadline of each unary request; for streams, the longest wait for the next result.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+@model_options
+@handle_errors
+def bench(
+    servers: tuple[str, ...],
+    local: bool,
+    mode: str,
+    concurrency: str,
+    batch: str | None,
+    items_per_message: int,
+    streams: int,
+    duration: float | None,
+    requests: int | None,
+    warmup: float,
+    payload: str,
+    photos: Path | None,
+    images: int,
+    photo_size: str,
+    quality: int,
+    metrics: tuple[str, ...],
+    dtype: str,
+    expect_status: tuple[str, ...],
+    timeout: float,
+    as_json: bool,
+    **model_flags: Any,
+) -> None:
+    """Load one or more servers (or the engine alone) and report throughput, latency percentiles, the
+    server-side time split, batch efficiency, bytes per image and errors per step."""
+    targets = _split(servers)
+    if not local and not targets:
+        raise click.UsageError("give --server HOST:PORT (or --local for the engine alone)")
+    if local and targets:
+        raise click.UsageError("--local measures the engine in-process; drop --server")
+    if duration is not None and requests is not None:
+        raise click.UsageError("give --duration or --requests, not both")
+    if items_per_message < 1 or streams < 1 or images < 1:
+        raise click.UsageError("--items-per-message, --streams and --images must be at least 1")
+    opts = BenchOptions(
+        mode=mode,
+        concurrency=_int_list(concurrency, "--concurrency"),
+        batches=_int_list(batch or ("1,8,32" if local else "1"), "--batch"),
+        items_per_message=items_per_message,
+        streams=streams,
+        duration=5.0 if duration is None and requests is None else duration,
+        requests=requests,
+        warmup=warmup,
+        payload=payload,
+        photos=photos,
+        images=images,
+        photo_size=_size(photo_size),
+        dtype=dtype,
+        timeout=timeout,
+        quality=quality,
+        expected_status=frozenset(s.upper() for s in _split(expect_status)),
+    )
+    local_settings = build_settings(**model_flags) if local else None
+    report = run_bench(targets, _split(metrics), local_settings, opts)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        print_table(report)
+    if report["unexpected_errors"]:
+        click.echo(f"photodedup bench: unexpected errors: {report['unexpected_errors']}", err=True)
+        sys.exit(1)
