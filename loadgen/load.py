@@ -19,17 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from photodedup.v1 import wire
+
 if TYPE_CHECKING:
     from photodedup.loadgen.payload import Payload
 
 log = logging.getLogger(__name__)
-
-EMBED_METHOD = "/photodedup.v1.EmbedService/Embed"
-STREAM_METHOD = "/photodedup.v1.EmbedService/EmbedStream"
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 256 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-]
 
 
 # ---------------------------------------------------------------------------------------------- recording
@@ -70,15 +65,6 @@ class Budget:
         return True
 
 
-def _status_name(code: int) -> str:
-    import grpc
-
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return str(status.name)
-    return f"CODE_{code}"
-
-
 # ---------------------------------------------------------------------------------------------- unary
 
 
@@ -102,7 +88,7 @@ async def run_unary(
 
     from photodedup.v1 import embed_pb2
 
-    calls = [ch.unary_unary(EMBED_METHOD, response_deserializer=embed_pb2.EmbedResponse.FromString) for ch in channels]
+    calls = [ch.unary_unary(wire.EMBED_METHOD, response_deserializer=embed_pb2.EmbedResponse.FromString) for ch in channels]
 
     async def worker(w: int) -> None:
         call = calls[w % len(calls)]
@@ -121,7 +107,7 @@ async def run_unary(
             else:
                 for r in resp.results:
                     if r.WhichOneof("result") == "error":
-                        rec.errors[_status_name(r.error.code)] += 1
+                        rec.errors[wire.status_name(r.error.code)] += 1
                     else:
                         rec.images_ok += 1
             t1 = time.perf_counter()
@@ -160,7 +146,7 @@ async def run_stream(
     from photodedup.v1 import embed_pb2
 
     # No deadline on the call itself: it lasts the whole step. `timeout` bounds each wait for a result.
-    call = channel.stream_stream(STREAM_METHOD, response_deserializer=embed_pb2.EmbedStreamResponse.FromString)()
+    call = channel.stream_stream(wire.STREAM_METHOD, response_deserializer=embed_pb2.EmbedStreamResponse.FromString)()
     window = len(messages)
     sent_at = [0.0] * window
     remaining = [0] * window
@@ -209,7 +195,7 @@ async def run_stream(
                 slot = int(r.id.partition(".")[0])
                 image_lat.append(now - sent_at[slot])
                 if r.WhichOneof("result") == "error":
-                    rec.errors[_status_name(r.error.code)] += 1
+                    rec.errors[wire.status_name(r.error.code)] += 1
                 else:
                     rec.images_ok += 1
                 remaining[slot] -= 1
