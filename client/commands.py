@@ -133,6 +133,8 @@ def scan(roots: tuple[str, ...], mode: str | None, reference: tuple[str, ...], f
         if summary.embed_failed:
             err.print(f"{summary.embed_failed} images got no embedding (first: {summary.embed_error}); "
                       "the next scan retries those that failed for want of a server", highlight=False, markup=False)
+    elif summary.model_id:
+        err.print(f"Embeddings: {summary.model_id}, all up to date", highlight=False)
     g = stats["groups"]
     err.print(
         f"Groups: {g['exact']} exact, {g['near']} near, {g['similar']} similar; "

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from photodedup.cliutils import build_settings, handle_errors, model_options
+from photodedup.extras import require
 
 if TYPE_CHECKING:
     from photodedup.loadgen.load import Recorder
@@ -419,6 +420,8 @@ def bench(
         quality=quality,
         expected_status=frozenset(s.upper() for s in _split(expect_status)),
     )
+    if local:
+        require("photodedup bench --local", "local", "torch", "open_clip")
     local_settings = build_settings(**model_flags) if local else None
     report = run_bench(targets, _split(metrics), local_settings, opts)
     if as_json:

@@ -83,6 +83,13 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except PhotodedupError as exc:
             click.echo(f"photodedup: error: {exc}", err=True)
             sys.exit(2)
+        except ModuleNotFoundError as exc:
+            from photodedup.extras import EXTRA_FOR_MODULE, missing_extra_message
+
+            if (exc.name or "").split(".")[0] not in EXTRA_FOR_MODULE:
+                raise
+            click.echo(f"photodedup: error: {missing_extra_message(exc.name or '')}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("photodedup: interrupted", err=True)
             sys.exit(130)

@@ -13,6 +13,7 @@ import click
 
 from photodedup.cliutils import build_settings, handle_errors, model_options, setting_option, stack
 from photodedup.errors import PhotodedupError
+from photodedup.extras import require
 
 server_options = stack(
     setting_option("host"),
@@ -42,6 +43,7 @@ def register(group: click.Group) -> None:
 @handle_errors
 def serve(**flags: Any) -> None:
     """Serve the embedding API over gRPC until SIGTERM, then drain."""
+    require("photodedup serve", "server", "torch", "open_clip")
     from photodedup.server.app import serve as run
 
     settings = build_settings(**flags)
@@ -111,6 +113,8 @@ def export_triton(out_dir: str, name: str, gpus: int, tensorrt_fp16: bool, **fla
     """Write a Triton model repository (ONNX Runtime backend, dynamic batching) to OUT_DIR."""
     from pathlib import Path
 
+    require("photodedup export-triton", "local", "torch", "open_clip")
+    require("photodedup export-triton", "cpu", "onnx")
     from photodedup.engines.triton_export import export_triton_repository
 
     settings = build_settings(**flags)
