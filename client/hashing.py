@@ -69,11 +69,6 @@ def to_unsigned64(value: int) -> int:
     return value + (1 << 64) if value < 0 else value
 
 
-def _hash_int(h: object) -> int:
-    bits = np.asarray(h.hash, dtype=bool).flatten()  # type: ignore[attr-defined]
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
-
-
 def _exif_time(exif: object) -> float | None:
     """Capture time from EXIF (DateTimeOriginal, else DateTime) as a UTC-naive timestamp, or None."""
     try:
@@ -87,14 +82,45 @@ def _exif_time(exif: object) -> float | None:
         return None
 
 
-_TURNS = (2, 3, 4)  # PIL Image.Transpose.ROTATE_90, ROTATE_180, ROTATE_270
+def _bits_int(bits: np.ndarray) -> int:
+    return int.from_bytes(np.packbits(bits.flatten()).tobytes(), "big")
+
+
+def _dhash(pixels: np.ndarray) -> int:
+    """ImageHash's dHash of 8 rows x 9 columns of gray pixels: is each brighter than its left neighbour."""
+    return _bits_int(pixels[:, 1:] > pixels[:, :-1])
+
+
+def _phash(pixels: np.ndarray) -> int:
+    """ImageHash's pHash of 32x32 gray pixels: the 8x8 lowest DCT frequencies against their median."""
+    import scipy.fftpack
+
+    low = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
+    return _bits_int(low > np.median(low))
+
+
+def hash_family(gray: object) -> tuple[int, int, tuple[tuple[int, int], ...]]:
+    """Signed dHash and pHash of a gray PIL image, and of the image turned 90, 180 and 270 degrees
+    (counter-clockwise, as Image.Transpose.ROTATE_90/180/270). The image's own hashes are bit-identical
+    to ImageHash's; the turned ones come from turning the few resized pixels both hashes are made of,
+    instead of turning the decoded image and resizing it again: three resizes instead of eight."""
+    from PIL import Image
+
+    lanczos = Image.Resampling.LANCZOS
+    wide = np.asarray(gray.resize((9, 8), lanczos))  # type: ignore[attr-defined]
+    tall = np.asarray(gray.resize((8, 9), lanczos))  # type: ignore[attr-defined]
+    square = np.asarray(gray.resize((32, 32), lanczos))  # type: ignore[attr-defined]
+    turned = tuple(
+        (to_signed64(_dhash(np.rot90(tall if k % 2 else wide, k))), to_signed64(_phash(np.rot90(square, k))))
+        for k in (1, 2, 3)
+    )
+    return to_signed64(_dhash(wide)), to_signed64(_phash(square)), turned
 
 
 def hash_bytes(
     data: bytes, max_pixels: int, thumb_size: int | None = None, thumb_kind: ThumbKind = "none", quality: int = 90
 ) -> HashResult:
     """Hash and thumbnail encoded image bytes; raises InvalidImageError for anything undecodable."""
-    import imagehash
     from PIL import Image
 
     from photodedup.imaging import encode_jpeg, load_rgb, open_image, to_model_array
@@ -124,13 +150,7 @@ def hash_bytes(
     if factor >= 2:  # what draft does for JPEG, for every other format: never hash 16 MP
         rgb = rgb.reduce(factor)
     try:
-        gray = rgb.convert("L")
-        res.dhash = to_signed64(_hash_int(imagehash.dhash(gray)))
-        res.phash = to_signed64(_hash_int(imagehash.phash(gray)))
-        res.rotated = tuple(
-            (to_signed64(_hash_int(imagehash.dhash(turned))), to_signed64(_hash_int(imagehash.phash(turned))))
-            for turned in (gray.transpose(t) for t in _TURNS)
-        )
+        res.dhash, res.phash, res.rotated = hash_family(rgb.convert("L"))
         if thumb_kind != "none" and thumb_size:
             arr = to_model_array(rgb, thumb_size)
             res.thumb = encode_jpeg(arr, quality) if thumb_kind == "jpeg" else arr
