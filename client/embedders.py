@@ -71,7 +71,7 @@ class LocalEmbedder:
     def create(cls, settings: Settings) -> LocalEmbedder:
         from photodedup.engines import create_engine
 
-        return cls(create_engine(settings, settings.devices[0]), settings.embed_batch_size)
+        return cls(create_engine(settings, settings.model.devices[0]), settings.scan.embed_batch_size)
 
     def submit(self, key: str, thumb: np.ndarray | bytes) -> None:
         if not isinstance(thumb, np.ndarray):
@@ -205,10 +205,10 @@ class RemoteEmbedder:
             [p.address for p in use],
             first.model_id,
             first.input_size,
-            max_in_flight=settings.max_in_flight,
-            batch_size=settings.embed_batch_size,
-            retries=settings.server_retries,
-            timeout_s=settings.stream_stall_timeout_s,
+            max_in_flight=settings.scan.max_in_flight,
+            batch_size=settings.scan.embed_batch_size,
+            retries=settings.scan.server_retries,
+            timeout_s=settings.scan.stream_stall_timeout_s,
             settings=settings,
         )
 

@@ -55,7 +55,7 @@ def plan_embedder(settings: Settings, mode: Mode) -> EmbedPlan:
     packages are here. Never raises for a missing model: the plan carries a one-line reason instead."""
     if mode == "none":
         return EmbedPlan(skipped_reason="similar tier skipped: --no-similar")
-    if mode in ("auto", "remote") and settings.servers:
+    if mode in ("auto", "remote") and settings.scan.servers:
         plan = _remote_plan(settings)
         if plan.available or mode == "remote":
             return plan
@@ -68,7 +68,7 @@ def plan_embedder(settings: Settings, mode: Mode) -> EmbedPlan:
 def _remote_plan(settings: Settings) -> EmbedPlan:
     from photodedup.transport import probe_server
 
-    probes = [probe_server(a, settings) for a in settings.servers]
+    probes = [probe_server(a, settings) for a in settings.scan.servers]
     good = [p for p in probes if p.error is None]
     if not good:
         reasons = "; ".join(f"{p.address}: {p.error}" for p in probes)
@@ -103,21 +103,30 @@ def local_model(settings: Settings) -> tuple[str, int]:
     """The model id and input size the in-process engine would have, without importing torch or
     open_clip. Raises EngineUnavailableError when its packages are missing and ModelUnavailableError
     when the weights are neither given, cached nor downloadable."""
+    if settings.model.onnx_model is not None:  # an export served as is: ONNX Runtime only, no torch
+        try:
+            require("--onnx-model", "cpu", "onnxruntime")
+        except MissingExtraError as exc:
+            raise EngineUnavailableError(str(exc)) from None
+        from photodedup.engines.onnx_engine import ensure_onnx
+
+        _, info = ensure_onnx(settings)
+        return info.model_id, info.preprocessing.input_size
     try:
         require("the in-process engine", "local", "torch", "open_clip")
     except MissingExtraError as exc:
         raise EngineUnavailableError(str(exc)) from None
     from photodedup.engines.openclip_loader import hub_reachable, weights_id
 
-    name = settings.model_name
+    name = settings.model.model_name
     config = _model_config(name)
     if config is None:
         raise ModelUnavailableError(f"unknown open_clip model {name!r}")
     wid = weights_id(settings)  # checks that a --weights file exists
-    if not settings.weights and not _pretrained_cached(settings.pretrained):
-        if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable(settings.connect_timeout_s):
+    if not settings.model.weights and not _pretrained_cached(settings.model.pretrained):
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable(settings.scan.connect_timeout_s):
             raise ModelUnavailableError(
-                f"cannot load {name} weights {settings.pretrained!r}: offline and not in the local cache; "
+                f"cannot load {name} weights {settings.model.pretrained!r}: offline and not in the local cache; "
                 "pass --weights FILE with a local checkpoint"
             )
     size = config.get("vision_cfg", {}).get("image_size", 224)

@@ -269,7 +269,7 @@ def _local(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     from photodedup.loadgen import load as bl
     from photodedup.loadgen.payload import make_payload
 
-    device = settings.devices[0]
+    device = settings.model.devices[0]
     engine = create_engine(settings, device)
     try:
         size = engine.info.preprocessing.input_size

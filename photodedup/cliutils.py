@@ -38,9 +38,9 @@ def _shown_default(field: Any) -> str:
 def setting_help(name: str, extra: str = "") -> str:
     """The help text of Settings.<name>: its description, its environment names and its default, all read
     from the settings so --help never drifts from what the program does."""
-    from photodedup.settings import Settings
+    from photodedup.settings import FIELD_SECTION, SECTIONS
 
-    field = Settings.model_fields[name]
+    field = SECTIONS[FIELD_SECTION[name]].model_fields[name]
     alias = field.validation_alias
     envs = list(getattr(alias, "choices", [])) or [f"PHOTODEDUP_{name.upper()}"]
     text = " ".join(part for part in (field.description or "", extra) if part)

@@ -28,12 +28,13 @@ server_options = stack(
     setting_option("max_message_bytes", type=int),
     setting_option("decode_workers", type=int),
     setting_option("grace_period_s", "--grace-period", type=float),
+    setting_option("onnx_model", type=click.Path(dir_okay=False)),
 )
 
 
 def register(group: click.Group) -> None:
     """Add the server commands to the `photodedup` group."""
-    for command in (serve, info, health, export_triton):
+    for command in (serve, info, health, export_triton, export_onnx):
         group.add_command(command)
 
 
@@ -43,10 +44,13 @@ def register(group: click.Group) -> None:
 @handle_errors
 def serve(**flags: Any) -> None:
     """Serve the embedding API over gRPC until SIGTERM, then drain."""
-    require("photodedup serve", "server", "torch", "open_clip")
+    settings = build_settings(**flags)
+    if settings.model.onnx_model is None:
+        require("photodedup serve", "server", "torch", "open_clip")
+    if settings.model.engine == "onnx" or settings.model.onnx_model is not None:
+        require("photodedup serve", "cpu", "onnxruntime")
     from photodedup.server.app import serve as run
 
-    settings = build_settings(**flags)
     if asyncio.run(run(settings)):
         # Stopped while loading: the load keeps a worker thread busy (a download, an export) that
         # interpreter shutdown would wait for. Nothing of it needs saving (exports are written atomically).
@@ -120,3 +124,28 @@ def export_triton(out_dir: str, name: str, gpus: int, tensorrt_fp16: bool, **fla
     settings = build_settings(**flags)
     model_dir = export_triton_repository(settings, Path(out_dir), name, gpus, tensorrt_fp16)
     click.echo(f"wrote {model_dir}")
+
+
+@click.command("export-onnx")
+@model_options
+@click.argument("out_file", type=click.Path(dir_okay=False))
+@handle_errors
+def export_onnx(out_file: str, **flags: Any) -> None:
+    """Write the image tower as ONNX to OUT_FILE (and its metadata to OUT_FILE's .json), for `serve --onnx-model`.
+
+    Export where torch is installed; serve the file anywhere ONNX Runtime is (the CPU image has no torch).
+    """
+    import shutil
+    from pathlib import Path
+
+    require("photodedup export-onnx", "local", "torch", "open_clip")
+    require("photodedup export-onnx", "cpu", "onnx")
+    from photodedup.engines.onnx_engine import ensure_onnx
+
+    settings = build_settings(**flags)
+    path, _ = ensure_onnx(settings)
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, out)
+    shutil.copyfile(path.with_suffix(".json"), out.with_suffix(".json"))
+    click.echo(f"wrote {out} and {out.with_suffix('.json').name}")
