@@ -93,7 +93,9 @@ def runs(repeat: int, make: Callable[[int], list[str]], env: Callable[[int], dic
 def row(tool: str, what: str, files: int, ms: list[Measured]) -> str:
     secs = statistics.median(m.seconds for m in ms)
     rss = max(m.peak_tree_mb for m in ms)
-    return (f"| {tool} | {what} | {secs:.2f} | {files / secs:,.0f} | {rss:,.0f} | "
+    rate = files / secs
+    shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
+    return (f"| {tool} | {what} | {secs:.2f} | {shown} | {rss:,.0f} | "
             f"{', '.join(f'{m.seconds:.2f}' for m in ms)} |")
 
 
