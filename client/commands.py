@@ -89,6 +89,9 @@ def register(group: click.Group) -> None:
     group.add_command(undo_cmd)
     group.add_command(ignore)
     group.add_command(purge)
+    from photodedup.client.review.command import review
+
+    group.add_command(review)
 
 
 @click.command()

@@ -71,7 +71,15 @@ CREATE TABLE IF NOT EXISTS scans (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1_RELEASE,)
+# Review decisions (photodedup review): the files the user chose to keep, which beat the keep policy in
+# any group that holds them, and the groups marked done, keyed by a digest of their member paths (a group
+# that gains or loses a file after a rescan is a new group to review).
+_V2_REVIEW = """
+CREATE TABLE keeper_choices (path TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE done_groups (members_key TEXT PRIMARY KEY, created REAL NOT NULL);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1_RELEASE, _V2_REVIEW)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -366,3 +374,26 @@ class Index:
 
     def ignored(self) -> list[frozenset[str]]:
         return [frozenset(row) for row in self.conn.execute("SELECT a, b FROM ignores ORDER BY a, b")]
+
+    # -- review decisions -------------------------------------------------------------------------
+
+    def choose_keeper(self, path: str, others: Collection[str]) -> None:
+        """Keep `path` in its group; a choice made earlier for another file of that group is dropped."""
+        with self.transaction() as c:
+            c.executemany("DELETE FROM keeper_choices WHERE path=?", ((p,) for p in others if p != path))
+            c.execute("INSERT OR REPLACE INTO keeper_choices (path, created) VALUES (?, ?)", (path, time.time()))
+
+    def keeper_choices(self) -> dict[str, float]:
+        """path -> when the user chose to keep it."""
+        return dict(self.conn.execute("SELECT path, created FROM keeper_choices"))
+
+    def set_done(self, members_key: str, done: bool) -> None:
+        with self.transaction() as c:
+            if done:
+                c.execute("INSERT OR REPLACE INTO done_groups (members_key, created) VALUES (?, ?)",
+                          (members_key, time.time()))
+            else:
+                c.execute("DELETE FROM done_groups WHERE members_key=?", (members_key,))
+
+    def done_groups(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT members_key FROM done_groups")}

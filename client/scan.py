@@ -226,4 +226,7 @@ def load_groups(
     refs = [os.path.abspath(os.path.expanduser(r)) for r in reference_dirs]
     all_roots = list(dict.fromkeys([*roots, *refs]))
     records = list({r.path: r for r in index.records(all_roots, model_id)}.values())  # roots may nest
-    return find_groups(records, config, ignored=index.ignored(), reference_dirs=refs)
+    groups = find_groups(records, config, ignored=index.ignored(), reference_dirs=refs)
+    from photodedup.client.decisions import apply_keeper_choices
+
+    return apply_keeper_choices(groups, index.keeper_choices())  # keepers chosen in `photodedup review`
