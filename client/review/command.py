@@ -50,10 +50,10 @@ def open_review(db: str | None) -> tuple[Any, Any]:
         last, settings, refs = _as_scanned(index, db, (), {"near_threshold": None, "similar_threshold": None})
         config = grouping_config(settings)
         groups = load_groups(index, last.roots, last.model_id, config, refs)
-    db_path = Path(settings.db).expanduser()
+    db_path = Path(settings.scan.db).expanduser()
     state = ReviewState(db_path, last, groups, config, refs, db_path.parent / "journals",
-                        max_pixels=settings.max_image_pixels)
-    return state, ThumbnailCache(db_path.parent / "thumbs", settings.max_image_pixels)
+                        max_pixels=settings.imaging.max_image_pixels)
+    return state, ThumbnailCache(db_path.parent / "thumbs", settings.imaging.max_image_pixels)
 
 
 def build(db: str | None, host: str, port: int) -> tuple[Any, socket.socket, str]:
