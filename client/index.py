@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -87,6 +88,10 @@ class IndexSchemaError(PhotodedupError):
     """The index file cannot be used by this release (written by a newer one)."""
 
 
+class IndexDamagedError(PhotodedupError):
+    """The index file is not a readable SQLite database (empty, truncated, overwritten)."""
+
+
 @dataclass(frozen=True)
 class ScanInfo:
     id: int
@@ -121,12 +126,31 @@ class Index:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            # SQLite would take an empty file for a new index and history would vanish without a word
+            self._damaged("it is empty (0 bytes)")
         self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across process crashes under WAL; only a power cut may drop the last commits.
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self.migrate()
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes under WAL; only a power cut may drop the last commits.
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.migrate()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            self.conn.close()
+            self._damaged(str(exc))
+
+    def _damaged(self, reason: str) -> None:
+        """Keep a copy of a damaged index and stop with one line; nothing is overwritten or recreated."""
+        backup = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copy2(self.path, backup)
+        raise IndexDamagedError(
+            f"the index {self.path} cannot be read ({reason}); a copy is at {backup}. Move the index away "
+            "(or delete it) to start a new one: the next scan rebuilds it, but its \"not duplicates\" "
+            "decisions and review choices are lost"
+        )
 
     # -- plumbing ---------------------------------------------------------------------------------
 

@@ -87,6 +87,15 @@ def to_dict(groups: Sequence[Group], stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def printable(text: str) -> str:
+    """A file name as one line of plain text: control characters (a newline in a name could fake a
+    line of a plan) and undecodable bytes are shown as backslash escapes."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for ch in text)
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
@@ -152,7 +161,7 @@ def _table(groups: Sequence[Group], console: Console) -> None:
                 str(i) if j == 0 else "",
                 g.kind if j == 0 else "",
                 "keep" if keep else m.tier,
-                r.path,
+                printable(r.path),
                 human_bytes(r.size),
                 f"{r.width}x{r.height}",
                 "" if keep else f"{m.distance:.3g}",

@@ -115,6 +115,7 @@ def run_scan(
             for path, size, mtime_ns in index.needing_embedding(walker.roots, embedder.model_id):
                 if path not in queued and path in seen:
                     jobs.append(HashJob(path, size, mtime_ns))
+                    summary.unchanged -= 1  # read again for its thumbnail: counted once, as hashed
         summary.hashed = 0
         _run_jobs(jobs, settings, index, embedder, summary, console, progress)
         summary.removed = index.forget_unseen(walker.roots, scan_id, [p for p, _ in walker.stats.unreadable])

@@ -22,6 +22,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from photodedup.client.actions import ActionError
 from photodedup.client.report import human_bytes
 from photodedup.client.review.security import CSRF_FIELD, Secrets, TokenMiddleware, csrf_form
 from photodedup.client.review.state import KINDS, SORTS, ReviewError, ReviewState
@@ -192,7 +193,7 @@ def create_app(state: ReviewState, thumbs: ThumbnailCache, secrets: Secrets, hos
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts), Middleware(TokenMiddleware, secrets=secrets)]
     app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers={ReviewError: review_error, HTTPException: http_error})
+                    exception_handlers={ReviewError: review_error, ActionError: review_error, HTTPException: http_error})
     app.state.secrets = secrets
     return app
 

@@ -25,6 +25,7 @@ from photodedup.client.actions import (
     UndoResult,
     apply_actions,
     move_root,
+    outside_roots,
     plan_actions,
     undo,
 )
@@ -224,7 +225,10 @@ class ReviewState:
         if mode == "move" and dest_path is None:
             raise ReviewError("moving needs a destination folder")
         actions = plan_actions([v.group for v in views], mode, dest_path, self.reference_dirs,  # type: ignore[arg-type]
-                               root=move_root(self.scan.roots, self.reference_dirs), kinds=set(kinds) or set(KINDS))
+                               root=move_root(self.scan.roots, self.reference_dirs), kinds=set(kinds) or set(KINDS),
+                               roots=self.scan.roots)
+        # the app never acts through a symlinked folder that leads out of the scanned folders
+        actions = [a for a in actions if not (outside_roots(a.path, self.scan.roots) or outside_roots(a.keep, self.scan.roots))]
         plan = Plan(secrets.token_urlsafe(12), mode, str(dest_path) if dest_path else None, actions)
         with self._lock:
             now = time.time()
@@ -244,7 +248,7 @@ class ReviewState:
             while journal.exists():
                 journal = self.journal_dir / time.strftime(f"apply-%Y%m%d-%H%M%S-{n}.jsonl")
                 n += 1
-            result = apply_actions(plan.actions, journal, verify_md5=True)
+            result = apply_actions(plan.actions, journal, verify_md5=True, roots=self.scan.roots)
             if plan.mode != "hardlink" and result.done:
                 with Index(self.db) as index:
                     index.forget(result.done)
