@@ -9,7 +9,7 @@ DIR ?= $(HOME)/Pictures
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 PROTOS := $(wildcard proto/photodedup/v1/*.proto)
 
-.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu test-browser scan serve bench gpu-wheels clean deploy-check image-check
+.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu test-browser scan serve bench gpu-wheels clean deploy-check image-check image-tools
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PY_SYS) -m venv $(VENV)
@@ -60,10 +60,14 @@ deploy-check: install
 	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 
 # Builds the CPU image from nothing with mmdebstrap + buildah (no Docker, no registry), serves from it and
-# calls it with grpcurl, then removes it. Needs root and `apt-get install buildah mmdebstrap`.
-# Several minutes of both cores (docs/BENCHMARKS.md), so not part of `make test`: run it when docker/,
-# pyproject dependencies or the serve path change, and before a release.
-image-check: install
+# calls it with grpcurl, then removes it. Needs root (it installs buildah and mmdebstrap when missing).
+# About 8 minutes on two shared cores (docs/BENCHMARKS.md): CI runs it after `make test` (.ci/run), and
+# `make test` does not, so a developer's test loop stays short.
+image-tools:
+	command -v buildah >/dev/null && command -v mmdebstrap >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q buildah mmdebstrap)
+
+image-check: install image-tools
 	docker/image-check.sh
 
 test-gpu: install
