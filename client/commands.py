@@ -251,7 +251,7 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
         actions = [a for a in actions if a.path not in outside]
     groups = [g for g in groups if any(a.keep == os.path.abspath(g.keep.path) for a in actions)]
     total = sum(a.size for a in actions)
-    verb = {"move": f"move to {move_to}", "trash": "move to the trash", "hardlink": "replace with hard links",
+    verb = {"move": f"move to {printable(str(move_to))}", "trash": "move to the trash", "hardlink": "replace with hard links",
             "delete": "DELETE PERMANENTLY"}[mode]
     for a in actions:
         click.echo(f"  {a.op} {printable(a.path)}" + (f" -> {printable(a.dest)}" if a.dest else "")
