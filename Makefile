@@ -9,14 +9,14 @@ DIR ?= $(HOME)/Pictures
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 PROTOS := $(wildcard proto/photodedup/v1/*.proto)
 
-.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu scan serve bench gpu-wheels clean deploy-check image-check image-tools
+.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu test-browser scan serve bench gpu-wheels clean deploy-check image-check image-tools
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PY_SYS) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# torch first, pinned: on this kind of machine pip takes it from local disk.
 	$(VENV)/bin/pip install -q $(TORCH_PIN)
-	$(VENV)/bin/pip install -q -e '.[cpu,dev]'
+	$(VENV)/bin/pip install -q -e '.[server,cpu,dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -50,7 +50,7 @@ test: install buf-lint buf-breaking proto-check deploy-check
 # Kubernetes manifests and Dockerfiles, offline: render every kustomization, validate the result against
 # the Kubernetes schemas (strict: unknown fields fail), lint it with checkov's policies (findings are fixed
 # or skipped with a reason in the manifest), lint the Dockerfiles. About 30 s, so part of `make test`.
-K8S_TARGETS := base overlays/kind overlays/gpu-queue-metric
+K8S_TARGETS := base overlays/kind overlays/kind-tls overlays/gpu-queue-metric
 K8S_OUT := build/k8s
 deploy-check: install
 	rm -rf $(K8S_OUT) && mkdir -p $(K8S_OUT)
@@ -73,6 +73,13 @@ image-check: install image-tools
 test-gpu: install
 	$(VENV)/bin/python -m pytest -q tests/gpu
 
+# The review app in a real browser: Debian's chromium driven by Playwright (no browser download).
+# `make test` runs it too when /usr/bin/chromium exists and skips it otherwise (CI does not install it).
+test-browser: install
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium) || \
+	  (echo "install Debian's chromium (apt-get install chromium) to run the browser test" >&2; exit 1)
+	$(VENV)/bin/python -m pytest -q -rs tests/browser
+
 scan: install
 	$(VENV)/bin/photodedup scan "$(DIR)"
 
@@ -80,6 +87,7 @@ serve: install
 	$(VENV)/bin/photodedup serve
 
 bench: install
+	$(VENV)/bin/pip install -q -e '.[server,cpu,bench]'
 	$(VENV)/bin/python benchmarks/run_all.py
 
 # Wheels for benchmarks/gpu_check.sh on an offline GPU machine that has Python 3.12 and torch but not

@@ -28,7 +28,7 @@ from benchlib import num, options, say, served  # noqa: E402
 from record import machine_line, write_section  # noqa: E402
 from serverproc import ServerProcess  # noqa: E402
 
-from photodedup.client.bench import run_bench  # noqa: E402
+from photodedup.loadgen.command import run_bench  # noqa: E402
 from photodedup.settings import Settings  # noqa: E402
 
 TINY = ["--model", "photodedup-tiny", "--weights", "random", "--threads", "1"]

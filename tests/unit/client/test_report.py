@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+from fakes import record
 from rich.console import Console
 
 from photodedup.client.grouping import FileRecord, Group, Member
@@ -15,8 +16,7 @@ from helpers import photo
 
 
 def _rec(path: Path, size: int, w: int = 40, h: int = 30) -> FileRecord:
-    return FileRecord(path=str(path), size=size, width=w, height=h, md5="0" * 32, dhash=1, phash=2,
-                      embedding=None, exif_time=None, mtime=0.0, format="JPEG")
+    return record(path, size=size, width=w, height=h, md5="0" * 32, dhash=1, phash=2)
 
 
 def _groups(tmp_path: Path) -> list[Group]:
@@ -59,9 +59,17 @@ def test_render_csv_json_html(tmp_path: Path) -> None:
     assert lines[1].startswith("1,near,1,") and len(lines) == 6
     render(groups, stats, "html", tmp_path / "r.html", Console(file=io.StringIO()))
     page = (tmp_path / "r.html").read_text()
-    assert page.count("data:image/jpeg;base64,") == 5 and "<img src='http" not in page
+    # thumbnails are files beside the page, one per distinct content, linked and never inlined
+    assert page.count("<img src='r_files/" + "0" * 32 + ".jpg'") == 5 and "base64" not in page
+    assert (tmp_path / "r_files" / ("0" * 32 + ".jpg")).read_bytes()[:2] == b"\xff\xd8"
     (tmp_path / "b.jpg").unlink()  # a file gone since the scan still gets a placeholder, not a crash
+    for p in (tmp_path / "r_files").iterdir():
+        p.unlink()
+    groups[0].members[0].record.md5 = groups[1].keep.md5 = "1" * 32
     render(groups, stats, "html", tmp_path / "r2.html", Console(file=io.StringIO()))
     assert "no preview" in (tmp_path / "r2.html").read_text()
+    buf = io.StringIO()
+    render(groups, stats, "html", None, Console(file=buf))
+    assert "<img" not in buf.getvalue() and "no thumbnails" in buf.getvalue()
     render(groups, stats, "table", tmp_path / "r.txt", Console(file=io.StringIO()))
     assert "keep" in (tmp_path / "r.txt").read_text()
