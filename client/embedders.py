@@ -184,6 +184,9 @@ class RemoteEmbedder:
             _ServerState(a) for a in servers for _ in range(settings.transport.balanced_streams if is_balanced(a) else 1)
         ]
         self._channels = {a: open_channel(a, settings) for a in servers}
+        for address, channel in self._channels.items():
+            if is_balanced(address):
+                _settle(channel, settings.scan.connect_timeout_s)
         self._threads = [
             threading.Thread(target=self._serve, args=(s,), name=f"embed-{s.address}", daemon=True)
             for s in self.servers
@@ -368,6 +371,18 @@ class RemoteEmbedder:
                     item = self._work.popleft()
                     self._finish(EmbedOutcome(item.key, None, self._all_down_reason, permanent=False))
             self._cond.notify_all()
+
+
+def _settle(channel: Any, timeout: float) -> None:
+    """Let a balanced channel connect to its addresses before streams start: calls made while only one
+    address is ready all go to that one, and a stream stays where it started."""
+    import grpc
+
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        return
+    time.sleep(0.3)  # the other addresses of the list connect within this on a working network
 
 
 class _StreamSession:
