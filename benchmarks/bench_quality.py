@@ -28,7 +28,7 @@ from typing import Any
 
 from PIL import Image
 
-from photodedup.client.grouping import FileRecord, GroupingConfig, find_groups
+from photodedup.client.grouping import FileRecord, GroupingConfig, find_groups, hamming_bits
 from photodedup.client.hashing import hash_bytes
 from photodedup.settings import Settings
 
@@ -59,10 +59,9 @@ def distance_stats(records: list[FileRecord], truth: list[dict[str, Any]], root:
     """Closest unrelated pair per hash, and the farthest original<->copy pair per edit kind (sum)."""
     group = {str(root / r["path"]): r["group"] for r in truth}
     kind = {str(root / r["path"]): r["transform"] for r in truth}
-    m = (1 << 64) - 1
 
     def dist(a: FileRecord, b: FileRecord) -> tuple[int, int]:
-        return ((a.dhash ^ b.dhash) & m).bit_count(), ((a.phash ^ b.phash) & m).bit_count()  # type: ignore[operator]
+        return hamming_bits((a.dhash, 0), (b.dhash, 0)), hamming_bits((a.phash, 0), (b.phash, 0))  # type: ignore[arg-type]
 
     closest = {"sum": 128, "phash": 64, "dhash": 64}
     sums: list[int] = []

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from photodedup.client.grouping import Group, under_any
+from photodedup.client.grouping import Group
+from photodedup.client.paths import under_any
 from photodedup.errors import PhotodedupError
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def plan_actions(
             if under_any(rec.path, reference_dirs):
                 continue
             # kind is how this file matches its keeper (exact copies inside a near group are "exact")
-            kind = member.tier if member.tier in ("exact", "near", "similar") else group.kind
+            kind = member.tier.value
             actions.append(Action(mode, os.path.abspath(rec.path), os.path.abspath(group.keep.path), rec.md5,
                                   group.keep.md5, rec.size, rec.mtime, kind))
     if mode == "move" and actions:

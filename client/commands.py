@@ -219,8 +219,8 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
     first so `photodedup undo JOURNAL` can put everything back.
     """
     from photodedup.client.actions import apply_actions, plan_actions
-    from photodedup.client.grouping import under_any
     from photodedup.client.index import Index
+    from photodedup.client.paths import under_any
     from photodedup.client.report import human_bytes
     from photodedup.client.scan import grouping_config, load_groups
 

@@ -26,7 +26,7 @@ from photodedup.client.actions import (
     read_journal,
     undo,
 )
-from photodedup.client.grouping import FileRecord, Group, GroupingConfig, Member, find_groups
+from photodedup.client.grouping import FileRecord, Group, GroupingConfig, Member, Tier, find_groups
 
 
 def md5(path: Path) -> str:
@@ -208,7 +208,7 @@ def test_near_member_is_checked_against_its_own_scan_hash(tmp_path: Path) -> Non
     keep.write_bytes(os.urandom(900))
     near.write_bytes(os.urandom(800))
     ka, kb = record(keep, 300), record(near)
-    group = Group("near", ka, [Member(ka, 0, "keep"), Member(kb, 3, "near")])
+    group = Group(Tier.NEAR, ka, [Member(ka, 0, Tier.EXACT), Member(kb, 3, Tier.NEAR)])
     actions = plan_actions([group], "delete", None, ())
     near.write_bytes(os.urandom(800))
     assert apply_actions(actions, tmp_path / "j.jsonl").skipped == [(str(near), "content changed since the scan")]

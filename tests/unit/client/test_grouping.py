@@ -10,6 +10,7 @@ import pytest
 from photodedup.client.grouping import (
     FileRecord,
     GroupingConfig,
+    Tier,
     cosine_pairs_ann,
     cosine_pairs_exact,
     find_groups,
@@ -86,7 +87,8 @@ def test_exact_copies_join_a_near_group_as_one_unit() -> None:
     g = groups[0]
     assert g.kind == "near" and g.keep.path == "/a1.jpg"
     tiers = {m.record.path: m.tier for m in g.members}
-    assert tiers == {"/a1.jpg": "keep", "/z/a2.jpg": "exact", "/b.jpg": "near"}
+    assert tiers == {"/a1.jpg": Tier.EXACT, "/z/a2.jpg": Tier.EXACT, "/b.jpg": Tier.NEAR}
+    assert g.members[0].record is g.keep and [m.record for m in g.targets] == [a2, b]
 
 
 def test_each_file_in_at_most_one_group() -> None:
