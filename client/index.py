@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -41,6 +41,12 @@ CREATE TABLE IF NOT EXISTS files (
     format TEXT,
     exif_time REAL,             -- capture time from EXIF, seconds since the epoch (camera clock as UTC)
     rotated BLOB,               -- dhash, phash of the image turned 90, 180, 270 degrees: 6 x int64 LE
+    content BLOB,               -- picture inside uniform borders: left, top, right, bottom as 4 x int32 LE
+    picture_pixels INTEGER,     -- pixels of the picture itself (content box less rotated-copy corners)
+    windows BLOB,               -- dhash, phash of sub-windows of the content, full frame first: n x 2 x int64 LE
+    camera INTEGER,             -- 1 when EXIF names a camera make or model
+    quality INTEGER,            -- estimated quality 1..100; 0: a lossless file carrying JPEG block traces
+    grey INTEGER,               -- 1 for a colour-less picture
     error TEXT,                 -- why the file could not be hashed; NULL when it was
     seen_scan INTEGER NOT NULL  -- the last scan whose walk found the file
 );
@@ -85,6 +91,7 @@ def _under(root: str) -> tuple[str, str]:
 
 
 def _pack_rotated(rotated: Sequence[tuple[int, int]]) -> bytes | None:
+    """(dhash, phash) pairs, signed, as int64 LE; used for the turned-image and the window hashes."""
     return np.asarray(rotated, dtype="<i8").tobytes() if rotated else None
 
 
@@ -94,6 +101,33 @@ def _unpack_rotated(blob: bytes | None) -> tuple[tuple[int, int], ...]:
         return ()
     flat = np.frombuffer(blob, dtype="<i8").astype(np.uint64)
     return tuple((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat) - 1, 2))
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring an older index up to SCHEMA_VERSION inside the caller's transaction."""
+    if version < 2:
+        # Content box, sub-window hashes and keeper signals; files hashed before them are hashed again
+        # by the next scan (an mtime of -1 never matches the file's), and group as before until then.
+        for column in ("content BLOB", "picture_pixels INTEGER", "windows BLOB", "camera INTEGER",
+                       "quality INTEGER", "grey INTEGER"):
+            conn.execute(f"ALTER TABLE files ADD COLUMN {column}")
+        conn.execute("UPDATE files SET mtime_ns = -1 WHERE error IS NULL")
+    conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+
+def _pack_content(box: tuple[int, int, int, int] | None) -> bytes | None:
+    return None if box is None else np.asarray(box, dtype="<i4").tobytes()
+
+
+def _unpack_content(blob: bytes | None) -> tuple[int, int, int, int] | None:
+    if not blob:
+        return None
+    a, b, c, d = (int(v) for v in np.frombuffer(blob, dtype="<i4"))
+    return a, b, c, d
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
 
 
 class Index:
@@ -115,6 +149,8 @@ class Index:
                 self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} was written by a newer photodedup (schema {row[0]})")
+            elif int(row[0]) < SCHEMA_VERSION:
+                _migrate(self.conn, int(row[0]))
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -187,7 +223,9 @@ class Index:
         """Record hashed files; a changed file's old embedding goes with its old row."""
         rows = [
             (r.path, r.size, r.mtime_ns, r.md5, r.dhash, r.phash, r.width, r.height, r.format, r.exif_time,
-             _pack_rotated(r.rotated), r.error, scan_id)
+             _pack_rotated(r.rotated), _pack_content(r.content), r.picture_pixels, _pack_rotated(r.windows),
+             _flag(r.camera),
+             r.quality, _flag(r.grey), r.error, scan_id)
             for r in results
         ]
         if not rows:
@@ -196,7 +234,8 @@ class Index:
             c.executemany("DELETE FROM embeddings WHERE path=?", ((r[0],) for r in rows))
             c.executemany(
                 "INSERT OR REPLACE INTO files (path, size, mtime_ns, md5, dhash, phash, width, height, format,"
-                " exif_time, rotated, error, seen_scan) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " exif_time, rotated, content, picture_pixels, windows, camera, quality, grey, error, seen_scan)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
 
@@ -301,11 +340,13 @@ class Index:
         for lo, hi in self._ranges(roots):
             cur = self.conn.execute(
                 "SELECT f.path, f.size, f.width, f.height, f.md5, f.dhash, f.phash, e.vector, f.exif_time,"
-                " f.mtime_ns, f.format, f.rotated FROM files f LEFT JOIN embeddings e ON e.path=f.path AND e.model_id=?"
+                " f.mtime_ns, f.format, f.rotated, f.content, f.picture_pixels, f.windows, f.camera, f.quality, f.grey"
+                " FROM files f LEFT JOIN embeddings e ON e.path=f.path AND e.model_id=?"
                 " WHERE f.path >= ? AND f.path < ? AND f.error IS NULL AND f.md5 IS NOT NULL ORDER BY f.path",
                 (model_id or "", lo, hi),
             )
-            for path, size, w, h, md5, dh, ph, vec, exif_time, mtime_ns, fmt, rotated in cur:
+            for (path, size, w, h, md5, dh, ph, vec, exif_time, mtime_ns, fmt, rotated, content, picture_pixels,
+                 windows, camera, quality, grey) in cur:
                 yield FileRecord(
                     path=path,
                     size=size,
@@ -319,6 +360,12 @@ class Index:
                     mtime=mtime_ns / 1e9,
                     format=fmt or "",
                     rotated_hashes=_unpack_rotated(rotated),
+                    content=_unpack_content(content),
+                    picture_pixels=picture_pixels,
+                    windows=_unpack_rotated(windows),
+                    camera=None if camera is None else bool(camera),
+                    quality=quality,
+                    grey=None if grey is None else bool(grey),
                 )
 
     def file_md5(self, path: str) -> str | None:

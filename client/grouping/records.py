@@ -17,6 +17,9 @@ class Tier(enum.StrEnum):
     EXACT = "exact"
     NEAR = "near"
     SIMILAR = "similar"
+    # Same scene, different shot: embedding neighbours that geometric verification rejected. Shown for
+    # review, never acted on (a series member is never a target).
+    SERIES = "series"
 
 
 @dataclass
@@ -37,6 +40,28 @@ class FileRecord:
     # (dhash, phash) of the decoded image rotated by 90, 180 and 270 degrees (any subset, any order):
     # lets the near tier find pixel-rotated copies. Empty when the scanner did not compute them.
     rotated_hashes: tuple[tuple[int, int], ...] = ()
+    # The picture inside uniform borders, (left, top, right, bottom) in upright pixels; None: whole frame.
+    content: tuple[int, int, int, int] | None = None
+    # Pixels of the picture itself (content box less the filled corners of a rotated copy); None: unknown.
+    picture_pixels: int | None = None
+    # (dhash, phash) of sub-windows of the content, the full frame first (`client.content.WINDOWS`):
+    # a cropped copy's full-frame window meets one of its original's. Empty when not computed.
+    windows: tuple[tuple[int, int], ...] = ()
+    # Keeper signals (`client.fidelity`): camera EXIF present, estimated quality (0: a lossless file
+    # carrying JPEG block traces), a grey picture. None when not computed.
+    camera: bool | None = None
+    quality: int | None = None
+    grey: bool | None = None
+
+    @property
+    def content_pixels(self) -> int:
+        """Pixels of the picture itself, borders (and a rotated copy's filled corners) excluded."""
+        if self.picture_pixels is not None:
+            return self.picture_pixels
+        if self.content is None:
+            return self.width * self.height
+        left, top, right, bottom = self.content
+        return max(0, right - left) * max(0, bottom - top)
 
 
 @dataclass
@@ -63,8 +88,11 @@ class Group:
 
     @property
     def targets(self) -> list[Member]:
-        """Members an action may touch: neither the keeper nor under a reference dir."""
-        return [m for m in self.members if m.record is not self.keep and m.record.path not in self.protected]
+        """Members an action may touch: not the keeper, not under a reference dir, not a series shot."""
+        return [
+            m for m in self.members
+            if m.record is not self.keep and m.record.path not in self.protected and m.tier is not Tier.SERIES
+        ]
 
     @property
     def reclaimable_bytes(self) -> int:

@@ -115,3 +115,42 @@ def test_nested_roots_are_not_counted_twice() -> None:
     covered = [r for r in ranges if r[0] <= "/p/lib/ref/x.jpg" < r[1]]
     assert len(covered) == 1
     assert any(r[0] <= "/p/other/y.jpg" < r[1] for r in ranges)
+
+
+def test_content_windows_and_keeper_signals_round_trip(index: Index) -> None:
+    scan = index.start_scan(["/p"], None, {})
+    res = _res("/p/a.jpg")
+    res.content, res.picture_pixels = (1, 2, 3, 3), 2
+    res.windows = ((to_signed64(1 << 63), 1), (2, 3))
+    res.camera, res.quality, res.grey = True, 0, False
+    index.put_hashes([res, _res("/p/b.jpg")], scan)
+    a, b = list(index.records(["/p"], None))
+    assert a.content == (1, 2, 3, 3) and a.picture_pixels == 2 and a.content_pixels == 2
+    assert a.windows == ((1 << 63, 1), (2, 3))
+    assert (a.camera, a.quality, a.grey) == (True, 0, False)
+    assert b.content is None and b.windows == () and (b.camera, b.quality, b.grey) == (None, None, None)
+
+
+V1_FILES = """CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, md5 TEXT,
+    dhash INTEGER, phash INTEGER, width INTEGER, height INTEGER, format TEXT, exif_time REAL, rotated BLOB,
+    error TEXT, seen_scan INTEGER NOT NULL)"""
+
+
+def test_an_index_of_the_previous_release_opens_and_is_rehashed(tmp_path: Path) -> None:
+    """Schema 1 (no content box, windows or keeper signals): the columns are added, its files still group,
+    and the next scan hashes them again to fill the new columns."""
+    db = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.execute(V1_FILES)
+    conn.execute("INSERT INTO files VALUES ('/p/a.jpg', 10, 5, ?, 1, 2, 4, 3, 'JPEG', NULL, NULL, NULL, 1)", ("a" * 32,))
+    conn.commit()
+    conn.close()
+    with Index(db) as index:
+        (rec,) = list(index.records(["/p"], None))
+        assert rec.md5 == "a" * 32 and rec.content is None and rec.windows == ()
+        size, mtime_ns, done = index.known(["/p/a.jpg"])["/p/a.jpg"]
+        assert done and (size, mtime_ns) != (10, 5)  # no longer current: rehashed by the next scan
+        version = index.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    assert int(version) == 2
