@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from photodedup.settings import Settings
 
-KEEP_POLICY: tuple[str, ...] = ("resolution", "size", "format", "oldest", "shortest_path")
+# Which copy is the original: most picture (borders excluded), camera metadata, least generation loss,
+# colour, no added borders, oldest, then bytes, format and path. See README ("Which file is kept").
+KEEP_POLICY: tuple[str, ...] = (
+    "resolution", "camera", "quality", "colour", "borders", "oldest", "size", "format", "shortest_path",
+)
 # Lower index is preferred: camera RAW and HEIC keep more of the original than a JPEG export.
 FORMAT_PREFERENCE: tuple[str, ...] = (
     "DNG", "CR2", "CR3", "NEF", "ARW", "ORF", "RW2", "RAF", "RAW",
@@ -27,6 +31,10 @@ class GroupingConfig:
     format_preference: tuple[str, ...] = FORMAT_PREFERENCE
     ann_probes: int | None = None  # cells per vector in the ANN join; None: by threshold
     hamming_brute_force_max: int = 2048
+    # Loose first stage for geometric verification: a full frame within this many bits of any window
+    # (or full frame) of another picture is a candidate; it joins only if the verifier confirms it.
+    candidate_threshold: int = 30
+    verify: bool = True  # the scanner passes a geometric verifier to find_groups
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.keep_policy if k not in KEEP_POLICY]
@@ -42,4 +50,6 @@ class GroupingConfig:
             similar_threshold=settings.similar_threshold,
             keep_policy=tuple(settings.keep_policy),
             ann_threshold=settings.ann_threshold,
+            candidate_threshold=settings.candidate_threshold,
+            verify=settings.verify,
         )

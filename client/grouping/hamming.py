@@ -135,3 +135,31 @@ def hamming_neighbours(
     return out
 
 
+
+
+def window_neighbours(
+    windows: Sequence[Sequence[tuple[int, int]]], threshold: int, brute_force_max: int = 2048
+) -> dict[int, dict[int, float]]:
+    """Symmetric neighbour map {i: {j: bits}}: i's full-frame window within `threshold` of any window of j.
+
+    `windows[i]` are record i's window hashes with the full frame first (`client.content.WINDOWS`), so a
+    crop's full frame meets the window of its original that it is. Records without windows are skipped.
+    """
+    query_owner = [i for i, w in enumerate(windows) if w]
+    if len(query_owner) < 2:
+        return {}
+    queries = as_keys([windows[i][0] for i in query_owner])
+    table_owner = np.asarray([i for i in query_owner for _ in windows[i]], dtype=np.int64)
+    table = as_keys([pair for i in query_owner for pair in windows[i]])
+    join = hamming_join_brute if len(query_owner) <= brute_force_max else hamming_join_mih
+    q, t, d = join(queries, table, threshold)
+    a, b = np.asarray(query_owner, dtype=np.int64)[q], table_owner[t]
+    out: dict[int, dict[int, float]] = {}
+    for x0, y0, dist in zip(a.tolist(), b.tolist(), d.tolist(), strict=True):
+        if x0 == y0:
+            continue
+        for x, y in ((x0, y0), (y0, x0)):
+            row = out.setdefault(x, {})
+            if dist < row.get(y, math.inf):
+                row[y] = float(dist)
+    return out

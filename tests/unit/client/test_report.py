@@ -39,7 +39,7 @@ def test_json_schema(tmp_path: Path) -> None:
     assert [f["path"] for f in first["files"]] == [str(tmp_path / n) for n in ("a.jpg", "c.jpg", "b.jpg")]
     assert first["files"][2] == {"path": str(tmp_path / "b.jpg"), "bytes": 200, "width": 40, "height": 30, "distance": 3.0, "match": "near"}
     assert [f["match"] for f in first["files"]] == ["keep", "exact", "near"]
-    assert doc["stats"]["groups"] == {"exact": 1, "near": 1, "similar": 0}
+    assert doc["stats"]["groups"] == {"exact": 1, "near": 1, "similar": 0, "series": 0}
     assert doc["stats"]["files"] == 3
 
 
