@@ -20,14 +20,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from photodedup.client.hashing import HashResult, to_unsigned64
+from photodedup.errors import PhotodedupError
 
 if TYPE_CHECKING:
     from photodedup.client.grouping import FileRecord
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-SCHEMA = """
+# Schema migrations, in order: MIGRATIONS[i] takes an index from `PRAGMA user_version` i to i + 1 inside
+# one transaction. Never edit a released step; append a new one. The first step is the schema of the
+# releases before user_version was used; its statements are idempotent (IF NOT EXISTS) because those
+# indexes already hold it at user_version 0.
+_V1_RELEASE = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
@@ -41,12 +45,6 @@ CREATE TABLE IF NOT EXISTS files (
     format TEXT,
     exif_time REAL,             -- capture time from EXIF, seconds since the epoch (camera clock as UTC)
     rotated BLOB,               -- dhash, phash of the image turned 90, 180, 270 degrees: 6 x int64 LE
-    content BLOB,               -- picture inside uniform borders: left, top, right, bottom as 4 x int32 LE
-    picture_pixels INTEGER,     -- pixels of the picture itself (content box less rotated-copy corners)
-    windows BLOB,               -- dhash, phash of sub-windows of the content, full frame first: n x 2 x int64 LE
-    camera INTEGER,             -- 1 when EXIF names a camera make or model
-    quality INTEGER,            -- estimated quality 1..100; 0: a lossless file carrying JPEG block traces
-    grey INTEGER,               -- 1 for a colour-less picture
     error TEXT,                 -- why the file could not be hashed; NULL when it was
     seen_scan INTEGER NOT NULL  -- the last scan whose walk found the file
 );
@@ -72,6 +70,25 @@ CREATE TABLE IF NOT EXISTS scans (
     options TEXT NOT NULL DEFAULT '{}'
 );
 """
+
+# Content box, picture pixels, sub-window hashes and keeper signals. Files hashed before them are hashed
+# again by the next scan (an mtime of -1 never matches a file's), and group as before until then.
+_V2_CONTENT = """
+ALTER TABLE files ADD COLUMN content BLOB;          -- picture inside uniform borders: l, t, r, b as 4 x int32 LE
+ALTER TABLE files ADD COLUMN picture_pixels INTEGER; -- pixels of the picture (content box less rotated corners)
+ALTER TABLE files ADD COLUMN windows BLOB;          -- dhash, phash of sub-windows, full frame first: n x 2 x int64 LE
+ALTER TABLE files ADD COLUMN camera INTEGER;        -- 1 when EXIF names a camera make or model
+ALTER TABLE files ADD COLUMN quality INTEGER;       -- estimated quality 1..100; 0: lossless with JPEG block traces
+ALTER TABLE files ADD COLUMN grey INTEGER;          -- 1 for a colour-less picture
+UPDATE files SET mtime_ns = -1 WHERE error IS NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1_RELEASE, _V2_CONTENT)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class IndexSchemaError(PhotodedupError):
+    """The index file cannot be used by this release (written by a newer one)."""
 
 
 @dataclass(frozen=True)
@@ -103,18 +120,6 @@ def _unpack_rotated(blob: bytes | None) -> tuple[tuple[int, int], ...]:
     return tuple((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat) - 1, 2))
 
 
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
-    """Bring an older index up to SCHEMA_VERSION inside the caller's transaction."""
-    if version < 2:
-        # Content box, sub-window hashes and keeper signals; files hashed before them are hashed again
-        # by the next scan (an mtime of -1 never matches the file's), and group as before until then.
-        for column in ("content BLOB", "picture_pixels INTEGER", "windows BLOB", "camera INTEGER",
-                       "quality INTEGER", "grey INTEGER"):
-            conn.execute(f"ALTER TABLE files ADD COLUMN {column}")
-        conn.execute("UPDATE files SET mtime_ns = -1 WHERE error IS NULL")
-    conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
-
-
 def _pack_content(box: tuple[int, int, int, int] | None) -> bytes | None:
     return None if box is None else np.asarray(box, dtype="<i4").tobytes()
 
@@ -141,18 +146,24 @@ class Index:
         # NORMAL is durable across process crashes under WAL; only a power cut may drop the last commits.
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
-        # executescript wraps the idempotent CREATE ... IF NOT EXISTS statements in its own transaction.
-        self.conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
-        with self.transaction():
-            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path} was written by a newer photodedup (schema {row[0]})")
-            elif int(row[0]) < SCHEMA_VERSION:
-                _migrate(self.conn, int(row[0]))
+        self.migrate()
 
     # -- plumbing ---------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION, one step per transaction, so a crash mid-way resumes at the
+        last finished step. An index from a newer release is refused rather than half-understood."""
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise IndexSchemaError(f"{self.path} was written by a newer photodedup (schema {version}); upgrade to open it")
+        for step in range(version, SCHEMA_VERSION):
+            # executescript runs the step, its version bump and the mirror for older releases atomically
+            self.conn.executescript(
+                "BEGIN IMMEDIATE;" + MIGRATIONS[step]
+                + f"\nINSERT OR REPLACE INTO meta VALUES ('schema_version', '{step + 1}');"
+                + f"\nPRAGMA user_version = {step + 1};\nCOMMIT;"
+            )
+            log.debug("index %s migrated to schema %d", self.path, step + 1)
 
     class _Tx:
         def __init__(self, conn: sqlite3.Connection) -> None:
@@ -224,8 +235,7 @@ class Index:
         rows = [
             (r.path, r.size, r.mtime_ns, r.md5, r.dhash, r.phash, r.width, r.height, r.format, r.exif_time,
              _pack_rotated(r.rotated), _pack_content(r.content), r.picture_pixels, _pack_rotated(r.windows),
-             _flag(r.camera),
-             r.quality, _flag(r.grey), r.error, scan_id)
+             _flag(r.camera), r.quality, _flag(r.grey), r.error, scan_id)
             for r in results
         ]
         if not rows:

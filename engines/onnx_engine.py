@@ -38,11 +38,11 @@ PROVIDER_NAMES = {
 def export_path(settings: Settings) -> Path:
     from photodedup.engines.openclip_loader import bundled_config_hash, package_version, weights_id
 
-    key = f"{settings.model_name}-{weights_id(settings)}-opset{OPSET}-openclip{package_version('open_clip_torch')}"
-    config = bundled_config_hash(settings.model_name)  # our own configs change without an open_clip release
+    key = f"{settings.model.model_name}-{weights_id(settings)}-opset{OPSET}-openclip{package_version('open_clip_torch')}"
+    config = bundled_config_hash(settings.model.model_name)  # our own configs change without an open_clip release
     if config:
         key += f"-cfg{config}"
-    return settings.cache_dir / "onnx" / (re.sub(r"[^A-Za-z0-9._-]+", "_", key) + ".onnx")
+    return settings.model.cache_dir / "onnx" / (re.sub(r"[^A-Za-z0-9._-]+", "_", key) + ".onnx")
 
 
 def ensure_onnx(settings: Settings) -> tuple[Path, ModelInfo]:
@@ -77,7 +77,7 @@ def _export(settings: Settings, path: Path, meta_path: Path) -> None:
 
     from photodedup.engines.openclip_loader import load_visual
 
-    log.info("exporting %s to ONNX at %s (once)", settings.model_name, path)
+    log.info("exporting %s to ONNX at %s (once)", settings.model.model_name, path)
     visual, info = load_visual(settings, "fp32")
     size = info.preprocessing.input_size
     example = torch.randn(2, 3, size, size)
@@ -125,14 +125,14 @@ class OnnxEngine:
         kind = self.device.split(":")[0]
         if kind == "mps":
             raise EngineUnavailableError("ONNX Runtime has no MPS provider; use --engine torch")
-        wanted = [p for p in self.settings.onnx_providers if p in PROVIDER_NAMES]
+        wanted = [p for p in self.settings.model.onnx_providers if p in PROVIDER_NAMES]
         if kind == "cpu":
             wanted = ["cpu"]
-        unknown = [p for p in self.settings.onnx_providers if p not in PROVIDER_NAMES]
+        unknown = [p for p in self.settings.model.onnx_providers if p not in PROVIDER_NAMES]
         if unknown:
             raise EngineUnavailableError(f"unknown ONNX providers {unknown}; use {', '.join(PROVIDER_NAMES)}")
         device_id = int(self.device.split(":")[1]) if kind == "cuda" else 0
-        trt_cache = str(self.settings.cache_dir / "tensorrt")
+        trt_cache = str(self.settings.model.cache_dir / "tensorrt")
         out: list[Any] = []
         for short in wanted:
             full = PROVIDER_NAMES[short]
@@ -173,7 +173,7 @@ class OnnxEngine:
         except ImportError as exc:
             raise EngineUnavailableError(f"onnxruntime is not installed: {exc}") from None
         kind = self.device.split(":")[0]
-        want = self.settings.precision
+        want = self.settings.model.precision
         self.precision = ("fp16" if kind == "cuda" else "fp32") if want == "auto" else want
         if self.precision == "fp16" and kind == "cpu":
             log.warning("fp16 is not supported by the ONNX engine on CPU; using fp32")
@@ -182,8 +182,8 @@ class OnnxEngine:
         path, self.info = ensure_onnx(self.settings)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.settings.intra_op_threads:
-            opts.intra_op_num_threads = self.settings.intra_op_threads
+        if self.settings.model.intra_op_threads:
+            opts.intra_op_num_threads = self.settings.model.intra_op_threads
         opts.log_severity_level = 3
         # Idle intra-op threads would otherwise spin and steal the cores that decode the next batch.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

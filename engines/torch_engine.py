@@ -46,13 +46,13 @@ class TorchEngine:
             raise EngineUnavailableError(f"{self.device} requested but only {torch.cuda.device_count()} CUDA devices")
         if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise EngineUnavailableError("mps requested but not available")
-        want = self.settings.precision
+        want = self.settings.model.precision
         self.precision = ("fp16" if kind == "cuda" else "fp32") if want == "auto" else want
         if self.precision == "fp16" and kind == "cpu":
             log.warning("fp16 is not supported by the torch engine on CPU; using fp32")
             self.precision = "fp32"
-        if self.settings.intra_op_threads and kind == "cpu":
-            torch.set_num_threads(self.settings.intra_op_threads)
+        if self.settings.model.intra_op_threads and kind == "cpu":
+            torch.set_num_threads(self.settings.model.intra_op_threads)
         from photodedup.engines.openclip_loader import load_visual
 
         visual, self.info = load_visual(self.settings, self.precision)

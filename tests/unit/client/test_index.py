@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from photodedup.client.hashing import HashResult, to_signed64
-from photodedup.client.index import Index
+from photodedup.client.index import MIGRATIONS, SCHEMA_VERSION, Index, IndexSchemaError
 
 
 def _res(path: str, md5: str = "a" * 32, size: int = 10, mtime_ns: int = 1, error: str | None = None) -> HashResult:
@@ -117,6 +117,60 @@ def test_nested_roots_are_not_counted_twice() -> None:
     assert any(r[0] <= "/p/other/y.jpg" < r[1] for r in ranges)
 
 
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+def _at_version(path: Path, version: int) -> None:
+    """An index as the release with schema `version` left it: the migrations up to there, nothing after."""
+    conn = sqlite3.connect(path)
+    for step in MIGRATIONS[:version]:
+        conn.executescript(step)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("version", range(len(MIGRATIONS)))
+def test_every_older_schema_migrates_to_the_current_one(tmp_path: Path, version: int) -> None:
+    db = tmp_path / "index.sqlite3"
+    _at_version(db, version)
+    with Index(db) as idx:
+        assert idx.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        scan = idx.start_scan(["/p"], None, {})
+        idx.put_hashes([_res("/p/a.jpg")], scan)
+        idx.add_ignore(["/p/a.jpg", "/p/b.jpg"])
+    with Index(db) as idx:  # opening a current index again changes nothing
+        assert idx.counts(["/p"], None)["files"] == 1
+        assert idx.ignored() == [frozenset({"/p/a.jpg", "/p/b.jpg"})]
+
+
+def test_an_index_written_by_release_1_opens_with_everything_kept(tmp_path: Path) -> None:
+    """tests/fixtures/index-v1.sql is the dump of an index the release before user_version wrote
+    (user_version 0, schema_version 1 in meta): a scan, three files, embeddings, an ignore pair."""
+    db = tmp_path / "index.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.executescript((FIXTURES / "index-v1.sql").read_text())
+    conn.close()
+    with Index(db) as idx:
+        assert idx.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        last = idx.last_scan()
+        assert last is not None and last.roots == ["/lib"] and last.options["reference"] == ["/lib/ref"]
+        assert idx.counts(["/lib"], "photodedup-tiny/random") == {"files": 3, "errors": 1, "bytes": 23, "embedded": 1}
+        recs = {r.path: r for r in idx.records(["/lib"], "photodedup-tiny/random")}
+        assert recs["/lib/a.jpg"].dhash == (1 << 64) - 1 and recs["/lib/a.jpg"].rotated_hashes[0] == (1, 2)
+        assert recs["/lib/a.jpg"].embedding is not None
+        assert idx.ignored() == [frozenset({"/lib/a.jpg", "/lib/b.jpg"})]
+
+
+def test_an_index_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:
+    db = tmp_path / "index.sqlite3"
+    _at_version(db, SCHEMA_VERSION)
+    sqlite3.connect(db).execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}").connection.close()
+    with pytest.raises(IndexSchemaError, match="newer photodedup"):
+        Index(db)
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
 def test_content_windows_and_keeper_signals_round_trip(index: Index) -> None:
     scan = index.start_scan(["/p"], None, {})
     res = _res("/p/a.jpg")
@@ -131,26 +185,18 @@ def test_content_windows_and_keeper_signals_round_trip(index: Index) -> None:
     assert b.content is None and b.windows == () and (b.camera, b.quality, b.grey) == (None, None, None)
 
 
-V1_FILES = """CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, md5 TEXT,
-    dhash INTEGER, phash INTEGER, width INTEGER, height INTEGER, format TEXT, exif_time REAL, rotated BLOB,
-    error TEXT, seen_scan INTEGER NOT NULL)"""
-
-
-def test_an_index_of_the_previous_release_opens_and_is_rehashed(tmp_path: Path) -> None:
-    """Schema 1 (no content box, windows or keeper signals): the columns are added, its files still group,
-    and the next scan hashes them again to fill the new columns."""
-    db = tmp_path / "old.sqlite3"
+def test_files_hashed_before_schema_2_still_group_and_are_rehashed(tmp_path: Path) -> None:
+    """Schema 1 rows lack the content box, windows and keeper signals: they keep grouping by their
+    hashes, and the next scan hashes them again (they are no longer current) to fill the new columns."""
+    db = tmp_path / "index.sqlite3"
+    _at_version(db, 1)
     conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    conn.execute(V1_FILES)
-    conn.execute("INSERT INTO files VALUES ('/p/a.jpg', 10, 5, ?, 1, 2, 4, 3, 'JPEG', NULL, NULL, NULL, 1)", ("a" * 32,))
+    conn.execute("INSERT INTO files (path, size, mtime_ns, md5, dhash, phash, width, height, format, seen_scan)"
+                 " VALUES ('/p/a.jpg', 10, 5, ?, 1, 2, 4, 3, 'JPEG', 1)", ("a" * 32,))
     conn.commit()
     conn.close()
-    with Index(db) as index:
-        (rec,) = list(index.records(["/p"], None))
-        assert rec.md5 == "a" * 32 and rec.content is None and rec.windows == ()
-        size, mtime_ns, done = index.known(["/p/a.jpg"])["/p/a.jpg"]
-        assert done and (size, mtime_ns) != (10, 5)  # no longer current: rehashed by the next scan
-        version = index.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-    assert int(version) == 2
+    with Index(db) as idx:
+        (rec,) = list(idx.records(["/p"], None))
+        assert rec.md5 == "a" * 32 and (rec.dhash, rec.phash) == (1, 2) and rec.content is None and rec.windows == ()
+        size, mtime_ns, done = idx.known(["/p/a.jpg"])["/p/a.jpg"]
+        assert done and size == 10 and mtime_ns != 5
