@@ -33,6 +33,7 @@ class GroupingConfig:
     hamming_brute_force_max: int = 2048
     # Loose first stage for geometric verification: a full frame within this many bits of any window
     # (or full frame) of another picture is a candidate; it joins only if the verifier confirms it.
+    # Off when it is not above near_threshold, or near_threshold is 0 (identical hashes only).
     candidate_threshold: int = 30
     verify: bool = True  # the scanner passes a geometric verifier to find_groups
 

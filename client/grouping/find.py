@@ -118,7 +118,8 @@ def _near_tier(
     local = hamming_neighbours(keys, config.near_threshold, rotated, config.hamming_brute_force_max)  # type: ignore[arg-type]
     neighbours = {ids[a]: {ids[b]: d for b, d in row.items()} for a, row in local.items()}
     unverified: set[tuple[int, int]] = set()
-    if verifier is not None and config.candidate_threshold > 0:
+    # A near threshold of 0 asks for identical hashes only: no loose net then either.
+    if verifier is not None and config.candidate_threshold > config.near_threshold > 0:
         loose = window_neighbours([r.windows for r in owners], config.candidate_threshold,
                                   config.hamming_brute_force_max)
         for a, row in loose.items():
