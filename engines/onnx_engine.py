@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from photodedup.engines.base import ModelInfo, host_memory, warmup_images
-from photodedup.errors import EngineUnavailableError
+from photodedup.errors import EngineUnavailableError, ModelUnavailableError
 from photodedup.imaging import Preprocessing, l2_normalize, normalize_batch
 
 if TYPE_CHECKING:
@@ -46,7 +46,16 @@ def export_path(settings: Settings) -> Path:
 
 
 def ensure_onnx(settings: Settings) -> tuple[Path, ModelInfo]:
-    """Return the exported model and its description, exporting it first if the cache lacks it."""
+    """Return the exported model and its description, exporting it first if the cache lacks it.
+
+    With `settings.model.onnx_model` the given export is served as it is: no cache, no torch (the CPU image).
+    """
+    if settings.model.onnx_model is not None:
+        path = Path(settings.model.onnx_model)
+        meta_path = path.with_suffix(".json")
+        if not (path.is_file() and meta_path.is_file()):
+            raise ModelUnavailableError(f"--onnx-model: {path} and {meta_path.name} beside it must both exist")
+        return path, _model_info(json.loads(meta_path.read_text()))
     path = export_path(settings)
     meta_path = path.with_suffix(".json")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,8 +64,12 @@ def ensure_onnx(settings: Settings) -> tuple[Path, ModelInfo]:
         if not (path.is_file() and meta_path.is_file()):
             _export(settings, path, meta_path)
         meta = json.loads(meta_path.read_text())
+    return path, _model_info(meta)
+
+
+def _model_info(meta: dict[str, Any]) -> ModelInfo:
     prep = meta["preprocessing"]
-    info = ModelInfo(
+    return ModelInfo(
         model_name=meta["model_name"],
         weights_id=meta["weights_id"],
         embedding_dim=int(meta["embedding_dim"]),
@@ -67,7 +80,6 @@ def ensure_onnx(settings: Settings) -> tuple[Path, ModelInfo]:
             interpolation=prep["interpolation"],
         ),
     )
-    return path, info
 
 
 def _export(settings: Settings, path: Path, meta_path: Path) -> None:
