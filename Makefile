@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	# torch first, pinned: on this kind of machine pip takes it from local disk.
 	$(VENV)/bin/pip install -q $(TORCH_PIN)
-	$(VENV)/bin/pip install -q -e '.[cpu,dev]'
+	$(VENV)/bin/pip install -q -e '.[server,cpu,dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -80,6 +80,7 @@ serve: install
 	$(VENV)/bin/photodedup serve
 
 bench: install
+	$(VENV)/bin/pip install -q -e '.[server,cpu,bench]'
 	$(VENV)/bin/python benchmarks/run_all.py
 
 # Wheels for benchmarks/gpu_check.sh on an offline GPU machine that has Python 3.12 and torch but not
