@@ -117,6 +117,7 @@ def run_scan(
             embedder = _open(plan, summary) if plan.available else None
             if embedder is not None:
                 jobs.extend(lacking)  # hashed again for their thumbnails only
+                summary.unchanged -= len(lacking)  # counted once, as hashed
         summary.hashed = 0
         _run_jobs(jobs, settings, index, embedder, summary, console, progress)
         summary.removed = index.forget_unseen(walker.roots, scan_id, [p for p, _ in walker.stats.unreadable])
@@ -266,4 +267,6 @@ def load_groups(
     groups = find_groups(records, config, ignored=index.ignored(), reference_dirs=refs, verifier=verifier)
     if verifier is not None:
         log.info("verification: %d pairs, %d pictures decoded", verifier.pairs, verifier.decodes)
-    return groups
+    from photodedup.client.decisions import apply_keeper_choices
+
+    return apply_keeper_choices(groups, index.keeper_choices())  # keepers chosen in `photodedup review`

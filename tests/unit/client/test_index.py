@@ -185,11 +185,11 @@ def test_content_windows_and_keeper_signals_round_trip(index: Index) -> None:
     assert b.content is None and b.windows == () and (b.camera, b.quality, b.grey) == (None, None, None)
 
 
-def test_files_hashed_before_schema_2_still_group_and_are_rehashed(tmp_path: Path) -> None:
+def test_files_hashed_before_schema_3_still_group_and_are_rehashed(tmp_path: Path) -> None:
     """Schema 1 rows lack the content box, windows and keeper signals: they keep grouping by their
     hashes, and the next scan hashes them again (they are no longer current) to fill the new columns."""
     db = tmp_path / "index.sqlite3"
-    _at_version(db, 1)
+    _at_version(db, 2)
     conn = sqlite3.connect(db)
     conn.execute("INSERT INTO files (path, size, mtime_ns, md5, dhash, phash, width, height, format, seen_scan)"
                  " VALUES ('/p/a.jpg', 10, 5, ?, 1, 2, 4, 3, 'JPEG', 1)", ("a" * 32,))
@@ -200,3 +200,16 @@ def test_files_hashed_before_schema_2_still_group_and_are_rehashed(tmp_path: Pat
         assert rec.md5 == "a" * 32 and (rec.dhash, rec.phash) == (1, 2) and rec.content is None and rec.windows == ()
         size, mtime_ns, done = idx.known(["/p/a.jpg"])["/p/a.jpg"]
         assert done and size == 10 and mtime_ns != 5
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a database" * 100, b"SQLite format 3\x00" + b"\xff" * 200])
+def test_a_damaged_or_empty_index_is_one_error_and_a_backup(tmp_path: Path, content: bytes) -> None:
+    from photodedup.client.index import IndexDamagedError
+
+    db = tmp_path / "index.sqlite3"
+    db.write_bytes(content)
+    with pytest.raises(IndexDamagedError, match="cannot be read") as err:
+        Index(db)
+    assert "\n" not in str(err.value)
+    (backup,) = tmp_path.glob("index.sqlite3.damaged-*")
+    assert backup.read_bytes() == content and db.read_bytes() == content  # nothing overwritten
