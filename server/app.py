@@ -103,7 +103,7 @@ class EmbedServer:
         self._servicer.runtime = Runtime(engines, self._batcher, engines[0].info)
         self.metrics.ready.set(1)
         for e in engines:
-            log.info("engine %s on %s (%s): %s", e.name, e.device, e.precision, e.describe().get("detail", ""))
+            log.info("engine %s on %s (%s): %s", e.name, e.device, e.precision, e.status().detail)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     async def _set_health(self, status: int) -> None:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from photodedup.engines.base import ModelInfo
+from photodedup.engines.base import EngineStatus, ModelInfo
 from photodedup.errors import QueueFullError, ShuttingDownError
 from photodedup.server.batcher import DynamicBatcher, EngineError
 from photodedup.server.metrics import Metrics
@@ -35,8 +35,8 @@ class ScriptedEngine:
     def load(self) -> None: ...
     def warmup(self, batch_sizes: Sequence[int]) -> None: ...
     def close(self) -> None: ...
-    def describe(self) -> dict[str, Any]:
-        return {}
+    def status(self) -> EngineStatus:
+        return EngineStatus()
 
     def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack(images)
