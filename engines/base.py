@@ -29,10 +29,15 @@ class ModelInfo:
     weights_id: str
     embedding_dim: int
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    # Only a quantised model marks its id: float precisions (fp32/fp16/bf16) are held to parity >= 0.999
+    # and share the reference id, so existing indexes stay valid.
+    quantization: str = ""
 
     @property
     def model_id(self) -> str:
-        return f"{self.model_name}@{self.weights_id}"
+        """Vectors compare only between equal ids: `ViT-B-32@<weights>` or `ViT-B-32@<weights>+int8`."""
+        base = f"{self.model_name}@{self.weights_id}"
+        return f"{base}+{self.quantization}" if self.quantization else base
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,9 @@ class BaseEngine:
         if self.dev.kind == "cpu" and precision not in self.cpu_precisions:
             log.warning("%s is not supported by the %s engine on CPU; using fp32", precision, self.name)
             precision = "fp32"
+        if self.dev.kind != "cpu" and precision == "int8":
+            log.warning("int8 is a CPU precision; using fp16 on %s", self.device)
+            precision = "fp16"
         return precision
 
     def warmup(self, batch_sizes: Sequence[int]) -> None:

@@ -1,9 +1,15 @@
-"""ONNX Runtime engine: the cached ONNX export of the image tower, run with TensorRT / CUDA / CPU providers."""
+"""ONNX Runtime engine: the cached ONNX export of the image tower, run with TensorRT / CUDA / CPU providers.
+
+On CPU it can serve a dynamically quantised INT8 model (`onnx_int8.py`), but only after that model
+passed its self-check against fp32 on this machine; otherwise one log line says why and fp32 serves.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -11,6 +17,7 @@ import numpy as np
 from photodedup.engines.base import BaseEngine, EngineStatus
 from photodedup.engines.onnx_export import ensure_onnx
 from photodedup.engines.ort_providers import choose_providers
+from photodedup.engines.selfcheck import ParityResult, check_parity
 from photodedup.errors import EngineUnavailableError
 from photodedup.imaging import l2_normalize, normalize_batch
 
@@ -24,11 +31,14 @@ class OnnxEngine(BaseEngine):
     """ONNX Runtime session pinned to one device."""
 
     name: ClassVar[str] = "onnx"
+    cpu_precisions: ClassVar[tuple[str, ...]] = ("fp32", "int8")
 
     def __init__(self, settings: Settings, device: str) -> None:
         super().__init__(settings, device)
         self.providers: list[str] = []
+        self.int8_check: ParityResult | None = None  # the self-check that let INT8 serve
         self._session: Any = None
+        self._fp32_path: Path | None = None
         self._input = "pixel_values"
 
     def load(self) -> None:
@@ -45,6 +55,32 @@ class OnnxEngine(BaseEngine):
             self.settings.cache_dir / "tensorrt",
         )
         path, self.info = ensure_onnx(self.settings)
+        self._fp32_path = path
+        if self.dev.kind == "cpu" and self.settings.precision in ("int8", "auto"):
+            path = self._int8_or(path)
+        self._open(ort, path, providers)
+
+    def _int8_or(self, fp32_path: Path) -> Path:
+        """The INT8 model if it passed its self-check (and, for `auto`, pays off here); else `fp32_path`."""
+        from photodedup.engines.onnx_int8 import choose_int8, cpu_flags, ensure_int8
+
+        flags = cpu_flags()
+        try:
+            model = ensure_int8(self.settings, flags=flags)
+        except Exception as exc:  # noqa: BLE001 - a quantiser failure costs speed, never the service
+            log.warning("INT8 model could not be made (%s); serving fp32", exc)
+            self.precision = "fp32"
+            return fp32_path
+        use, reason = choose_int8(self.settings.precision, model, flags)
+        (log.info if use or model.check.passed else log.warning)("%s", reason)
+        if not use:
+            self.precision = "fp32"
+            return fp32_path
+        self.precision, self.int8_check = "int8", model.check
+        self.info = replace(self.info, quantization="int8")
+        return model.path
+
+    def _open(self, ort: Any, path: Path, providers: list[Any]) -> None:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.settings.intra_op_threads:
@@ -74,11 +110,35 @@ class OnnxEngine(BaseEngine):
         (out,) = self._session.run(None, {self._input: batch})
         return l2_normalize(out)
 
+    def verify(self, images: Sequence[np.ndarray]) -> ParityResult | None:
+        """When serving INT8, check it against fp32 on these images (a scan's first real thumbnails).
+
+        On failure the engine switches itself to fp32 (and its model id with it) before any vector
+        leaves; returns None when there is nothing to check."""
+        if self.precision != "int8" or len(images) < 2 or self._fp32_path is None:
+            return None
+        import onnxruntime as ort
+
+        from photodedup.engines.onnx_int8 import cpu_session, run_session
+
+        batch = self.preprocess(images)
+        reference = run_session(cpu_session(self._fp32_path, self.settings.intra_op_threads), batch)
+        result = check_parity(reference, self._session.run(None, {self._input: batch})[0])
+        if not result.passed:
+            log.warning("INT8 self-check on %d real images failed (%s); serving fp32", len(images), result.reason)
+            self._open(ort, self._fp32_path, ["CPUExecutionProvider"])
+            self.precision, self.int8_check = "fp32", None
+            self.info = replace(self.info, quantization="")
+        return result
+
     def close(self) -> None:
         self._session = None
 
     def status(self) -> EngineStatus:
+        detail = "providers=" + ",".join(self.providers)
+        if self.int8_check is not None:
+            detail += f"; int8 self-check passed: {self.int8_check.summary()}"
         return EngineStatus(
-            detail="providers=" + ",".join(self.providers),
+            detail=detail,
             memory_total_bytes=super().status().memory_total_bytes,
         )

@@ -67,6 +67,10 @@ class Metrics:
         self.queue_depth = Gauge("photodedup_queue_depth", "Images waiting in the batcher's queue", registry=r)
         self.inflight = Gauge("photodedup_inflight_items", "Images accepted and not yet answered", registry=r)
         self.ready = Gauge("photodedup_ready", "1 when the engines are loaded and warm", registry=r)
+        self.engine_info = Gauge(
+            "photodedup_engine_info", "1 per loaded engine: which runtime and precision serve each device",
+            ["device", "engine", "precision"], registry=r,
+        )
         # process_cpu_seconds_total etc.: lets a load generator tell CPU cost per image from waiting.
         ProcessCollector(registry=r)
 
