@@ -5,6 +5,7 @@ Sections (each a table in docs/BENCHMARKS.md):
                  (each quantisation recipe: per-tensor/per-channel, with/without ORT's pre-processing),
                  torch fp32 vs torch dynamic qint8; rounds alternate so a burst of other work hits all.
   int8_settings  INT8 session: intra-op threads 1/2, spinning on/off, batch 8/16/32/64.
+  int8_served    served (EmbedStream) / engine-only with INT8: bench_served.py's table at --precision int8.
   int8_scan      a first scan of generated photos with the in-process engine, fp32 vs INT8: total time
                  and the split between hashing (a `--no-similar` scan of the same folder) and embedding.
 
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_served import section_vs_engine  # noqa: E402
 from benchlib import num, say  # noqa: E402
 from record import machine_line, write_section  # noqa: E402
 from serverproc import photodedup_exe  # noqa: E402
@@ -36,7 +38,7 @@ from photodedup.settings import Settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("int8_engine", "int8_settings", "int8_scan")
+SECTIONS = ("int8_engine", "int8_settings", "int8_served", "int8_scan")
 NOTE = (
     "This machine is shared with other work (load average given per table): absolute figures move, "
     "the ratios within one table are the result."
@@ -232,6 +234,7 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(SECTIONS))
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--photos", type=int, default=2000)
+    ap.add_argument("--served-duration", type=float, default=20.0, help="seconds per served/engine round")
     ap.add_argument("--cache-dir", type=Path, default=None, help="ONNX export cache [default: a temp dir]")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -240,6 +243,7 @@ def main() -> None:
     runs = {
         "int8_engine": lambda: section_engine(cache, args.rounds),
         "int8_settings": lambda: section_settings(cache),
+        "int8_served": lambda: section_vs_engine(cache, args.served_duration, precision="int8"),
         "int8_scan": lambda: section_scan(cache, args.photos),
     }
     for name in args.only.split(","):

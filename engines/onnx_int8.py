@@ -158,18 +158,16 @@ def run_session(session: Any, batch: np.ndarray) -> np.ndarray:
     return out
 
 
-def measure_speedup(fp32: Any, int8: Any, batch: np.ndarray, repeats: int = 2) -> float:
-    """INT8 / fp32 throughput on one batch, best of `repeats` each (after the check's own warm run)."""
+def measure_speedup(fp32: Any, int8: Any, batch: np.ndarray, pairs: int = 5) -> float:
+    """INT8 / fp32 throughput on one batch: the median ratio of `pairs` back-to-back runs (after the
+    check's own warm run), so a burst of other work on a shared machine skews one pair, not the answer."""
 
-    def best(session: Any) -> float:
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            run_session(session, batch)
-            times.append(time.perf_counter() - t)
-        return min(times)
+    def seconds(session: Any) -> float:
+        t = time.perf_counter()
+        run_session(session, batch)
+        return time.perf_counter() - t
 
-    return best(fp32) / best(int8)
+    return float(np.median([seconds(fp32) / seconds(int8) for _ in range(pairs)]))
 
 
 def self_check(fp32_path: Path, int8_file: Path, info: ModelInfo, threads: int = 0) -> tuple[ParityResult, float]:

@@ -93,6 +93,8 @@ def test_auto_chooses_int8_by_cpu_features_and_measured_gain(
         assert "self-check failed" in reason
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # exporting and quantising ViT-B-32 takes minutes on a busy 2-core machine
 def test_faithful_quantisation_passes_its_self_check_on_vit_b32(model_cache: Path) -> None:
     model = ensure_int8(tiny_settings(model_cache, model_name="ViT-B-32"))
     assert model.check.passed, model.check.reason
