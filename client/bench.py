@@ -192,16 +192,16 @@ async def _remote(targets: list[str], metrics: list[str], opts: BenchOptions) ->
     from photodedup.client import benchload as bl
     from photodedup.client import benchstats as st
     from photodedup.errors import PhotodedupError
-    from photodedup.v1 import embed_pb2, embed_pb2_grpc
+    from photodedup.v1 import wire
 
-    channels = [grpc.aio.insecure_channel(t, options=bl.CHANNEL_OPTIONS) for t in targets]
+    channels = [grpc.aio.insecure_channel(t, options=wire.channel_options()) for t in targets]
     try:
         infos = []
         for target, ch in zip(targets, channels, strict=True):
             try:
-                infos.append(await embed_pb2_grpc.EmbedServiceStub(ch).GetInfo(embed_pb2.GetInfoRequest(), timeout=opts.timeout))
+                infos.append(await wire.get_info_async(ch, opts.timeout))
             except grpc.aio.AioRpcError as exc:
-                raise PhotodedupError(f"{target}: {exc.code().name}: {exc.details()}") from None
+                raise PhotodedupError(f"{target}: {wire.rpc_error_text(exc)}") from None
         if len({i.model_id for i in infos}) != 1:
             raise PhotodedupError(f"servers serve different models: {sorted({i.model_id for i in infos})}")
         info = infos[0]
@@ -210,7 +210,7 @@ async def _remote(targets: list[str], metrics: list[str], opts: BenchOptions) ->
         payload = await asyncio.to_thread(
             bl.make_payload, opts.payload, size, opts.images, opts.photos, opts.photo_size, opts.quality
         )
-        dtype = embed_pb2.DTYPE_FLOAT16 if opts.dtype == "float16" else embed_pb2.DTYPE_FLOAT32
+        dtype = wire.dtype_for(opts.dtype)
 
         async def phase(conc: int, batch: int, duration: float | None, requests: int | None) -> bl.Recorder:
             rec = bl.Recorder()

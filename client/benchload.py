@@ -21,15 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from photodedup.v1 import wire
+
 log = logging.getLogger(__name__)
 
-EMBED_METHOD = "/photodedup.v1.EmbedService/Embed"
-STREAM_METHOD = "/photodedup.v1.EmbedService/EmbedStream"
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff", ".bmp", ".gif"}
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 256 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-]
 
 
 # ---------------------------------------------------------------------------------------------- payloads
@@ -148,15 +144,6 @@ class Budget:
         return True
 
 
-def _status_name(code: int) -> str:
-    import grpc
-
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return str(status.name)
-    return f"CODE_{code}"
-
-
 # ---------------------------------------------------------------------------------------------- unary
 
 
@@ -180,7 +167,7 @@ async def run_unary(
 
     from photodedup.v1 import embed_pb2
 
-    calls = [ch.unary_unary(EMBED_METHOD, response_deserializer=embed_pb2.EmbedResponse.FromString) for ch in channels]
+    calls = [ch.unary_unary(wire.EMBED_METHOD, response_deserializer=embed_pb2.EmbedResponse.FromString) for ch in channels]
 
     async def worker(w: int) -> None:
         call = calls[w % len(calls)]
@@ -199,7 +186,7 @@ async def run_unary(
             else:
                 for r in resp.results:
                     if r.WhichOneof("result") == "error":
-                        rec.errors[_status_name(r.error.code)] += 1
+                        rec.errors[wire.status_name(r.error.code)] += 1
                     else:
                         rec.images_ok += 1
             t1 = time.perf_counter()
@@ -238,7 +225,7 @@ async def run_stream(
     from photodedup.v1 import embed_pb2
 
     # No deadline on the call itself: it lasts the whole step. `timeout` bounds each wait for a result.
-    call = channel.stream_stream(STREAM_METHOD, response_deserializer=embed_pb2.EmbedStreamResponse.FromString)()
+    call = channel.stream_stream(wire.STREAM_METHOD, response_deserializer=embed_pb2.EmbedStreamResponse.FromString)()
     window = len(messages)
     sent_at = [0.0] * window
     remaining = [0] * window
@@ -287,7 +274,7 @@ async def run_stream(
                 slot = int(r.id.partition(".")[0])
                 image_lat.append(now - sent_at[slot])
                 if r.WhichOneof("result") == "error":
-                    rec.errors[_status_name(r.error.code)] += 1
+                    rec.errors[wire.status_name(r.error.code)] += 1
                 else:
                     rec.images_ok += 1
                 remaining[slot] -= 1

@@ -218,8 +218,7 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
     Each file's content hash is checked again right before it is touched, and a journal is written
     first so `photodedup undo JOURNAL` can put everything back.
     """
-    from photodedup.client.actions import apply_actions, plan_actions
-    from photodedup.client.grouping import under_any
+    from photodedup.client.actions import apply_actions, move_root, plan_actions
     from photodedup.client.index import Index
     from photodedup.client.report import human_bytes
     from photodedup.client.scan import grouping_config, load_groups
@@ -235,16 +234,8 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
     with Index(build_settings(db=db).db) as index:
         last, settings, refs = _as_scanned(index, db, reference, thresholds)
         groups = load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
-    # Moved files keep their paths relative to the scanned folder (reference folders are never moved).
-    scanned = [r for r in last.roots if r not in refs and os.path.isdir(r)]
-    root = Path(scanned[0]) if len(scanned) == 1 else None
-    actions = plan_actions(groups, mode, move_to.resolve() if move_to else None, refs, root=root)  # type: ignore[arg-type]
-    # --kinds picks files by how they match their keeper, so exact copies inside a near group count as exact.
-    actions = [a for a in actions if a.kind in wanted]
-    if mode == "hardlink":
-        # A link makes two paths one file: only byte-identical copies may become one, and never one
-        # with a reference file (editing the copy would edit the reference).
-        actions = [a for a in actions if a.md5 == a.keep_md5 and not under_any(a.keep, refs)]
+    actions = plan_actions(groups, mode, move_to.resolve() if move_to else None, refs,  # type: ignore[arg-type]
+                           root=move_root(last.roots, refs), kinds=wanted)
     groups = [g for g in groups if any(a.keep == os.path.abspath(g.keep.path) for a in actions)]
     total = sum(a.size for a in actions)
     verb = {"move": f"move to {move_to}", "trash": "move to the trash", "hardlink": "replace with hard links",

@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "local", "remote", "none"]
-# google.rpc.Code values carried in ItemError.code.
-CODE_RESOURCE_EXHAUSTED = 8
-CODE_UNAVAILABLE = 14
-RETRY_ITEM_CODES = frozenset({CODE_RESOURCE_EXHAUSTED, CODE_UNAVAILABLE})
 
 
 @dataclass(frozen=True)
@@ -139,28 +135,6 @@ class _Item:
     not_before: float = 0.0
 
 
-@dataclass
-class ServerProbe:
-    address: str
-    model_id: str = ""
-    input_size: int = 0
-    error: str | None = None
-
-
-def probe_server(address: str, timeout: float) -> ServerProbe:
-    """Ask one server for its model; an unreachable or unready server comes back with `error` set."""
-    import grpc
-
-    from photodedup.v1 import embed_pb2, embed_pb2_grpc
-
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = embed_pb2_grpc.EmbedServiceStub(channel).GetInfo(embed_pb2.GetInfoRequest(), timeout=timeout)
-    except grpc.RpcError as exc:
-        return ServerProbe(address, error=f"{exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
-    return ServerProbe(address, reply.model_id, int(reply.input_size))
-
-
 def backoff_s(attempt: int, base: float = 0.05, cap: float = 2.0) -> float:
     """Exponential backoff with a little jitter so retries from many streams do not arrive together."""
     import random
@@ -198,6 +172,7 @@ class RemoteEmbedder:
         batch_size: int = 32,
         retries: int = 5,
         timeout_s: float = 60.0,
+        settings: Settings | None = None,
     ) -> None:
         self.model_id = model_id
         self.input_size = input_size
@@ -205,6 +180,11 @@ class RemoteEmbedder:
         self.batch_size = batch_size
         self.retries = retries
         self.timeout_s = timeout_s
+        if settings is None:
+            from photodedup.settings import Settings
+
+            settings = Settings()
+        self._settings = settings
         self._cond = threading.Condition()
         self._work: deque[_Item] = deque()
         self._outstanding = 0
@@ -224,7 +204,9 @@ class RemoteEmbedder:
     @classmethod
     def connect(cls, servers: Sequence[str], settings: Settings) -> RemoteEmbedder:
         """Probe every server; keep the reachable ones that serve the first reachable server's model."""
-        probes = [probe_server(a, settings.connect_timeout_s) for a in servers]
+        from photodedup.transport import probe_server
+
+        probes = [probe_server(a, settings) for a in servers]
         good = [p for p in probes if p.error is None]
         if not good:
             raise PhotodedupError("no embedding server reachable (" + "; ".join(f"{p.address}: {p.error}" for p in probes) + ")")
@@ -244,6 +226,7 @@ class RemoteEmbedder:
             batch_size=settings.embed_batch_size,
             retries=settings.server_retries,
             timeout_s=settings.stream_stall_timeout_s,
+            settings=settings,
         )
 
     # -- caller side ------------------------------------------------------------------------------
@@ -343,122 +326,51 @@ class RemoteEmbedder:
     # -- one thread per server --------------------------------------------------------------------
 
     def _serve(self, state: _ServerState) -> None:
-        import grpc
+        """One long stream to one server at a time; reopened with backoff when it breaks."""
+        from photodedup.transport import open_channel
+        from photodedup.v1 import embed_pb2_grpc
 
-        from photodedup.v1 import embed_pb2, embed_pb2_grpc
-
-        options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-        channel = grpc.insecure_channel(state.address, options=options)
+        channel = open_channel(state.address, self._settings)
         stub = embed_pb2_grpc.EmbedServiceStub(channel)
         try:
             while True:
                 with self._cond:
                     if (self._closing and self._outstanding == 0) or self._all_down_reason is not None:
                         return
-                pending: dict[str, _Item] = {}
-                lock = threading.Lock()
-                dead = threading.Event()
-
-                def requests(pending: dict[str, _Item] = pending, lock: threading.Lock = lock,
-                             dead: threading.Event = dead) -> Iterator[embed_pb2.EmbedStreamRequest]:
-                    while True:
-                        items = self._take(state)
-                        if items is None:
-                            return
-                        if not items:
-                            continue
-                        with lock:
-                            if dead.is_set():
-                                for it in items:
-                                    it.attempts -= 1  # never sent: no try used up
-                                    self._requeue(it, "stream closed")
-                                return
-                            pending.update((it.key, it) for it in items)
-                        state.sent += len(items)
-                        yield embed_pb2.EmbedStreamRequest(
-                            items=[embed_pb2.StreamItem(id=it.key, image=embed_pb2.Image(encoded=it.data)) for it in items],
-                            dtype=embed_pb2.DTYPE_FLOAT16,
-                        )
-
-                call = stub.EmbedStream(requests())
-                progress = [time.monotonic()]
-                stalled = threading.Event()
-                done_watching = threading.Event()
-
-                def watchdog(call: Any = call, pending: dict[str, _Item] = pending, lock: threading.Lock = lock,
-                             progress: list[float] = progress, stalled: threading.Event = stalled,
-                             done_watching: threading.Event = done_watching) -> None:
-                    """A server that takes images and never answers must not hang the scan."""
-                    while not done_watching.wait(min(1.0, self.timeout_s / 4)):
-                        with lock:
-                            busy = bool(pending)
-                        if not busy:
-                            progress[0] = time.monotonic()
-                        elif time.monotonic() - progress[0] > self.timeout_s:
-                            stalled.set()
-                            call.cancel()
-                            return
-
-                threading.Thread(target=watchdog, name=f"embed-watch-{state.address}", daemon=True).start()
-                try:
-                    for reply in call:
-                        progress[0] = time.monotonic()
-                        state.failures = 0
-                        for res in reply.results:
-                            with lock:
-                                item = pending.pop(res.id, None)
-                            if item is not None:
-                                self._handle(item, res, reply.model_id)
-                    with lock:
-                        dead.set()
-                        left = list(pending.values())
-                        pending.clear()
-                    for it in left:  # the server closed the stream without answering these
-                        self._requeue(it, "no answer")
-                    if left:
-                        state.failures += 1
-                        if state.failures > self.retries:
-                            self._server_down(state, f"{state.address}: streams end without answers")
-                            return
-                        time.sleep(backoff_s(state.failures, base=0.2))
-                except grpc.RpcError as exc:
-                    code = exc.code()  # type: ignore[attr-defined]
-                    reason = f"{state.address}: {code.name}: {exc.details()}"  # type: ignore[attr-defined]
-                    if stalled.is_set():
-                        reason = f"{state.address}: no answer for {self.timeout_s:g} s"
-                    with lock:
-                        dead.set()
-                        left = list(pending.values())
-                        pending.clear()
-                    for it in left:
-                        self._requeue(it, reason)
-                    state.failures += 1
-                    state.errors.append(reason)
-                    if state.failures > self.retries:
-                        log.warning("giving up on server %s after %d failed streams: %s", state.address, state.failures, reason)
-                        self._server_down(state, reason)
-                        return
-                    log.info("stream to %s failed (%s); retrying", state.address, reason)
-                    time.sleep(backoff_s(state.failures, base=0.2))
-                finally:
-                    done_watching.set()
+                session = _StreamSession(self, state)
+                reason = session.run(stub)
+                if reason is None:
+                    continue
+                state.failures += 1
+                state.errors.append(reason)
+                if state.failures > self.retries:
+                    log.warning("giving up on server %s after %d failed streams: %s", state.address, state.failures, reason)
+                    self._server_down(state, reason)
+                    return
+                log.info("stream to %s failed (%s); retrying", state.address, reason)
+                time.sleep(backoff_s(state.failures, base=0.2))
         finally:
             channel.close()
 
     def _handle(self, item: _Item, res: object, model_id: str) -> None:
+        from photodedup.v1 import wire
+
         if res.HasField("embedding"):  # type: ignore[attr-defined]
-            emb = res.embedding  # type: ignore[attr-defined]
             if model_id and model_id != self.model_id:
                 self._deliver(EmbedOutcome(item.key, None, f"server switched model to {model_id}", permanent=False))
                 return
-            dtype = "<f2" if emb.dtype == 2 else "<f4"
-            self._deliver(EmbedOutcome(item.key, np.frombuffer(emb.data, dtype=dtype).astype(np.float32)))
+            try:
+                vector = wire.decode_embedding(res.embedding)  # type: ignore[attr-defined]
+            except ValueError as exc:
+                self._deliver(EmbedOutcome(item.key, None, f"bad embedding from the server: {exc}", permanent=False))
+                return
+            self._deliver(EmbedOutcome(item.key, vector))
             return
         err = res.error  # type: ignore[attr-defined]
-        if err.code in RETRY_ITEM_CODES:
+        if wire.is_retryable(err.code):
             self._requeue(item, err.message)
         else:
-            self._deliver(EmbedOutcome(item.key, None, err.message or f"error code {err.code}"))
+            self._deliver(EmbedOutcome(item.key, None, err.message or f"error {wire.status_name(err.code)}"))
 
     def _server_down(self, state: _ServerState, reason: str) -> None:
         with self._cond:
@@ -469,6 +381,94 @@ class RemoteEmbedder:
                     item = self._work.popleft()
                     self._finish(EmbedOutcome(item.key, None, self._all_down_reason, permanent=False))
             self._cond.notify_all()
+
+
+class _StreamSession:
+    """One EmbedStream call to one server: the request generator, the images sent and not yet answered,
+    a watchdog for a server that stops answering, and the reply loop. `run` returns None when the
+    stream ended cleanly and a reason when it failed; unanswered images go back on the shared queue."""
+
+    def __init__(self, owner: RemoteEmbedder, state: _ServerState) -> None:
+        self._owner = owner
+        self._state = state
+        self._pending: dict[str, _Item] = {}
+        self._lock = threading.Lock()
+        self._dead = threading.Event()
+        self._stalled = threading.Event()
+        self._done_watching = threading.Event()
+        self._progress = time.monotonic()
+
+    def run(self, stub: Any) -> str | None:
+        import grpc
+
+        call = stub.EmbedStream(self._requests())
+        threading.Thread(
+            target=self._watchdog, args=(call,), name=f"embed-watch-{self._state.address}", daemon=True
+        ).start()
+        try:
+            for reply in call:
+                self._progress = time.monotonic()
+                self._state.failures = 0
+                for res in reply.results:
+                    with self._lock:
+                        item = self._pending.pop(res.id, None)
+                    if item is not None:
+                        self._owner._handle(item, res, reply.model_id)
+        except grpc.RpcError as exc:
+            reason = f"{self._state.address}: {exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+            if self._stalled.is_set():
+                reason = f"{self._state.address}: no answer for {self._owner.timeout_s:g} s"
+            self._requeue_unanswered(reason)
+            return reason
+        finally:
+            self._done_watching.set()
+        if self._requeue_unanswered("no answer"):  # the server closed the stream without answering these
+            return f"{self._state.address}: streams end without answers"
+        return None
+
+    def _requests(self) -> Iterator[Any]:
+        from photodedup.v1 import embed_pb2
+
+        while True:
+            items = self._owner._take(self._state)
+            if items is None:
+                return
+            if not items:
+                continue
+            with self._lock:
+                if self._dead.is_set():
+                    for it in items:
+                        it.attempts -= 1  # never sent: no try used up
+                        self._owner._requeue(it, "stream closed")
+                    return
+                self._pending.update((it.key, it) for it in items)
+            self._state.sent += len(items)
+            yield embed_pb2.EmbedStreamRequest(
+                items=[embed_pb2.StreamItem(id=it.key, image=embed_pb2.Image(encoded=it.data)) for it in items],
+                dtype=embed_pb2.DTYPE_FLOAT16,
+            )
+
+    def _watchdog(self, call: Any) -> None:
+        """A server that takes images and never answers must not hang the scan."""
+        timeout = self._owner.timeout_s
+        while not self._done_watching.wait(min(1.0, timeout / 4)):
+            with self._lock:
+                busy = bool(self._pending)
+            if not busy:
+                self._progress = time.monotonic()
+            elif time.monotonic() - self._progress > timeout:
+                self._stalled.set()
+                call.cancel()
+                return
+
+    def _requeue_unanswered(self, reason: str) -> int:
+        with self._lock:
+            self._dead.set()
+            left = list(self._pending.values())
+            self._pending.clear()
+        for it in left:
+            self._owner._requeue(it, reason)
+        return len(left)
 
 
 @dataclass

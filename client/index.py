@@ -20,14 +20,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from photodedup.client.hashing import HashResult, to_unsigned64
+from photodedup.errors import PhotodedupError
 
 if TYPE_CHECKING:
     from photodedup.client.grouping import FileRecord
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-SCHEMA = """
+# Schema migrations, in order: MIGRATIONS[i] takes an index from `PRAGMA user_version` i to i + 1 inside
+# one transaction. Never edit a released step; append a new one. The first step is the schema of the
+# releases before user_version was used; its statements are idempotent (IF NOT EXISTS) because those
+# indexes already hold it at user_version 0.
+_V1_RELEASE = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
@@ -66,6 +70,13 @@ CREATE TABLE IF NOT EXISTS scans (
     options TEXT NOT NULL DEFAULT '{}'
 );
 """
+
+MIGRATIONS: tuple[str, ...] = (_V1_RELEASE,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class IndexSchemaError(PhotodedupError):
+    """The index file cannot be used by this release (written by a newer one)."""
 
 
 @dataclass(frozen=True)
@@ -107,16 +118,24 @@ class Index:
         # NORMAL is durable across process crashes under WAL; only a power cut may drop the last commits.
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
-        # executescript wraps the idempotent CREATE ... IF NOT EXISTS statements in its own transaction.
-        self.conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
-        with self.transaction():
-            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path} was written by a newer photodedup (schema {row[0]})")
+        self.migrate()
 
     # -- plumbing ---------------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION, one step per transaction, so a crash mid-way resumes at the
+        last finished step. An index from a newer release is refused rather than half-understood."""
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise IndexSchemaError(f"{self.path} was written by a newer photodedup (schema {version}); upgrade to open it")
+        for step in range(version, SCHEMA_VERSION):
+            # executescript runs the step, its version bump and the mirror for older releases atomically
+            self.conn.executescript(
+                "BEGIN IMMEDIATE;" + MIGRATIONS[step]
+                + f"\nINSERT OR REPLACE INTO meta VALUES ('schema_version', '{step + 1}');"
+                + f"\nPRAGMA user_version = {step + 1};\nCOMMIT;"
+            )
+            log.debug("index %s migrated to schema %d", self.path, step + 1)
 
     class _Tx:
         def __init__(self, conn: sqlite3.Connection) -> None:

@@ -80,14 +80,14 @@ def info(server: str, timeout: float) -> None:
     import grpc
     from google.protobuf.json_format import MessageToDict
 
-    from photodedup.v1 import embed_pb2, embed_pb2_grpc
+    from photodedup.transport import open_channel
+    from photodedup.v1 import wire
 
-    with grpc.insecure_channel(server) as channel:
-        stub = embed_pb2_grpc.EmbedServiceStub(channel)
+    with open_channel(server, build_settings()) as channel:
         try:
-            reply = stub.GetInfo(embed_pb2.GetInfoRequest(), timeout=timeout)
+            reply = wire.get_info(channel, timeout)
         except grpc.RpcError as exc:
-            raise PhotodedupError(f"{server}: {exc.code().name}: {exc.details()}") from None
+            raise PhotodedupError(f"{server}: {wire.rpc_error_text(exc)}") from None
     click.echo(json.dumps(MessageToDict(reply), indent=2))
 
 
@@ -99,10 +99,13 @@ def health(server: str, timeout: float) -> None:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(server) as channel:
+    from photodedup.transport import open_channel
+    from photodedup.v1 import wire
+
+    with open_channel(server, build_settings()) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service="photodedup.v1.EmbedService"), timeout=timeout
+                health_pb2.HealthCheckRequest(service=wire.SERVICE_NAME), timeout=timeout
             )
         except grpc.RpcError as exc:
             click.echo(f"{server}: {exc.code().name}", err=True)

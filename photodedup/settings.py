@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from photodedup.v1.wire import MAX_MESSAGE_BYTES
+
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 
@@ -76,7 +78,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
     max_queue_size: int = Field(4096, ge=1)
-    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_message_bytes: int = Field(
+        MAX_MESSAGE_BYTES, ge=1024, description="Largest gRPC message sent or accepted, on both sides of the wire."
+    )
     max_image_pixels: int = Field(
         80_000_000, ge=1, description="Decoded pixels allowed per image; larger is refused as a decompression bomb."
     )

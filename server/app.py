@@ -16,13 +16,13 @@ from photodedup.engines.base import Engine
 from photodedup.server.batcher import DynamicBatcher
 from photodedup.server.errors import ErrorMappingInterceptor
 from photodedup.server.metrics import Metrics
-from photodedup.server.service import EmbedServicer, Runtime
+from photodedup.server.pipeline import Runtime
+from photodedup.server.service import EmbedServicer
 from photodedup.settings import Settings
-from photodedup.v1 import embed_pb2, embed_pb2_grpc
+from photodedup.v1 import embed_pb2_grpc, wire
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
 WARMUP_SIZES = (1, 8)
 
 
@@ -48,15 +48,11 @@ class EmbedServer:
     async def start(self) -> int:
         """Bind and start answering (health NOT_SERVING); returns the bound gRPC port."""
         s = self.settings
-        options = [
-            ("grpc.max_receive_message_length", s.max_message_bytes),
-            ("grpc.max_send_message_length", s.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ]
+        options = [*wire.channel_options(s.max_message_bytes), ("grpc.so_reuseport", 0)]
         server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(self.metrics)], options=options)
         embed_pb2_grpc.add_EmbedServiceServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection((wire.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = server.add_insecure_port(f"{s.host}:{s.port}")
         if self.port == 0:
@@ -109,7 +105,7 @@ class EmbedServer:
 
     async def _set_health(self, status: int) -> None:
         await self._health.set("", status)
-        await self._health.set(SERVICE_NAME, status)
+        await self._health.set(wire.SERVICE_NAME, status)
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new RPCs, let in-flight ones finish within the grace period, then release everything."""
@@ -150,7 +146,7 @@ async def serve(settings: Settings) -> bool:
         except BaseException:
             await server.stop(0)
             raise
-        log.info("serving %s on port %d", SERVICE_NAME, server.port)
+        log.info("serving %s on port %d", wire.SERVICE_NAME, server.port)
         await waiter
     else:
         loader.cancel()

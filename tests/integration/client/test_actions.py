@@ -26,6 +26,7 @@ from photodedup.client.actions import (
     read_journal,
     undo,
 )
+from photodedup.client.actions.journal import Done
 from photodedup.client.grouping import FileRecord, Group, GroupingConfig, Member, find_groups
 
 
@@ -300,9 +301,98 @@ def test_undo_after_sigkill_mid_apply(tmp_path: Path, mode: str) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     entries = list(read_journal(journal))
-    done = sum(e["type"] == "done" for e in entries)
+    done = sum(isinstance(e, Done) for e in entries)
     assert 50 <= done < len(actions), "the kill must land mid-way"
     res = undo(journal)
     assert not res.failed
     assert len(res.restored) >= done
+    assert_restored(content)
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+@pytest.mark.parametrize("mode", ["move", "hardlink", "trash"])
+def test_a_journal_written_by_release_1_still_undoes(tmp_path: Path, mode: str) -> None:
+    """tests/fixtures/journal-v1-*.jsonl were written by the release before operations became classes
+    (two exact copies, dups/p0.jpg and dups/p1.jpg of keep/p0.jpg and keep/p1.jpg); the disk is set up
+    as that apply left it."""
+    journal = tmp_path / "j.jsonl"
+    journal.write_text((FIXTURES / f"journal-v1-{mode}.jsonl").read_text().replace("@ROOT@", str(tmp_path)))
+    lib, content = tmp_path / mode, {}
+    for k in range(2):
+        data = bytes([k]) * 100
+        keep, dup = lib / "keep" / f"p{k}.jpg", lib / "dups" / f"p{k}.jpg"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        dup.parent.mkdir(parents=True, exist_ok=True)
+        keep.write_bytes(data)
+        content[keep] = content[dup] = md5(keep)
+        if mode == "move":
+            moved = tmp_path / "moved" / "dups" / f"p{k}.jpg"
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            moved.write_bytes(data)
+        elif mode == "hardlink":
+            (dup.parent / f"{BACKUP_PREFIX}{k}-p{k}.jpg").write_bytes(data)
+            os.link(keep, dup)
+        else:
+            trash = tmp_path / "xdg" / "Trash"
+            (trash / "files").mkdir(parents=True, exist_ok=True)
+            (trash / "info").mkdir(parents=True, exist_ok=True)
+            (trash / "files" / f"p{k}.jpg").write_bytes(data)
+            (trash / "info" / f"p{k}.jpg.trashinfo").write_text(f"[Trash Info]\nPath={dup}\n")
+    res = undo(journal)
+    assert sorted(res.restored) == [str(lib / "dups" / "p0.jpg"), str(lib / "dups" / "p1.jpg")] and not res.failed
+    for path, digest in content.items():
+        assert md5(path) == digest and path.stat().st_nlink == 1, path
+    assert [p for p in lib.rglob("*") if p.name.startswith(BACKUP_PREFIX)] == []
+    assert undo(journal).restored == []  # the undone lines are recorded in the same format
+
+
+def test_journal_lines_keep_the_release_1_format(tmp_path: Path) -> None:
+    """The on-disk shape of each entry is unchanged, so older releases can undo our journals too."""
+    groups, _ = library(tmp_path / "lib", copies=1, originals=1)
+    apply_actions(plan_actions(groups, "hardlink", None, ()), tmp_path / "j.jsonl")
+    ours = [json.loads(line) for line in (tmp_path / "j.jsonl").read_text().splitlines()]
+    old = [json.loads(line) for line in (FIXTURES / "journal-v1-hardlink.jsonl").read_text().splitlines()[:3]]
+    assert [sorted(e) for e in ours] == [sorted(e) for e in old]
+
+
+def test_planning_applies_kinds_and_the_hardlink_rules(tmp_path: Path) -> None:
+    """--kinds picks files by how they match their keeper; hardlinks join only byte-identical copies
+    and never link to a keeper in a reference folder."""
+    data = os.urandom(900)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    keep, exact, near = tmp_path / "keep.jpg", tmp_path / "exact.jpg", tmp_path / "near.jpg"
+    keep.write_bytes(data)
+    exact.write_bytes(data)
+    near.write_bytes(os.urandom(800))
+    rk, re_, rn = record(keep, 300), record(exact), record(near)
+    group = Group("near", rk, [Member(rk, 0, "keep"), Member(re_, 0, "exact"), Member(rn, 3, "near")])
+    assert [a.path for a in plan_actions([group], "delete", None, kinds={"exact"})] == [str(exact)]
+    assert [a.kind for a in plan_actions([group], "delete", None, kinds={"exact", "near"})] == ["exact", "near"]
+    assert [a.path for a in plan_actions([group], "hardlink", None)] == [str(exact)]
+    (ref / "keep.jpg").write_bytes(data)
+    rr = record(ref / "keep.jpg", 300)
+    ref_group = Group("exact", rr, [Member(rr, 0, "keep"), Member(re_, 0, "exact")])
+    assert plan_actions([ref_group], "hardlink", None, reference_dirs=[str(ref)]) == []
+    assert [a.path for a in plan_actions([ref_group], "trash", None, reference_dirs=[str(ref)])] == [str(exact)]
+    with pytest.raises(ActionError, match="unknown kinds"):
+        plan_actions([group], "trash", None, kinds={"blurry"})
+
+
+def test_a_cross_device_rename_falls_back_to_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    groups, content = library(tmp_path / "lib", copies=1, originals=1)
+    real_rename = os.rename
+
+    def no_rename(src: str, dst: str) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "rename", no_rename)
+    result = apply_actions(plan_actions(groups, "move", tmp_path / "out", ()), tmp_path / "j.jsonl")
+    assert len(result.done) == 1 and list((tmp_path / "out").rglob("*.jpg"))
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert len(undo(tmp_path / "j.jsonl").restored) == 1
     assert_restored(content)

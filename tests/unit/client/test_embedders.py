@@ -13,7 +13,7 @@ import pytest
 
 from photodedup.client.embedders import LocalEmbedder, RemoteEmbedder, open_embedder
 from photodedup.settings import Settings
-from photodedup.v1 import embed_pb2, embed_pb2_grpc
+from photodedup.v1 import embed_pb2, embed_pb2_grpc, wire
 
 from helpers import tiny_settings
 
@@ -50,10 +50,10 @@ class ScriptedServer(embed_pb2_grpc.EmbedServiceServicer):
                 data = item.image.encoded
                 if self.refuse_first and item.id not in self.seen:
                     self.seen.add(item.id)
-                    err = embed_pb2.ItemError(code=8, message="queue full; retry this image later")
+                    err = embed_pb2.ItemError(code=wire.code_value(grpc.StatusCode.RESOURCE_EXHAUSTED), message="queue full")
                     results.append(embed_pb2.EmbedResult(id=item.id, error=err))
                 elif data == b"bad":
-                    results.append(embed_pb2.EmbedResult(id=item.id, error=embed_pb2.ItemError(code=3, message="not an image")))
+                    results.append(embed_pb2.EmbedResult(id=item.id, error=embed_pb2.ItemError(code=wire.code_value(grpc.StatusCode.INVALID_ARGUMENT), message="not an image")))
                 else:
                     vec = np.array([len(data), 1, 0, 0], dtype="<f2")
                     emb = embed_pb2.Embedding(data=vec.tobytes(), dtype=embed_pb2.DTYPE_FLOAT16, dim=4)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from photodedup.client.hashing import HashResult, to_signed64
-from photodedup.client.index import Index
+from photodedup.client.index import MIGRATIONS, SCHEMA_VERSION, Index, IndexSchemaError
 
 
 def _res(path: str, md5: str = "a" * 32, size: int = 10, mtime_ns: int = 1, error: str | None = None) -> HashResult:
@@ -115,3 +115,57 @@ def test_nested_roots_are_not_counted_twice() -> None:
     covered = [r for r in ranges if r[0] <= "/p/lib/ref/x.jpg" < r[1]]
     assert len(covered) == 1
     assert any(r[0] <= "/p/other/y.jpg" < r[1] for r in ranges)
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+def _at_version(path: Path, version: int) -> None:
+    """An index as the release with schema `version` left it: the migrations up to there, nothing after."""
+    conn = sqlite3.connect(path)
+    for step in MIGRATIONS[:version]:
+        conn.executescript(step)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("version", range(len(MIGRATIONS)))
+def test_every_older_schema_migrates_to_the_current_one(tmp_path: Path, version: int) -> None:
+    db = tmp_path / "index.sqlite3"
+    _at_version(db, version)
+    with Index(db) as idx:
+        assert idx.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        scan = idx.start_scan(["/p"], None, {})
+        idx.put_hashes([_res("/p/a.jpg")], scan)
+        idx.add_ignore(["/p/a.jpg", "/p/b.jpg"])
+    with Index(db) as idx:  # opening a current index again changes nothing
+        assert idx.counts(["/p"], None)["files"] == 1
+        assert idx.ignored() == [frozenset({"/p/a.jpg", "/p/b.jpg"})]
+
+
+def test_an_index_written_by_release_1_opens_with_everything_kept(tmp_path: Path) -> None:
+    """tests/fixtures/index-v1.sql is the dump of an index the release before user_version wrote
+    (user_version 0, schema_version 1 in meta): a scan, three files, embeddings, an ignore pair."""
+    db = tmp_path / "index.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.executescript((FIXTURES / "index-v1.sql").read_text())
+    conn.close()
+    with Index(db) as idx:
+        assert idx.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        last = idx.last_scan()
+        assert last is not None and last.roots == ["/lib"] and last.options["reference"] == ["/lib/ref"]
+        assert idx.counts(["/lib"], "photodedup-tiny/random") == {"files": 3, "errors": 1, "bytes": 23, "embedded": 1}
+        recs = {r.path: r for r in idx.records(["/lib"], "photodedup-tiny/random")}
+        assert recs["/lib/a.jpg"].dhash == (1 << 64) - 1 and recs["/lib/a.jpg"].rotated_hashes[0] == (1, 2)
+        assert recs["/lib/a.jpg"].embedding is not None
+        assert idx.ignored() == [frozenset({"/lib/a.jpg", "/lib/b.jpg"})]
+
+
+def test_an_index_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:
+    db = tmp_path / "index.sqlite3"
+    _at_version(db, SCHEMA_VERSION)
+    sqlite3.connect(db).execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}").connection.close()
+    with pytest.raises(IndexSchemaError, match="newer photodedup"):
+        Index(db)
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
