@@ -105,7 +105,7 @@ def hash_folder(root: Path, with_rotations: bool = False) -> tuple[list[FileReco
     """FileRecords for every image under root, hashed like the scanner does; returns (records, seconds)."""
     from photodedup.imaging import load_rgb, open_image
 
-    max_pixels = Settings().max_image_pixels
+    max_pixels = Settings().imaging.max_image_pixels
     records = []
     started = time.perf_counter()
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "truth.json"):

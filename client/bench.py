@@ -264,7 +264,7 @@ def _local(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     from photodedup.client import benchload as bl
     from photodedup.engines import create_engine
 
-    device = settings.devices[0]
+    device = settings.model.devices[0]
     engine = create_engine(settings, device)
     try:
         size = engine.info.preprocessing.input_size

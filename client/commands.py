@@ -121,10 +121,10 @@ def scan(roots: tuple[str, ...], mode: str | None, reference: tuple[str, ...], f
     out, err = _consoles()
     refs = _abs(reference)
     all_roots = list(dict.fromkeys([*_abs(roots), *refs]))
-    with Index(settings.db) as index:
+    with Index(settings.scan.db) as index:
         summary = run_scan(all_roots, settings, index, mode=mode or "auto", console=err,
-                           progress=err.is_terminal if progress is None else progress, options={"reference": refs, "near_threshold": settings.near_threshold,
-                                    "similar_threshold": settings.similar_threshold})
+                           progress=err.is_terminal if progress is None else progress, options={"reference": refs, "near_threshold": settings.grouping.near_threshold,
+                                    "similar_threshold": settings.grouping.similar_threshold})
         config = grouping_config(settings)
         groups = load_groups(index, all_roots, summary.model_id, config, refs)
         counts = index.counts(all_roots, summary.model_id)
@@ -187,7 +187,7 @@ def report(db: str | None, reference: tuple[str, ...], fmt: str, output: Path | 
     from photodedup.client.scan import grouping_config, load_groups
 
     out, _ = _consoles()
-    with Index(build_settings(db=db).db) as index:
+    with Index(build_settings(db=db).scan.db) as index:
         last, settings, refs = _as_scanned(index, db, reference, thresholds)
         groups = load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
         counts = index.counts(last.roots, last.model_id)
@@ -231,7 +231,7 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
     wanted = {k.strip() for k in kinds.split(",") if k.strip()}
     if not wanted <= {"exact", "near", "similar"}:
         raise click.UsageError("--kinds takes exact, near and similar")
-    with Index(build_settings(db=db).db) as index:
+    with Index(build_settings(db=db).scan.db) as index:
         last, settings, refs = _as_scanned(index, db, reference, thresholds)
         groups = load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
     actions = plan_actions(groups, mode, move_to.resolve() if move_to else None, refs,  # type: ignore[arg-type]
@@ -249,11 +249,11 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
     if not actions:
         return
     if journal is None:
-        journal = Path(settings.db).expanduser().parent / "journals" / time.strftime("apply-%Y%m%d-%H%M%S.jsonl")
+        journal = Path(settings.scan.db).expanduser().parent / "journals" / time.strftime("apply-%Y%m%d-%H%M%S.jsonl")
     journal.parent.mkdir(parents=True, exist_ok=True)
     result = apply_actions(actions, journal, verify_md5=True)
     if mode != "hardlink":  # those paths are gone; a later scan would drop them too
-        with Index(settings.db) as index:
+        with Index(settings.scan.db) as index:
             index.forget(result.done)
     for path, why in result.skipped:
         click.echo(f"  skipped {path}: {why}")
@@ -315,7 +315,7 @@ def ignore(paths: tuple[str, ...], db: str | None, remove: bool, group_numbers: 
     from photodedup.client.index import Index
 
     settings = build_settings(db=db)
-    with Index(settings.db) as index:
+    with Index(settings.scan.db) as index:
         if list_:
             for pair in index.ignored():
                 a, b = sorted(pair)

@@ -73,7 +73,7 @@ class LocalEmbedder:
     def create(cls, settings: Settings) -> LocalEmbedder:
         from photodedup.engines import create_engine
 
-        return cls(create_engine(settings, settings.devices[0]), settings.embed_batch_size)
+        return cls(create_engine(settings, settings.model.devices[0]), settings.scan.embed_batch_size)
 
     def submit(self, key: str, thumb: np.ndarray | bytes) -> None:
         if not isinstance(thumb, np.ndarray):
@@ -222,10 +222,10 @@ class RemoteEmbedder:
             [p.address for p in use],
             first.model_id,
             first.input_size,
-            max_in_flight=settings.max_in_flight,
-            batch_size=settings.embed_batch_size,
-            retries=settings.server_retries,
-            timeout_s=settings.stream_stall_timeout_s,
+            max_in_flight=settings.scan.max_in_flight,
+            batch_size=settings.scan.embed_batch_size,
+            retries=settings.scan.server_retries,
+            timeout_s=settings.scan.stream_stall_timeout_s,
             settings=settings,
         )
 
@@ -482,9 +482,9 @@ def open_embedder(settings: Settings, mode: Mode) -> EmbedderChoice:
     missing model: the caller runs without the similar tier and prints `skipped_reason`."""
     if mode == "none":
         return EmbedderChoice(None, "similar tier skipped: --no-similar")
-    if mode in ("auto", "remote") and settings.servers:
+    if mode in ("auto", "remote") and settings.scan.servers:
         try:
-            return EmbedderChoice(RemoteEmbedder.connect(settings.servers, settings))
+            return EmbedderChoice(RemoteEmbedder.connect(settings.scan.servers, settings))
         except PhotodedupError as exc:
             if mode == "remote":
                 return EmbedderChoice(None, f"similar tier skipped: {exc}")

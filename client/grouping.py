@@ -94,10 +94,10 @@ class GroupingConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> GroupingConfig:
         return cls(
-            near_threshold=settings.near_threshold,
-            similar_threshold=settings.similar_threshold,
-            keep_policy=tuple(settings.keep_policy),
-            ann_threshold=settings.ann_threshold,
+            near_threshold=settings.grouping.near_threshold,
+            similar_threshold=settings.grouping.similar_threshold,
+            keep_policy=tuple(settings.grouping.keep_policy),
+            ann_threshold=settings.grouping.ann_threshold,
         )
 
 

@@ -95,7 +95,7 @@ def run_scan(
 ) -> ScanSummary:
     """Bring the index up to date for `roots`. Raises KeyboardInterrupt after saving finished work."""
     start = time.monotonic()
-    walker = Walker(roots, include_hidden=settings.include_hidden)
+    walker = Walker(roots, include_hidden=settings.scan.include_hidden)
     summary = ScanSummary(roots=walker.roots)
     choice = open_embedder(settings, mode)
     embedder = choice.embedder
@@ -172,7 +172,7 @@ def _run_jobs(
         return
     thumb_size = embedder.input_size if embedder is not None else None
     thumb_kind = embedder.thumb_kind if embedder is not None else "none"
-    pool = HashPool(settings.scan_workers, settings.max_image_pixels, thumb_size, thumb_kind, settings.thumbnail_quality)
+    pool = HashPool(settings.scan.scan_workers, settings.imaging.max_image_pixels, thumb_size, thumb_kind, settings.scan.thumbnail_quality)
     bar = _progress(console, show)
     t0 = time.monotonic()
     interrupted = True

@@ -57,7 +57,7 @@ def candidates(engine: str, device: str) -> list[str]:
 def create_engine(settings: Settings, device: str) -> Engine:
     """Create and load the engine for one device, falling back along AUTO_ORDER when `auto`."""
     errors: list[str] = []
-    for name in candidates(settings.engine, device):
+    for name in candidates(settings.model.engine, device):
         try:
             engine = engine_class(name)(settings, device)
             engine.load()

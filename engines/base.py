@@ -107,7 +107,7 @@ class BaseEngine:
 
     def resolve_precision(self) -> str:
         """The precision asked for, made concrete for this device: `auto` is fp16 on CUDA, else fp32."""
-        want = self.settings.precision
+        want = self.settings.model.precision
         precision = ("fp16" if self.dev.kind == "cuda" else "fp32") if want == "auto" else want
         if self.dev.kind == "cpu" and precision not in self.cpu_precisions:
             log.warning("%s is not supported by the %s engine on CPU; using fp32", precision, self.name)

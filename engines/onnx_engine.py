@@ -49,14 +49,14 @@ class OnnxEngine(BaseEngine):
         self.precision = self.resolve_precision()
         providers = choose_providers(
             self.dev,
-            self.settings.onnx_providers,
+            self.settings.model.onnx_providers,
             ort.get_available_providers(),
             self.precision,
-            self.settings.cache_dir / "tensorrt",
+            self.settings.model.cache_dir / "tensorrt",
         )
         path, self.info = ensure_onnx(self.settings)
         self._fp32_path = path
-        if self.dev.kind == "cpu" and self.settings.precision in ("int8", "auto"):
+        if self.dev.kind == "cpu" and self.settings.model.precision in ("int8", "auto"):
             path = self._int8_or(path)
         self._open(ort, path, providers)
 
@@ -71,7 +71,7 @@ class OnnxEngine(BaseEngine):
             log.warning("INT8 model could not be made (%s); serving fp32", exc)
             self.precision = "fp32"
             return fp32_path
-        use, reason = choose_int8(self.settings.precision, model, flags)
+        use, reason = choose_int8(self.settings.model.precision, model, flags)
         (log.info if use or model.check.passed else log.warning)("%s", reason)
         if not use:
             self.precision = "fp32"
@@ -83,8 +83,8 @@ class OnnxEngine(BaseEngine):
     def _open(self, ort: Any, path: Path, providers: list[Any]) -> None:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.settings.intra_op_threads:
-            opts.intra_op_num_threads = self.settings.intra_op_threads
+        if self.settings.model.intra_op_threads:
+            opts.intra_op_num_threads = self.settings.model.intra_op_threads
         opts.log_severity_level = 3
         # Idle intra-op threads would otherwise spin and steal the cores that decode the next batch.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -122,7 +122,7 @@ class OnnxEngine(BaseEngine):
         from photodedup.engines.onnx_int8 import cpu_session, run_session
 
         batch = self.preprocess(images)
-        reference = run_session(cpu_session(self._fp32_path, self.settings.intra_op_threads), batch)
+        reference = run_session(cpu_session(self._fp32_path, self.settings.model.intra_op_threads), batch)
         result = check_parity(reference, self._session.run(None, {self._input: batch})[0])
         if not result.passed:
             log.warning("INT8 self-check on %d real images failed (%s); serving fp32", len(images), result.reason)

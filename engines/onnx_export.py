@@ -34,15 +34,15 @@ def cache_key(settings: Settings) -> str:
     """File-name-safe key for everything that changes the exported graph."""
     from photodedup.engines.openclip_loader import bundled_config_hash, package_version, weights_id
 
-    key = f"{settings.model_name}-{weights_id(settings)}-opset{OPSET}-openclip{package_version('open_clip_torch')}"
-    config = bundled_config_hash(settings.model_name)  # our own configs change without an open_clip release
+    key = f"{settings.model.model_name}-{weights_id(settings)}-opset{OPSET}-openclip{package_version('open_clip_torch')}"
+    config = bundled_config_hash(settings.model.model_name)  # our own configs change without an open_clip release
     if config:
         key += f"-cfg{config}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", key)
 
 
 def export_path(settings: Settings) -> Path:
-    return settings.cache_dir / "onnx" / (cache_key(settings) + ".onnx")
+    return settings.model.cache_dir / "onnx" / (cache_key(settings) + ".onnx")
 
 
 def export_lock(path: Path) -> FileLock:
@@ -91,7 +91,7 @@ def _export(settings: Settings, path: Path, meta_path: Path) -> None:
 
     from photodedup.engines.openclip_loader import load_visual
 
-    log.info("exporting %s to ONNX at %s (once)", settings.model_name, path)
+    log.info("exporting %s to ONNX at %s (once)", settings.model.model_name, path)
     visual, info = load_visual(settings, "fp32")
     size = info.preprocessing.input_size
     example = torch.randn(2, 3, size, size)

@@ -197,7 +197,7 @@ def ensure_int8(settings: Settings, recipe: Recipe | None = None, flags: frozens
             saved = json.loads(verdict.read_text())
             result, speedup = ParityResult(**saved["check"]), float(saved["speedup"])
         else:
-            result, speedup = self_check(fp32_path, path, info, settings.intra_op_threads)
+            result, speedup = self_check(fp32_path, path, info, settings.model.intra_op_threads)
             atomic_write_bytes(verdict, json.dumps({"check": asdict(result), "speedup": speedup}, indent=1).encode())
     return Int8Model(path, fp32_path, info, result, speedup)
 

@@ -79,14 +79,14 @@ def _sha256_prefix(path: Path) -> str:
 
 def weights_id(settings: Settings) -> str:
     """A stable name for the weights; part of model ids and export cache keys. Needs no torch."""
-    if settings.weights_is_random:
+    if settings.model.weights_is_random:
         return f"random-seed{RANDOM_SEED}-torch{package_version('torch')}"
-    if settings.weights:
-        path = Path(settings.weights).expanduser()
+    if settings.model.weights:
+        path = Path(settings.model.weights).expanduser()
         if not path.is_file():
             raise ModelUnavailableError(f"weights file {path} does not exist")
         return f"file-{_sha256_prefix(path)}"
-    return settings.pretrained
+    return settings.model.pretrained
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -128,24 +128,24 @@ def load_visual(settings: Settings, precision: str = "fp32") -> tuple[torch.nn.M
     except ImportError as exc:
         raise ModelUnavailableError(f"open_clip/torch are not installed: {exc}") from None
     _register_configs()
-    name = settings.model_name
+    name = settings.model.model_name
     if name not in open_clip.list_models():
         raise ModelUnavailableError(f"unknown open_clip model {name!r}")
     wid = weights_id(settings)
     kwargs: dict[str, Any] = {"precision": precision if precision in ("fp16", "bf16") else "fp32"}
-    if settings.weights_is_random:
+    if settings.model.weights_is_random:
         torch.manual_seed(RANDOM_SEED)
         model = open_clip.create_model(name, pretrained=None, **{**kwargs, "precision": "fp32"})
         if precision == "fp16":
             model = model.half()
-    elif settings.weights:
-        path = Path(settings.weights).expanduser()
+    elif settings.model.weights:
+        path = Path(settings.model.weights).expanduser()
         try:
             model = open_clip.create_model(name, pretrained=str(path), **kwargs)
         except Exception as exc:  # open_clip raises bare RuntimeError/KeyError on bad checkpoints
             raise ModelUnavailableError(f"cannot load weights file {path} for {name}: {exc}") from None
     else:
-        tag = settings.pretrained
+        tag = settings.model.pretrained
         tags = open_clip.list_pretrained_tags_by_model(name)
         if tag not in tags:
             raise ModelUnavailableError(

@@ -115,7 +115,7 @@ class TensorRTEngine(BaseEngine):
         self.precision = "fp16"
         onnx_path, self.info = ensure_onnx(self.settings)
         props = torch.cuda.get_device_properties(self.dev.index)
-        profile = profile_for(self.settings.max_batch_size)
+        profile = profile_for(self.settings.server.max_batch_size)
         key = plan_key(file_digest(onnx_path), trt.__version__, props.name, (props.major, props.minor), profile, PRECISION_RECIPE)
         self.plan_file = plan_path(onnx_path, key)
         with export_lock(onnx_path):

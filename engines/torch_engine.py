@@ -44,8 +44,8 @@ class TorchEngine(BaseEngine):
         if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise EngineUnavailableError("mps requested but not available")
         self.precision = self.resolve_precision()
-        if self.settings.intra_op_threads and kind == "cpu":
-            torch.set_num_threads(self.settings.intra_op_threads)
+        if self.settings.model.intra_op_threads and kind == "cpu":
+            torch.set_num_threads(self.settings.model.intra_op_threads)
         from photodedup.engines.openclip_loader import load_visual
 
         visual, self.info = load_visual(self.settings, self.precision)

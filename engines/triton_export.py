@@ -53,8 +53,8 @@ def export_triton_repository(settings: Settings, out_dir: Path, name: str, gpus:
         name,
         info.embedding_dim,
         prep.input_size,
-        settings.max_batch_size,
-        int(settings.max_queue_delay_ms * 1000),
+        settings.server.max_batch_size,
+        int(settings.server.max_queue_delay_ms * 1000),
         gpus,
         tensorrt_fp16,
     )

@@ -1,8 +1,11 @@
 """One settings object for server, client and engines: CLI flags > environment > defaults.
 
-Environment variables are `PHOTODEDUP_<FIELD>` (e.g. `PHOTODEDUP_MAX_BATCH_SIZE=64`), plus the original
-design's `MODEL_NAME`, `DEVICE` and `PORT`. Lists are comma-separated (`PHOTODEDUP_DEVICES=cuda:0,cuda:1`).
-Build it once in the CLI entry point with `Settings.from_flags(...)` and pass it down.
+Settings are grouped in sections (`settings.model`, `settings.server`, `settings.scan`,
+`settings.grouping`, `settings.imaging`) so each room reads only its own part. Environment names stay flat:
+`PHOTODEDUP_<FIELD>` (e.g. `PHOTODEDUP_MAX_BATCH_SIZE=64`), plus the original design's `MODEL_NAME`,
+`DEVICE` and `PORT`; field names are unique across sections, so a flat flag or keyword names one field.
+Lists are comma-separated (`PHOTODEDUP_DEVICES=cuda:0,cuda:1`). Build it once in the CLI entry point with
+`Settings.from_flags(...)` and pass it down.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from photodedup.v1.wire import MAX_MESSAGE_BYTES
@@ -42,22 +45,44 @@ def _alias(*names: str) -> Any:
 CommaList = Annotated[list[str], NoDecode]
 
 
-class Settings(BaseSettings):
-    """Every tunable of photodedup, validated once."""
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        out: list[str] = []
+        for item in value:
+            out.extend(part.strip() for part in str(item).split(",") if part.strip())
+        return out
+    return value
+
+
+class _Section(BaseSettings):
+    """A group of settings; each section reads the flat `PHOTODEDUP_*` environment itself."""
 
     model_config = SettingsConfigDict(
-        env_prefix="PHOTODEDUP_", populate_by_name=True, extra="ignore", validate_default=True
+        env_prefix="PHOTODEDUP_", populate_by_name=True, extra="ignore", validate_default=True,
+        protected_namespaces=(),
     )
 
-    # Model and engines
-    model_name: str = Field(DEFAULT_MODEL, validation_alias=_alias("PHOTODEDUP_MODEL_NAME", "MODEL_NAME"))
-    pretrained: str = DEFAULT_PRETRAINED
+
+class ModelSettings(_Section):
+    """Which model, which weights and which engine on which devices."""
+
+    model_name: str = Field(
+        DEFAULT_MODEL,
+        validation_alias=_alias("PHOTODEDUP_MODEL_NAME", "MODEL_NAME"),
+        description="open_clip model name (photodedup-tiny: a few-layer ViT for tests and benchmarks).",
+    )
+    pretrained: str = Field(DEFAULT_PRETRAINED, description="open_clip pretrained tag.")
     weights: str | None = Field(
         None, description="A local checkpoint file, or 'random' for random-initialised weights (tests, benchmarks)."
     )
     engine: str = Field("auto", description="auto, onnx or torch (auto picks the fastest measured for the device).")
     devices: CommaList = Field(
-        default_factory=lambda: ["cpu"], validation_alias=_alias("PHOTODEDUP_DEVICES", "DEVICE")
+        default_factory=lambda: ["cpu"],
+        validation_alias=_alias("PHOTODEDUP_DEVICES", "DEVICE"),
+        description="Comma-separated devices: cpu, mps, cuda, cuda:N.",
     )
     precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
         "auto",
@@ -67,45 +92,69 @@ class Settings(BaseSettings):
         default_factory=lambda: ["tensorrt", "cuda", "cpu"],
         description="ONNX Runtime execution providers to try, in order of preference.",
     )
-    cache_dir: Path = Field(default_factory=default_cache_dir)
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="Where exported models are cached.")
     intra_op_threads: int = Field(0, ge=0, description="Engine CPU threads; 0 means the runtime's default.")
 
-    # Server
-    host: str = "[::]"
-    port: int = Field(50051, ge=0, le=65535, validation_alias=_alias("PHOTODEDUP_PORT", "PORT"))
+    @field_validator("devices", "onnx_providers", mode="before")
+    @classmethod
+    def _commas(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("devices")
+    @classmethod
+    def _check_devices(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one device is needed")
+        for dev in value:
+            if not (dev == "cpu" or dev == "mps" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+                raise ValueError(f"unknown device {dev!r}: use cpu, mps, cuda or cuda:N")
+        return ["cuda:0" if d == "cuda" else d for d in value]
+
+    @property
+    def weights_is_random(self) -> bool:
+        return self.weights == "random"
+
+
+class ServerSettings(_Section):
+    """How the gRPC server listens, batches, bounds its work and drains."""
+
+    host: str = Field("[::]", description="Address to listen on.")
+    port: int = Field(
+        50051, ge=0, le=65535, validation_alias=_alias("PHOTODEDUP_PORT", "PORT"),
+        description="gRPC port; 0 picks a free one.",
+    )
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus metrics port; 0 picks a free one.")
-    metrics: bool = True
-    max_batch_size: int = Field(32, ge=1, le=4096)
-    max_queue_delay_ms: float = Field(2.0, ge=0.0, le=10_000.0)
-    max_queue_size: int = Field(4096, ge=1)
+    metrics: bool = Field(True, description="Serve Prometheus metrics.")
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most images per engine call.")
+    max_queue_delay_ms: float = Field(
+        2.0, ge=0.0, le=10_000.0, description="How long a partial batch waits for more images."
+    )
+    max_queue_size: int = Field(4096, ge=1, description="Images queued for the engines before requests are refused.")
     max_message_bytes: int = Field(
         MAX_MESSAGE_BYTES, ge=1024, description="Largest gRPC message sent or accepted, on both sides of the wire."
     )
+    max_items_per_request: int = Field(1024, ge=1, description="Most images in one request or stream message.")
+    decode_workers: int = Field(0, ge=0, description="Decode/preprocess threads; 0 means one per core.")
+    grace_period_s: float = Field(10.0, ge=0.0, description="Seconds to drain on SIGTERM.")
+
+    @property
+    def decode_threads(self) -> int:
+        return self.decode_workers or max(1, os.cpu_count() or 1)
+
+
+class ImagingSettings(_Section):
+    """Limits on decoding that the server and the scanner share."""
+
     max_image_pixels: int = Field(
         80_000_000, ge=1, description="Decoded pixels allowed per image; larger is refused as a decompression bomb."
     )
-    max_items_per_request: int = Field(1024, ge=1)
-    decode_workers: int = Field(0, ge=0, description="Decode/preprocess threads; 0 means one per core.")
-    grace_period_s: float = Field(10.0, ge=0.0)
 
-    # Client
+
+class ScanSettings(_Section):
+    """How the scanner walks, hashes, indexes and reaches embedders."""
+
     servers: CommaList = Field(default_factory=list, description="host:port of embedding servers for remote mode.")
-    db: Path = Field(default_factory=default_db_path)
-
-    # Grouping (defaults measured on the near-duplicate dev set; see docs/BENCHMARKS.md)
-    near_threshold: int = Field(
-        20, ge=0, le=128, description="Max Hamming distance of the 128-bit dHash||pHash key for the near tier."
-    )
-    similar_threshold: float = Field(
-        0.01, ge=0.0, le=2.0, description="Max embedding cosine distance for the similar tier (Immich's default)."
-    )
-    keep_policy: CommaList = Field(
-        default_factory=lambda: ["resolution", "size", "format", "oldest", "shortest_path"],
-        description="Keeper tie-break order: resolution, size, format, oldest, shortest_path.",
-    )
-    ann_threshold: int = Field(
-        20_000, ge=2, description="Files with embeddings above which neighbours come from an ANN index, not exact search."
-    )
+    db: Path = Field(default_factory=default_db_path, description="The scan index (SQLite).")
     scan_workers: int = Field(0, ge=0, description="Hashing/decoding processes for scan; 0 means one per core.")
     include_hidden: bool = Field(False, description="Also walk hidden (dot) and system folders such as @eaDir.")
     thumbnail_quality: int = Field(
@@ -119,37 +168,124 @@ class Settings(BaseSettings):
         120.0, gt=0, description="A server stream with images outstanding and no answer for this long is given up on."
     )
 
-    @field_validator("devices", "onnx_providers", "servers", "keep_policy", mode="before")
+    @field_validator("servers", mode="before")
     @classmethod
-    def _split_commas(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, (list, tuple)):
-            out: list[str] = []
-            for item in value:
-                out.extend(part.strip() for part in str(item).split(",") if part.strip())
-            return out
-        return value
+    def _commas(cls, value: Any) -> Any:
+        return _split_commas(value)
 
-    @field_validator("devices")
+
+class GroupingSettings(_Section):
+    """Thresholds and keeper policy (defaults measured on the dev set; see docs/BENCHMARKS.md)."""
+
+    near_threshold: int = Field(
+        20, ge=0, le=128, description="Max Hamming distance of the 128-bit dHash||pHash key for the near tier."
+    )
+    similar_threshold: float = Field(
+        0.01, ge=0.0, le=2.0, description="Max embedding cosine distance for the similar tier (Immich's default)."
+    )
+    keep_policy: CommaList = Field(
+        default_factory=lambda: ["resolution", "size", "format", "oldest", "shortest_path"],
+        description="Keeper tie-break order: resolution, size, format, oldest, shortest_path.",
+    )
+    ann_threshold: int = Field(
+        20_000, ge=2, description="Files with embeddings above which neighbours come from an ANN index, not exact search."
+    )
+
+    @field_validator("keep_policy", mode="before")
     @classmethod
-    def _check_devices(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one device is needed")
-        for dev in value:
-            if not (dev == "cpu" or dev == "mps" or dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
-                raise ValueError(f"unknown device {dev!r}: use cpu, mps, cuda or cuda:N")
-        return ["cuda:0" if d == "cuda" else d for d in value]
+    def _commas(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "model": ModelSettings,
+    "server": ServerSettings,
+    "imaging": ImagingSettings,
+    "scan": ScanSettings,
+    "grouping": GroupingSettings,
+}
+
+
+def _section_of_field() -> dict[str, str]:
+    owner: dict[str, str] = {}
+    for section, cls in SECTIONS.items():
+        for name in cls.model_fields:
+            if name in owner:
+                raise RuntimeError(f"settings field {name!r} is in both {owner[name]} and {section}")
+            owner[name] = section
+    return owner
+
+
+FIELD_SECTION = _section_of_field()
+
+
+class Settings(BaseModel):
+    """Every tunable of photodedup, validated once, in sections.
+
+    Flat keywords (`Settings(max_batch_size=64)`) are routed to their section, so flags and tests name a
+    field without knowing where it lives; reads always go through the section (`settings.server.port`).
+    """
+
+    model_config = ConfigDict(frozen=False, extra="forbid", protected_namespaces=())
+
+    model: ModelSettings
+    server: ServerSettings
+    imaging: ImagingSettings
+    scan: ScanSettings
+    grouping: GroupingSettings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_flat_fields(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        nested: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        for key, value in data.items():
+            if key in SECTIONS and isinstance(value, _Section):
+                nested[key] = value.model_dump()
+                continue
+            if key in SECTIONS and isinstance(value, dict):
+                nested[key].update(value)
+                continue
+            section = FIELD_SECTION.get(key)
+            if section is None:
+                raise ValueError(f"unknown setting {key!r}")
+            nested[section][key] = value
+        # Each section is built (not validated from a dict) so it also reads its environment variables.
+        return {name: SECTIONS[name](**values) for name, values in nested.items()}
 
     @classmethod
     def from_flags(cls, **flags: Any) -> Settings:
         """Flags given on the command line (not None) override environment and defaults."""
         return cls(**{k: v for k, v in flags.items() if v is not None and v != ()})
 
-    @property
-    def weights_is_random(self) -> bool:
-        return self.weights == "random"
+    def replace(self, **flat: Any) -> Settings:
+        """A copy with some fields changed (flat names), validated like the original."""
+        values: dict[str, Any] = {name: getattr(self, name).model_dump() for name in SECTIONS}
+        for key, value in flat.items():
+            section = FIELD_SECTION.get(key)
+            if section is None:
+                raise ValueError(f"unknown setting {key!r}")
+            values[section][key] = value
+        return Settings(**values)
 
-    @property
-    def decode_threads(self) -> int:
-        return self.decode_workers or max(1, os.cpu_count() or 1)
+    @staticmethod
+    def describe(field: str) -> str:
+        """The help text of a field, for CLI options (one source, so help never drifts from the defaults)."""
+        info = SECTIONS[FIELD_SECTION[field]].model_fields[field]
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, list):
+            default = ",".join(default)
+        text = info.description or ""
+        return f"{text} [default: {default}]" if default not in (None, "") else text
+
+    def __getattr__(self, name: str) -> Any:
+        # Transitional bridge while work started before the sections lands: a flat read is forwarded to
+        # its section. New code reads `settings.<section>.<field>`.
+        section = FIELD_SECTION.get(name) or _PROPERTY_SECTION.get(name)
+        if section is not None:
+            return getattr(getattr(self, section), name)
+        return super().__getattr__(name)  # type: ignore[misc]
+
+
+_PROPERTY_SECTION = {"weights_is_random": "model", "decode_threads": "server"}

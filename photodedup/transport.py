@@ -15,15 +15,15 @@ if TYPE_CHECKING:
 
 def open_channel(target: str, settings: Settings) -> grpc.Channel:
     """A blocking channel to `target` (host:port)."""
-    return grpc.insecure_channel(target, options=wire.channel_options(settings.max_message_bytes))
+    return grpc.insecure_channel(target, options=wire.channel_options(settings.server.max_message_bytes))
 
 
 def open_aio_channel(target: str, settings: Settings) -> grpc.aio.Channel:
     """An asyncio channel to `target` (host:port)."""
-    return grpc.aio.insecure_channel(target, options=wire.channel_options(settings.max_message_bytes))
+    return grpc.aio.insecure_channel(target, options=wire.channel_options(settings.server.max_message_bytes))
 
 
 def probe_server(target: str, settings: Settings) -> wire.ServerProbe:
     """GetInfo on a fresh channel within connect_timeout_s; an unreachable server comes back with `error`."""
     with open_channel(target, settings) as channel:
-        return wire.probe(target, channel, settings.connect_timeout_s)
+        return wire.probe(target, channel, settings.scan.connect_timeout_s)

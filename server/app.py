@@ -35,9 +35,9 @@ class EmbedServer:
         self.port: int = 0
         self.metrics_port: int | None = None
         self._metrics_http = None
-        self._decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self._decode_pool = ThreadPoolExecutor(settings.server.decode_threads, thread_name_prefix="decode")
         self._device_executors = {
-            dev: ThreadPoolExecutor(1, thread_name_prefix=f"device-{dev}") for dev in settings.devices
+            dev: ThreadPoolExecutor(1, thread_name_prefix=f"device-{dev}") for dev in settings.model.devices
         }
         self._servicer = EmbedServicer(settings, self._decode_pool, self.metrics)
         self._health = health.aio.HealthServicer()
@@ -48,20 +48,20 @@ class EmbedServer:
     async def start(self) -> int:
         """Bind and start answering (health NOT_SERVING); returns the bound gRPC port."""
         s = self.settings
-        options = [*wire.channel_options(s.max_message_bytes), ("grpc.so_reuseport", 0)]
+        options = [*wire.channel_options(s.server.max_message_bytes), ("grpc.so_reuseport", 0)]
         server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(self.metrics)], options=options)
         embed_pb2_grpc.add_EmbedServiceServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((wire.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        self.port = server.add_insecure_port(f"{s.server.host}:{s.server.port}")
         if self.port == 0:
-            raise OSError(f"cannot listen on {s.host}:{s.port}")
+            raise OSError(f"cannot listen on {s.server.host}:{s.server.port}")
         await server.start()
         self._server = server
-        if s.metrics:
-            self._metrics_http, self.metrics_port = self.metrics.serve(s.host, s.metrics_port)
-        log.info("listening on %s:%d (metrics on %s)", s.host, self.port, self.metrics_port)
+        if s.server.metrics:
+            self._metrics_http, self.metrics_port = self.metrics.serve(s.server.host, s.server.metrics_port)
+        log.info("listening on %s:%d (metrics on %s)", s.server.host, self.port, self.metrics_port)
         return self.port
 
     async def load(self) -> None:
@@ -76,7 +76,7 @@ class EmbedServer:
 
         engines: list[Engine] = []
         try:
-            for device in s.devices:  # sequentially: exports and weight downloads must not race
+            for device in s.model.devices:  # sequentially: exports and weight downloads must not race
                 engines.append(await loop.run_in_executor(self._device_executors[device], build, device))
         except BaseException:
             for engine in engines:
@@ -91,9 +91,9 @@ class EmbedServer:
             self._device_executors,
             self._decode_pool,
             self.metrics,
-            max_batch_size=s.max_batch_size,
-            max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
-            max_queue_size=s.max_queue_size,
+            max_batch_size=s.server.max_batch_size,
+            max_queue_delay_s=s.server.max_queue_delay_ms / 1000.0,
+            max_queue_size=s.server.max_queue_size,
         )
         self._batcher.start()
         self._servicer.runtime = Runtime(engines, self._batcher, engines[0].info)
@@ -109,7 +109,7 @@ class EmbedServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new RPCs, let in-flight ones finish within the grace period, then release everything."""
-        grace = self.settings.grace_period_s if grace is None else grace
+        grace = self.settings.server.grace_period_s if grace is None else grace
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.metrics.ready.set(0)
         if self._server is not None:
@@ -150,7 +150,7 @@ async def serve(settings: Settings) -> bool:
         await waiter
     else:
         loader.cancel()
-    log.info("draining (grace %.1f s)", settings.grace_period_s)
+    log.info("draining (grace %.1f s)", settings.server.grace_period_s)
     await server.stop()
     log.info("stopped")
     return not loader.done() or loader.cancelled()

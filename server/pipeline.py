@@ -68,9 +68,9 @@ class Pipeline:
 
     def check_message(self, n: int, dtype: int) -> int:
         """The limits every request message must meet; returns the wire dtype of its answers."""
-        if n > self._settings.max_items_per_request:
+        if n > self._settings.server.max_items_per_request:
             raise RequestTooLargeError(
-                f"{n} images in one message; the limit is {self._settings.max_items_per_request}"
+                f"{n} images in one message; the limit is {self._settings.server.max_items_per_request}"
             )
         try:
             return wire.response_dtype(dtype)
@@ -81,7 +81,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         chunks = [images[i : i + DECODE_CHUNK] for i in range(0, len(images), DECODE_CHUNK)]
-        max_pixels = self._settings.max_image_pixels
+        max_pixels = self._settings.imaging.max_image_pixels
         parts = await asyncio.gather(
             *(loop.run_in_executor(self._pool, decode_images, chunk, self._size, max_pixels) for chunk in chunks)
         )

@@ -100,14 +100,14 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
             resize_interpolation=prep.interpolation,
             engines=engines,
             batching=embed_pb2.BatchingInfo(
-                max_batch_size=s.max_batch_size,
-                max_queue_delay_us=int(s.max_queue_delay_ms * 1000),
-                max_queue_size=s.max_queue_size,
+                max_batch_size=s.server.max_batch_size,
+                max_queue_delay_us=int(s.server.max_queue_delay_ms * 1000),
+                max_queue_size=s.server.max_queue_size,
             ),
             limits=embed_pb2.LimitsInfo(
-                max_message_bytes=s.max_message_bytes,
-                max_image_pixels=s.max_image_pixels,
-                max_items_per_request=s.max_items_per_request,
+                max_message_bytes=s.server.max_message_bytes,
+                max_image_pixels=s.imaging.max_image_pixels,
+                max_items_per_request=s.server.max_items_per_request,
             ),
             version=__version__,
         )

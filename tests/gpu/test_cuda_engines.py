@@ -31,11 +31,11 @@ def _photos(n: int) -> list[np.ndarray]:
 def test_cuda_engine_matches_cpu_reference(engine_name: str, precision: str, model_cache: Path) -> None:
     settings = tiny_settings(model_cache, model_name="ViT-B-32")
     images = _photos(8)
-    ref_engine = create_engine(settings.model_copy(update={"engine": "torch"}), "cpu")
+    ref_engine = create_engine(settings.replace(engine="torch"), "cpu")
     reference = ref_engine.infer(ref_engine.preprocess(images))
     ref_engine.close()
     try:
-        engine = create_engine(settings.model_copy(update={"engine": engine_name, "precision": precision}), "cuda:0")
+        engine = create_engine(settings.replace(engine=engine_name, precision=precision), "cuda:0")
     except EngineUnavailableError as exc:
         pytest.skip(f"{engine_name} cannot run on CUDA here: {exc}")
     try:

@@ -17,7 +17,7 @@ def test_dockerfiles_match_settings_and_cli() -> None:
     defaults = Settings()
     for name in ("Dockerfile.cpu", "Dockerfile.gpu"):
         text = (ROOT / "docker" / name).read_text()
-        assert f"EXPOSE {defaults.port} {defaults.metrics_port}" in text
+        assert f"EXPOSE {defaults.server.port} {defaults.server.metrics_port}" in text
         assert 'ENTRYPOINT ["photodedup"]' in text and 'CMD ["serve"]' in text
         for folder in ("photodedup", "client", "server", "engines", "proto"):
             assert f"COPY {folder} {folder}" in text, (name, folder)
@@ -32,8 +32,8 @@ def test_kubernetes_manifest_probes_the_real_service_and_outlasts_the_drain() ->
     container = pod["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     settings = Settings(**{k.removeprefix("PHOTODEDUP_").lower(): v for k, v in env.items()})
-    assert pod["terminationGracePeriodSeconds"] > settings.grace_period_s
+    assert pod["terminationGracePeriodSeconds"] > settings.server.grace_period_s
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": Settings().port, "metrics": Settings().metrics_port}
+    assert ports == {"grpc": Settings().server.port, "metrics": Settings().server.metrics_port}
     assert container["readinessProbe"]["grpc"]["service"] == "photodedup.v1.EmbedService"
     assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])

@@ -46,7 +46,7 @@ def test_torch_and_onnx_agree_on_vit_b32(model_cache: Path) -> None:
     images = _photos(6)
     vecs = {}
     for name in ("torch", "onnx"):
-        engine = create_engine(settings.model_copy(update={"engine": name}), "cpu")
+        engine = create_engine(settings.replace(engine=name), "cpu")
         vecs[name] = engine.infer(engine.preprocess(images))
         assert engine.info.embedding_dim == 512
         engine.close()

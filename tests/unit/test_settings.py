@@ -10,11 +10,11 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("MODEL_NAME", "DEVICE", "PORT", "PHOTODEDUP_PORT", "PHOTODEDUP_DEVICES"):
         monkeypatch.delenv(var, raising=False)
     s = Settings()
-    assert s.model_name == "ViT-B-32"
-    assert s.pretrained == "laion2b_s34b_b79k"
-    assert s.devices == ["cpu"]
-    assert s.port == 50051
-    assert s.weights is None
+    assert s.model.model_name == "ViT-B-32"
+    assert s.model.pretrained == "laion2b_s34b_b79k"
+    assert s.model.devices == ["cpu"]
+    assert s.server.port == 50051
+    assert s.model.weights is None
 
 
 def test_environment_and_design_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,16 +23,16 @@ def test_environment_and_design_aliases(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("PORT", "6000")
     monkeypatch.setenv("PHOTODEDUP_MAX_BATCH_SIZE", "64")
     s = Settings()
-    assert (s.model_name, s.devices, s.port, s.max_batch_size) == ("ViT-B-16", ["cuda:0", "cuda:1"], 6000, 64)
+    assert (s.model.model_name, s.model.devices, s.server.port, s.server.max_batch_size) == ("ViT-B-16", ["cuda:0", "cuda:1"], 6000, 64)
 
 
 def test_prefixed_environment_beats_nothing_and_flags_beat_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PHOTODEDUP_PORT", "7000")
     monkeypatch.setenv("PHOTODEDUP_SERVERS", "a:1,b:2")
     s = Settings.from_flags(port=None, max_queue_delay_ms=None)
-    assert s.port == 7000 and s.servers == ["a:1", "b:2"]
+    assert s.server.port == 7000 and s.scan.servers == ["a:1", "b:2"]
     s = Settings.from_flags(port=8000, devices=("cpu",))
-    assert s.port == 8000 and s.devices == ["cpu"]
+    assert s.server.port == 8000 and s.model.devices == ["cpu"]
 
 
 def test_bad_values_are_rejected() -> None:
@@ -40,7 +40,7 @@ def test_bad_values_are_rejected() -> None:
         Settings(devices=["tpu"])
     with pytest.raises(ValidationError):
         Settings(max_batch_size=0)
-    assert Settings(devices="cuda").devices == ["cuda:0"]
+    assert Settings(devices="cuda").model.devices == ["cuda:0"]
 
 
 def test_prefixed_names_beat_the_design_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,4 +50,16 @@ def test_prefixed_names_beat_the_design_aliases(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("PHOTODEDUP_PORT", "2")
     monkeypatch.setenv("DEVICES", "cuda:2")  # not a name we read
     s = Settings()
-    assert (s.model_name, s.port, s.devices) == ("B", 2, ["cpu"])
+    assert (s.model.model_name, s.server.port, s.model.devices) == ("B", 2, ["cpu"])
+
+
+def test_sections_take_flat_names_and_replace_validates() -> None:
+    s = Settings(max_batch_size=64, near_threshold=7, servers="a:1,b:2")
+    assert (s.server.max_batch_size, s.grouping.near_threshold, s.scan.servers) == (64, 7, ["a:1", "b:2"])
+    t = s.replace(engine="onnx")
+    assert (t.model.engine, s.model.engine, t.server.max_batch_size) == ("onnx", "auto", 64)
+    with pytest.raises(ValidationError):
+        s.replace(max_batch_size=0)
+    with pytest.raises(ValidationError, match="unknown setting"):
+        Settings(no_such_field=1)
+    assert "[default: 50051]" in Settings.describe("port")

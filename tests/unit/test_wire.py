@@ -19,7 +19,7 @@ def test_method_paths_name_the_services_methods() -> None:
 
 
 def test_one_message_limit_for_both_sides() -> None:
-    assert Settings().max_message_bytes == wire.MAX_MESSAGE_BYTES
+    assert Settings().server.max_message_bytes == wire.MAX_MESSAGE_BYTES
     options = dict(wire.channel_options(1234))
     assert options == {"grpc.max_send_message_length": 1234, "grpc.max_receive_message_length": 1234}
 

@@ -128,7 +128,7 @@ def test_connect_skips_unreachable_and_other_models(servers: list[ScriptedServer
     dead_address = dead.address
     dead.stop()
     settings = Settings(servers=[dead_address, servers[0].address, servers[1].address], connect_timeout_s=1.0)
-    emb = RemoteEmbedder.connect(settings.servers, settings)
+    emb = RemoteEmbedder.connect(settings.scan.servers, settings)
     try:
         assert emb.model_id == "m@1" and emb.input_size == 32
         assert [s.address for s in emb.servers] == [servers[0].address]
