@@ -9,7 +9,7 @@ DIR ?= $(HOME)/Pictures
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 PROTOS := $(wildcard proto/photodedup/v1/*.proto)
 
-.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu scan serve bench gpu-wheels clean
+.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu scan serve bench gpu-wheels clean deploy-check image-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PY_SYS) -m venv $(VENV)
@@ -43,9 +43,28 @@ buf-breaking: $(BUF)
 lint: install buf-lint buf-breaking
 	$(VENV)/bin/ruff check .
 
-test: install buf-lint buf-breaking proto-check
+test: install buf-lint buf-breaking proto-check deploy-check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
+
+# Kubernetes manifests and Dockerfiles, offline: render every kustomization, validate the result against
+# the Kubernetes schemas (strict: unknown fields fail), lint it with checkov's policies (findings are fixed
+# or skipped with a reason in the manifest), lint the Dockerfiles. About 30 s, so part of `make test`.
+K8S_TARGETS := base overlays/kind overlays/gpu-queue-metric
+K8S_OUT := build/k8s
+deploy-check: install
+	rm -rf $(K8S_OUT) && mkdir -p $(K8S_OUT)
+	for t in $(K8S_TARGETS); do $(VENV)/bin/kubectl kustomize docker/k8s/$$t > $(K8S_OUT)/$${t//\//-}.yaml || exit 1; done
+	$(VENV)/bin/kubernetes-validate --strict --quiet $(K8S_OUT)/*.yaml
+	BC_SKIP_MAPPING=TRUE $(VENV)/bin/checkov --quiet --compact --skip-download --framework kubernetes -d $(K8S_OUT)
+	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
+
+# Builds the CPU image from nothing with mmdebstrap + buildah (no Docker, no registry), serves from it and
+# calls it with grpcurl, then removes it. Needs root and `apt-get install buildah mmdebstrap`.
+# Several minutes of both cores (docs/BENCHMARKS.md), so not part of `make test`: run it when docker/,
+# pyproject dependencies or the serve path change, and before a release.
+image-check: install
+	docker/image-check.sh
 
 test-gpu: install
 	$(VENV)/bin/python -m pytest -q tests/gpu

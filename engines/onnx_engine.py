@@ -57,7 +57,12 @@ class OnnxEngine(BaseEngine):
         path, self.info = ensure_onnx(self.settings)
         self._fp32_path = path
         if self.dev.kind == "cpu" and self.settings.model.precision in ("int8", "auto"):
-            path = self._int8_or(path)
+            if self.settings.model.onnx_model is None:
+                path = self._int8_or(path)
+            elif self.settings.model.precision == "int8":
+                # A given export is served as it is (the CPU image has no quantiser and no cache to write).
+                log.warning("INT8 is made from the export cache, not from --onnx-model; serving fp32")
+                self.precision = "fp32"
         self._open(ort, path, providers)
 
     def _int8_or(self, fp32_path: Path) -> Path:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from filelock import FileLock
 
 from photodedup.engines.base import ModelInfo
+from photodedup.errors import ModelUnavailableError
 from photodedup.imaging import Preprocessing
 
 if TYPE_CHECKING:
@@ -59,7 +60,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def ensure_onnx(settings: Settings) -> tuple[Path, ModelInfo]:
-    """Return the exported model and its description, exporting it first if the cache lacks it."""
+    """Return the exported model and its description, exporting it first if the cache lacks it.
+
+    With `settings.model.onnx_model` the given export is served as it is: no cache, no torch (the CPU image).
+    """
+    if settings.model.onnx_model is not None:
+        given = Path(settings.model.onnx_model)
+        given_meta = given.with_suffix(".json")
+        if not (given.is_file() and given_meta.is_file()):
+            raise ModelUnavailableError(f"--onnx-model: {given} and {given_meta.name} beside it must both exist")
+        return given, _info_from_meta(json.loads(given_meta.read_text()))
     path = export_path(settings)
     meta_path = path.with_suffix(".json")
     with export_lock(path):

@@ -56,6 +56,7 @@ def main(ctx: click.Context, log_level: str) -> None:
 @click.option("--max-message-bytes", type=int)
 @click.option("--decode-workers", type=int, help="Decode threads (0: one per core).")
 @click.option("--grace-period", "grace_period_s", type=float, help="Seconds to drain on SIGTERM [default 10].")
+@click.option("--onnx-model", type=click.Path(dir_okay=False), help="Serve this `export-onnx` file (no torch needed).")
 @handle_errors
 def serve(**flags: Any) -> None:
     """Serve the embedding API over gRPC until SIGTERM, then drain."""
@@ -133,6 +134,29 @@ def export_triton(out_dir: str, name: str, gpus: int, tensorrt_fp16: bool, **fla
     settings = build_settings(**flags)
     model_dir = export_triton_repository(settings, Path(out_dir), name, gpus, tensorrt_fp16)
     click.echo(f"wrote {model_dir}")
+
+
+@main.command("export-onnx")
+@model_options
+@click.argument("out_file", type=click.Path(dir_okay=False))
+@handle_errors
+def export_onnx(out_file: str, **flags: Any) -> None:
+    """Write the image tower as ONNX to OUT_FILE (and its metadata to OUT_FILE's .json), for `serve --onnx-model`.
+
+    Export where torch is installed; serve the file anywhere ONNX Runtime is (the CPU image has no torch).
+    """
+    import shutil
+    from pathlib import Path
+
+    from photodedup.engines.onnx_engine import ensure_onnx
+
+    settings = build_settings(**flags)
+    path, _ = ensure_onnx(settings)
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, out)
+    shutil.copyfile(path.with_suffix(".json"), out.with_suffix(".json"))
+    click.echo(f"wrote {out} and {out.with_suffix('.json').name}")
 
 
 def _register_subcommands() -> None:

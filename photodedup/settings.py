@@ -93,6 +93,11 @@ class ModelSettings(_Section):
         description="ONNX Runtime execution providers to try, in order of preference.",
     )
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Where exported models are cached.")
+    onnx_model: Path | None = Field(
+        None,
+        description="A file written by `photodedup export-onnx` (its .json beside it), served as is by the ONNX "
+        "engine: no export, no torch needed (the CPU image).",
+    )
     intra_op_threads: int = Field(0, ge=0, description="Engine CPU threads; 0 means the runtime's default.")
 
     @field_validator("devices", "onnx_providers", mode="before")
