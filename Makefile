@@ -9,14 +9,14 @@ DIR ?= $(HOME)/Pictures
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 PROTOS := $(wildcard proto/photodedup/v1/*.proto)
 
-.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu scan serve bench gpu-wheels clean deploy-check image-check
+.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu scan serve bench gpu-wheels clean deploy-check image-check image-tools
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PY_SYS) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	# torch first, pinned: on this kind of machine pip takes it from local disk.
 	$(VENV)/bin/pip install -q $(TORCH_PIN)
-	$(VENV)/bin/pip install -q -e '.[cpu,dev]'
+	$(VENV)/bin/pip install -q -e '.[server,cpu,dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -60,10 +60,14 @@ deploy-check: install
 	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 
 # Builds the CPU image from nothing with mmdebstrap + buildah (no Docker, no registry), serves from it and
-# calls it with grpcurl, then removes it. Needs root and `apt-get install buildah mmdebstrap`.
-# Several minutes of both cores (docs/BENCHMARKS.md), so not part of `make test`: run it when docker/,
-# pyproject dependencies or the serve path change, and before a release.
-image-check: install
+# calls it with grpcurl, then removes it. Needs root (it installs buildah and mmdebstrap when missing).
+# About 8 minutes on two shared cores (docs/BENCHMARKS.md): CI runs it after `make test` (.ci/run), and
+# `make test` does not, so a developer's test loop stays short.
+image-tools:
+	command -v buildah >/dev/null && command -v mmdebstrap >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q buildah mmdebstrap)
+
+image-check: install image-tools
 	docker/image-check.sh
 
 test-gpu: install
@@ -76,6 +80,7 @@ serve: install
 	$(VENV)/bin/photodedup serve
 
 bench: install
+	$(VENV)/bin/pip install -q -e '.[server,cpu,bench]'
 	$(VENV)/bin/python benchmarks/run_all.py
 
 # Wheels for benchmarks/gpu_check.sh on an offline GPU machine that has Python 3.12 and torch but not

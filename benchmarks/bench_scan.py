@@ -1,10 +1,12 @@
-"""Hash-tier scan speed on camera-sized JPEGs: photodedup beside imagededup (and czkawka if installed).
+"""Scan speed on camera-sized JPEGs: photodedup beside czkawka and imagededup, in the same run.
 
 Builds a folder of 12-16 MP JPEGs from the large photos a Debian machine has (lxqt wallpapers; any
 folder with --photos), each a different crop/shift with its own sensor noise, plus a few exact copies
 and re-encodes so there is something to find. Then runs, as separate processes, each tool's
-hash-based duplicate search over the folder and reports files/s: `photodedup scan --no-similar` on a
-fresh index (first scan) and again on the same index (unchanged rescan), imagededup's PHash and DHash
+duplicate search over the folder and reports files/s and peak memory (process tree): `photodedup scan`
+with default flags (offline: the similar tier is settled as skipped before hashing) and with
+`--no-similar` on a fresh index (first scan) and again on the same index (unchanged rescan), czkawka's
+Python bindings (image similarity, default settings, fresh cache), imagededup's PHash and DHash
 (`encode_images` + `find_duplicates`), and `czkawka_cli image` when it is on PATH. Wall time includes
 interpreter start-up for every tool; median of `--repeat` runs.
 
@@ -17,16 +19,15 @@ import argparse
 import logging
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proctree import Measured, run_measured  # noqa: E402
 from record import machine_line, write_section  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,21 @@ def build_library(root: Path, photos: list[Image.Image], n: int, seed: int = 0) 
     return count
 
 
-def timed(cmd: list[str]) -> float:
-    start = time.monotonic()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.monotonic() - start
+def _rate(files_per_s: float) -> str:
+    return f"{files_per_s:,.0f}" if files_per_s >= 10 else f"{files_per_s:.2f}"
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
+    return run_measured(cmd, env)
+
+
+CZKAWKA = """
+import sys
+from czkawka import ImageSimilarity
+finder = ImageSimilarity()
+finder.set_directories([sys.argv[1]])
+finder.find_similar()
+"""
 
 
 IMAGEDEDUP = """
@@ -96,17 +108,29 @@ def run(files: int, repeat: int, photos: Path, write: bool) -> str:
         log.info("building %d camera-sized JPEGs from %s", files, photos)
         total = build_library(lib, source_photos(photos), files)
         megabytes = sum(p.stat().st_size for p in lib.rglob("*") if p.is_file()) / 1e6
-        photodedup = [sys.executable, "-m", "photodedup", "--log-level", "WARNING", "scan", str(lib), "--no-similar",
-                      "--no-progress", "--format", "json", "-o", str(Path(tmp) / "report.json")]
-        rows: list[tuple[str, str, list[float]]] = []
-        first, rescan = [], []
+        base = [sys.executable, "-m", "photodedup", "--log-level", "WARNING", "scan", str(lib),
+                "--no-progress", "--format", "json", "-o", str(Path(tmp) / "report.json")]
+        photodedup = [*base, "--no-similar"]
+        offline = {"HF_HUB_OFFLINE": "1"}
+        rows: list[tuple[str, str, list[Measured]]] = []
+        default, first, rescan = [], [], []
         for r in range(repeat):
+            default.append(timed([*base, "--db", str(Path(tmp) / f"default{r}.sqlite3")], offline))
             db = Path(tmp) / f"index{r}.sqlite3"
             first.append(timed([*photodedup, "--db", str(db)]))
             rescan.append(timed([*photodedup, "--db", str(db)]))
-        rows.append(("photodedup scan --no-similar", "first scan (MD5 + dHash + pHash + rotations + thumbnail)", first))
+        rows.append(("photodedup scan", "first scan, default flags (offline: no weights)", default))
+        rows.append(("photodedup scan --no-similar", "first scan (MD5 + dHash + pHash + rotations)", first))
         rows.append(("photodedup scan --no-similar", "unchanged rescan (same index)", rescan))
         notes = []
+        try:
+            import czkawka  # noqa: F401
+
+            rows.append(("czkawka (Python bindings)", "image similarity, default settings, fresh cache",
+                         [timed([sys.executable, "-c", CZKAWKA, str(lib)], {"XDG_CACHE_HOME": str(Path(tmp) / f"cz{r}")})
+                          for r in range(repeat)]))
+        except ImportError:
+            notes.append("czkawka: not installed (`pip install -e '.[bench]'`).")
         try:
             import imagededup  # noqa: F401
 
@@ -121,15 +145,21 @@ def run(files: int, repeat: int, photos: Path, write: bool) -> str:
             rows.append(("czkawka_cli image", "default settings",
                          [timed([czkawka, "image", "-d", str(lib), "-f", str(Path(tmp) / "cz.txt")]) for _ in range(repeat)]))
         else:
-            notes.append("czkawka: not measured: czkawka_cli is not installed here (crates.io and GitHub releases are "
-                         "unreachable from this machine).")
-    lines = ["| tool | what | wall s (median) | files/s | runs (s) |", "|---|---|---|---|---|"]
-    for tool, what, times in rows:
-        med = statistics.median(times)
-        lines.append(f"| {tool} | {what} | {med:.2f} | {total / med:,.0f} | {', '.join(f'{t:.2f}' for t in times)} |")
+            notes.append("czkawka_cli is not installed here; the czkawka row is the same Rust library through its "
+                         "PyPI Python bindings.")
+    lines = ["| tool | what | wall s (median) | files/s | peak RSS MB (tree) | runs (s) |", "|---|---|---|---|---|---|"]
+    for tool, what, ms in rows:
+        med = statistics.median(m.seconds for m in ms)
+        lines.append(f"| {tool} | {what} | {med:.2f} | {_rate(total / med)} | {max(m.peak_tree_mb for m in ms):,.0f} | "
+                     f"{', '.join(f'{m.seconds:.2f}' for m in ms)} |")
+    speed = {what: statistics.median(m.seconds for m in ms) for _, what, ms in rows}
+    cz = next((v for k, v in speed.items() if "fresh cache" in k), None)
+    if cz is not None:
+        notes.append(f"Default first scan vs czkawka: {cz / speed['first scan, default flags (offline: no weights)']:.2f}x "
+                     f"its speed; hash tier: {_rate(total / speed['first scan (MD5 + dHash + pHash + rotations)'])} files/s.")
     text = "\n".join(
         [
-            "## Scan speed, hash tier, camera-sized JPEGs (`benchmarks/bench_scan.py`)",
+            "## Scan speed, camera-sized JPEGs (`benchmarks/bench_scan.py`)",
             "",
             f"{machine_line(('Pillow', 'simplejpeg', 'ImageHash', 'imagededup'))}. {total} JPEGs ({megabytes:,.0f} MB): "
             f"{files} distinct 12 MP / 16 MP photos made from {photos} (crops, sensor noise, q92) plus exact copies "

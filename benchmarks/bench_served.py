@@ -166,8 +166,9 @@ def section_vs_engine(cache: Path, duration: float, rounds: int = 3, precision: 
     """Engine-only and served runs alternate, so a burst of other work on a shared machine hits both."""
     from statistics import median
 
-    from photodedup.client import benchload as bl
     from photodedup.engines import create_engine
+    from photodedup.loadgen import load as bl
+    from photodedup.loadgen.payload import make_payload
 
     model = ["--model", "ViT-B-32", "--weights", "random", "--cache-dir", str(cache), "--precision", precision]
     settings = Settings(model_name="ViT-B-32", weights="random", cache_dir=cache, precision=precision)
@@ -177,7 +178,7 @@ def section_vs_engine(cache: Path, duration: float, rounds: int = 3, precision: 
     batches: list[float] = []
     try:
         engine.warmup([32])
-        arrays = bl.make_payload("raw", engine.info.preprocessing.input_size, 64, None, (1600, 1200)).arrays
+        arrays = make_payload("raw", engine.info.preprocessing.input_size, 64, None, (1600, 1200)).arrays
         with ServerProcess(model) as s:
             served(s.address, s.metrics_address, mode="stream", concurrency=[16], items_per_message=8, duration=5.0, warmup=0.0)
             for r in range(rounds):

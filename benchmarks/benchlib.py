@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from photodedup.client.bench import BenchOptions, run_bench
+from photodedup.loadgen.command import BenchOptions, run_bench
 
 BENCH_DIR = Path(__file__).resolve().parent
 

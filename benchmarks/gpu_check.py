@@ -96,9 +96,10 @@ def engine_only(
     name = label(engine, precision, providers)
     if not cuda_or_skip(f"engine {name}", device):
         return
-    from photodedup.client import benchload as bl
     from photodedup.engines import create_engine
     from photodedup.errors import PhotodedupError
+    from photodedup.loadgen import load as bl
+    from photodedup.testing import synthetic_photo
 
     try:
         eng = create_engine(settings_for(engine, precision, providers, model, device), device)
@@ -107,7 +108,7 @@ def engine_only(
         return
     try:
         size = eng.info.preprocessing.input_size
-        arrays = [bl.synthetic_photo(i, (size, size)) for i in range(64)]
+        arrays = [synthetic_photo(i, (size, size)) for i in range(64)]
         got = f"{eng.precision}, {eng.status().detail}"
         for b in batches:
             try:
@@ -117,9 +118,9 @@ def engine_only(
             except Exception as exc:  # out of memory at 256 must not hide the smaller batches' results
                 print(f"SKIP engine {name} batch {b}: {type(exc).__name__}: {exc}", flush=True)
                 continue
-            from photodedup.client.benchstats import percentile
+            from photodedup.loadgen.stats import percentiles
 
-            p50 = percentile(rec.request_latencies, 50) * 1e3
+            p50 = percentiles(rec.request_latencies, (50,))["p50"] * 1e3
             print(
                 f"RESULT engine-only {name:<22} batch {b:>3}: {rec.images_ok / rec.seconds:>9,.0f} img/s  "
                 f"p50 {p50:8.2f} ms/batch  ({rec.requests} calls; running {got})",
@@ -138,7 +139,7 @@ def served(
     from benchlib import options
     from serverproc import ServerProcess
 
-    from photodedup.client.bench import run_bench
+    from photodedup.loadgen.command import run_bench
 
     for b in batches:
         flags = [

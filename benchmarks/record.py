@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from photodedup.client.benchstats import machine_line
+from photodedup.loadgen.stats import machine_line
 
 __all__ = ["machine_line", "write_section"]
 

@@ -22,6 +22,7 @@ SCRIPTS: list[tuple[str, list[str]]] = [
     ("bench_served.py", []),
     ("bench_ann.py", []),
     ("bench_scan.py", []),
+    ("bench_library.py", []),
 ]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from photodedup.cliutils import build_settings, handle_errors, model_options
+from photodedup.cliutils import build_settings, handle_errors, model_options, setting_option, stack
 
 log = logging.getLogger(__name__)
 
@@ -20,32 +20,19 @@ FORMAT_CHOICE = click.Choice(["table", "json", "csv", "html"])
 MAX_ERRORS_SHOWN = 20
 
 
-def _db_option(fn: Any) -> Any:
-    return click.option(
-        "--db", type=click.Path(dir_okay=False), help="Index file [env PHOTODEDUP_DB; default ~/.local/share/photodedup/index.sqlite3]."
-    )(fn)
+_db_option = setting_option("db", type=click.Path(dir_okay=False))
 
+_grouping_options = stack(
+    click.option("--reference", "reference", multiple=True, type=click.Path(file_okay=False),
+                 help="Folder whose files are always kept and never touched (repeatable)."),
+    setting_option("near_threshold", type=int),
+    setting_option("similar_threshold", type=float),
+)
 
-def _grouping_options(fn: Any) -> Any:
-    opts = [
-        click.option("--reference", "reference", multiple=True, type=click.Path(file_okay=False),
-                     help="Folder whose files are always kept and never touched (repeatable)."),
-        click.option("--near-threshold", type=int, help="Max Hamming distance for the near tier, in bits of the 128-bit dHash+pHash key."),
-        click.option("--similar-threshold", type=float, help="Max embedding cosine distance for the similar tier."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
-
-
-def _output_options(fn: Any) -> Any:
-    opts = [
-        click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True),
-        click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the report to FILE."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+_output_options = stack(
+    click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True),
+    click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the report to FILE."),
+)
 
 
 def _consoles() -> tuple[Any, Any]:
@@ -97,11 +84,11 @@ def register(group: click.Group) -> None:
 @click.option("--local", "mode", flag_value="local", help="Embed with the in-process engine only.")
 @click.option("--remote", "mode", flag_value="remote", help="Embed on the servers only; skip the similar tier if none answers.")
 @click.option("--no-similar", "mode", flag_value="none", help="Skip embeddings: exact and near tiers only.")
-@click.option("--server", "servers", multiple=True,
-              help="host:port of an embedding server (repeatable) [env PHOTODEDUP_SERVERS]. Default mode: these if reachable, else local.")
-@click.option("--include-hidden", is_flag=True, default=None, help="Also walk hidden and system folders.")
-@click.option("--workers", "scan_workers", type=int, help="Hashing processes [default: one per core].")
-@click.option("--max-image-pixels", type=int, help="Larger images are refused as decompression bombs.")
+@setting_option("servers", "--server", multiple=True,
+                extra="Repeatable. Default mode: these if reachable, else local.")
+@setting_option("include_hidden", flag_value=True)
+@setting_option("scan_workers", "--workers", type=int)
+@setting_option("max_image_pixels", type=int)
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: when stderr is a terminal].")
 @_grouping_options
 @_output_options
@@ -146,6 +133,8 @@ def scan(roots: tuple[str, ...], mode: str | None, reference: tuple[str, ...], f
         if summary.embed_failed:
             err.print(f"{summary.embed_failed} images got no embedding (first: {summary.embed_error}); "
                       "the next scan retries those that failed for want of a server", highlight=False, markup=False)
+    elif summary.model_id:
+        err.print(f"Embeddings: {summary.model_id}, all up to date", highlight=False)
     g = stats["groups"]
     err.print(
         f"Groups: {g['exact']} exact, {g['near']} near, {g['similar']} similar; "

@@ -1,8 +1,8 @@
 """Turn thumbnails into embeddings: in-process (LocalEmbedder) or over gRPC (RemoteEmbedder).
 
 Both take work with `submit(key, thumbnail)` (which blocks when too much is in flight), hand back
-finished outcomes with `poll()`, and wait for the rest with `drain()`. `open_embedder` picks the mode:
-remote when servers answer, else local, else none, with a one-line reason the similar tier is skipped.
+finished outcomes with `poll()`, and wait for the rest with `drain()`. Which one a scan uses, and
+whether any, is settled by `embedplan.plan_embedder` before hashing.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from photodedup.errors import EngineUnavailableError, ModelUnavailableError, PhotodedupError
+from photodedup.errors import PhotodedupError
 
 if TYPE_CHECKING:
     from photodedup.client.hashing import ThumbKind
@@ -469,61 +468,3 @@ class _StreamSession:
         for it in left:
             self._owner._requeue(it, reason)
         return len(left)
-
-
-@dataclass
-class EmbedderChoice:
-    embedder: Embedder | None
-    skipped_reason: str | None = None
-
-
-def open_embedder(settings: Settings, mode: Mode) -> EmbedderChoice:
-    """auto: the configured servers if any answers, else the in-process engine. Never raises for a
-    missing model: the caller runs without the similar tier and prints `skipped_reason`."""
-    if mode == "none":
-        return EmbedderChoice(None, "similar tier skipped: --no-similar")
-    if mode in ("auto", "remote") and settings.scan.servers:
-        try:
-            return EmbedderChoice(RemoteEmbedder.connect(settings.scan.servers, settings))
-        except PhotodedupError as exc:
-            if mode == "remote":
-                return EmbedderChoice(None, f"similar tier skipped: {exc}")
-            log.info("%s; using the in-process engine", exc)
-    elif mode == "remote":
-        return EmbedderChoice(None, "similar tier skipped: --server gives no address")
-    try:
-        with _held_logs():
-            return EmbedderChoice(LocalEmbedder.create(settings))
-    except (ModelUnavailableError, EngineUnavailableError) as exc:
-        return EmbedderChoice(None, f"similar tier skipped: {exc}")
-
-
-@contextmanager
-def _held_logs() -> Iterator[None]:
-    """Hold log records while a model loads. A failed load is then reported in one line, not with the
-    loader's own errors (open_clip logs its download failures on the root logger); after a good load
-    photodedup's own records (e.g. "exporting to ONNX") are passed on."""
-    held: dict[int, logging.LogRecord] = {}
-
-    class Hold(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            held[id(record)] = record
-            return False
-
-    hold = Hold()
-    handlers = list(logging.getLogger().handlers)
-    for h in handlers:
-        h.addFilter(hold)
-    ok = False
-    try:
-        yield
-        ok = True
-    finally:
-        for h in handlers:
-            h.removeFilter(hold)
-        if ok:
-            for record in held.values():
-                if record.name.startswith("photodedup"):
-                    for h in handlers:
-                        if record.levelno >= h.level:
-                            h.handle(record)

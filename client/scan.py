@@ -1,5 +1,8 @@
-"""One scan: walk the roots, hash new or changed files on all cores, embed their thumbnails, record
-everything in the index as it finishes, forget deleted files, then group what the index holds.
+"""One scan: settle what the embedder will be (without loading a model), walk the roots, hash new or
+changed files on all cores, embed the thumbnails of files that lack an embedding for the planned model,
+record everything in the index as it finishes, forget deleted files, then group what the index holds.
+The model (or the server streams) is opened only when some file needs an embedding, so an unchanged
+rescan never imports torch.
 
 Writes go to the index in small transactions while the work runs, so an interrupted scan loses at most
 the last second of work and the next scan carries on from there.
@@ -13,10 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from photodedup.client.embedders import EmbedOutcome, Mode, open_embedder
+from photodedup.client.embedders import EmbedOutcome, Mode
+from photodedup.client.embedplan import EmbedPlan, plan_embedder
 from photodedup.client.hashing import HashJob, HashPool, HashResult
 from photodedup.client.index import Index
 from photodedup.client.walk import FoundFile, Walker, WalkStats
+from photodedup.errors import PhotodedupError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -97,11 +102,9 @@ def run_scan(
     start = time.monotonic()
     walker = Walker(roots, include_hidden=settings.scan.include_hidden)
     summary = ScanSummary(roots=walker.roots)
-    choice = open_embedder(settings, mode)
-    embedder = choice.embedder
-    summary.skipped_reason = choice.skipped_reason
-    if embedder is not None:
-        summary.model_id, summary.embedder = embedder.model_id, embedder.description
+    plan = plan_embedder(settings, mode)
+    summary.model_id, summary.skipped_reason = plan.model_id, plan.skipped_reason
+    embedder = None
     try:
         scan_id = index.start_scan(walker.roots, summary.model_id, {"mode": mode, **(options or {})})
         summary.scan_id = scan_id
@@ -109,12 +112,11 @@ def run_scan(
         summary.walk = walker.stats
         summary.files = len(found)
         jobs, summary.unchanged = _plan(index, found, scan_id)
-        if embedder is not None:
-            queued = {j.path for j in jobs}
-            seen = {f.path: f for f in found}
-            for path, size, mtime_ns in index.needing_embedding(walker.roots, embedder.model_id):
-                if path not in queued and path in seen:
-                    jobs.append(HashJob(path, size, mtime_ns))
+        lacking = _lacking_embeddings(index, walker.roots, plan, found, jobs)
+        if jobs or lacking:
+            embedder = _open(plan, summary) if plan.available else None
+            if embedder is not None:
+                jobs.extend(lacking)  # hashed again for their thumbnails only
         summary.hashed = 0
         _run_jobs(jobs, settings, index, embedder, summary, console, progress)
         if embedder is not None and embedder.model_id != summary.model_id:
@@ -128,6 +130,32 @@ def run_scan(
             embedder.close()
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def _lacking_embeddings(
+    index: Index, roots: Sequence[str], plan: EmbedPlan, found: list[FoundFile], jobs: list[HashJob]
+) -> list[HashJob]:
+    """Unchanged files that have no embedding for the planned model yet."""
+    if not plan.available or plan.model_id is None:
+        return []
+    queued = {j.path for j in jobs}
+    seen = {f.path for f in found}
+    return [
+        HashJob(path, size, mtime_ns)
+        for path, size, mtime_ns in index.needing_embedding(roots, plan.model_id)
+        if path not in queued and path in seen
+    ]
+
+
+def _open(plan: EmbedPlan, summary: ScanSummary) -> Any:
+    """The planned embedder, or None with the reason in `summary` when it cannot be opened after all."""
+    try:
+        embedder = plan.open()
+    except PhotodedupError as exc:
+        summary.skipped_reason = f"similar tier skipped: {exc}"
+        return None
+    summary.embedder = embedder.description
+    return embedder
 
 
 def _run_jobs(

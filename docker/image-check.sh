@@ -7,6 +7,7 @@
 #      torch is absent; then remove the container, the images and the storage.
 # Usage (repository root, as root): docker/image-check.sh   (`make image-check`)
 # BASE_TAR=FILE skips mmdebstrap and uses that root filesystem tarball (for iterating on the Dockerfile).
+# IMAGE_ARCHIVE=FILE also saves the image as a docker archive (for `kind load image-archive`).
 # KEEP_IMAGE=1 keeps the image in build/image/storage (buildah --root build/image/storage ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,6 +82,10 @@ size=$("${BUILDAH[@]}" images --format '{{.Size}}' "$TAG")
 base_size=$("${BUILDAH[@]}" images --format '{{.Size}}' "$BASE_TAG")
 echo "image $TAG: $size (base $base_size)"
 
+if [ -n "${IMAGE_ARCHIVE:-}" ]; then  # IMAGE_ARCHIVE=FILE saves the image for `kind load image-archive FILE`
+  "${BUILDAH[@]}" push --quiet "$TAG" "docker-archive:$IMAGE_ARCHIVE:photodedup:cpu"
+fi
+
 step "run photodedup serve in the image"
 container=$("${BUILDAH[@]}" from "$TAG")
 if "${BUILDAH[@]}" run --isolation chroot "$container" -- python3 -c "import torch" 2>/dev/null; then
@@ -128,7 +133,7 @@ write_section("image_check", f"""## CPU image build and run (`make image-check`,
 
 Wall time from nothing (no cached base or layers) to a GetInfo answer from the running image, then
 cleanup: **{total} s** (1-minute load average at the start: {load}; the cores are shared). Image {size} (Debian base {base}, no torch), serving `{model}` with random weights.
-Not part of `make test`: run it when docker/, the dependencies or the serve path change.
+CI runs it after `make test` (`.ci/run`); it is not part of `make test` itself.
 
 | step | starts at |
 |---|---|

@@ -13,22 +13,64 @@ import click
 from photodedup.errors import PhotodedupError
 
 
+def stack(*options: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Several click options as one decorator, applied in the order given (top to bottom in --help)."""
+
+    def decorate(fn: Any) -> Any:
+        for opt in reversed(options):
+            fn = opt(fn)
+        return fn
+
+    return decorate
+
+
+def _shown_default(field: Any) -> str:
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def setting_help(name: str, extra: str = "") -> str:
+    """The help text of Settings.<name>: its description, its environment names and its default, all read
+    from the settings so --help never drifts from what the program does."""
+    from photodedup.settings import FIELD_SECTION, SECTIONS
+
+    field = SECTIONS[FIELD_SECTION[name]].model_fields[name]
+    alias = field.validation_alias
+    envs = list(getattr(alias, "choices", [])) or [f"PHOTODEDUP_{name.upper()}"]
+    text = " ".join(part for part in (field.description or "", extra) if part)
+    default = _shown_default(field)
+    return f"{text} [env {', '.join(map(str, envs))}; default {default or 'none'}]"
+
+
+def setting_option(name: str, *decls: str, extra: str = "", **kw: Any) -> Callable[[Any], Any]:
+    """A click option feeding Settings.<name>. It defaults to None (unset), so environment and the
+    settings' own default apply unless the flag is given."""
+    if not decls:
+        decls = ("--" + name.replace("_", "-"),)
+    if not any(d.isidentifier() for d in decls):  # the parameter is always named after the field
+        decls = (*decls, name)
+    return click.option(*decls, default=None, help=setting_help(name, extra), **kw)
+
+
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Flags that choose the model and the engine; shared by serve, scan and bench."""
-    opts = [
-        click.option("--model", "model_name", help="open_clip model name [env PHOTODEDUP_MODEL_NAME, MODEL_NAME; default ViT-B-32]"),
-        click.option("--pretrained", help="open_clip pretrained tag [default laion2b_s34b_b79k]"),
-        click.option("--weights", help="Local checkpoint FILE, or 'random' for random-initialised weights (tests, benchmarks)."),
-        click.option("--engine", type=click.Choice(["auto", "onnx", "torch"]), help="Inference engine [default auto: fastest measured for the device]."),
-        click.option("--devices", "--device", "devices", help="Comma-separated devices: cpu, mps, cuda:0,cuda:1 [env DEVICE]."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "int8"]), help="auto: fp16 on CUDA; on CPU int8 where it passes its self-check and pays off, else fp32."),
-        click.option("--onnx-providers", help="ONNX Runtime providers to try in order [default tensorrt,cuda,cpu]."),
-        click.option("--cache-dir", type=click.Path(file_okay=False), help="Where exported ONNX files are cached."),
-        click.option("--threads", "intra_op_threads", type=int, help="Engine CPU threads (0: runtime default)."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+    """Flags that choose the model and the engine; shared by serve, scan, bench and export-triton."""
+    return stack(
+        setting_option("model_name", "--model"),
+        setting_option("pretrained"),
+        setting_option("weights"),
+        setting_option("engine", type=click.Choice(["auto", "onnx", "torch", "tensorrt"])),
+        setting_option("devices", "--devices", "--device"),
+        setting_option("precision", type=click.Choice(["auto", "fp32", "fp16", "int8"])),
+        setting_option("onnx_providers"),
+        setting_option("cache_dir", type=click.Path(file_okay=False)),
+        setting_option("intra_op_threads", "--threads", type=int),
+    )(fn)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -40,6 +82,13 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except PhotodedupError as exc:
             click.echo(f"photodedup: error: {exc}", err=True)
+            sys.exit(2)
+        except ModuleNotFoundError as exc:
+            from photodedup.extras import EXTRA_FOR_MODULE, missing_extra_message
+
+            if (exc.name or "").split(".")[0] not in EXTRA_FOR_MODULE:
+                raise
+            click.echo(f"photodedup: error: {missing_extra_message(exc.name or '')}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("photodedup: interrupted", err=True)

@@ -34,7 +34,7 @@ def tiny_settings(cache_dir: Path, **overrides: Any) -> Settings:
 def photo(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
     """A smooth, photo-like RGB image (gradients, discs, sensor noise), different per seed: the generator
     `photodedup bench` uses, so tests and benchmarks see the same kind of picture."""
-    from photodedup.client.benchload import synthetic_photo
+    from photodedup.testing import synthetic_photo
 
     return Image.fromarray(synthetic_photo(seed, size))
 

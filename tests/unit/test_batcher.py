@@ -3,58 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any
 
-import numpy as np
 import pytest
+from fakes import FakeEngine, image
 
-from photodedup.engines.base import EngineStatus, ModelInfo
 from photodedup.errors import QueueFullError, ShuttingDownError
 from photodedup.server.batcher import DynamicBatcher, EngineError
 from photodedup.server.metrics import Metrics
 
 
-class ScriptedEngine:
-    """Returns each image's first pixel as its 'embedding'; records batch sizes; can be told to fail or stall."""
-
-    name: ClassVar[str] = "scripted"
-
-    def __init__(self, device: str = "cpu", fail_on: int | None = None) -> None:
-        self.device = device
-        self.precision = "fp32"
-        self.info = ModelInfo("scripted", "none", 1)
-        self.batches: list[int] = []
-        self.fail_on = fail_on
-        self.gate = threading.Event()
-        self.gate.set()
-        self.threads: set[str] = set()
-
-    def load(self) -> None: ...
-    def warmup(self, batch_sizes: Sequence[int]) -> None: ...
-    def close(self) -> None: ...
-    def status(self) -> EngineStatus:
-        return EngineStatus()
-
-    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        return np.stack(images)
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        self.threads.add(threading.current_thread().name)
-        self.gate.wait(10)
-        self.batches.append(len(batch))
-        if self.fail_on is not None and len(self.batches) == self.fail_on:
-            raise RuntimeError("device exploded")
-        return batch[:, 0, 0, :1].astype(np.float32)
-
-
-def img(v: int) -> np.ndarray:
-    return np.full((2, 2, 3), v, np.uint8)
-
-
-def make(engines: list[ScriptedEngine], **kw: Any) -> tuple[DynamicBatcher, list[ThreadPoolExecutor]]:
+def make(engines: list[FakeEngine], **kw: Any) -> tuple[DynamicBatcher, list[ThreadPoolExecutor]]:
     executors = {e.device: ThreadPoolExecutor(1, thread_name_prefix=f"device-{e.device}") for e in engines}
     pool = ThreadPoolExecutor(2)
     opts = {"max_batch_size": 4, "max_queue_delay_s": 0.05, "max_queue_size": 100} | kw
@@ -64,9 +24,9 @@ def make(engines: list[ScriptedEngine], **kw: Any) -> tuple[DynamicBatcher, list
 
 
 async def test_results_match_inputs_and_batches_respect_max_size() -> None:
-    engine = ScriptedEngine()
+    engine = FakeEngine()
     batcher, _ = make([engine])
-    futures = batcher.submit([img(i) for i in range(10)])
+    futures = batcher.submit([image(i) for i in range(10)])
     results = await asyncio.gather(*futures)
     assert [int(r[0]) for r in results] == list(range(10))
     assert max(engine.batches) <= 4 and sum(engine.batches) == 10
@@ -75,31 +35,31 @@ async def test_results_match_inputs_and_batches_respect_max_size() -> None:
 
 
 async def test_waits_up_to_the_delay_to_fill_a_batch() -> None:
-    engine = ScriptedEngine()
+    engine = FakeEngine()
     batcher, _ = make([engine], max_queue_delay_s=0.5)
-    first = batcher.submit([img(1)])
+    first = batcher.submit([image(1)])
     await asyncio.sleep(0.05)
-    second = batcher.submit([img(2), img(3)])
+    second = batcher.submit([image(2), image(3)])
     await asyncio.gather(*first, *second)
     assert engine.batches == [3]
     await batcher.close()
 
 
 async def test_no_delay_means_no_waiting() -> None:
-    engine = ScriptedEngine()
+    engine = FakeEngine()
     batcher, _ = make([engine], max_queue_delay_s=0.0)
-    await asyncio.gather(*batcher.submit([img(1)]))
+    await asyncio.gather(*batcher.submit([image(1)]))
     assert engine.batches == [1]
     await batcher.close()
 
 
 async def test_cancelled_items_are_dropped_before_inference() -> None:
-    engine = ScriptedEngine()
+    engine = FakeEngine()
     engine.gate.clear()
     batcher, _ = make([engine], max_batch_size=2, max_queue_delay_s=0.0)
-    running = batcher.submit([img(0), img(1)])  # occupies the device
+    running = batcher.submit([image(0), image(1)])  # occupies the device
     await asyncio.sleep(0.05)
-    waiting = batcher.submit([img(2), img(3), img(4)])
+    waiting = batcher.submit([image(2), image(3), image(4)])
     waiting[0].cancel()
     waiting[1].cancel()
     engine.gate.set()
@@ -109,12 +69,12 @@ async def test_cancelled_items_are_dropped_before_inference() -> None:
 
 
 async def test_engine_failure_fails_exactly_that_batch() -> None:
-    engine = ScriptedEngine(fail_on=1)
+    engine = FakeEngine(fail_on=1)
     engine.gate.clear()
     batcher, _ = make([engine], max_batch_size=2, max_queue_delay_s=0.0)
-    first = batcher.submit([img(0), img(1)])
+    first = batcher.submit([image(0), image(1)])
     await asyncio.sleep(0.05)
-    second = batcher.submit([img(2), img(3)])
+    second = batcher.submit([image(2), image(3)])
     engine.gate.set()
     outcome = await asyncio.gather(*first, *second, return_exceptions=True)
     assert all(isinstance(o, EngineError) and "device exploded" in str(o) for o in outcome[:2])
@@ -123,15 +83,15 @@ async def test_engine_failure_fails_exactly_that_batch() -> None:
 
 
 async def test_full_queue_refuses_with_queue_full() -> None:
-    engine = ScriptedEngine()
+    engine = FakeEngine()
     engine.gate.clear()
     batcher, _ = make([engine], max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=3)
-    held = batcher.submit([img(0)])
+    held = batcher.submit([image(0)])
     await asyncio.sleep(0.05)  # taken by the worker: the queue is empty again
-    queued = batcher.submit([img(1), img(2), img(3)])
+    queued = batcher.submit([image(1), image(2), image(3)])
     with pytest.raises(QueueFullError):
-        batcher.submit([img(4)])
-    partial = batcher.submit([img(5)], all_or_nothing=False)
+        batcher.submit([image(4)])
+    partial = batcher.submit([image(5)], all_or_nothing=False)
     assert partial == [None]
     engine.gate.set()
     await asyncio.gather(*held, *queued)
@@ -139,11 +99,11 @@ async def test_full_queue_refuses_with_queue_full() -> None:
 
 
 async def test_devices_share_one_queue() -> None:
-    engines = [ScriptedEngine("cuda:0"), ScriptedEngine("cuda:1")]
+    engines = [FakeEngine("cuda:0"), FakeEngine("cuda:1")]
     for e in engines:
         e.gate.clear()
     batcher, _ = make(engines, max_batch_size=2, max_queue_delay_s=0.0)
-    futures = batcher.submit([img(i) for i in range(4)])
+    futures = batcher.submit([image(i) for i in range(4)])
     await asyncio.sleep(0.1)
     for e in engines:
         e.gate.set()
@@ -153,29 +113,29 @@ async def test_devices_share_one_queue() -> None:
 
 
 async def test_close_fails_queued_items_instead_of_hanging() -> None:
-    engine = ScriptedEngine()
+    engine = FakeEngine()
     engine.gate.clear()
     batcher, _ = make([engine], max_batch_size=1, max_queue_delay_s=0.0)
-    futures = batcher.submit([img(0), img(1), img(2)])
+    futures = batcher.submit([image(0), image(1), image(2)])
     await asyncio.sleep(0.05)
     await batcher.close()
     engine.gate.set()
     outcome = await asyncio.gather(*futures, return_exceptions=True)
     assert all(isinstance(o, ShuttingDownError) for o in outcome)
     with pytest.raises(ShuttingDownError):
-        batcher.submit([img(3)])
+        batcher.submit([image(3)])
 
 
 async def test_cancelled_items_give_their_queue_room_back() -> None:
-    engine = ScriptedEngine()
+    engine = FakeEngine()
     engine.gate.clear()
     batcher, _ = make([engine], max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=3)
-    held = batcher.submit([img(0)])
+    held = batcher.submit([image(0)])
     await asyncio.sleep(0.05)
-    abandoned = batcher.submit([img(1), img(2), img(3)])
+    abandoned = batcher.submit([image(1), image(2), image(3)])
     for fut in abandoned:
         fut.cancel()
-    fresh = batcher.submit([img(4), img(5)])  # would be QueueFullError if cancelled items kept their room
+    fresh = batcher.submit([image(4), image(5)])  # would be QueueFullError if cancelled items kept their room
     engine.gate.set()
     await asyncio.gather(*held, *fresh)
     assert sum(engine.batches) == 3

@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
+from fakes import FakeEngine, image
 
 from photodedup.server.batcher import DynamicBatcher
 from photodedup.server.metrics import Metrics
 
 
-class GatedEngine:
-    """Records batch sizes; infer blocks until the gate opens."""
-
-    device = "cpu"
-
-    def __init__(self) -> None:
-        self.batches: list[int] = []
-        self.gate = threading.Event()
-
-    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        return np.stack(images)
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        self.gate.wait(10)
-        self.batches.append(len(batch))
-        return batch[:, 0, 0, :1].astype(np.float32)
+def gated() -> FakeEngine:
+    """An engine that holds every batch until the test opens its gate."""
+    engine = FakeEngine()
+    engine.gate.clear()
+    return engine
 
 
-def img(v: int) -> np.ndarray:
-    return np.full((2, 2, 3), v, np.uint8)
-
-
-def make(engine: GatedEngine, **kw: float) -> tuple[DynamicBatcher, Metrics]:
+def make(engine: FakeEngine, **kw: float) -> tuple[DynamicBatcher, Metrics]:
     metrics = Metrics()
     opts = {"max_batch_size": 4, "max_queue_delay_s": 0.0, "max_queue_size": 100} | kw
     batcher = DynamicBatcher(
@@ -52,13 +35,13 @@ def make(engine: GatedEngine, **kw: float) -> tuple[DynamicBatcher, Metrics]:
 
 
 async def test_items_arriving_while_the_device_is_busy_join_one_batch() -> None:
-    engine = GatedEngine()
+    engine = gated()
     batcher, metrics = make(engine)
-    first = batcher.submit([img(0)])
+    first = batcher.submit([image(0)])
     await asyncio.sleep(0.05)  # batch [0] is on the device, which stays busy
     later = []
     for i in range(1, 4):  # each arrives long after the (zero) queue delay of the one before
-        later += batcher.submit([img(i)])
+        later += batcher.submit([image(i)])
         await asyncio.sleep(0.05)
     engine.gate.set()
     results = await asyncio.gather(*first, *later)
@@ -69,11 +52,11 @@ async def test_items_arriving_while_the_device_is_busy_join_one_batch() -> None:
 
 
 async def test_a_full_batch_does_not_wait_for_the_device() -> None:
-    engine = GatedEngine()
+    engine = gated()
     batcher, _ = make(engine, max_batch_size=2)
-    futures = batcher.submit([img(0)])
+    futures = batcher.submit([image(0)])
     await asyncio.sleep(0.05)
-    futures += batcher.submit([img(1), img(2), img(3), img(4)])
+    futures += batcher.submit([image(1), image(2), image(3), image(4)])
     await asyncio.sleep(0.05)
     engine.gate.set()
     await asyncio.gather(*futures)
@@ -82,9 +65,9 @@ async def test_a_full_batch_does_not_wait_for_the_device() -> None:
 
 
 async def test_an_idle_device_still_gets_a_batch_after_the_delay() -> None:
-    engine = GatedEngine()
+    engine = gated()
     engine.gate.set()
     batcher, _ = make(engine, max_queue_delay_s=0.01)
-    await asyncio.gather(*batcher.submit([img(7)]))
+    await asyncio.gather(*batcher.submit([image(7)]))
     assert engine.batches == [1]
     await batcher.close()

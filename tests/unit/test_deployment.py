@@ -148,7 +148,7 @@ def test_dockerfiles_match_settings_and_cli() -> None:
         assert f"EXPOSE {defaults.server.port} {defaults.server.metrics_port}" in text
         assert 'ENTRYPOINT ["photodedup"]' in text and 'CMD ["serve"]' in text
         assert re.search(r"^ARG BASE_IMAGE=\S+\nFROM \$\{BASE_IMAGE\}$", text, re.M), name
-        for folder in ("photodedup", "client", "server", "engines", "proto"):
+        for folder in ("photodedup", "client", "server", "engines", "proto", "loadgen"):
             assert f"COPY {folder} {folder}" in text, (name, folder)
         for key in re.findall(r"PHOTODEDUP_([A-Z_]+)=", text):
             assert key.lower() in FIELD_SECTION, (name, key)

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from fakes import record as fake_record
 
 from photodedup.client.actions import (
     BACKUP_PREFIX,
@@ -36,7 +37,8 @@ def md5(path: Path) -> str:
 
 def record(path: Path, width: int = 100) -> FileRecord:
     st = path.stat()
-    return FileRecord(str(path), st.st_size, width, width, md5(path), None, None, None, None, st.st_mtime, "JPEG")
+    return fake_record(path, size=st.st_size, width=width, height=width, md5=md5(path), dhash=None, phash=None,
+                       mtime=st.st_mtime)
 
 
 def library(root: Path, copies: int = 2, originals: int = 3) -> tuple[list[Group], dict[Path, str]]:

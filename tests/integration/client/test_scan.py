@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -104,3 +107,61 @@ def test_ignore_decisions_hold_on_rescan(library: dict[str, list[Path]], tmp_pat
     for g in groups:
         paths = {m.record.path for m in g.members}
         assert not {keep, str(library["copies"][-1])} <= paths
+
+
+def test_the_model_is_opened_only_for_files_that_need_embeddings(
+    library: dict[str, list[Path]], tmp_path: Path, model_cache: Path
+) -> None:
+    db, root = tmp_path / "db.sqlite3", library["root"][0]
+    settings = tiny_settings(model_cache)
+    first, _ = _scan(settings, root, db, mode="auto")
+    assert first.embedder is not None and first.embedded > 0
+    again, _ = _scan(settings, root, db, mode="auto")
+    assert again.embedder is None and again.hashed == 0 and again.embedded == 0
+    assert again.model_id == first.model_id and again.skipped_reason is None
+    photo(16, (300, 200)).save(root / "new.jpg", quality=85)
+    third, _ = _scan(settings, root, db, mode="auto")
+    assert third.embedder is not None and third.hashed == 1 and third.embedded == 1
+
+
+def test_a_missing_model_is_known_before_hashing_and_no_thumbnails_are_made(
+    library: dict[str, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from photodedup.client import scan as scan_module
+
+    kinds = []
+    real = scan_module.HashPool
+
+    def spy(*args: object, **kw: object) -> object:
+        kinds.append(args[2:4])  # thumb_size, thumb_kind
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scan_module, "HashPool", spy)
+    missing = Settings(weights=str(tmp_path / "no-such-weights.bin"))
+    summary, _ = _scan(missing, library["root"][0], tmp_path / "db.sqlite3", mode="auto")
+    assert summary.skipped_reason and "no-such-weights.bin" in summary.skipped_reason
+    assert summary.embedder is None and kinds == [(None, "none")]
+
+
+def test_an_unchanged_rescan_imports_neither_torch_nor_open_clip(
+    library: dict[str, list[Path]], tmp_path: Path, model_cache: Path
+) -> None:
+    db, root = tmp_path / "db.sqlite3", library["root"][0]
+    first, _ = _scan(tiny_settings(model_cache), root, db, mode="auto")
+    assert first.embedded > 0
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from photodedup.cli import main
+        try:
+            main(["--log-level", "WARNING", "scan", {str(root)!r}, "--db", {str(db)!r}, "--model",
+                  "photodedup-tiny", "--weights", "random", "--cache-dir", {str(model_cache)!r},
+                  "--format", "json", "-o", {str(tmp_path / "r.json")!r}])
+        except SystemExit as exc:
+            assert not exc.code, exc.code
+        print("IMPORTED", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open_clip", "faiss")))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "IMPORTED []" in out.stdout, out.stdout + out.stderr
+    assert "Embeddings: " + str(first.model_id) in out.stderr

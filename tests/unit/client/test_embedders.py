@@ -3,15 +3,20 @@ scripted gRPC servers (deterministic) and a real server."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
-from photodedup.client.embedders import LocalEmbedder, RemoteEmbedder, open_embedder
+from photodedup.client.embedders import LocalEmbedder, RemoteEmbedder
+from photodedup.client.embedplan import plan_embedder
 from photodedup.settings import Settings
 from photodedup.v1 import embed_pb2, embed_pb2_grpc, wire
 
@@ -140,17 +145,63 @@ def test_auto_mode_falls_back_to_local_and_reports_a_missing_model(model_cache: 
     dead = ScriptedServer()
     address = dead.address
     dead.stop()
-    choice = open_embedder(tiny_settings(model_cache, servers=[address], connect_timeout_s=0.5), "auto")
-    assert isinstance(choice.embedder, LocalEmbedder) and choice.skipped_reason is None
-    choice.embedder.close()
+    plan = plan_embedder(tiny_settings(model_cache, servers=[address], connect_timeout_s=0.5), "auto")
+    assert plan.available and plan.skipped_reason is None and plan.thumb_kind == "array"
+    embedder = plan.open()
+    assert isinstance(embedder, LocalEmbedder) and embedder.model_id == plan.model_id
+    assert embedder.input_size == plan.input_size
+    embedder.close()
 
     missing = Settings(model_name="ViT-B-32", weights=str(tmp_path) + "/no-such-weights.bin")
-    choice = open_embedder(missing, "auto")
-    assert choice.embedder is None
-    assert choice.skipped_reason.startswith("similar tier skipped: ") and "\n" not in choice.skipped_reason
+    plan = plan_embedder(missing, "auto")
+    assert not plan.available
+    assert plan.skipped_reason.startswith("similar tier skipped: ") and "\n" not in plan.skipped_reason
 
-    choice = open_embedder(tiny_settings(model_cache, servers=[address], connect_timeout_s=0.5), "remote")
-    assert choice.embedder is None and "no embedding server reachable" in choice.skipped_reason
+    plan = plan_embedder(tiny_settings(model_cache, servers=[address], connect_timeout_s=0.5), "remote")
+    assert not plan.available and "no embedding server reachable" in plan.skipped_reason
+
+
+def test_a_remote_plan_asks_getinfo_and_opens_streams_only_when_asked() -> None:
+    server = ScriptedServer("m@1")
+    try:
+        plan = plan_embedder(Settings(servers=[server.address], connect_timeout_s=1.0), "auto")
+        assert plan.available and plan.model_id == "m@1" and plan.input_size == 32 and plan.thumb_kind == "jpeg"
+        embedder = plan.open()
+        assert isinstance(embedder, RemoteEmbedder) and embedder.model_id == "m@1"
+        embedder.close()
+    finally:
+        server.stop()
+
+
+def test_a_local_plan_is_settled_without_importing_torch(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_HUB_CACHE"] = {str(tmp_path / "empty-hub")!r}
+        from photodedup.client.embedplan import plan_embedder
+        from photodedup.settings import Settings
+        offline = plan_embedder(Settings(), "auto")
+        tiny = plan_embedder(Settings(model_name="photodedup-tiny", weights="random"), "auto")
+        print("OFFLINE", offline.available, offline.skipped_reason)
+        print("TINY", tiny.available, tiny.model_id, tiny.input_size)
+        print("IMPORTED", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open_clip")))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "OFFLINE False similar tier skipped: cannot load ViT-B-32 weights" in out and "--weights FILE" in out
+    assert "TINY True photodedup-tiny@random-seed" in out and out.strip().splitlines()[1].endswith(" 224")
+    assert "IMPORTED []" in out
+
+
+def test_a_missing_local_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # find_spec answers None, as when not installed
+    plan = plan_embedder(Settings(model_name="photodedup-tiny", weights="random"), "local")
+    assert not plan.available
+    assert plan.skipped_reason == (
+        "similar tier skipped: the in-process engine needs open_clip, which is not installed: "
+        "pip install 'photodedup[local]'"
+    )
 
 
 class SilentServer(ScriptedServer):

@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+from fakes import record
 
 from photodedup.client.grouping import (
     FileRecord,
@@ -24,12 +25,7 @@ CFG = GroupingConfig(near_threshold=10, similar_threshold=0.05)
 
 
 def rec(path: str, md5: str | None = None, dh: int | None = 0, ph: int | None = 0, **kw: object) -> FileRecord:
-    base: dict[str, object] = dict(
-        path=path, size=1000, width=100, height=100, md5=md5 or f"md5-{path}", dhash=dh, phash=ph,
-        embedding=None, exif_time=None, mtime=0.0, format="JPEG",
-    )
-    base.update(kw)
-    return FileRecord(**base)  # type: ignore[arg-type]
+    return record(path, md5=md5 or f"md5-{path}", dhash=dh, phash=ph, **kw)
 
 
 def flip(value: int, bits: range) -> int:

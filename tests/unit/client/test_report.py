@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+from fakes import record
 from rich.console import Console
 
 from photodedup.client.grouping import FileRecord, Group, Member
@@ -15,8 +16,7 @@ from helpers import photo
 
 
 def _rec(path: Path, size: int, w: int = 40, h: int = 30) -> FileRecord:
-    return FileRecord(path=str(path), size=size, width=w, height=h, md5="0" * 32, dhash=1, phash=2,
-                      embedding=None, exif_time=None, mtime=0.0, format="JPEG")
+    return record(path, size=size, width=w, height=h, md5="0" * 32, dhash=1, phash=2)
 
 
 def _groups(tmp_path: Path) -> list[Group]:

@@ -1,5 +1,5 @@
-"""The load generator behind `photodedup bench`: payloads made once, then unary or streaming load
-from one asyncio process, and the engine-only (`--local`) measurement.
+"""The load behind `photodedup bench`: unary or streaming load from one asyncio process, and the
+engine-only (`--local`) measurement.
 
 Everything sent is serialised before the clock starts and handed to gRPC as bytes, so the client spends
 its CPU on gRPC itself, not on building protobufs: on a small machine the client shares cores with
@@ -9,101 +9,22 @@ the server it measures.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import math
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from photodedup.v1 import wire
 
+if TYPE_CHECKING:
+    from photodedup.loadgen.payload import Payload
+
 log = logging.getLogger(__name__)
-
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff", ".bmp", ".gif"}
-
-
-# ---------------------------------------------------------------------------------------------- payloads
-
-
-def synthetic_photo(seed: int, size: tuple[int, int]) -> np.ndarray:
-    """A smooth photo-like RGB image (gradients, discs, sensor noise): compresses like a photo, unlike noise.
-    Drawn at a quarter of the size and upscaled, so a 16 MP one takes a fraction of a second."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    w, h = size
-    sw, sh = max(8, w // 4), max(8, h // 4)
-    yy, xx = np.mgrid[0:sh, 0:sw].astype(np.float32)
-    img = np.empty((sh, sw, 3), np.float32)
-    for c in range(3):
-        fx, fy, ph = rng.uniform(0.5, 4.0), rng.uniform(0.5, 4.0), rng.uniform(0, 6.28)
-        img[..., c] = 127 + 100 * np.sin(xx / sw * fx * 6.28 + ph) * np.cos(yy / sh * fy * 6.28)
-    for _ in range(8):
-        cx, cy = rng.integers(0, sw), rng.integers(0, sh)
-        r = rng.integers(max(1, min(sw, sh) // 12), max(2, min(sw, sh) // 3))
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.integers(0, 256, 3)
-    small = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-    full = np.asarray(small.resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)
-    noisy = full + rng.integers(-4, 5, full.shape, dtype=np.int16)
-    return np.clip(noisy, 0, 255).astype(np.uint8)
-
-
-def source_files(folder: Path, limit: int) -> list[Path]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
-    return files[:limit]
-
-
-@dataclass
-class Payload:
-    """Pre-built images of one kind: `images` are embed_pb2.Image messages, `arrays` the model inputs."""
-
-    kind: str
-    images: list[Any]
-    arrays: list[np.ndarray]
-    sources: str
-
-
-def make_payload(
-    kind: str, size: int, count: int, photos: Path | None, photo_size: tuple[int, int], quality: int = 90
-) -> Payload:
-    """thumbnail: client-made `size` px centre-cropped JPEG (what the CLIP recipe keeps anyway); raw: uint8
-    pixels at the input size; original: the file bytes (or a generated photo as a q90 JPEG)."""
-    from PIL import Image
-
-    from photodedup.imaging import decode_for_model, encode_jpeg
-    from photodedup.v1 import embed_pb2
-
-    originals: list[bytes] = []
-    if photos is not None:
-        files = source_files(photos, count)
-        if not files:
-            from photodedup.errors import PhotodedupError
-
-            raise PhotodedupError(f"no photos under {photos}")
-        originals = [f.read_bytes() for f in files]
-        sources = f"{len(files)} photos from {photos}"
-    else:
-        for i in range(count):
-            buf = io.BytesIO()
-            Image.fromarray(synthetic_photo(i, photo_size)).save(buf, format="JPEG", quality=quality)
-            originals.append(buf.getvalue())
-        sources = f"{count} generated {photo_size[0]}x{photo_size[1]} photos"
-    arrays = [decode_for_model(data, size, 1 << 40) for data in originals]
-    if kind == "original":
-        images = [embed_pb2.Image(encoded=data) for data in originals]
-    elif kind == "thumbnail":
-        images = [embed_pb2.Image(encoded=encode_jpeg(a, quality=quality)) for a in arrays]
-    elif kind == "raw":
-        images = [embed_pb2.Image(raw=embed_pb2.RawImage(rgb=a.tobytes(), width=size, height=size)) for a in arrays]
-    else:
-        raise ValueError(f"unknown payload kind {kind!r}")
-    return Payload(kind, images, arrays, sources)
 
 
 # ---------------------------------------------------------------------------------------------- recording

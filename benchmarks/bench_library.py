@@ -1,0 +1,203 @@
+"""What a scan costs on a library of many small photos, beside czkawka and imagededup in the same run.
+
+Builds a synthetic library (`--files` photos of the 320 px class, made with photodedup.testing's
+generator, one folder per thousand files, every fifth one also present as an exact copy or a q70
+re-encode) and measures, each as its own process with wall time and the peak memory of its whole
+process tree (scan plus hashing workers):
+
+- first scan: `photodedup scan DIR` with default flags (offline here: no model weights, so the similar
+  tier is settled as skipped before hashing), `--no-similar`, czkawka's Python bindings (image
+  similarity, default settings, a fresh cache) and imagededup's PHash;
+- unchanged rescan of the same index: default flags, and with the tiny model's embeddings already
+  stored (the model must not be loaded);
+- scanning against a server running the tiny model (`--server`) beside the hash-only scan, each on a
+  fresh index, so hashing and embedding overlap or the ratio shows it;
+- `--scale N,N,...`: first scan and rescan at growing sizes, to show time per file stays flat and
+  memory stays bounded (the issue's target is 200,000 files under 1 GB).
+
+Usage: bench_library.py [--files 10000] [--repeat 1] [--scale 20000,50000,200000] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proctree import Measured, run_measured  # noqa: E402
+from record import machine_line, write_section  # noqa: E402
+from serverproc import ServerProcess, photodedup_exe  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+SIZES = ((320, 240), (240, 320), (400, 300), (300, 225))
+CZKAWKA = """
+import sys
+from czkawka import ImageSimilarity
+finder = ImageSimilarity()
+finder.set_directories([sys.argv[1]])
+finder.find_similar()
+"""
+IMAGEDEDUP = """
+import sys
+from imagededup.methods import PHash
+m = PHash(verbose=False)
+m.find_duplicates(encoding_map=m.encode_images(image_dir=sys.argv[1], recursive=True))
+"""
+
+
+def _make_one(args: tuple[Path, int]) -> int:
+    from PIL import Image
+
+    from photodedup.testing import synthetic_photo
+
+    root, i = args
+    folder = root / f"{i // 1000:04d}"
+    img = Image.fromarray(synthetic_photo(i, SIZES[i % len(SIZES)]))
+    path = folder / f"IMG_{i:06d}.jpg"
+    img.save(path, quality=85)
+    if i % 10 == 3:
+        shutil.copyfile(path, folder / f"IMG_{i:06d}_copy.jpg")
+        return 2
+    if i % 10 == 7:
+        img.save(folder / f"IMG_{i:06d}_q70.jpg", quality=70)
+        return 2
+    return 1
+
+
+def build_library(root: Path, originals: int) -> int:
+    """`originals` small photos plus a copy or re-encode of every fifth; returns the number of files."""
+    for k in range(originals // 1000 + 1):
+        (root / f"{k:04d}").mkdir(parents=True, exist_ok=True)
+    with multiprocessing.get_context("spawn").Pool() as pool:
+        return sum(pool.imap_unordered(_make_one, [(root, i) for i in range(originals)], chunksize=64))
+
+
+def scan_cmd(lib: Path, db: Path, *flags: str) -> list[str]:
+    return [*photodedup_exe(), "--log-level", "WARNING", "scan", str(lib), "--db", str(db), "--no-progress",
+            "--format", "json", "-o", str(db.with_suffix(".json")), *flags]
+
+
+def runs(repeat: int, make: Callable[[int], list[str]], env: Callable[[int], dict[str, str]] | None = None
+         ) -> list[Measured]:
+    return [run_measured(make(r), env(r) if env else None) for r in range(repeat)]
+
+
+def row(tool: str, what: str, files: int, ms: list[Measured]) -> str:
+    secs = statistics.median(m.seconds for m in ms)
+    rss = max(m.peak_tree_mb for m in ms)
+    rate = files / secs
+    shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
+    return (f"| {tool} | {what} | {secs:.2f} | {shown} | {rss:,.0f} | "
+            f"{', '.join(f'{m.seconds:.2f}' for m in ms)} |")
+
+
+HEAD = ["| tool | what | wall s (median) | files/s | peak RSS MB (tree) | runs (s) |", "|---|---|---|---|---|---|"]
+
+
+def library_section(originals: int, repeat: int, tmp: Path) -> str:
+    lib = tmp / "library"
+    log.info("building %d small photos", originals)
+    files = build_library(lib, originals)
+    megabytes = sum(p.stat().st_size for p in lib.rglob("*") if p.is_file()) / 1e6
+    tiny = ["--model", "photodedup-tiny", "--weights", "random", "--cache-dir", str(tmp / "cache")]
+    offline = {"HF_HUB_OFFLINE": "1"}
+    rows = []
+    default_first = runs(repeat, lambda r: scan_cmd(lib, tmp / f"default{r}.sqlite3"), lambda r: offline)
+    hash_only = runs(repeat, lambda r: scan_cmd(lib, tmp / f"hash{r}.sqlite3", "--no-similar"))
+    czkawka = runs(repeat, lambda r: [sys.executable, "-c", CZKAWKA, str(lib)],
+                   lambda r: {"XDG_CACHE_HOME": str(tmp / f"czcache{r}")})
+    rows += [row("photodedup scan", "first scan, default flags (offline: no weights)", files, default_first),
+             row("photodedup scan --no-similar", "first scan, hash tiers only", files, hash_only),
+             row("czkawka (Python bindings)", "image similarity, default settings, fresh cache", files, czkawka)]
+    try:
+        import imagededup  # noqa: F401
+
+        rows.append(row("imagededup PHash", "encode_images + find_duplicates", files,
+                        runs(repeat, lambda r: [sys.executable, "-c", IMAGEDEDUP, str(lib)])))
+    except ImportError:
+        rows.append("| imagededup | not installed (`pip install -e '.[bench]'`) | | | | |")
+    rows.append(row("photodedup scan", "unchanged rescan, default flags", files,
+                    runs(repeat, lambda r: scan_cmd(lib, tmp / "default0.sqlite3"), lambda r: offline)))
+    run_measured(scan_cmd(lib, tmp / "tiny.sqlite3", *tiny))  # stores the tiny model's embeddings
+    rows.append(row("photodedup scan", "unchanged rescan, tiny model's embeddings stored (no model load)", files,
+                    runs(repeat, lambda r: scan_cmd(lib, tmp / "tiny.sqlite3", *tiny))))
+    with ServerProcess([*tiny, "--max-batch-size", "64"]) as srv:
+        served = runs(repeat, lambda r: scan_cmd(lib, tmp / f"served{r}.sqlite3", "--server", srv.address))
+        hashed = runs(repeat, lambda r: scan_cmd(lib, tmp / f"hash-b{r}.sqlite3", "--no-similar"))
+    rows += [row("photodedup scan --server", "first scan, tiny model on a local server", files, served),
+             row("photodedup scan --no-similar", "first scan, same moment (anchor for the line above)", files, hashed)]
+    ratio = statistics.median(m.seconds for m in hashed) / statistics.median(m.seconds for m in served)
+    cz = statistics.median(m.seconds for m in czkawka) / statistics.median(m.seconds for m in default_first)
+    return "\n".join([
+        "## Scan costs, many small photos (`benchmarks/bench_library.py`)",
+        "",
+        f"{machine_line(('Pillow', 'simplejpeg', 'ImageHash', 'czkawka', 'imagededup'))}. {files} JPEGs "
+        f"({megabytes:,.0f} MB): {originals} generated photos of the 320 px class (q85) plus an exact copy or "
+        "a q70 re-encode of every fifth. Each command is its own process; wall time includes interpreter "
+        f"start-up; peak RSS sums the process and its workers; median of {repeat} run(s), all in one run of "
+        "the script on a shared machine.",
+        "",
+        *HEAD,
+        *rows,
+        "",
+        f"Default first scan vs czkawka: {cz:.2f}x its speed. `--server` (tiny model) vs hash-only: "
+        f"{ratio:.2f} of the hash-only rate.",
+    ])
+
+
+def scale_section(sizes: list[int], tmp: Path) -> str:
+    rows = []
+    for n in sizes:
+        lib = tmp / f"scale{n}"
+        log.info("building %d small photos", n)
+        files = build_library(lib, n)
+        first = run_measured(scan_cmd(lib, tmp / f"scale{n}.sqlite3"), {"HF_HUB_OFFLINE": "1"})
+        again = run_measured(scan_cmd(lib, tmp / f"scale{n}.sqlite3"), {"HF_HUB_OFFLINE": "1"})
+        rows.append(f"| {files:,} | {first.seconds:.1f} | {1e3 * first.seconds / files:.2f} | "
+                    f"{first.peak_tree_mb:,.0f} | {again.seconds:.1f} | {1e3 * again.seconds / files:.3f} | "
+                    f"{again.peak_tree_mb:,.0f} |")
+        shutil.rmtree(lib)
+    return "\n".join([
+        "## Scan at scale (`benchmarks/bench_library.py --scale`)",
+        "",
+        f"{machine_line(('Pillow', 'simplejpeg', 'ImageHash'))}. Libraries of generated 320 px class photos "
+        "(as above), default flags, offline; first scan on a fresh index, then an unchanged rescan. "
+        "Peak RSS sums the scan and its hashing workers.",
+        "",
+        "| files | first scan s | ms/file | peak RSS MB | rescan s | rescan ms/file | rescan peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ])
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=10000, help="Generated originals (copies come on top).")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--scale", default="", help="Comma-separated library sizes for the scale table.")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.files > 0:
+            text = library_section(args.files, args.repeat, Path(tmp))
+            print(text)
+            if not args.no_write:
+                write_section("bench_library", text)
+        if args.scale:
+            text = scale_section([int(s) for s in args.scale.split(",")], Path(tmp))
+            print(text)
+            if not args.no_write:
+                write_section("bench_scale", text)
+
+
+if __name__ == "__main__":
+    main()
