@@ -176,7 +176,7 @@ def section_settings(cache: Path) -> str:
 def make_photos(folder: Path, n: int) -> None:
     from PIL import Image
 
-    from photodedup.client.benchload import synthetic_photo
+    from photodedup.testing import synthetic_photo
 
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):

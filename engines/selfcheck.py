@@ -69,7 +69,7 @@ def check_images(n: int = CHECK_IMAGES, size: int = 224) -> list[np.ndarray]:
 
     Half are independent photos; half are edits of those (crop-shift, brightness), so neighbour order
     among them means something."""
-    from photodedup.client.benchload import synthetic_photo
+    from photodedup.testing import synthetic_photo
 
     base = [synthetic_photo(1000 + i, (size + 32, size + 32)) for i in range((n + 1) // 2)]
     out: list[np.ndarray] = []
