@@ -9,7 +9,7 @@ DIR ?= $(HOME)/Pictures
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 PROTOS := $(wildcard proto/photodedup/v1/*.proto)
 
-.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu scan serve bench gpu-wheels clean deploy-check image-check image-tools
+.PHONY: install proto proto-check lint buf-lint buf-breaking test test-gpu test-browser scan serve bench gpu-wheels clean deploy-check image-check image-tools
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PY_SYS) -m venv $(VENV)
@@ -72,6 +72,13 @@ image-check: install image-tools
 
 test-gpu: install
 	$(VENV)/bin/python -m pytest -q tests/gpu
+
+# The review app in a real browser: Debian's chromium driven by Playwright (no browser download).
+# `make test` runs it too when /usr/bin/chromium exists and skips it otherwise (CI does not install it).
+test-browser: install
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium) || \
+	  (echo "install Debian's chromium (apt-get install chromium) to run the browser test" >&2; exit 1)
+	$(VENV)/bin/python -m pytest -q -rs tests/browser
 
 scan: install
 	$(VENV)/bin/photodedup scan "$(DIR)"

@@ -23,6 +23,7 @@ SCRIPTS: list[tuple[str, list[str]]] = [
     ("bench_ann.py", []),
     ("bench_scan.py", []),
     ("bench_library.py", []),
+    ("bench_review.py", []),
 ]
 
 

@@ -76,6 +76,9 @@ def register(group: click.Group) -> None:
     group.add_command(undo_cmd)
     group.add_command(ignore)
     group.add_command(purge)
+    from photodedup.client.review.command import review
+
+    group.add_command(review)
 
 
 @click.command()
@@ -101,7 +104,7 @@ def scan(roots: tuple[str, ...], mode: str | None, reference: tuple[str, ...], f
     Files already in the index with the same size and mtime are not read again.
     """
     from photodedup.client.index import Index
-    from photodedup.client.report import build_stats, human_bytes, render
+    from photodedup.client.report import build_stats, human_bytes, printable, render
     from photodedup.client.scan import grouping_config, load_groups, run_scan
 
     settings = build_settings(**flags)
@@ -123,7 +126,7 @@ def scan(roots: tuple[str, ...], mode: str | None, reference: tuple[str, ...], f
     if summary.errors:
         err.print(f"{len(summary.errors)} files could not be read as photos:", highlight=False)
         for path, why in summary.errors[:MAX_ERRORS_SHOWN]:
-            err.print(f"  {path}: {why}", highlight=False, markup=False)
+            err.print(f"  {printable(path)}: {why}", highlight=False, markup=False)
         if len(summary.errors) > MAX_ERRORS_SHOWN:
             err.print(f"  ... and {len(summary.errors) - MAX_ERRORS_SHOWN} more (all are listed in --format json)")
     if summary.skipped_reason:
@@ -198,18 +201,20 @@ def report(db: str | None, reference: tuple[str, ...], fmt: str, output: Path | 
 @click.option("--yes", is_flag=True, help="Act. Without it, only print what would be done.")
 @click.option("--journal", type=click.Path(dir_okay=False, path_type=Path),
               help="Journal file [default: next to the index, under journals/].")
+@click.option("--allow-outside-roots", is_flag=True,
+              help="Also act on files that a symlinked folder leads out of the scanned folders (refused otherwise).")
 @_grouping_options
 @handle_errors
 def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, delete: bool, kinds: str, yes: bool,
-          journal: Path | None, reference: tuple[str, ...], **thresholds: Any) -> None:
+          journal: Path | None, allow_outside_roots: bool, reference: tuple[str, ...], **thresholds: Any) -> None:
     """Act on the groups of the last scan: move, trash, hardlink or delete every non-kept file.
 
     Each file's content hash is checked again right before it is touched, and a journal is written
     first so `photodedup undo JOURNAL` can put everything back.
     """
-    from photodedup.client.actions import apply_actions, move_root, plan_actions
+    from photodedup.client.actions import apply_actions, move_root, outside_roots, plan_actions
     from photodedup.client.index import Index
-    from photodedup.client.report import human_bytes
+    from photodedup.client.report import human_bytes, printable
     from photodedup.client.scan import grouping_config, load_groups
 
     chosen = [name for name, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink),
@@ -224,13 +229,22 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
         last, settings, refs = _as_scanned(index, db, reference, thresholds)
         groups = load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
     actions = plan_actions(groups, mode, move_to.resolve() if move_to else None, refs,  # type: ignore[arg-type]
-                           root=move_root(last.roots, refs), kinds=wanted)
+                           root=move_root(last.roots, refs), kinds=wanted, roots=last.roots)
+    outside = {a.path for a in actions if outside_roots(a.path, last.roots) or outside_roots(a.keep, last.roots)}
+    for a in actions:
+        if a.path in outside:
+            state = "acting on it (--allow-outside-roots)" if allow_outside_roots else "refused"
+            click.echo(f"  outside the scanned folders, {state}: {printable(a.path)} -> "
+                       f"{printable(os.path.realpath(a.path))}  (keep {printable(os.path.realpath(a.keep))})")
+    if not allow_outside_roots:
+        actions = [a for a in actions if a.path not in outside]
     groups = [g for g in groups if any(a.keep == os.path.abspath(g.keep.path) for a in actions)]
     total = sum(a.size for a in actions)
-    verb = {"move": f"move to {move_to}", "trash": "move to the trash", "hardlink": "replace with hard links",
+    verb = {"move": f"move to {printable(str(move_to))}", "trash": "move to the trash", "hardlink": "replace with hard links",
             "delete": "DELETE PERMANENTLY"}[mode]
     for a in actions:
-        click.echo(f"  {a.op} {a.path}" + (f" -> {a.dest}" if a.dest else "") + f"  (keep {a.keep})")
+        click.echo(f"  {a.op} {printable(a.path)}" + (f" -> {printable(a.dest)}" if a.dest else "")
+                   + f"  (keep {printable(a.keep)})")
     click.echo(f"{len(actions)} files from {len(groups)} groups: {verb} ({human_bytes(total)})")
     if not yes:
         click.echo("Dry run: nothing was changed. Add --yes to act.")
@@ -240,14 +254,14 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
     if journal is None:
         journal = Path(settings.scan.db).expanduser().parent / "journals" / time.strftime("apply-%Y%m%d-%H%M%S.jsonl")
     journal.parent.mkdir(parents=True, exist_ok=True)
-    result = apply_actions(actions, journal, verify_md5=True)
+    result = apply_actions(actions, journal, verify_md5=True, roots=None if allow_outside_roots else last.roots)
     if mode != "hardlink":  # those paths are gone; a later scan would drop them too
         with Index(settings.scan.db) as index:
             index.forget(result.done)
     for path, why in result.skipped:
-        click.echo(f"  skipped {path}: {why}")
+        click.echo(f"  skipped {printable(path)}: {why}")
     for path, why in result.failed:
-        click.echo(f"  FAILED {path}: {why}", err=True)
+        click.echo(f"  FAILED {printable(path)}: {printable(why)}", err=True)
     click.echo(f"Done: {len(result.done)} files, {len(result.skipped)} skipped, {len(result.failed)} failed; "
                f"{human_bytes(result.bytes_freed)} freed.")
     if mode == "hardlink" and result.done:
@@ -264,10 +278,11 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
 def undo_cmd(journal: Path) -> None:
     """Put back every file an `apply` moved, trashed or linked, from its JOURNAL (also after a crash)."""
     from photodedup.client.actions import undo
+    from photodedup.client.report import printable
 
     result = undo(journal)
     for path, why in result.failed:
-        click.echo(f"  FAILED {path}: {why}", err=True)
+        click.echo(f"  FAILED {printable(path)}: {printable(why)}", err=True)
     click.echo(f"Restored {len(result.restored)} files; {len(result.untouched)} needed nothing; "
                f"{len(result.failed)} failed.")
     if result.failed:
@@ -281,10 +296,11 @@ def undo_cmd(journal: Path) -> None:
 def purge(journal: Path, yes: bool) -> None:
     """Remove the hidden backups an `apply --hardlink` kept; frees their space, and undo can no longer restore them."""
     from photodedup.client.actions import purge_backups
+    from photodedup.client.report import printable
 
     backups = purge_backups(journal, dry_run=not yes)
     for path in backups:
-        click.echo(f"  {'removed' if yes else 'would remove'} {path}")
+        click.echo(f"  {'removed' if yes else 'would remove'} {printable(path)}")
     if yes:
         click.echo(f"Removed {len(backups)} backups.")
     else:
@@ -302,13 +318,14 @@ def purge(journal: Path, yes: bool) -> None:
 def ignore(paths: tuple[str, ...], db: str | None, remove: bool, group_numbers: tuple[int, ...], list_: bool) -> None:
     """Declare PATHS not duplicates of each other; every later scan and report honours it."""
     from photodedup.client.index import Index
+    from photodedup.client.report import printable
 
     settings = build_settings(db=db)
     with Index(settings.scan.db) as index:
         if list_:
             for pair in index.ignored():
                 a, b = sorted(pair)
-                click.echo(f"{a}\t{b}")
+                click.echo(f"{printable(a)}\t{printable(b)}")
             return
         if group_numbers:
             from photodedup.client.scan import grouping_config, load_groups

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -71,12 +72,24 @@ CREATE TABLE IF NOT EXISTS scans (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1_RELEASE,)
+# Review decisions (photodedup review): the files the user chose to keep, which beat the keep policy in
+# any group that holds them, and the groups marked done, keyed by a digest of their member paths (a group
+# that gains or loses a file after a rescan is a new group to review).
+_V2_REVIEW = """
+CREATE TABLE keeper_choices (path TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE done_groups (members_key TEXT PRIMARY KEY, created REAL NOT NULL);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1_RELEASE, _V2_REVIEW)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class IndexSchemaError(PhotodedupError):
     """The index file cannot be used by this release (written by a newer one)."""
+
+
+class IndexDamagedError(PhotodedupError):
+    """The index file is not a readable SQLite database (empty, truncated, overwritten)."""
 
 
 @dataclass(frozen=True)
@@ -113,12 +126,31 @@ class Index:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            # SQLite would take an empty file for a new index and history would vanish without a word
+            self._damaged("it is empty (0 bytes)")
         self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across process crashes under WAL; only a power cut may drop the last commits.
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self.migrate()
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes under WAL; only a power cut may drop the last commits.
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.migrate()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            self.conn.close()
+            self._damaged(str(exc))
+
+    def _damaged(self, reason: str) -> None:
+        """Keep a copy of a damaged index and stop with one line; nothing is overwritten or recreated."""
+        backup = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copy2(self.path, backup)
+        raise IndexDamagedError(
+            f"the index {self.path} cannot be read ({reason}); a copy is at {backup}. Move the index away "
+            "(or delete it) to start a new one: the next scan rebuilds it, but its \"not duplicates\" "
+            "decisions and review choices are lost"
+        )
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -371,3 +403,26 @@ class Index:
 
     def ignored(self) -> list[frozenset[str]]:
         return [frozenset(row) for row in self.conn.execute("SELECT a, b FROM ignores ORDER BY a, b")]
+
+    # -- review decisions -------------------------------------------------------------------------
+
+    def choose_keeper(self, path: str, others: Collection[str]) -> None:
+        """Keep `path` in its group; a choice made earlier for another file of that group is dropped."""
+        with self.transaction() as c:
+            c.executemany("DELETE FROM keeper_choices WHERE path=?", ((p,) for p in others if p != path))
+            c.execute("INSERT OR REPLACE INTO keeper_choices (path, created) VALUES (?, ?)", (path, time.time()))
+
+    def keeper_choices(self) -> dict[str, float]:
+        """path -> when the user chose to keep it."""
+        return dict(self.conn.execute("SELECT path, created FROM keeper_choices"))
+
+    def set_done(self, members_key: str, done: bool) -> None:
+        with self.transaction() as c:
+            if done:
+                c.execute("INSERT OR REPLACE INTO done_groups (members_key, created) VALUES (?, ?)",
+                          (members_key, time.time()))
+            else:
+                c.execute("DELETE FROM done_groups WHERE members_key=?", (members_key,))
+
+    def done_groups(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT members_key FROM done_groups")}

@@ -1,4 +1,8 @@
-"""Write duplicate groups as a table, JSON, CSV or a self-contained HTML page.
+"""Write duplicate groups as a table, JSON, CSV or an HTML page.
+
+The HTML page links its thumbnails from a folder beside it (`report.html` -> `report_files/<md5>.jpg`,
+one per distinct content) instead of inlining them, so a 10k-photo report stays a few MB and opens
+quickly; written to stdout it has no thumbnails.
 
 JSON: {"groups": [{"kind", "keep", "files": [{"path", "bytes", "width", "height", "distance", "match"}]}],
 "stats": {...}} with absolute paths; the keeper is listed first in `files`.
@@ -6,7 +10,6 @@ JSON: {"groups": [{"kind", "keep", "files": [{"path", "bytes", "width", "height"
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -84,6 +87,15 @@ def to_dict(groups: Sequence[Group], stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def printable(text: str) -> str:
+    """A file name as one line of plain text: control characters (a newline in a name could fake a
+    line of a plan) and undecodable bytes are shown as backslash escapes."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for ch in text)
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
@@ -103,7 +115,10 @@ def render(groups: Sequence[Group], stats: dict[str, Any], fmt: str, output: Pat
             with open(output, "w", encoding="utf-8") as fh:
                 _table(groups, RichConsole(file=fh, width=160, color_system=None))
         return
-    text = {"json": _json, "csv": _csv, "html": _html}[fmt](groups, stats)
+    if fmt == "html":
+        text = _html(groups, stats, None if output is None else Path(output))
+    else:
+        text = {"json": _json, "csv": _csv}[fmt](groups, stats)
     if output is None:
         console.file.write(text)
         console.file.flush()
@@ -146,7 +161,7 @@ def _table(groups: Sequence[Group], console: Console) -> None:
                 str(i) if j == 0 else "",
                 g.kind if j == 0 else "",
                 "keep" if keep else m.tier,
-                r.path,
+                printable(r.path),
                 human_bytes(r.size),
                 f"{r.width}x{r.height}",
                 "" if keep else f"{m.distance:.3g}",
@@ -155,8 +170,8 @@ def _table(groups: Sequence[Group], console: Console) -> None:
     console.print(table)
 
 
-def thumbnail_data_uri(path: str, side: int = HTML_THUMB, max_pixels: int = 80_000_000) -> str | None:
-    """A small upright JPEG of the photo as a data: URI, or None when it cannot be read any more."""
+def thumbnail_jpeg(path: str, side: int = HTML_THUMB, max_pixels: int = 80_000_000) -> bytes | None:
+    """A small upright JPEG of the photo, or None when it cannot be read any more."""
     from photodedup.errors import InvalidImageError
     from photodedup.imaging import encode_jpeg, load_rgb, open_image
 
@@ -164,10 +179,32 @@ def thumbnail_data_uri(path: str, side: int = HTML_THUMB, max_pixels: int = 80_0
         with open(path, "rb") as fh:
             img = load_rgb(open_image(fh.read(), max_pixels), min_side=side)
         img.thumbnail((side, side))
-        return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(img, 80)).decode("ascii")
+        return encode_jpeg(img, 80)
     except (OSError, InvalidImageError) as exc:
         log.debug("no thumbnail for %s: %s", path, exc)
         return None
+
+
+def write_thumbnails(groups: Sequence[Group], folder: Path) -> set[str]:
+    """One thumbnail per distinct content (by MD5) under `folder`; returns the MD5s that have one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    by_md5 = {m.record.md5: m.record.path for g in groups for m in g.members}
+
+    def one(item: tuple[str, str]) -> str | None:
+        md5, path = item
+        target = folder / f"{md5}.jpg"
+        if not target.exists():
+            data = thumbnail_jpeg(path)
+            if data is None:
+                return None
+            target.write_bytes(data)
+        return md5
+
+    # Pillow decodes without the GIL, so a few threads use the cores
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return {md5 for md5 in pool.map(one, by_md5.items()) if md5}
 
 
 _CSS = """
@@ -183,24 +220,35 @@ align-items:center;justify-content:center;color:#999}
 """
 
 
-def _html(groups: Sequence[Group], stats: dict[str, Any]) -> str:
+def _html(groups: Sequence[Group], stats: dict[str, Any], output: Path | None) -> str:
+    """The page; with an output file its thumbnails go to `<stem>_files/` beside it and are linked."""
+    from urllib.parse import quote
+
     esc = html.escape
+    thumbs: set[str] = set()
+    folder_url = ""
+    if output is not None:
+        folder = output.with_name(output.stem + "_files")
+        thumbs = write_thumbnails(groups, folder)
+        folder_url = quote(folder.name)
     g_counts = stats.get("groups", {})
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>photodedup report</title>",
         f"<style>{_CSS}</style></head><body><h1>photodedup: {len(groups)} duplicate groups</h1>",
         "<div class='stats'>"
         + esc(", ".join(f"{t}: {g_counts.get(t, 0)}" for t in TIERS))
-        + f" &middot; {esc(human_bytes(stats.get('bytes_freeable', 0)))} freeable</div>",
+        + f" &middot; {esc(human_bytes(stats.get('bytes_freeable', 0)))} freeable"
+        + ("" if output is not None else " &middot; written to stdout: no thumbnails (use -o FILE)")
+        + "</div>",
     ]
     for i, g in enumerate(groups, 1):
         parts.append(f"<section class='group'><h2>#{i} {esc(g.kind)} ({len(g.members)} files)</h2><div class='files'>")
         for m in _members(g):
             r = m.record
             keep = r.path == g.keep.path
-            uri = thumbnail_data_uri(r.path)
-            img = f"<img src='{uri}' alt=''>" if uri else "<div class='missing'>no preview</div>"
-            label = "<span class='tag'>keep</span> " if keep else f"{esc(m.tier)}, distance {m.distance:.3g} &middot; "
+            img = (f"<img src='{folder_url}/{esc(r.md5)}.jpg' alt='' loading='lazy'>" if r.md5 in thumbs
+                   else "<div class='missing'>no preview</div>")
+            label = "<span class='tag'>keep</span> " if keep else f"{esc(str(m.tier))}, distance {m.distance:.3g} &middot; "
             parts.append(
                 f"<figure class='{'keep' if keep else ''}'>{img}<figcaption>{label}"
                 f"{r.width}&times;{r.height}, {esc(human_bytes(r.size))}<br>{esc(os.path.abspath(r.path))}"

@@ -117,6 +117,7 @@ def run_scan(
             embedder = _open(plan, summary) if plan.available else None
             if embedder is not None:
                 jobs.extend(lacking)  # hashed again for their thumbnails only
+                summary.unchanged -= len(lacking)  # counted once, as hashed
         summary.hashed = 0
         _run_jobs(jobs, settings, index, embedder, summary, console, progress)
         if embedder is not None and embedder.model_id != summary.model_id:
@@ -259,4 +260,7 @@ def load_groups(
     refs = [os.path.abspath(os.path.expanduser(r)) for r in reference_dirs]
     all_roots = list(dict.fromkeys([*roots, *refs]))
     records = list({r.path: r for r in index.records(all_roots, model_id)}.values())  # roots may nest
-    return find_groups(records, config, ignored=index.ignored(), reference_dirs=refs)
+    groups = find_groups(records, config, ignored=index.ignored(), reference_dirs=refs)
+    from photodedup.client.decisions import apply_keeper_choices
+
+    return apply_keeper_choices(groups, index.keeper_choices())  # keepers chosen in `photodedup review`

@@ -16,12 +16,13 @@ from photodedup.client.actions.plan import (
     Mode,
     common_root,
     move_root,
+    outside_roots,
     plan_actions,
 )
 from photodedup.client.actions.runner import ApplyResult, UndoResult, apply_actions, purge_backups, undo
 
 __all__ = [
     "BACKUP_PREFIX", "JOURNAL_VERSION", "KINDS", "MODES", "OPERATIONS", "TEMP_PREFIX", "Action", "ActionError",
-    "ApplyResult", "Journal", "Mode", "UndoResult", "apply_actions", "common_root", "file_md5", "move_root",
+    "ApplyResult", "Journal", "Mode", "UndoResult", "apply_actions", "common_root", "file_md5", "move_root", "outside_roots",
     "operation", "plan_actions", "purge_backups", "read_journal", "undo",
 ]

@@ -43,6 +43,8 @@ class Operation:
             return "not a regular file any more"
         if st.st_size != action.size:
             return "size changed since the scan"
+        if os.path.islink(action.keep):
+            return "the kept file was replaced by a symbolic link since the scan"
         if not os.path.isfile(action.keep):
             return "the kept file is gone"
         if os.path.samefile(action.path, action.keep):

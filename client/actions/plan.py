@@ -53,6 +53,27 @@ def move_root(roots: Sequence[str], reference_dirs: Sequence[str]) -> Path | Non
     return Path(scanned[0]) if len(scanned) == 1 else None
 
 
+def outside_roots(path: str, roots: Sequence[str]) -> bool:
+    """Whether a file really lives outside every scanned root: its path is under a root, but a
+    symlinked folder on the way leads elsewhere (or the path was never under one)."""
+    real = os.path.realpath(path)
+    for root in roots:
+        base = os.path.realpath(root)
+        if real == base or real.startswith(base.rstrip("/") + "/"):
+            return False
+    return True
+
+
+def check_move_dest(dest: Path, roots: Sequence[str]) -> None:
+    """A move-to folder inside a scanned root is refused: the next scan would find the copies again."""
+    real = os.path.realpath(dest)
+    for root in roots:
+        base = os.path.realpath(root)
+        if os.path.isdir(base) and (real == base or real.startswith(base.rstrip("/") + "/")):
+            raise ActionError(f"the move-to folder {dest} is inside the scanned folder {root}: the next scan "
+                              "would find the moved copies again; choose a folder outside the scanned folders")
+
+
 def plan_actions(
     groups: Iterable[Group],
     mode: Mode,
@@ -60,6 +81,7 @@ def plan_actions(
     reference_dirs: Sequence[str] = (),
     root: Path | None = None,
     kinds: Collection[str] = KINDS,
+    roots: Sequence[str] = (),
 ) -> list[Action]:
     """One action per file that may be acted on: not a keeper, not under a reference folder, of a
     wanted kind, and for hardlinks byte-identical to a keeper outside every reference folder.
@@ -72,10 +94,13 @@ def plan_actions(
         root: for "move", each file goes to `dest / relpath(file, root)`; defaults to the deepest
             folder holding all targets (pass the scanned folder to mirror the library's layout).
         kinds: how a file must match its keeper to be a target ("exact", "near", "similar").
+        roots: the scanned folders; a "move" destination inside one is refused (see `outside_roots`
+            for files that lead out of them).
     Returns:
         The actions in group order. Move destinations that would collide get a ` (n)` suffix.
     Raises:
-        ActionError: unknown mode or kind, "move" without `dest`, or a file outside `root`.
+        ActionError: unknown mode or kind, "move" without `dest` or into a scanned root, or a file
+            outside `root`.
     """
     if mode not in MODES:
         raise ActionError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
@@ -84,6 +109,8 @@ def plan_actions(
         raise ActionError(f"unknown kinds {', '.join(sorted(unknown))}: use {', '.join(KINDS)}")
     if mode == "move" and dest is None:
         raise ActionError("move needs a destination folder")
+    if mode == "move" and dest is not None:
+        check_move_dest(dest, roots)
     actions: list[Action] = []
     for group in groups:
         keep = group.keep

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from photodedup.client.actions.journal import Begin, Done, Failed, Intent, Journal, Skip, Undone, read_journal
 from photodedup.client.actions.operations import operation
-from photodedup.client.actions.plan import Action, ActionError
+from photodedup.client.actions.plan import Action, ActionError, outside_roots
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,16 @@ class UndoResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def apply_actions(actions: Sequence[Action], journal_path: Path, verify_md5: bool = True) -> ApplyResult:
+def apply_actions(actions: Sequence[Action], journal_path: Path, verify_md5: bool = True,
+                  roots: Sequence[str] | None = None) -> ApplyResult:
     """Carry out `actions`, each verified and journalled first; a problem skips a file, never the run.
 
     Args:
         actions: the plan from `plan_actions`.
         journal_path: a new (or empty) file; one journal per run, so undo is exact.
         verify_md5: re-hash each file and its keeper before acting (off only in tests of the machinery).
+        roots: the scanned folders; when given, a file or keeper that leads out of them (a folder on
+            the way swapped for a symlink) is skipped. None acts wherever the paths lead.
     Returns:
         What was done, skipped (with why) and failed, and the bytes freed.
     Raises:
@@ -62,6 +65,8 @@ def apply_actions(actions: Sequence[Action], journal_path: Path, verify_md5: boo
         for seq, action in enumerate(actions):
             op = operation(action.op)
             reason = op.check(action, verify_md5, keeper_md5)
+            if reason is None and roots is not None and (outside_roots(action.path, roots) or outside_roots(action.keep, roots)):
+                reason = "outside the scanned folders (a symlinked folder leads elsewhere)"
             if reason:
                 journal.write(Skip(seq, action.path, reason))
                 result.skipped.append((action.path, reason))

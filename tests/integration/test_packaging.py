@@ -24,7 +24,9 @@ def test_wheel_install_is_one_namespace(tmp_path: Path) -> None:
         "import photodedup, photodedup.server.app, photodedup.client, photodedup.engines, photodedup.v1.embed_pb2 as pb;"
         "import importlib.resources as r;"
         "print(photodedup.__file__); print(pb.__file__);"
-        "print((r.files('photodedup') / 'model_configs' / 'photodedup-tiny.json').is_file())"
+        "print((r.files('photodedup') / 'model_configs' / 'photodedup-tiny.json').is_file());"
+        "rv = r.files('photodedup.client.review');"
+        "print(all((rv / f).is_file() for f in ('templates/group.html', 'static/htmx.min.js', 'static/review.js')))"
     )
     # Run from an empty folder with only the installed copy (plus the venv's dependencies) importable.
     env = {**os.environ, "PYTHONPATH": str(target), "PYTHONSAFEPATH": "1"}
@@ -33,3 +35,4 @@ def test_wheel_install_is_one_namespace(tmp_path: Path) -> None:
     ).stdout.split()
     assert out[0].startswith(str(target)) and out[1].startswith(str(target)), out
     assert out[2] == "True"
+    assert out[3] == "True", "the review app's templates and static files ship in the wheel"

@@ -27,6 +27,7 @@ KUBECTL = Path(sys.executable).parent / "kubectl"
 NOT_IN_CPU_IMAGE = {
     "imagehash": "scan only", "send2trash": "scan only", "faiss-cpu": "scan only",
     "torch": "export only", "torchvision": "export only", "open-clip-torch": "export only", "onnx": "export only",
+    "starlette": "review only", "uvicorn": "review only", "jinja2": "review only", "python-multipart": "review only",
 }
 
 

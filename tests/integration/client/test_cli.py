@@ -114,7 +114,9 @@ def test_report_formats_and_ignore(lib: dict, tmp_path: Path, model_cache: Path)
     run = _cli(env, "report", *db, "--format", "html", "--output", str(html_file))
     assert run.returncode == 0, run.stderr
     page = html_file.read_text()
-    assert page.count("data:image/jpeg;base64,") == len(lib["copies"])
+    # thumbnails are files beside the page, linked, never inlined
+    assert page.count("<img src='report_files/") == len(lib["copies"]) and "base64," not in page
+    assert len(list((tmp_path / "report_files").glob("*.jpg"))) == len({Path(c).read_bytes() for c in lib["copies"]})
     assert "<script" not in page and "http://" not in page and "https://" not in page
     rows = _cli(env, "report", *db, "--format", "csv").stdout.splitlines()
     assert rows[0] == "group,kind,keep,path,bytes,width,height,distance,match" and len(rows) == 1 + len(lib["copies"])

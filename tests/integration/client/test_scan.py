@@ -109,6 +109,17 @@ def test_ignore_decisions_hold_on_rescan(library: dict[str, list[Path]], tmp_pat
         assert not {keep, str(library["copies"][-1])} <= paths
 
 
+def test_scan_counts_add_up_when_files_are_read_again_for_embeddings(
+    library: dict[str, list[Path]], tmp_path: Path, model_cache: Path
+) -> None:
+    db = tmp_path / "db.sqlite3"
+    root = library["root"][0]
+    first, _ = _scan(Settings(), root, db, mode="none")
+    second, _ = _scan(tiny_settings(model_cache), root, db, mode="local")  # same files, now with a model
+    assert second.hashed + second.unchanged == second.files == first.files
+    assert second.unchanged < second.files
+
+
 def test_the_model_is_opened_only_for_files_that_need_embeddings(
     library: dict[str, list[Path]], tmp_path: Path, model_cache: Path
 ) -> None:

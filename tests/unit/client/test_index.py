@@ -169,3 +169,16 @@ def test_an_index_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> N
     with pytest.raises(IndexSchemaError, match="newer photodedup"):
         Index(db)
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a database" * 100, b"SQLite format 3\x00" + b"\xff" * 200])
+def test_a_damaged_or_empty_index_is_one_error_and_a_backup(tmp_path: Path, content: bytes) -> None:
+    from photodedup.client.index import IndexDamagedError
+
+    db = tmp_path / "index.sqlite3"
+    db.write_bytes(content)
+    with pytest.raises(IndexDamagedError, match="cannot be read") as err:
+        Index(db)
+    assert "\n" not in str(err.value)
+    (backup,) = tmp_path.glob("index.sqlite3.damaged-*")
+    assert backup.read_bytes() == content and db.read_bytes() == content  # nothing overwritten

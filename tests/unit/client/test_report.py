@@ -59,9 +59,17 @@ def test_render_csv_json_html(tmp_path: Path) -> None:
     assert lines[1].startswith("1,near,1,") and len(lines) == 6
     render(groups, stats, "html", tmp_path / "r.html", Console(file=io.StringIO()))
     page = (tmp_path / "r.html").read_text()
-    assert page.count("data:image/jpeg;base64,") == 5 and "<img src='http" not in page
+    # thumbnails are files beside the page, one per distinct content, linked and never inlined
+    assert page.count("<img src='r_files/" + "0" * 32 + ".jpg'") == 5 and "base64" not in page
+    assert (tmp_path / "r_files" / ("0" * 32 + ".jpg")).read_bytes()[:2] == b"\xff\xd8"
     (tmp_path / "b.jpg").unlink()  # a file gone since the scan still gets a placeholder, not a crash
+    for p in (tmp_path / "r_files").iterdir():
+        p.unlink()
+    groups[0].members[0].record.md5 = groups[1].keep.md5 = "1" * 32
     render(groups, stats, "html", tmp_path / "r2.html", Console(file=io.StringIO()))
     assert "no preview" in (tmp_path / "r2.html").read_text()
+    buf = io.StringIO()
+    render(groups, stats, "html", None, Console(file=buf))
+    assert "<img" not in buf.getvalue() and "no thumbnails" in buf.getvalue()
     render(groups, stats, "table", tmp_path / "r.txt", Console(file=io.StringIO()))
     assert "keep" in (tmp_path / "r.txt").read_text()
