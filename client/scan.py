@@ -115,6 +115,11 @@ def run_scan(
         lacking = _lacking_embeddings(index, walker.roots, plan, found, jobs)
         if jobs or lacking:
             embedder = _open(plan, summary) if plan.available else None
+            if embedder is not None and embedder.model_id != plan.model_id:
+                # The engine serves a quantised model (its own id): what lacks is judged by that id.
+                plan.model_id = summary.model_id = embedder.model_id
+                index.set_scan_model_id(scan_id, summary.model_id)
+                lacking = _lacking_embeddings(index, walker.roots, plan, found, jobs)
             if embedder is not None:
                 jobs.extend(lacking)  # hashed again for their thumbnails only
                 summary.unchanged -= len(lacking)  # counted once, as hashed

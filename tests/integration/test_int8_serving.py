@@ -44,3 +44,26 @@ def test_local_scan_falls_back_to_fp32_before_any_vector_when_real_thumbnails_br
     assert embedder.model_id == int8_id.removesuffix("+int8") and engine.precision == "fp32"
     assert len(outcomes) == 4 and all(o.vector is not None for o in outcomes)
     embedder.close()
+
+
+def test_an_in_process_int8_scan_stores_and_groups_under_the_int8_id(model_cache: Path, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from photodedup.cli import main
+
+    from helpers import encode, photo
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(5):
+        (photos / f"{i}.jpg").write_bytes(encode(photo(i)))
+    args = ["scan", str(photos), "--local", "--model", "photodedup-tiny", "--weights", "random", "--engine", "onnx",
+            "--cache-dir", str(model_cache), "--db", str(tmp_path / "index.sqlite3"), "--format", "json"]
+    first = CliRunner().invoke(main, [*args, "--precision", "int8"])
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert report["stats"]["model_id"].endswith("+int8") and report["stats"]["embedded"] == 5, report["stats"]
+    again = CliRunner().invoke(main, [*args, "--precision", "int8"])  # nothing lacks under the int8 id
+    assert json.loads(again.stdout)["stats"]["embedded"] == 5
