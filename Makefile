@@ -50,7 +50,7 @@ test: install buf-lint buf-breaking proto-check deploy-check
 # Kubernetes manifests and Dockerfiles, offline: render every kustomization, validate the result against
 # the Kubernetes schemas (strict: unknown fields fail), lint it with checkov's policies (findings are fixed
 # or skipped with a reason in the manifest), lint the Dockerfiles. About 30 s, so part of `make test`.
-K8S_TARGETS := base overlays/kind overlays/gpu-queue-metric
+K8S_TARGETS := base overlays/kind overlays/kind-tls overlays/gpu-queue-metric
 K8S_OUT := build/k8s
 deploy-check: install
 	rm -rf $(K8S_OUT) && mkdir -p $(K8S_OUT)

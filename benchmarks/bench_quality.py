@@ -1,11 +1,12 @@
-"""Near-duplicate quality on the dev benchmark: our hash tiers beside imagededup and czkawka.
+"""Near-duplicate quality on the dev benchmark: the default offline scan beside imagededup and czkawka.
 
-Hashes every image of BENCH_DIR once with the scanner's own `hash_bytes` (dHash and pHash from one
-reduced-size decode, EXIF orientation applied), groups them with `find_groups` at several near
-thresholds, runs the comparators where installed, and scores every grouping with the benchmark's
-score.py: pair precision/recall/F1, recall per edit kind, distractors wrongly grouped. Also checks
-pixel-rotated copies (not in the dev set): each original rotated 90/180/270 degrees, found with and
-without the optional rotated hashes. Not part of CI (the dev set needs apt and npm).
+Scans BENCH_DIR the way a user does (`run_scan` with no model, a fresh index), groups it with and
+without geometric verification (`load_groups`), runs the comparators where installed (imagededup's
+PHash/DHash at its default threshold, czkawka's Python bindings at their default similarity), and
+scores every grouping with the benchmark's score.py: pair precision/recall/F1, recall per edit kind,
+unrelated photos wrongly grouped. Also: how often the keeper is the original (or a byte-identical copy
+of it), the cost of verification, and how far the closest unrelated candidate pair sits from the
+verifier's decision boundary. Not part of CI (the dev set needs apt and npm).
 
 Usage: bench_quality.py BENCH_DIR [--score PATH/score.py] [--no-write]
 Build the set first: PYTHON=.venv/bin/python bash ../shared/neardup/get_dev_set.sh /tmp/neardup
@@ -14,22 +15,22 @@ Build the set first: PYTHON=.venv/bin/python bash ../shared/neardup/get_dev_set.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import logging
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from PIL import Image
-
-from photodedup.client.grouping import FileRecord, GroupingConfig, find_groups
-from photodedup.client.hashing import hash_bytes
+from photodedup.client.grouping import Group, GroupingConfig, find_groups
+from photodedup.client.index import Index
+from photodedup.client.scan import run_scan
+from photodedup.client.verify import MAX_BAD_CELLS, MIN_COVERAGE, MIN_INLIERS, GeometricVerifier
 from photodedup.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,8 +38,6 @@ from record import machine_line, write_section  # noqa: E402
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
-NEAR_THRESHOLDS = (12, 16, 20, 24, 28)
-ROTATIONS = (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
 
 
 def load_score(path: Path) -> ModuleType:
@@ -50,137 +49,80 @@ def load_score(path: Path) -> ModuleType:
     return module
 
 
-def hash_int(h: Any) -> int:
-    """imagehash's bit matrix -> a 64-bit int (row-major, first bit highest)."""
-    return int("".join("1" if b else "0" for b in h.hash.flatten()), 2)
-
-
-def distance_stats(records: list[FileRecord], truth: list[dict[str, Any]], root: Path) -> dict[str, Any]:
-    """Closest unrelated pair per hash, and the farthest original<->copy pair per edit kind (sum)."""
-    group = {str(root / r["path"]): r["group"] for r in truth}
-    kind = {str(root / r["path"]): r["transform"] for r in truth}
-    m = (1 << 64) - 1
-
-    def dist(a: FileRecord, b: FileRecord) -> tuple[int, int]:
-        return ((a.dhash ^ b.dhash) & m).bit_count(), ((a.phash ^ b.phash) & m).bit_count()  # type: ignore[operator]
-
-    closest = {"sum": 128, "phash": 64, "dhash": 64}
-    sums: list[int] = []
-    phashes: list[int] = []
-    hashed = [r for r in records if r.dhash is not None and r.phash is not None]
-    for i, a in enumerate(hashed):
-        for b in hashed[i + 1 :]:
-            ga, gb = group.get(a.path), group.get(b.path)
-            if ga is not None and ga == gb:
-                continue
-            d, p = dist(a, b)
-            sums.append(d + p)
-            phashes.append(p)
-            closest["sum"] = min(closest["sum"], d + p)
-            closest["phash"] = min(closest["phash"], p)
-            closest["dhash"] = min(closest["dhash"], d)
-    original = {group[r.path]: r for r in hashed if kind.get(r.path) == "original"}
-    farthest: dict[str, list[int]] = {}
-    for r in hashed:
-        g = group.get(r.path)
-        if g is None or kind[r.path] == "original" or g not in original:
-            continue
-        farthest.setdefault(kind[r.path], []).append(sum(dist(r, original[g])))
-    return {"closest": closest, "farthest": {k: max(v) for k, v in farthest.items()}, "sums": sums, "phashes": phashes,
-            "median": {k: sorted(v)[len(v) // 2] for k, v in farthest.items()}}
-
-
-def rotated_hashes(img: Image.Image) -> tuple[tuple[int, int], ...]:
-    """(dHash, pHash) of the image turned 90/180/270 degrees: the optional FileRecord field."""
-    import imagehash
-
-    out = []
-    for turn in ROTATIONS:
-        r = img.transpose(turn)
-        out.append((hash_int(imagehash.dhash(r)), hash_int(imagehash.phash(r))))
-    return tuple(out)
-
-
-def hash_folder(root: Path, with_rotations: bool = False) -> tuple[list[FileRecord], float]:
-    """FileRecords for every image under root, hashed like the scanner does; returns (records, seconds)."""
-    from photodedup.imaging import load_rgb, open_image
-
-    max_pixels = Settings().imaging.max_image_pixels
-    records = []
-    started = time.perf_counter()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "truth.json"):
-        data = path.read_bytes()
-        res = hash_bytes(data, max_pixels)
-        st = path.stat()
-        rot: tuple[tuple[int, int], ...] = ()
-        if with_rotations:
-            rgb = load_rgb(open_image(data, max_pixels), min_side=256)
-            rot = rotated_hashes(rgb.reduce(max(1, min(rgb.size) // 256)))
-        records.append(FileRecord(str(path), st.st_size, res.width or 0, res.height or 0, res.md5 or "",
-                                  res.dhash, res.phash, None, res.exif_time, st.st_mtime, res.format or "",
-                                  rotated_hashes=rot))
-    return records, time.perf_counter() - started
-
-
-def variant_records(records: list[FileRecord], **changes: Any) -> list[FileRecord]:
-    """Copies of records with one hash replaced (e.g. pHash only: dhash=0 everywhere)."""
-    out = []
-    for r in records:
-        fields = dict(r.__dict__)
-        fields.update({k: (v if not callable(v) else v(r)) for k, v in changes.items()})
-        out.append(FileRecord(**fields))
-    return out
-
-
-def ours(records: list[FileRecord], threshold: int) -> list[list[str]]:
-    groups = find_groups(records, GroupingConfig(near_threshold=threshold))
-    return [[m.record.path for m in g.members] for g in groups]
-
-
 def imagededup_groups(root: Path, method: str) -> tuple[list[list[str]] | None, str]:
     """imagededup's own grouping at its default threshold (10 bits), or None and why not."""
     try:
         from imagededup import methods
     except ImportError:
-        return None, "not installed"
+        return None, "not installed (pip install imagededup)"
     hasher = getattr(methods, method)(verbose=False)
     found = hasher.find_duplicates(image_dir=root, recursive=True, max_distance_threshold=10)
     return [[str(root / k)] + [str(root / v) for v in vs] for k, vs in found.items() if vs], "default threshold 10"
 
 
 def czkawka_groups(root: Path) -> tuple[list[list[str]] | None, str]:
-    exe = shutil.which("czkawka_cli")
-    if exe is None:
-        return None, "czkawka_cli not installed (crates.io and GitHub releases unreachable from this machine)"
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "out.json"
-        subprocess.run([exe, "image", "-d", str(root), "--compact-file-to-save", str(out)], check=False,
-                       capture_output=True)
-        if not out.exists():
-            return None, "czkawka_cli wrote no result"
-        data = json.loads(out.read_text())
-    return [[f["path"] for f in g] for g in data], "default similarity"
+    """czkawka's grouping through its Python bindings at their default similarity, or None and why not."""
+    try:
+        from czkawka import ImageSimilarity
+    except ImportError:
+        return None, "not installed (pip install czkawka)"
+    finder = ImageSimilarity()
+    finder.set_directories([root])
+    return [[str(p) for p in g] for g in finder.find_similar()], "default similarity"
 
 
-def rotation_check(root: Path, truth: list[dict[str, Any]], rotations: bool, threshold: int) -> tuple[int, int]:
-    """(found, total): originals re-saved rotated by 90/180/270 degrees, grouped with the original?"""
-    originals = [root / r["path"] for r in truth if r["transform"] == "original"]
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for k, src in enumerate(originals):
-            with Image.open(src) as im:
-                rgb = im.convert("RGB")
-                rgb.save(work / f"{k}_orig.png")
-                for turn in ROTATIONS:
-                    rgb.transpose(turn).save(work / f"{k}_rot{turn.value}.jpg", quality=90)
-        records, _ = hash_folder(work, with_rotations=rotations)
-        found = 0
-        for g in ours(records, threshold):
-            names = [Path(p).name for p in g]
-            for n in names:
-                if "_rot" in n and f"{n.split('_')[0]}_orig.png" in names:
-                    found += 1
-    return found, 3 * len(originals)
+def keeper_is_original(groups: Sequence[Group], truth: list[dict[str, Any]], root: Path) -> tuple[int, int, list[str]]:
+    """(right, total, wrong kinds): of the groups holding an original, those whose keeper is it or its bytes."""
+    by_path = {str(root / r["path"]): r for r in truth}
+    originals = {r["group"]: str(root / r["path"]) for r in truth if r["transform"] == "original"}
+    right = total = 0
+    wrong: list[str] = []
+    for g in groups:
+        paths = {m.record.path for m in g.members}
+        md5 = {m.record.path: m.record.md5 for m in g.members}
+        for orig in originals.values():
+            if orig in paths:
+                total += 1
+                if g.keep.path == orig or g.keep.md5 == md5[orig]:
+                    right += 1
+                else:
+                    wrong.append(by_path[g.keep.path]["transform"])
+    return right, total, wrong
+
+
+def boundary(groups_records: list, truth: list[dict[str, Any]], root: Path, config: GroupingConfig) -> dict[str, Any]:
+    """Verdicts of the loose candidates: the strongest unrelated pair against the verifier's limits."""
+    group = {str(root / r["path"]): r["group"] for r in truth}
+    seen: list[tuple[Any, bool]] = []
+    verifier = GeometricVerifier()
+
+    def recorder(a: Any, b: Any) -> bool:
+        v = verifier.verdict(a.path, a.content, b.path, b.content)
+        related = group.get(a.path) is not None and group.get(a.path) == group.get(b.path)
+        seen.append((v, related))
+        return v.same
+
+    find_groups(groups_records, config, verifier=recorder)
+    unrelated = [v for v, rel in seen if not rel]
+    related = [v for v, rel in seen if rel]
+    return {
+        "candidates": len(seen),
+        "unrelated": len(unrelated),
+        "unrelated_accepted": sum(v.same for v in unrelated),
+        "max_unrelated_inliers": max((v.inliers for v in unrelated), default=0),
+        "max_unrelated_coverage": max((v.coverage for v in unrelated if v.inliers >= MIN_INLIERS), default=0.0),
+        "related_rejected": sum(not v.same for v in related),
+        "min_related_inliers": min((v.inliers for v in related if v.same), default=0),
+    }
+
+
+def score_groups(scorer: ModuleType, root: Path, groups: list[list[str]]) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump({"groups": [{"files": g} for g in groups]}, fh)
+    try:
+        return scorer.score(root, scorer.merge_overlapping(scorer.load_groups(Path(fh.name), root)))
+    finally:
+        Path(fh.name).unlink()
 
 
 def main() -> None:
@@ -188,84 +130,101 @@ def main() -> None:
     ap.add_argument("bench", type=Path)
     ap.add_argument("--score", type=Path, default=REPO.parent / "shared" / "neardup" / "score.py")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--no-comparators", action="store_true", help="skip imagededup and czkawka")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     scorer = load_score(args.score)
     root = args.bench.resolve()
     truth = json.loads((root / "truth.json").read_text())["images"]
+    settings = Settings()
+    config = GroupingConfig.from_settings(settings)
 
-    records, seconds = hash_folder(root)
-    log.info("hashed %d files in %.1f s", len(records), seconds)
-    default = GroupingConfig.from_settings(Settings()).near_threshold
-    runs: list[tuple[str, str, list[list[str]] | None]] = []
-    for t in NEAR_THRESHOLDS:
-        label = f"≤ {t} of 128 bits" + (" (default)" if t == default else "")
-        runs.append(("photodedup dHash+pHash", label, ours(records, t)))
-    rotated, rot_seconds = hash_folder(root, with_rotations=True)
-    runs.append(("photodedup dHash+pHash + rotated hashes", f"≤ {default} of 128 bits", ours(rotated, default)))
-    # Single-hash variants: zero the other hash so the 128-bit distance is one hash's distance.
-    runs.append(("photodedup pHash only", "≤ 10 of 64 bits", ours(variant_records(records, dhash=0), 10)))
-    runs.append(("photodedup dHash only", "≤ 10 of 64 bits", ours(variant_records(records, phash=0), 10)))
+    with tempfile.TemporaryDirectory() as tmp, Index(Path(tmp) / "index.sqlite3") as index:
+        started = time.perf_counter()
+        run_scan([str(root)], settings, index, mode="none", progress=False)
+        scan_s = time.perf_counter() - started
+        records = [r for r in index.records([str(root)], None) if not r.path.endswith("truth.json")]
+    log.info("scanned %d files in %.1f s", len(records), scan_s)
+
+    runs: list[tuple[str, str, list[Group] | None, list[list[str]] | None]] = []
+    timings: dict[str, float] = {}
+    for label, verify in (("no verification", False), ("default", True)):
+        verifier = GeometricVerifier() if verify else None
+        started = time.perf_counter()
+        groups = find_groups(records, config, verifier=verifier)
+        timings[label] = time.perf_counter() - started
+        if verifier is not None:
+            timings["pairs"], timings["decodes"] = verifier.pairs, verifier.decodes
+        runs.append((f"photodedup, {label}", f"near ≤ {config.near_threshold}, candidates ≤ "
+                     f"{config.candidate_threshold} bits" if verify else f"near ≤ {config.near_threshold} bits",
+                     groups, [[m.record.path for m in g.members] for g in groups]))
+    hash_only = dataclasses.replace(config, candidate_threshold=0)
+    runs.append(("photodedup, hashes only (old keeper)", f"near ≤ {config.near_threshold} bits",
+                 None, [[m.record.path for m in g.members] for g in find_groups(
+                     records, dataclasses.replace(hash_only, keep_policy=("resolution", "size", "format", "oldest",
+                                                                          "shortest_path")))]))
     notes = []
-    for method in ("PHash", "DHash"):
-        groups, note = imagededup_groups(root, method)
-        runs.append((f"imagededup {method}", note, groups))
-    groups, note = czkawka_groups(root)
-    runs.append(("czkawka", note, groups))
+    if not args.no_comparators:
+        for method in ("PHash", "DHash"):
+            found, note = imagededup_groups(root, method)
+            runs.append((f"imagededup {method}", note, None, found))
+        found, note = czkawka_groups(root)
+        runs.append(("czkawka (Python bindings)", note, None, found))
 
     kinds = sorted({r["transform"] for r in truth if r["transform"] not in ("original", "distractor")})
-    header = "| method | setting | precision | recall | F1 | " + " | ".join(kinds) + " | distractors grouped |"
+    header = "| method | setting | precision | recall | F1 | " + " | ".join(kinds) + " | unrelated grouped |"
     lines = [header, "|" + "---|" * (6 + len(kinds))]
-    for name, setting, groups in runs:
-        if groups is None:
+    keeper_lines = []
+    for name, setting, groups, paths in runs:
+        if paths is None:
             notes.append(f"- {name}: not measured: {setting}.")
             continue
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-            json.dump({"groups": [{"files": g} for g in groups]}, fh)
-        s = scorer.score(root, scorer.merge_overlapping(scorer.load_groups(Path(fh.name), root)))
-        Path(fh.name).unlink()
+        s = score_groups(scorer, root, paths)
         per = " | ".join(f"{s['recall_by_transform'].get(k, 0):.2f}" for k in kinds)
         lines.append(f"| {name} | {setting} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {per} | "
                      f"{s['distractors_grouped']} of {s['distractors']} |")
-        log.info("%s %s: P %.3f R %.3f F1 %.3f", name, setting, s["precision"], s["recall"], s["f1"])
-
-    st = distance_stats(records, truth, root)
-    farthest = ", ".join(f"{k} {v}" for k, v in sorted(st["farthest"].items()))
-    rot_without = rotation_check(root, truth, rotations=False, threshold=default)
-    rot_with = rotation_check(root, truth, rotations=True, threshold=default)
+        log.info("%s: P %.3f R %.3f F1 %.3f", name, s["precision"], s["recall"], s["f1"])
+        if groups is not None:
+            right, total, wrong = keeper_is_original(groups, truth, root)
+            counts = {k: wrong.count(k) for k in sorted(set(wrong))}
+            keeper_lines.append(f"| {name} | {right} of {total} ({right / max(total, 1):.0%}) | "
+                                f"{', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'} |")
+    edge = boundary(records, truth, root, config)
     n_groups = len({r["group"] for r in truth if r["group"] is not None})
+    overhead = timings["default"] - timings["no verification"]
     section = f"""## Near-duplicate quality (`benchmarks/bench_quality.py`)
 
-{machine_line(("Pillow", "ImageHash", "imagededup"))}. Dev set from `../shared/neardup` ({len(truth)} images:
-{n_groups} originals with edited copies, {sum(r['group'] is None for r in truth)} unrelated photos),
-scored by its score.py. Pair precision/recall/F1 over all pairs; the per-edit columns are the recall of
-original↔copy pairs. Our rows use the scanner's hashes (`hash_bytes`) and `find_groups` (centre
-linkage: every member within the threshold of its keeper). One run; hashing took {seconds:.1f} s.
+{machine_line(("Pillow", "ImageHash", "opencv-python-headless", "imagededup", "czkawka"))}. Dev set from
+`../shared/neardup` ({len(truth) - 1 if any(r['path'] == 'truth.json' for r in truth) else len(truth)} images:
+{n_groups} originals each with 8 edited copies of 20 kinds, {sum(r['group'] is None for r in truth)} unrelated
+photos), scored by its score.py. Pair precision/recall/F1 over all pairs; the per-edit columns are the recall
+of original↔copy pairs. Our rows are the default offline scan (`run_scan`, no model) grouped by
+`find_groups`; "default" verifies loose candidates geometrically (`client/verify.py`), "no verification"
+is the same scan with hashes alone, "hashes only (old keeper)" is the previous release's behaviour. One run.
 
 {chr(10).join(lines)}
 
 {chr(10).join(notes)}
 
-Default near threshold: **{default} bits of the 128-bit dHash‖pHash key**. Closest unrelated pair on
-this set: {st['closest']['sum']} bits summed (pHash alone {st['closest']['phash']} of 64, dHash alone
-{st['closest']['dhash']}). Farthest copy from its original, summed bits: {farthest}. The default sits a few
-bits below the closest unrelated pair, because real libraries hold far more pairs than this set
-({len(truth) * (len(truth) - 1) // 2:,} here; a 20,000-photo library has 200 million). Summing the two
-hashes leaves more room than pHash alone at its zero-false setting: {sum(x <= default + 4 for x in st['sums'])}
-unrelated pairs lie within 4 bits above the default, against {sum(x <= 14 for x in st['phashes'])} within 4 bits
-above pHash ≤ 10. A 10 % crop moves the key {st['median'].get('crop90', '?')} bits
-(median), as far as the closest unrelated photos, so crops are left to the similar tier rather than bought with
-false groups here.
+Keeper is the original (or a byte-identical copy of it), over groups that contain the original; the
+kinds of the copies kept instead:
 
-Pixel-rotated copies (each original re-saved turned 90/180/270 degrees, not in the dev set): found
-{rot_without[0]} of {rot_without[1]} without rotated hashes, {rot_with[0]} of {rot_with[1]} with them
-(`FileRecord.rotated_hashes`); the table's "+ rotated hashes" row shows what they cost in false groups
-on the dev set. Hashing the three turned images as well took {rot_seconds:.1f} s instead of {seconds:.1f} s
-here (this script decodes twice; the scanner can turn the decode it already has).
+| grouping | keeper is the original | kept instead |
+|---|---|---|
+{chr(10).join(keeper_lines)}
 
-The similar tier is **not measured**: CLIP weights cannot be downloaded on the benchmark machine. Its
-default cosine distance of 0.01 is Immich's default for its duplicate detection on CLIP ViT-B/32
-embeddings (`machineLearning.duplicateDetection.maxDistance`); raise it to catch crops.
+Cost: the first scan took {scan_s:.1f} s; grouping took {timings['no verification']:.2f} s without
+verification and {timings['default']:.2f} s with it ({int(timings['pairs'])} candidate pairs verified,
+{int(timings['decodes'])} pictures decoded), so verification added {overhead:.1f} s,
+{overhead / scan_s:.0%} of the scan. It scales with the loose candidates (those within
+{config.candidate_threshold} window bits), not with all pairs.
+
+Decision boundary: of {edge['candidates']} verified candidates, {edge['unrelated']} were unrelated
+photos and {edge['unrelated_accepted']} of them were accepted; the strongest unrelated pair had
+{edge['max_unrelated_inliers']} RANSAC inliers (the verifier needs {MIN_INLIERS} inliers spread over
+{MIN_COVERAGE:.0%} of the smaller picture's keypoint hull, and at most {MAX_BAD_CELLS:.0%} of aligned cells
+disagreeing); the weakest accepted true copy had {edge['min_related_inliers']} inliers, and
+{edge['related_rejected']} true candidate pairs were rejected.
 """
     if not args.no_write:
         write_section("bench_quality", section)

@@ -23,6 +23,8 @@ from typing import Literal
 
 import numpy as np
 
+from photodedup.client.content import WINDOWS, content_box, corner_fill, window_hashes
+from photodedup.client.fidelity import fidelity
 from photodedup.client.walk import SNIFF_BYTES, sniff_format
 from photodedup.errors import InvalidImageError
 
@@ -57,6 +59,19 @@ class HashResult:
     # (dhash, phash) of the decoded image turned 90, 180 and 270 degrees, signed like the others: lets
     # grouping find copies whose pixels (not just their EXIF tag) were rotated.
     rotated: tuple[tuple[int, int], ...] = ()
+    # The picture inside uniform borders, (left, top, right, bottom) in upright full-size pixels; the
+    # hashes above are of this box. None when not computed.
+    content: tuple[int, int, int, int] | None = None
+    # Pixels of the picture itself: the content box less any filled corners of a rotated copy.
+    picture_pixels: int | None = None
+    # (dhash, phash) of sub-windows of the content (`content.WINDOWS`), signed like the others: lets
+    # grouping find cropped copies.
+    windows: tuple[tuple[int, int], ...] = ()
+    # What the keeper policy ranks copies by (see `fidelity`): camera EXIF present, estimated quality
+    # (0 for a lossless file carrying JPEG block traces), a grey picture.
+    camera: bool | None = None
+    quality: int | None = None
+    grey: bool | None = None
     thumb: np.ndarray | bytes | None = None
 
 
@@ -129,6 +144,7 @@ def hash_bytes(
     img = open_image(data, max_pixels)
     res.format = img.format or "UNKNOWN"
     width, height = img.size
+    exif = None
     try:
         exif = img.getexif()
         orientation = int(exif.get(TAG_ORIENTATION, 1) or 1)
@@ -146,11 +162,20 @@ def hash_bytes(
         except (OSError, ValueError, RuntimeError) as exc:
             log.debug("no HEIF thumbnail decode: %s", exc)
     rgb = load_rgb(img, min_side=side)
+    traits = fidelity(img, res.format, np.asarray(rgb), exif)  # before the reduction: block traces need full size
+    res.camera, res.quality, res.grey = traits.camera, traits.quality, traits.grey
     factor = min(rgb.size) // side
     if factor >= 2:  # what draft does for JPEG, for every other format: never hash 16 MP
         rgb = rgb.reduce(factor)
     try:
-        res.dhash, res.phash, res.rotated = hash_family(rgb.convert("L"))
+        box = content_box(np.asarray(rgb))
+        sx, sy = width / rgb.width, height / rgb.height
+        res.content = (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
+        inside = np.asarray(rgb)[box[1] : box[3], box[0] : box[2]]
+        res.picture_pixels = max(0, round(((box[2] - box[0]) * (box[3] - box[1]) - corner_fill(inside)) * sx * sy))
+        gray = rgb.crop(box).convert("L") if box != (0, 0, rgb.width, rgb.height) else rgb.convert("L")
+        res.dhash, res.phash, res.rotated = hash_family(gray)
+        res.windows = tuple((to_signed64(d), to_signed64(p)) for d, p in window_hashes(np.asarray(gray), WINDOWS))
         if thumb_kind != "none" and thumb_size:
             arr = to_model_array(rgb, thumb_size)
             res.thumb = encode_jpeg(arr, quality) if thumb_kind == "jpeg" else arr

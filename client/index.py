@@ -80,7 +80,20 @@ CREATE TABLE keeper_choices (path TEXT PRIMARY KEY, created REAL NOT NULL);
 CREATE TABLE done_groups (members_key TEXT PRIMARY KEY, created REAL NOT NULL);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1_RELEASE, _V2_REVIEW)
+
+# Content box, picture pixels, sub-window hashes and keeper signals. Files hashed before them are hashed
+# again by the next scan (an mtime of -1 never matches a file's), and group as before until then.
+_V3_CONTENT = """
+ALTER TABLE files ADD COLUMN content BLOB;          -- picture inside uniform borders: l, t, r, b as 4 x int32 LE
+ALTER TABLE files ADD COLUMN picture_pixels INTEGER; -- pixels of the picture (content box less rotated corners)
+ALTER TABLE files ADD COLUMN windows BLOB;          -- dhash, phash of sub-windows, full frame first: n x 2 x int64 LE
+ALTER TABLE files ADD COLUMN camera INTEGER;        -- 1 when EXIF names a camera make or model
+ALTER TABLE files ADD COLUMN quality INTEGER;       -- estimated quality 1..100; 0: lossless with JPEG block traces
+ALTER TABLE files ADD COLUMN grey INTEGER;          -- 1 for a colour-less picture
+UPDATE files SET mtime_ns = -1 WHERE error IS NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1_RELEASE, _V2_REVIEW, _V3_CONTENT)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -109,6 +122,7 @@ def _under(root: str) -> tuple[str, str]:
 
 
 def _pack_rotated(rotated: Sequence[tuple[int, int]]) -> bytes | None:
+    """(dhash, phash) pairs, signed, as int64 LE; used for the turned-image and the window hashes."""
     return np.asarray(rotated, dtype="<i8").tobytes() if rotated else None
 
 
@@ -118,6 +132,21 @@ def _unpack_rotated(blob: bytes | None) -> tuple[tuple[int, int], ...]:
         return ()
     flat = np.frombuffer(blob, dtype="<i8").astype(np.uint64)
     return tuple((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat) - 1, 2))
+
+
+def _pack_content(box: tuple[int, int, int, int] | None) -> bytes | None:
+    return None if box is None else np.asarray(box, dtype="<i4").tobytes()
+
+
+def _unpack_content(blob: bytes | None) -> tuple[int, int, int, int] | None:
+    if not blob:
+        return None
+    a, b, c, d = (int(v) for v in np.frombuffer(blob, dtype="<i4"))
+    return a, b, c, d
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
 
 
 class Index:
@@ -243,7 +272,8 @@ class Index:
         """Record hashed files; a changed file's old embedding goes with its old row."""
         rows = [
             (r.path, r.size, r.mtime_ns, r.md5, r.dhash, r.phash, r.width, r.height, r.format, r.exif_time,
-             _pack_rotated(r.rotated), r.error, scan_id)
+             _pack_rotated(r.rotated), _pack_content(r.content), r.picture_pixels, _pack_rotated(r.windows),
+             _flag(r.camera), r.quality, _flag(r.grey), r.error, scan_id)
             for r in results
         ]
         if not rows:
@@ -252,7 +282,8 @@ class Index:
             c.executemany("DELETE FROM embeddings WHERE path=?", ((r[0],) for r in rows))
             c.executemany(
                 "INSERT OR REPLACE INTO files (path, size, mtime_ns, md5, dhash, phash, width, height, format,"
-                " exif_time, rotated, error, seen_scan) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " exif_time, rotated, content, picture_pixels, windows, camera, quality, grey, error, seen_scan)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
 
@@ -357,11 +388,13 @@ class Index:
         for lo, hi in self._ranges(roots):
             cur = self.conn.execute(
                 "SELECT f.path, f.size, f.width, f.height, f.md5, f.dhash, f.phash, e.vector, f.exif_time,"
-                " f.mtime_ns, f.format, f.rotated FROM files f LEFT JOIN embeddings e ON e.path=f.path AND e.model_id=?"
+                " f.mtime_ns, f.format, f.rotated, f.content, f.picture_pixels, f.windows, f.camera, f.quality, f.grey"
+                " FROM files f LEFT JOIN embeddings e ON e.path=f.path AND e.model_id=?"
                 " WHERE f.path >= ? AND f.path < ? AND f.error IS NULL AND f.md5 IS NOT NULL ORDER BY f.path",
                 (model_id or "", lo, hi),
             )
-            for path, size, w, h, md5, dh, ph, vec, exif_time, mtime_ns, fmt, rotated in cur:
+            for (path, size, w, h, md5, dh, ph, vec, exif_time, mtime_ns, fmt, rotated, content, picture_pixels,
+                 windows, camera, quality, grey) in cur:
                 yield FileRecord(
                     path=path,
                     size=size,
@@ -375,6 +408,12 @@ class Index:
                     mtime=mtime_ns / 1e9,
                     format=fmt or "",
                     rotated_hashes=_unpack_rotated(rotated),
+                    content=_unpack_content(content),
+                    picture_pixels=picture_pixels,
+                    windows=_unpack_rotated(windows),
+                    camera=None if camera is None else bool(camera),
+                    quality=quality,
+                    grey=None if grey is None else bool(grey),
                 )
 
     def file_md5(self, path: str) -> str | None:

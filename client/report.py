@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 Format = Literal["table", "json", "csv", "html"]
 FORMATS: tuple[str, ...] = ("table", "json", "csv", "html")
-TIERS = ("exact", "near", "similar")
+TIERS = ("exact", "near", "similar", "series")  # series: same scene, different shot; never acted on
 HTML_THUMB = 200
 
 

@@ -255,17 +255,28 @@ def grouping_config(settings: Settings) -> GroupingConfig:
 
 
 def load_groups(
-    index: Index, roots: Sequence[str], model_id: str | None, config: GroupingConfig, reference_dirs: Sequence[str] = ()
+    index: Index,
+    roots: Sequence[str],
+    model_id: str | None,
+    config: GroupingConfig,
+    reference_dirs: Sequence[str] = (),
 ) -> list[Group]:
-    """Group every indexed image under `roots` (and the reference folders), honouring ignore decisions."""
+    """Group every indexed image under `roots` (and the reference folders), honouring ignore decisions.
+
+    With `config.verify`, loose candidates and similar neighbours are confirmed geometrically
+    (`client.verify`)."""
     import os
 
     from photodedup.client.grouping import find_groups
+    from photodedup.client.verify import GeometricVerifier
 
     refs = [os.path.abspath(os.path.expanduser(r)) for r in reference_dirs]
     all_roots = list(dict.fromkeys([*roots, *refs]))
     records = list({r.path: r for r in index.records(all_roots, model_id)}.values())  # roots may nest
-    groups = find_groups(records, config, ignored=index.ignored(), reference_dirs=refs)
+    verifier = GeometricVerifier() if config.verify else None
+    groups = find_groups(records, config, ignored=index.ignored(), reference_dirs=refs, verifier=verifier)
+    if verifier is not None:
+        log.info("verification: %d pairs, %d pictures decoded", verifier.pairs, verifier.decodes)
     from photodedup.client.decisions import apply_keeper_choices
 
     return apply_keeper_choices(groups, index.keeper_choices())  # keepers chosen in `photodedup review`

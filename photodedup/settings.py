@@ -189,11 +189,19 @@ class GroupingSettings(_Section):
         0.01, ge=0.0, le=2.0, description="Max embedding cosine distance for the similar tier (Immich's default)."
     )
     keep_policy: CommaList = Field(
-        default_factory=lambda: ["resolution", "size", "format", "oldest", "shortest_path"],
-        description="Keeper tie-break order: resolution, size, format, oldest, shortest_path.",
+        default_factory=lambda: [
+            "resolution", "camera", "quality", "colour", "borders", "oldest", "size", "format", "shortest_path",
+        ],
+        description="Keeper rule order: resolution, camera, quality, colour, borders, oldest, size, format, shortest_path.",
     )
     ann_threshold: int = Field(
         20_000, ge=2, description="Files with embeddings above which neighbours come from an ANN index, not exact search."
+    )
+    verify: bool = Field(
+        True, description="Confirm loose near candidates (crops, borders, small rotations, overlays) by local features."
+    )
+    candidate_threshold: int = Field(
+        30, ge=0, le=128, description="Max Hamming distance of a loose candidate (full frame vs any window) to verify."
     )
 
     @field_validator("keep_policy", mode="before")

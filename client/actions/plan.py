@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from photodedup.client.grouping import Group, under_any
+from photodedup.client.grouping import Group
+from photodedup.client.paths import under_any
 from photodedup.errors import PhotodedupError
 
 Mode = Literal["move", "trash", "hardlink", "delete"]
@@ -122,7 +123,7 @@ def plan_actions(
             if under_any(rec.path, reference_dirs):
                 continue
             # kind is how this file matches its keeper (exact copies inside a near group are "exact")
-            kind = member.tier if member.tier in KINDS else group.kind
+            kind = str(member.tier)  # a Tier; series members are never targets
             if kind not in kinds:
                 continue
             if mode == "hardlink" and rec.md5 != keep.md5:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"
 # Runtime dependencies the CPU server image leaves out, and why (docker/requirements-cpu.txt says the same).
 NOT_IN_CPU_IMAGE = {
-    "imagehash": "scan only", "send2trash": "scan only", "faiss-cpu": "scan only",
+    "imagehash": "scan only", "send2trash": "scan only", "faiss-cpu": "scan only", "opencv-python-headless": "scan only",
     "torch": "export only", "torchvision": "export only", "open-clip-torch": "export only", "onnx": "export only",
     "starlette": "review only", "uvicorn": "review only", "jinja2": "review only", "python-multipart": "review only",
 }
@@ -59,7 +59,35 @@ def env_settings(container: dict[str, Any]) -> Settings:
     return Settings(**fields)
 
 
-@pytest.fixture(scope="module", params=["base", "overlays/kind", "overlays/gpu-queue-metric"])
+def check_tls_probes(container: dict[str, Any], settings: Settings) -> None:
+    """Kubelet's gRPC probe speaks plaintext only: with TLS, readiness runs `photodedup health` over TLS
+    with the pod's own certificate, and every file the server and the probe read is a mounted secret."""
+    mounted = [m["mountPath"] for m in container["volumeMounts"] if m.get("readOnly")]
+    server = settings.server
+    files = [server.tls_cert, server.tls_key, server.tls_client_ca, server.auth_token_file]
+    command = container["readinessProbe"]["exec"]["command"]
+    assert command[:2] == ["photodedup", "health"]
+    flags = dict(zip(command[2::2], command[3::2], strict=True))
+    usage = CliRunner().invoke(main, ["health", "--help"]).output
+    assert all(flag in usage for flag in flags), "the probe passes a flag `photodedup health` does not have"
+    assert flags["--server"].endswith(f":{server.port}")
+    assert flags["--ca-cert"] == str(server.tls_client_ca)
+    assert (flags["--client-cert"], flags["--client-key"]) == (str(server.tls_cert), str(server.tls_key))
+    for path in files:
+        assert path is not None and any(str(path).startswith(m + "/") for m in mounted), path
+    for probe in ("livenessProbe", "startupProbe"):
+        assert container[probe]["tcpSocket"]["port"] == server.port
+
+
+# The server's TLS and token settings come with the transport work; until they are on the branch the TLS
+# overlay names settings that do not exist yet, and its checks wait (they run as soon as the fields exist).
+TLS_PENDING = pytest.mark.skipif("tls_cert" not in FIELD_SECTION, reason="server TLS settings not on this branch yet")
+
+
+@pytest.fixture(
+    scope="module",
+    params=["base", "overlays/kind", pytest.param("overlays/kind-tls", marks=TLS_PENDING), "overlays/gpu-queue-metric"],
+)
 def rendered(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
     return render(request.param)
 
@@ -73,9 +101,12 @@ def test_pods_drain_probe_the_real_service_and_expose_the_settings_ports(rendere
     assert pod["terminationGracePeriodSeconds"] >= pre_stop + settings.server.grace_period_s + 5
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": settings.server.port, "metrics": settings.server.metrics_port}
-    assert container["readinessProbe"]["grpc"] == {"port": settings.server.port, "service": SERVICE_NAME}
-    for probe in ("livenessProbe", "startupProbe"):
-        assert container[probe]["grpc"]["port"] == settings.server.port
+    if "PHOTODEDUP_TLS_CERT" not in {e["name"] for e in container["env"]}:
+        assert container["readinessProbe"]["grpc"] == {"port": settings.server.port, "service": SERVICE_NAME}
+        for probe in ("livenessProbe", "startupProbe"):
+            assert container[probe]["grpc"]["port"] == settings.server.port
+    else:
+        check_tls_probes(container, settings)
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(settings.server.metrics_port)
     service = rendered["Service/photodedup"]

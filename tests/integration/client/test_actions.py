@@ -28,7 +28,7 @@ from photodedup.client.actions import (
     undo,
 )
 from photodedup.client.actions.journal import Done
-from photodedup.client.grouping import FileRecord, Group, GroupingConfig, Member, find_groups
+from photodedup.client.grouping import FileRecord, Group, GroupingConfig, Member, Tier, find_groups
 
 
 def md5(path: Path) -> str:
@@ -211,7 +211,7 @@ def test_near_member_is_checked_against_its_own_scan_hash(tmp_path: Path) -> Non
     keep.write_bytes(os.urandom(900))
     near.write_bytes(os.urandom(800))
     ka, kb = record(keep, 300), record(near)
-    group = Group("near", ka, [Member(ka, 0, "keep"), Member(kb, 3, "near")])
+    group = Group(Tier.NEAR, ka, [Member(ka, 0, Tier.EXACT), Member(kb, 3, Tier.NEAR)])
     actions = plan_actions([group], "delete", None, ())
     near.write_bytes(os.urandom(800))
     assert apply_actions(actions, tmp_path / "j.jsonl").skipped == [(str(near), "content changed since the scan")]
@@ -370,13 +370,13 @@ def test_planning_applies_kinds_and_the_hardlink_rules(tmp_path: Path) -> None:
     exact.write_bytes(data)
     near.write_bytes(os.urandom(800))
     rk, re_, rn = record(keep, 300), record(exact), record(near)
-    group = Group("near", rk, [Member(rk, 0, "keep"), Member(re_, 0, "exact"), Member(rn, 3, "near")])
+    group = Group(Tier.NEAR, rk, [Member(rk, 0, Tier.EXACT), Member(re_, 0, Tier.EXACT), Member(rn, 3, Tier.NEAR)])
     assert [a.path for a in plan_actions([group], "delete", None, kinds={"exact"})] == [str(exact)]
     assert [a.kind for a in plan_actions([group], "delete", None, kinds={"exact", "near"})] == ["exact", "near"]
     assert [a.path for a in plan_actions([group], "hardlink", None)] == [str(exact)]
     (ref / "keep.jpg").write_bytes(data)
     rr = record(ref / "keep.jpg", 300)
-    ref_group = Group("exact", rr, [Member(rr, 0, "keep"), Member(re_, 0, "exact")])
+    ref_group = Group(Tier.EXACT, rr, [Member(rr, 0, Tier.EXACT), Member(re_, 0, Tier.EXACT)])
     assert plan_actions([ref_group], "hardlink", None, reference_dirs=[str(ref)]) == []
     assert [a.path for a in plan_actions([ref_group], "trash", None, reference_dirs=[str(ref)])] == [str(exact)]
     with pytest.raises(ActionError, match="unknown kinds"):

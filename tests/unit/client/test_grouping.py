@@ -11,6 +11,7 @@ from fakes import record
 from photodedup.client.grouping import (
     FileRecord,
     GroupingConfig,
+    Tier,
     cosine_pairs_ann,
     cosine_pairs_exact,
     find_groups,
@@ -82,7 +83,8 @@ def test_exact_copies_join_a_near_group_as_one_unit() -> None:
     g = groups[0]
     assert g.kind == "near" and g.keep.path == "/a1.jpg"
     tiers = {m.record.path: m.tier for m in g.members}
-    assert tiers == {"/a1.jpg": "keep", "/z/a2.jpg": "exact", "/b.jpg": "near"}
+    assert tiers == {"/a1.jpg": Tier.EXACT, "/z/a2.jpg": Tier.EXACT, "/b.jpg": Tier.NEAR}
+    assert g.members[0].record is g.keep and [m.record for m in g.targets] == [a2, b]
 
 
 def test_each_file_in_at_most_one_group() -> None:
@@ -288,3 +290,38 @@ def test_no_chaining_across_tiers() -> None:
         paths = {m.record.path for m in g.members}
         assert not ({"/x.jpg", "/b.jpg"} <= paths), [(m.record.path, m.tier, m.distance) for m in g.members]
     assert any({m.record.path for m in g.members} == {"/a.jpg", "/b.jpg"} for g in groups)
+
+
+# ------------------------------------------------------------------------------- verification, series
+
+
+def test_loose_window_candidates_join_only_when_verified() -> None:
+    """A crop's full frame near a window of its original is a candidate; the verifier decides."""
+    a = rec("/a.jpg", dh=0, ph=0, windows=((0, 0), (flip(0, range(40)), 0), (flip(0, range(64, 80)), 0)))
+    crop = rec("/crop.jpg", dh=-1, ph=-1, windows=((flip(0, range(40)) ^ 0b111, 0),))
+    asked: list[tuple[str, str]] = []
+
+    def verifier(x: FileRecord, y: FileRecord) -> bool:
+        asked.append((x.path, y.path))
+        return answer
+
+    answer = True
+    groups = find_groups([a, crop], GroupingConfig(near_threshold=10, candidate_threshold=12), verifier=verifier)
+    assert paths(groups) == [{"/a.jpg", "/crop.jpg"}] and asked == [("/a.jpg", "/crop.jpg")]
+    assert groups[0].kind is Tier.NEAR
+    answer = False
+    assert find_groups([a, crop], GroupingConfig(near_threshold=10, candidate_threshold=12), verifier=verifier) == []
+    # Without a verifier the loose net is not cast at all.
+    assert find_groups([a, crop], GroupingConfig(near_threshold=10, candidate_threshold=12)) == []
+
+
+def test_similar_neighbours_that_fail_verification_are_a_series_never_a_target() -> None:
+    e = np.eye(4, dtype=np.float32)
+    a = rec("/burst1.jpg", dh=0, ph=0, embedding=e[0], width=200)
+    b = rec("/burst2.jpg", dh=-1, ph=-1, embedding=e[0] + 0.01 * e[1])
+    cfg = GroupingConfig(near_threshold=10, similar_threshold=0.05)
+    series = find_groups([a, b], cfg, verifier=lambda x, y: False)
+    assert len(series) == 1 and series[0].kind is Tier.SERIES and series[0].targets == []
+    assert {m.tier for m in series[0].members[1:]} == {Tier.SERIES}
+    same = find_groups([a, b], cfg, verifier=lambda x, y: True)
+    assert same[0].kind is Tier.SIMILAR and [m.record.path for m in same[0].targets] == ["/burst2.jpg"]

@@ -9,13 +9,14 @@ import pytest
 from client_files import BROKEN, save_broken, save_exif_rotated, save_formats
 from PIL import Image
 
+from photodedup.client.grouping import hamming_bits
 from photodedup.client.hashing import HashJob, HashPool, hash_bytes, hash_file, to_signed64, to_unsigned64
 
 from helpers import encode, photo
 
 
 def _bits(a: int, b: int) -> int:
-    return bin(to_unsigned64(a) ^ to_unsigned64(b)).count("1")
+    return hamming_bits((a, 0), (b, 0))
 
 
 def _hash(path: Path, **kw: object) -> object:

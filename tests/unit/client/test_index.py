@@ -171,6 +171,37 @@ def test_an_index_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> N
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
 
 
+def test_content_windows_and_keeper_signals_round_trip(index: Index) -> None:
+    scan = index.start_scan(["/p"], None, {})
+    res = _res("/p/a.jpg")
+    res.content, res.picture_pixels = (1, 2, 3, 3), 2
+    res.windows = ((to_signed64(1 << 63), 1), (2, 3))
+    res.camera, res.quality, res.grey = True, 0, False
+    index.put_hashes([res, _res("/p/b.jpg")], scan)
+    a, b = list(index.records(["/p"], None))
+    assert a.content == (1, 2, 3, 3) and a.picture_pixels == 2 and a.content_pixels == 2
+    assert a.windows == ((1 << 63, 1), (2, 3))
+    assert (a.camera, a.quality, a.grey) == (True, 0, False)
+    assert b.content is None and b.windows == () and (b.camera, b.quality, b.grey) == (None, None, None)
+
+
+def test_files_hashed_before_schema_3_still_group_and_are_rehashed(tmp_path: Path) -> None:
+    """Schema 1 rows lack the content box, windows and keeper signals: they keep grouping by their
+    hashes, and the next scan hashes them again (they are no longer current) to fill the new columns."""
+    db = tmp_path / "index.sqlite3"
+    _at_version(db, 2)
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO files (path, size, mtime_ns, md5, dhash, phash, width, height, format, seen_scan)"
+                 " VALUES ('/p/a.jpg', 10, 5, ?, 1, 2, 4, 3, 'JPEG', 1)", ("a" * 32,))
+    conn.commit()
+    conn.close()
+    with Index(db) as idx:
+        (rec,) = list(idx.records(["/p"], None))
+        assert rec.md5 == "a" * 32 and (rec.dhash, rec.phash) == (1, 2) and rec.content is None and rec.windows == ()
+        size, mtime_ns, done = idx.known(["/p/a.jpg"])["/p/a.jpg"]
+        assert done and size == 10 and mtime_ns != 5
+
+
 @pytest.mark.parametrize("content", [b"", b"this is not a database" * 100, b"SQLite format 3\x00" + b"\xff" * 200])
 def test_a_damaged_or_empty_index_is_one_error_and_a_backup(tmp_path: Path, content: bytes) -> None:
     from photodedup.client.index import IndexDamagedError

@@ -1,0 +1,70 @@
+"""Centre-linkage clustering: no chaining, and pairs declared "not duplicates" never share a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from photodedup.client.grouping.records import Tier
+
+
+@dataclass
+class Cluster:
+    """Record indices, best first; members[0] is the centre. `tier[i]` is how i relates to the centre."""
+
+    members: list[int]
+    tier: dict[int, Tier]
+    distance: dict[int, float]
+
+
+class IgnoredPairs:
+    """Pairs of paths declared "not duplicates", as record indices."""
+
+    def __init__(self, ignored: Collection[frozenset[str]], paths: Sequence[str]) -> None:
+        index = {p: i for i, p in enumerate(paths)}
+        self.pairs: dict[int, set[int]] = {}
+        for pair in ignored:
+            items = [index[p] for p in pair if p in index]
+            for a in items:
+                for b in items:
+                    if a != b:
+                        self.pairs.setdefault(a, set()).add(b)
+
+    def conflicts(self, a: Sequence[int], b: Sequence[int]) -> bool:
+        """True when some record of `a` was declared "not a duplicate" of some record of `b`."""
+        if not self.pairs:
+            return False
+        bset = set(b)
+        return any(self.pairs.get(x, set()) & bset for x in a)
+
+
+def centre_cluster(
+    items: list[Cluster],
+    neighbours: dict[int, dict[int, float]],
+    tier: Tier,
+    ignore: IgnoredPairs,
+    fits: Callable[[int, int], bool] | None = None,
+) -> list[Cluster]:
+    """Merge items (sorted best-first) by centre linkage: each free item takes free neighbours of itself.
+
+    `neighbours` maps item index to {item index: distance}; `fits(i, j)` may veto a join, e.g. when a
+    member of j is itself too far from i's centre. Returns the merged clusters, best centre first.
+    """
+    taken = [False] * len(items)
+    out: list[Cluster] = []
+    for i, centre in enumerate(items):
+        if taken[i]:
+            continue
+        taken[i] = True
+        merged = Cluster(list(centre.members), dict(centre.tier), dict(centre.distance))
+        for j, dist in sorted(neighbours.get(i, {}).items(), key=lambda kv: (kv[1], kv[0])):
+            if taken[j] or ignore.conflicts(items[j].members, merged.members) or (fits and not fits(i, j)):
+                continue
+            taken[j] = True
+            for m in items[j].members:
+                merged.members.append(m)
+                # Members of j are copies of j's centre: they relate to this centre through j's link.
+                merged.tier[m] = tier
+                merged.distance[m] = dist
+        out.append(merged)
+    return out

@@ -1,0 +1,56 @@
+"""Grouping thresholds and keeper policy, built once from Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from photodedup.settings import Settings
+
+# Which copy is the original: most picture (borders excluded), camera metadata, least generation loss,
+# colour, no added borders, oldest, then bytes, format and path. See README ("Which file is kept").
+KEEP_POLICY: tuple[str, ...] = (
+    "resolution", "camera", "quality", "colour", "borders", "oldest", "size", "format", "shortest_path",
+)
+# Lower index is preferred: camera RAW and HEIC keep more of the original than a JPEG export.
+FORMAT_PREFERENCE: tuple[str, ...] = (
+    "DNG", "CR2", "CR3", "NEF", "ARW", "ORF", "RW2", "RAF", "RAW",
+    "HEIC", "HEIF", "AVIF", "TIFF", "PNG", "WEBP", "JPEG", "BMP", "GIF",
+)
+
+
+@dataclass
+class GroupingConfig:
+    """Thresholds and keeper policy; build it from Settings with `from_settings`."""
+
+    near_threshold: int = 20
+    similar_threshold: float = 0.01
+    keep_policy: tuple[str, ...] = KEEP_POLICY
+    ann_threshold: int = 20_000
+    format_preference: tuple[str, ...] = FORMAT_PREFERENCE
+    ann_probes: int | None = None  # cells per vector in the ANN join; None: by threshold
+    hamming_brute_force_max: int = 2048
+    # Loose first stage for geometric verification: a full frame within this many bits of any window
+    # (or full frame) of another picture is a candidate; it joins only if the verifier confirms it.
+    # Off when it is not above near_threshold, or near_threshold is 0 (identical hashes only).
+    candidate_threshold: int = 30
+    verify: bool = True  # the scanner passes a geometric verifier to find_groups
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.keep_policy if k not in KEEP_POLICY]
+        if unknown:
+            raise ValueError(f"unknown keep policy {unknown}: use {', '.join(KEEP_POLICY)}")
+        if not 0 <= self.near_threshold <= 128:
+            raise ValueError("near_threshold is in bits of the 128-bit dHash||pHash key: 0..128")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GroupingConfig:
+        return cls(
+            near_threshold=settings.grouping.near_threshold,
+            similar_threshold=settings.grouping.similar_threshold,
+            keep_policy=tuple(settings.grouping.keep_policy),
+            ann_threshold=settings.grouping.ann_threshold,
+            candidate_threshold=settings.grouping.candidate_threshold,
+            verify=settings.grouping.verify,
+        )

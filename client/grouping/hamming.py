@@ -1,0 +1,165 @@
+"""Hamming search over 128-bit dHash||pHash keys: exact, by brute force when small, multi-index when large.
+
+The one popcount of the codebase lives here (`popcount64`); every Hamming distance goes through it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+MASK64 = (1 << 64) - 1
+
+
+def popcount64(values: np.ndarray) -> np.ndarray:
+    """Bits set per uint64 element."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(values).astype(np.int64)
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+    return table[values.view(np.uint8).reshape(*values.shape, 8)].sum(axis=-1)
+
+
+def as_keys(pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(dhash, phash) ints, signed or unsigned -> uint64 array (n, 2)."""
+    out = np.zeros((len(pairs), 2), dtype=np.uint64)
+    for i, (a, b) in enumerate(pairs):
+        out[i, 0] = a & MASK64
+        out[i, 1] = b & MASK64
+    return out
+
+
+def key_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Hamming distance between two (n, 2) uint64 key arrays."""
+    return popcount64(a[:, 0] ^ b[:, 0]) + popcount64(a[:, 1] ^ b[:, 1])
+
+
+def hamming_bits(a: tuple[int, int], b: tuple[int, int]) -> int:
+    """Hamming distance between two (dhash, phash) keys, signed or unsigned."""
+    return int(key_distances(as_keys([a]), as_keys([b]))[0])
+
+
+def hamming_join_brute(queries: np.ndarray, table: np.ndarray, threshold: int) -> tuple[np.ndarray, ...]:
+    """All (query, table, distance) within `threshold`, comparing every pair: for small sets and tests."""
+    qs, ts, ds = [], [], []
+    for qi in range(len(queries)):
+        d = key_distances(table, queries[qi : qi + 1])
+        hit = np.nonzero(d <= threshold)[0]
+        qs.append(np.full(len(hit), qi, dtype=np.int64))
+        ts.append(hit.astype(np.int64))
+        ds.append(d[hit])
+    if not qs:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(qs), np.concatenate(ts), np.concatenate(ds)
+
+
+_CHUNKS = 8  # 128 bits as eight 16-bit substrings
+_masks_cache: dict[int, np.ndarray] = {}
+
+
+def _chunk_masks(radius: int) -> np.ndarray:
+    if radius not in _masks_cache:
+        values = np.arange(1 << 16, dtype=np.uint64)
+        _masks_cache[radius] = values[popcount64(values) <= radius]
+    return _masks_cache[radius]
+
+
+def hamming_join_mih(queries: np.ndarray, table: np.ndarray, threshold: int) -> tuple[np.ndarray, ...]:
+    """Multi-index hashing: exact results without comparing all pairs.
+
+    By pigeonhole, two keys within `threshold` bits agree within `threshold // 8` bits on at least one of
+    the eight 16-bit substrings; candidates are looked up per substring in sorted buckets (vectorised
+    over all queries) and then checked on the full 128 bits.
+    """
+    radius = threshold // _CHUNKS
+    masks = _chunk_masks(radius)
+    found_q, found_t, found_d = [], [], []
+    for chunk in range(_CHUNKS):
+        col, shift = chunk // 4, np.uint64((chunk % 4) * 16)
+        tv = ((table[:, col] >> shift) & np.uint64(0xFFFF)).astype(np.int64)
+        qv = ((queries[:, col] >> shift) & np.uint64(0xFFFF)).astype(np.int64)
+        order = np.argsort(tv, kind="stable")
+        starts = np.searchsorted(tv[order], np.arange((1 << 16) + 1))
+        for mask in masks.astype(np.int64):
+            probe = qv ^ mask
+            lo, hi = starts[probe], starts[probe + 1]
+            count = hi - lo
+            total = int(count.sum())
+            if total == 0:
+                continue
+            qi = np.repeat(np.arange(len(queries)), count)
+            offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+            ti = order[np.repeat(lo, count) + offset]
+            d = key_distances(queries[qi], table[ti])
+            ok = d <= threshold
+            found_q.append(qi[ok])
+            found_t.append(ti[ok])
+            found_d.append(d[ok])
+    if not found_q:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    q, t, d = np.concatenate(found_q), np.concatenate(found_t), np.concatenate(found_d)
+    # A pair close on several substrings is found several times.
+    _, first = np.unique(q * len(table) + t, return_index=True)
+    return q[first], t[first], d[first]
+
+
+def hamming_neighbours(
+    keys: Sequence[tuple[int, int]],
+    threshold: int,
+    rotated: Sequence[Sequence[tuple[int, int]]] = (),
+    brute_force_max: int = 2048,
+) -> dict[int, dict[int, float]]:
+    """Symmetric neighbour map {i: {j: bits}} of keys within `threshold`, rotated copies included."""
+    table = as_keys(keys)
+    owners = list(range(len(keys)))
+    query_pairs = list(keys)
+    for i, extra in enumerate(rotated):
+        for pair in extra:
+            owners.append(i)
+            query_pairs.append(pair)
+    queries = as_keys(query_pairs)
+    join = hamming_join_brute if len(keys) <= brute_force_max else hamming_join_mih
+    q, t, d = join(queries, table, threshold)
+    out: dict[int, dict[int, float]] = {}
+    owner = np.asarray(owners, dtype=np.int64)[q] if len(q) else q
+    for a, b, dist in zip(owner.tolist(), t.tolist(), d.tolist(), strict=True):
+        if a == b:
+            continue
+        for x, y in ((a, b), (b, a)):
+            row = out.setdefault(x, {})
+            if dist < row.get(y, math.inf):
+                row[y] = float(dist)
+    return out
+
+
+
+
+def window_neighbours(
+    windows: Sequence[Sequence[tuple[int, int]]], threshold: int, brute_force_max: int = 2048
+) -> dict[int, dict[int, float]]:
+    """Symmetric neighbour map {i: {j: bits}}: i's full-frame window within `threshold` of any window of j.
+
+    `windows[i]` are record i's window hashes with the full frame first (`client.content.WINDOWS`), so a
+    crop's full frame meets the window of its original that it is. Records without windows are skipped.
+    """
+    query_owner = [i for i, w in enumerate(windows) if w]
+    if len(query_owner) < 2:
+        return {}
+    queries = as_keys([windows[i][0] for i in query_owner])
+    table_owner = np.asarray([i for i in query_owner for _ in windows[i]], dtype=np.int64)
+    table = as_keys([pair for i in query_owner for pair in windows[i]])
+    join = hamming_join_brute if len(query_owner) <= brute_force_max else hamming_join_mih
+    q, t, d = join(queries, table, threshold)
+    a, b = np.asarray(query_owner, dtype=np.int64)[q], table_owner[t]
+    out: dict[int, dict[int, float]] = {}
+    for x0, y0, dist in zip(a.tolist(), b.tolist(), d.tolist(), strict=True):
+        if x0 == y0:
+            continue
+        for x, y in ((x0, y0), (y0, x0)):
+            row = out.setdefault(x, {})
+            if dist < row.get(y, math.inf):
+                row[y] = float(dist)
+    return out

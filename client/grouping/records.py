@@ -1,0 +1,99 @@
+"""What grouping reads (one record per scanned file) and what it returns (groups of members by tier)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class Tier(enum.StrEnum):
+    """How a file matches its group's keeper; a group's kind is its loosest member's tier.
+
+    A str enum: it compares equal to, and serialises as, the plain names reports and journals use.
+    """
+
+    EXACT = "exact"
+    NEAR = "near"
+    SIMILAR = "similar"
+    # Same scene, different shot: embedding neighbours that geometric verification rejected. Shown for
+    # review, never acted on (a series member is never a target).
+    SERIES = "series"
+
+
+@dataclass
+class FileRecord:
+    """What grouping needs to know about one scanned file."""
+
+    path: str
+    size: int
+    width: int
+    height: int
+    md5: str
+    dhash: int | None
+    phash: int | None
+    embedding: np.ndarray | None
+    exif_time: float | None
+    mtime: float
+    format: str
+    # (dhash, phash) of the decoded image rotated by 90, 180 and 270 degrees (any subset, any order):
+    # lets the near tier find pixel-rotated copies. Empty when the scanner did not compute them.
+    rotated_hashes: tuple[tuple[int, int], ...] = ()
+    # The picture inside uniform borders, (left, top, right, bottom) in upright pixels; None: whole frame.
+    content: tuple[int, int, int, int] | None = None
+    # Pixels of the picture itself (content box less the filled corners of a rotated copy); None: unknown.
+    picture_pixels: int | None = None
+    # (dhash, phash) of sub-windows of the content, the full frame first (`client.content.WINDOWS`):
+    # a cropped copy's full-frame window meets one of its original's. Empty when not computed.
+    windows: tuple[tuple[int, int], ...] = ()
+    # Keeper signals (`client.fidelity`): camera EXIF present, estimated quality (0: a lossless file
+    # carrying JPEG block traces), a grey picture. None when not computed.
+    camera: bool | None = None
+    quality: int | None = None
+    grey: bool | None = None
+
+    @property
+    def content_pixels(self) -> int:
+        """Pixels of the picture itself, borders (and a rotated copy's filled corners) excluded."""
+        if self.picture_pixels is not None:
+            return self.picture_pixels
+        if self.content is None:
+            return self.width * self.height
+        left, top, right, bottom = self.content
+        return max(0, right - left) * max(0, bottom - top)
+
+
+@dataclass
+class Member:
+    """A file in a group: `tier` and `distance` (0 exact, Hamming bits, cosine distance) are to the keeper.
+
+    The keeper's own member has tier EXACT and distance 0; whether a member is the keeper is
+    `member.record is group.keep`.
+    """
+
+    record: FileRecord
+    distance: float
+    tier: Tier = Tier.EXACT
+
+
+@dataclass
+class Group:
+    """Files that are copies of `keep`; `members` include it. `protected` are reference-dir paths."""
+
+    kind: Tier
+    keep: FileRecord
+    members: list[Member]
+    protected: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def targets(self) -> list[Member]:
+        """Members an action may touch: not the keeper, not under a reference dir, not a series shot."""
+        return [
+            m for m in self.members
+            if m.record is not self.keep and m.record.path not in self.protected and m.tier is not Tier.SERIES
+        ]
+
+    @property
+    def reclaimable_bytes(self) -> int:
+        return sum(m.record.size for m in self.targets)

@@ -1,0 +1,218 @@
+"""Geometric verification: are two files the same picture, up to crop, scale, small rotation, turn,
+borders, overlay and tone? Local features (ORB) matched with Lowe's ratio test, a similarity transform fitted by
+RANSAC, then two checks a copy passes and a different shot of the same scene does not:
+
+- coverage: the inliers spread over most of the smaller picture (a crop is all inside its original);
+- agreement: warped onto each other, the two pictures agree cell by cell over the overlap after each
+  is rank-normalised (so tone, gamma and grey conversion do not count), except a few cells (an
+  overlay). Moving people, a shifted viewpoint or a different moment fail it.
+
+Features are recomputed from the files for the candidates only (decoded at `VERIFY_SIDE` px with JPEG
+DCT scaling) and cached per run, rather than stored in the index; docs/BENCHMARKS.md has the numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from photodedup.client.grouping import FileRecord
+
+log = logging.getLogger(__name__)
+
+VERIFY_SIDE = 512  # long side of the decode features are found on
+FEATURES = 600  # ORB keypoints per picture: matching cost grows with the square
+MIN_INLIERS = 12
+MIN_COVERAGE = 0.45  # share of the smaller picture's keypoint hull inside the inliers' hull
+MAX_BAD_CELLS = 0.12  # share of overlap cells allowed to disagree (overlays, logos)
+CELL_TOLERANCE = 0.16  # mean rank difference at which a cell disagrees
+
+
+@dataclass
+class Picture:
+    """What verification needs of one file: grey pixels, keypoints and their descriptors."""
+
+    gray: np.ndarray
+    points: np.ndarray  # (n, 2) float32, pixel coordinates in `gray`
+    descriptors: np.ndarray | None  # (n, 32) uint8
+    reach: float  # area of the keypoints' convex hull: the most that matches can cover
+
+
+@dataclass
+class Verdict:
+    """Why a pair was accepted or not (for tuning and for the benchmark)."""
+
+    same: bool
+    inliers: int = 0
+    coverage: float = 0.0
+    bad_cells: float = 1.0
+    reason: str = ""
+
+
+def load_picture(path: str, content: tuple[int, int, int, int] | None = None, side: int = VERIFY_SIDE) -> Picture:
+    """Decode upright grey pixels of the content box at about `side` px on the long side, with features.
+
+    `content` is (left, top, right, bottom) in upright full-size pixels, as hashing stored it.
+    """
+    import cv2
+    from PIL import Image
+
+    from photodedup.imaging import load_rgb, register_heif
+
+    register_heif()
+    with Image.open(path) as img:
+        full_w, full_h = _upright_size(img)
+        rgb = load_rgb(img, min_side=side // 2)
+        if content is not None and content != (0, 0, full_w, full_h):
+            sx, sy = rgb.width / full_w, rgb.height / full_h
+            rgb = rgb.crop((round(content[0] * sx), round(content[1] * sy),
+                            round(content[2] * sx), round(content[3] * sy)))
+        # Every picture at the same long side: a 160 px copy is enlarged, so its features meet the
+        # original's at a similar scale.
+        scale = side / max(rgb.size)
+        if abs(scale - 1.0) > 0.02:
+            rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
+                             Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.BOX)
+        gray = np.asarray(rgb.convert("L"))
+    orb = cv2.ORB_create(nfeatures=FEATURES, fastThreshold=10)
+    keypoints, descriptors = orb.detectAndCompute(gray, None)
+    points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
+    return Picture(gray, points, descriptors, _hull_area(points))
+
+
+def _upright_size(img: object) -> tuple[int, int]:
+    """Upright full-size (width, height) of an opened, not yet decoded image."""
+    w, h = img.size  # type: ignore[attr-defined]
+    try:
+        orientation = int(img.getexif().get(0x0112, 1) or 1)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - broken EXIF: assume upright, as hashing does
+        orientation = 1
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _matches(a: Picture, b: Picture) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoint pairs whose best match from a to b passes Lowe's ratio test (RANSAC removes the rest)."""
+    import cv2
+
+    if a.descriptors is None or b.descriptors is None or len(a.points) < 2 or len(b.points) < 2:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
+    ia, ib = [], []
+    for pair in cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(a.descriptors, b.descriptors, k=2):
+        if len(pair) == 2 and pair[0].distance < 0.8 * pair[1].distance:
+            ia.append(pair[0].queryIdx)
+            ib.append(pair[0].trainIdx)
+    return a.points[ia], b.points[ib]
+
+
+def _hull_area(points: np.ndarray) -> float:
+    import cv2
+
+    if len(points) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(points.astype(np.float32))))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Each value's rank among `values`, scaled to 0..1: invariant to any monotonic tone change."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float32)
+    ranks[order] = np.linspace(0.0, 1.0, len(values), dtype=np.float32)
+    return ranks
+
+
+def _bad_cells(a: Picture, b: Picture, transform: np.ndarray, grid: int = 12) -> float:
+    """Share of overlap cells where a warped onto b disagrees with b (rank-normalised grey)."""
+    import cv2
+
+    h, w = b.gray.shape
+    warped = cv2.warpAffine(a.gray, transform, (w, h), flags=cv2.INTER_AREA)
+    mask = cv2.warpAffine(np.full(a.gray.shape, 255, np.uint8), transform, (w, h), flags=cv2.INTER_NEAREST) > 0
+    mask = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    if mask.sum() < 0.1 * h * w:
+        return 1.0
+    blur_a = cv2.GaussianBlur(warped, (0, 0), 2.0)[mask]
+    blur_b = cv2.GaussianBlur(b.gray, (0, 0), 2.0)[mask]
+    diff = np.zeros((h, w), np.float32)
+    diff[mask] = np.abs(_ranks(blur_a.astype(np.float32)) - _ranks(blur_b.astype(np.float32)))
+    ys, xs = np.linspace(0, h, grid + 1).astype(int), np.linspace(0, w, grid + 1).astype(int)
+    bad = total = 0
+    for r in range(grid):
+        for c in range(grid):
+            cell = mask[ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
+            if cell.mean() < 0.5:  # mostly outside the overlap
+                continue
+            total += 1
+            bad += float(diff[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean()) > CELL_TOLERANCE
+    return bad / total if total else 1.0
+
+
+def compare(a: Picture, b: Picture) -> Verdict:
+    """Same picture up to a similarity transform, tone and small local edits (see module docstring)."""
+    import cv2
+
+    pa, pb = _matches(a, b)
+    if len(pa) < MIN_INLIERS:
+        return Verdict(False, len(pa), reason="too few matches")
+    transform, inliers = cv2.estimateAffinePartial2D(pa, pb, method=cv2.RANSAC, ransacReprojThreshold=4.0,
+                                                     maxIters=4000, confidence=0.995)
+    if transform is None:
+        return Verdict(False, reason="no transform")
+    keep = inliers.ravel().astype(bool)
+    count = int(keep.sum())
+    scale = float(np.hypot(transform[0, 0], transform[1, 0]))
+    if count < MIN_INLIERS or not 0.1 < scale < 10:
+        return Verdict(False, count, reason="too few inliers")
+    # Coverage is measured in the smaller picture: all of a crop lies inside its original.
+    area_a, area_b = a.gray.size, b.gray.size / (scale * scale)  # both in a's pixels
+    small, points = (a, pa) if area_a <= area_b else (b, pb)
+    coverage = _hull_area(points[keep]) / max(small.reach, 1.0)
+    if coverage < MIN_COVERAGE:
+        return Verdict(False, count, coverage, reason="inliers cover too little")
+    bad = _bad_cells(a, b, transform) if area_a <= area_b else _bad_cells(b, a, cv2.invertAffineTransform(transform))
+    return Verdict(bad <= MAX_BAD_CELLS, count, coverage, bad, "" if bad <= MAX_BAD_CELLS else "content differs")
+
+
+class GeometricVerifier:
+    """Verifies pairs of files, decoding each at most once per run (bounded cache, thread-safe)."""
+
+    def __init__(self, cache_size: int = 2048) -> None:
+        self._cache: OrderedDict[str, Picture | None] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.pairs = 0
+        self.decodes = 0
+
+    def picture(self, path: str, content: tuple[int, int, int, int] | None) -> Picture | None:
+        with self._lock:
+            if path in self._cache:
+                self._cache.move_to_end(path)
+                return self._cache[path]
+        try:
+            pic: Picture | None = load_picture(path, content)
+        except Exception as exc:  # noqa: BLE001 - a file gone or broken since the scan is just not verified
+            log.debug("cannot verify %s: %s", path, exc)
+            pic = None
+        with self._lock:
+            self.decodes += 1
+            self._cache[path] = pic
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return pic
+
+    def __call__(self, a: FileRecord, b: FileRecord) -> bool:
+        """The grouping verifier: are these two indexed files the same picture?"""
+        return self.verdict(a.path, a.content, b.path, b.content).same
+
+    def verdict(self, path_a: str, content_a: tuple[int, int, int, int] | None,
+                path_b: str, content_b: tuple[int, int, int, int] | None) -> Verdict:
+        self.pairs += 1
+        a, b = self.picture(path_a, content_a), self.picture(path_b, content_b)
+        if a is None or b is None:
+            return Verdict(False, reason="cannot decode")
+        return compare(a, b)

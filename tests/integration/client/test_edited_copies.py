@@ -1,0 +1,76 @@
+"""End to end: a small made library of edited copies, scanned offline with the defaults, grouped right.
+
+Each original gets the edits people make (crop, one-side crop, letterbox, small rotation, overlay, grey,
+lossless conversion); a different shot of one scene and unrelated pictures must stay out."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from photodedup.client.grouping import Tier
+from photodedup.client.index import Index
+from photodedup.client.scan import grouping_config, load_groups, run_scan
+from photodedup.settings import Settings
+
+from scenes import crop, letterbox, overlay, scene
+
+EDITS = {
+    "crop.jpg": lambda im: crop(im, (0.12, 0.08, 0.9, 0.86)),
+    "side.jpg": lambda im: crop(im, (0.0, 0.0, 0.75, 1.0)),
+    "boxed.jpg": lambda im: letterbox(im, 0.12, (255, 255, 255)),
+    "tilted.jpg": lambda im: im.rotate(3, resample=Image.Resampling.BICUBIC, expand=True),
+    "logo.jpg": overlay,
+    "grey.jpg": lambda im: im.convert("L").convert("RGB"),
+}
+
+
+def build(root: Path) -> dict[str, list[Path]]:
+    truth: dict[str, list[Path]] = {}
+    for k in range(2):
+        folder = root / f"set{k}"
+        folder.mkdir(parents=True)
+        img = scene(40 + k, (720, 540))
+        original = folder / "original.jpg"
+        exif = Image.Exif()
+        exif[0x010F] = "Canon"
+        img.save(original, quality=92, exif=exif.tobytes())
+        files = [original]
+        for name, edit in EDITS.items():
+            edit(img).save(folder / name, quality=88)
+            files.append(folder / name)
+        # A lossless conversion of the camera file: same pixels, no EXIF, JPEG block traces.
+        Image.open(io.BytesIO(original.read_bytes())).save(folder / "converted.png")
+        files.append(folder / "converted.png")
+        truth[str(original)] = files
+    (root / "others").mkdir()
+    for k in range(3):
+        scene(60 + k, (720, 540)).save(root / "others" / f"other{k}.jpg", quality=90)
+    # Two shots of one scene with the subjects moved: not copies.
+    scene(70, (720, 540), movers=5, mover_seed=1).save(root / "others" / "shot1.jpg", quality=90)
+    scene(70, (720, 540), movers=5, mover_seed=2).save(root / "others" / "shot2.jpg", quality=90)
+    return truth
+
+
+def test_edited_copies_group_with_their_original_which_is_kept(tmp_path: Path) -> None:
+    truth = build(tmp_path / "lib")
+    settings = Settings()
+    with Index(tmp_path / "index.sqlite3") as index:
+        summary = run_scan([str(tmp_path / "lib")], settings, index, mode="none", progress=False)
+        groups = load_groups(index, summary.roots, summary.model_id, grouping_config(settings))
+    found = {g.keep.path: {m.record.path for m in g.members} for g in groups}
+    assert {k: {str(p) for p in v} for k, v in truth.items()} == found
+    assert all(g.kind is Tier.NEAR for g in groups)
+
+
+def test_without_verification_crops_are_missed(tmp_path: Path) -> None:
+    """The loose candidates are only joined through the verifier: the hash tier alone misses crops."""
+    build(tmp_path / "lib")
+    settings = Settings(verify=False)
+    with Index(tmp_path / "index.sqlite3") as index:
+        summary = run_scan([str(tmp_path / "lib")], settings, index, mode="none", progress=False)
+        groups = load_groups(index, summary.roots, summary.model_id, grouping_config(settings))
+    grouped = {Path(m.record.path).name for g in groups for m in g.members}
+    assert "side.jpg" not in grouped

@@ -1,0 +1,57 @@
+"""Made pictures with texture and corners (local features need them), and edits of them."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+
+def scene(seed: int, size: tuple[int, int] = (640, 480), movers: int = 0, mover_seed: int = 0) -> Image.Image:
+    """Random shapes on a gradient, different per seed. `movers` large objects are placed by
+    `mover_seed`: two values of it are two shots of one scene with the subjects moved."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([80 + 60 * np.sin(xx / w * rng.uniform(1, 4) + c) * np.cos(yy / h * rng.uniform(1, 4))
+                     for c in range(3)], axis=2)
+    img = Image.fromarray(np.clip(base + 60, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(90):
+        x, y = rng.integers(0, w), rng.integers(0, h)
+        r = int(rng.integers(4, max(6, min(w, h) // 10)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            draw.rectangle((x - r, y - r // 2, x + r, y + r // 2), fill=colour)
+        else:
+            draw.polygon([(x, y - r), (x + r, y + r), (x - r, y + r // 3)], fill=colour)
+    movers_rng = np.random.default_rng(1000 + mover_seed)
+    for _ in range(movers):
+        x, y = movers_rng.integers(0, w), movers_rng.integers(0, h)
+        r = min(w, h) // 5
+        colour = tuple(int(c) for c in movers_rng.integers(0, 256, 3))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour, outline=(0, 0, 0), width=4)
+        draw.rectangle((x - r // 3, y - r // 3, x + r // 3, y + r // 3), fill=tuple(255 - c for c in colour))
+    noise = np.random.default_rng(seed + 7).integers(-3, 4, (h, w, 3))
+    img = img.filter(ImageFilter.GaussianBlur(0.6))
+    return Image.fromarray(np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
+
+
+def crop(img: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
+    w, h = img.size
+    return img.crop((int(box[0] * w), int(box[1] * h), int(box[2] * w), int(box[3] * h)))
+
+
+def letterbox(img: Image.Image, share: float = 0.12, colour: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    pad = int(img.height * share)
+    out = Image.new("RGB", (img.width, img.height + 2 * pad), colour)
+    out.paste(img, (0, pad))
+    return out
+
+
+def overlay(img: Image.Image) -> Image.Image:
+    out = img.copy()
+    draw = ImageDraw.Draw(out)
+    w, h = out.size
+    draw.rectangle((int(w * 0.02), int(h * 0.85), int(w * 0.32), int(h * 0.96)), fill=(255, 255, 255))
+    draw.text((int(w * 0.03), int(h * 0.87)), "(c) studio", fill=(90, 90, 90))
+    return out

@@ -1,0 +1,83 @@
+"""Border trimming and sub-window hashes (`client.content`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from photodedup.client.content import WINDOWS, content_box, window_hashes
+from photodedup.client.grouping import hamming_bits
+
+from helpers import photo
+from scenes import scene
+
+COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "teal": (20, 140, 150)}
+
+
+def bordered(img: Image.Image, colour: tuple[int, int, int], left: int, top: int, right: int, bottom: int) -> np.ndarray:
+    out = Image.new("RGB", (img.width + left + right, img.height + top + bottom), colour)
+    out.paste(img, (left, top))
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("colour", COLOURS.values(), ids=COLOURS.keys())
+@pytest.mark.parametrize(
+    "sides", [(20, 0, 0, 0), (0, 15, 0, 0), (0, 0, 25, 0), (0, 0, 0, 30), (0, 18, 0, 18), (22, 0, 22, 0), (12, 9, 14, 7)],
+    ids=["left", "top", "right", "bottom", "letterbox", "pillarbox", "all four"],
+)
+def test_uniform_borders_are_trimmed(colour: tuple[int, int, int], sides: tuple[int, int, int, int]) -> None:
+    img = scene(1, (300, 200))
+    rgb = bordered(img, colour, *sides)
+    left, top, right, bottom = sides
+    got = content_box(rgb)
+    want = (left, top, left + 300, top + 200)
+    assert all(abs(g - w) <= 1 for g, w in zip(got, want, strict=True)), (got, want)
+
+
+def test_bars_inside_bars_are_all_trimmed() -> None:
+    inner = bordered(scene(1, (300, 200)), (0, 0, 0), 30, 0, 30, 0)
+    rgb = bordered(Image.fromarray(inner), (255, 255, 255), 20, 20, 20, 20)
+    got = content_box(rgb)
+    assert all(abs(g - w) <= 1 for g, w in zip(got, (50, 20, 350, 220), strict=True)), got
+
+
+def test_no_border_keeps_the_frame() -> None:
+    rgb = np.asarray(scene(2, (300, 200)))
+    assert content_box(rgb) == (0, 0, 300, 200)
+
+
+def test_flat_picture_is_content_not_border() -> None:
+    sky = np.full((200, 300, 3), (90, 140, 220), dtype=np.uint8)
+    assert content_box(sky) == (0, 0, 300, 200)
+
+
+def test_full_frame_window_is_imagehash_recipe_on_cells() -> None:
+    """The full-frame window agrees with ImageHash's dHash/pHash to within resampling noise."""
+    import imagehash
+
+    gray = scene(3, (320, 240)).convert("L")
+    (d, p), *_ = window_hashes(np.asarray(gray), WINDOWS[:1])
+
+    def as_int(h: imagehash.ImageHash) -> int:
+        return int("".join("1" if b else "0" for b in h.hash.flatten()), 2)
+
+    assert hamming_bits((d, p), (as_int(imagehash.dhash(gray)), as_int(imagehash.phash(gray)))) <= 12
+
+
+@pytest.mark.parametrize("box", [(0.1, 0.1, 0.9, 0.9), (0.0, 0.0, 0.8, 0.8), (0.2, 0.0, 1.0, 1.0), (0.05, 0.15, 0.85, 0.95)])
+def test_a_crop_meets_a_window_of_its_original(box: tuple[float, float, float, float]) -> None:
+    original = photo(4, (480, 360))
+    w, h = original.size
+    crop = original.crop((int(box[0] * w), int(box[1] * h), int(box[2] * w), int(box[3] * h)))
+    windows = window_hashes(np.asarray(original.convert("L")), WINDOWS)
+    whole = window_hashes(np.asarray(crop.convert("L")), WINDOWS[:1])[0]
+    best = min(hamming_bits(whole, win) for win in windows)
+    assert best <= 20, best
+    assert hamming_bits(whole, windows[0]) > best  # the window, not the whole frame, is what matches
+
+
+def test_windows_of_different_pictures_stay_apart() -> None:
+    a = window_hashes(np.asarray(photo(5, (480, 360)).convert("L")), WINDOWS)
+    b = window_hashes(np.asarray(photo(6, (480, 360)).convert("L")), WINDOWS[:1])[0]
+    assert min(hamming_bits(b, win) for win in a) > 30

@@ -1,0 +1,79 @@
+"""Geometric verification on made pictures: copies accepted, other pictures and other shots rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from photodedup.client.verify import GeometricVerifier
+
+from scenes import crop, letterbox, overlay, scene
+
+
+def save(img: Image.Image, path: Path, **kw: object) -> str:
+    img.save(path, **kw)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory: pytest.TempPathFactory) -> tuple[Image.Image, str]:
+    img = scene(11, (800, 600))
+    return img, save(img, tmp_path_factory.mktemp("orig") / "original.jpg", quality=92)
+
+
+EDITS = {
+    "crop 80 % off-centre": lambda im: crop(im, (0.15, 0.05, 0.95, 0.85)),
+    "crop from one side": lambda im: crop(im, (0.0, 0.0, 0.72, 1.0)),
+    "rotated 4 degrees": lambda im: im.rotate(4, resample=Image.Resampling.BICUBIC, expand=True),
+    "rotated 2 degrees in frame": lambda im: im.rotate(-2.5, resample=Image.Resampling.BICUBIC),
+    "overlay": overlay,
+    "letterboxed": letterbox,
+    "half size": lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS),
+    "turned 90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
+    "grey": lambda im: im.convert("L").convert("RGB"),
+}
+
+
+@pytest.mark.parametrize("edit", EDITS.values(), ids=EDITS.keys())
+def test_edited_copies_are_the_same_picture(edit, original, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    img, path = original
+    copy = save(edit(img), tmp_path / "copy.jpg", quality=85)
+    verdict = GeometricVerifier().verdict(path, None, copy, None)
+    assert verdict.same, verdict
+
+
+def test_a_different_picture_is_rejected(original, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, path = original
+    other = save(scene(12, (800, 600)), tmp_path / "other.jpg", quality=92)
+    verdict = GeometricVerifier().verdict(path, None, other, None)
+    assert not verdict.same, verdict
+
+
+def test_a_different_shot_of_one_scene_is_rejected(tmp_path: Path) -> None:
+    """Same background, the subjects moved and the camera shifted a little: a burst, not a copy."""
+    first = scene(13, (800, 600), movers=5, mover_seed=1)
+    second = crop(scene(13, (840, 630), movers=5, mover_seed=2), (0.03, 0.02, 0.98, 0.97))
+    a = save(first, tmp_path / "a.jpg", quality=92)
+    b = save(second, tmp_path / "b.jpg", quality=92)
+    verdict = GeometricVerifier().verdict(a, None, b, None)
+    assert not verdict.same, verdict
+    # The same shot, re-encoded, passes: it is the moved subjects that fail the pair above.
+    c = save(first, tmp_path / "c.jpg", quality=70)
+    assert GeometricVerifier().verdict(a, None, c, None).same
+
+
+def test_content_box_is_honoured(original, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    img, path = original
+    boxed = letterbox(img, 0.15, (255, 255, 255))
+    copy = save(boxed, tmp_path / "boxed.png")
+    pad = int(img.height * 0.15)
+    verdict = GeometricVerifier().verdict(path, None, copy, (0, pad, img.width, pad + img.height))
+    assert verdict.same and verdict.coverage > 0.8, verdict
+
+
+def test_a_missing_file_is_not_verified(original, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, path = original
+    verdict = GeometricVerifier().verdict(path, None, str(tmp_path / "gone.jpg"), None)
+    assert not verdict.same and verdict.reason == "cannot decode"
