@@ -162,7 +162,7 @@ def section_batching(cache: Path, duration: float) -> str:
     )
 
 
-def section_vs_engine(cache: Path, duration: float, rounds: int = 3) -> str:
+def section_vs_engine(cache: Path, duration: float, rounds: int = 3, precision: str = "auto") -> str:
     """Engine-only and served runs alternate, so a burst of other work on a shared machine hits both."""
     from statistics import median
 
@@ -170,8 +170,8 @@ def section_vs_engine(cache: Path, duration: float, rounds: int = 3) -> str:
     from photodedup.loadgen import load as bl
     from photodedup.loadgen.payload import make_payload
 
-    model = ["--model", "ViT-B-32", "--weights", "random", "--cache-dir", str(cache)]
-    settings = Settings(model_name="ViT-B-32", weights="random", cache_dir=cache)
+    model = ["--model", "ViT-B-32", "--weights", "random", "--cache-dir", str(cache), "--precision", precision]
+    settings = Settings(model_name="ViT-B-32", weights="random", cache_dir=cache, precision=precision)
     engine = create_engine(settings, "cpu")
     eng_rates: list[float] = []
     srv_rates: list[float] = []
@@ -205,10 +205,11 @@ def section_vs_engine(cache: Path, duration: float, rounds: int = 3) -> str:
     ]
     return "\n".join(
         [
-            "## Served vs engine only, ViT-B-32 on CPU (`benchmarks/bench_served.py`)",
+            f"## Served vs engine only, ViT-B-32 on CPU{'' if precision == 'auto' else ', ' + precision} "
+            "(`benchmarks/bench_served.py`)",
             "",
             f"{machine_line()}. ViT-B-32 image tower, random weights, engine `auto` (ONNX Runtime on CPU, default "
-            f"threads), max batch 32, max queue delay 2 ms. {rounds} rounds of {duration:g} s engine-only then "
+            f"threads), precision `{precision}` (serving: {engine.precision}), max batch 32, max queue delay 2 ms. {rounds} rounds of {duration:g} s engine-only then "
             f"{duration:g} s served, alternating, after a served warm-up. The served figure includes JPEG decoding, "
             "batching, gRPC and the client on the same 2 cores; the server overlaps preprocessing of the next "
             f"batch with inference, which the engine-only loop does not. {SHARED_NOTE}",

@@ -109,7 +109,7 @@ def engine_only(
     try:
         size = eng.info.preprocessing.input_size
         arrays = [synthetic_photo(i, (size, size)) for i in range(64)]
-        got = f"{eng.precision}, {eng.describe().get('detail', '')}"
+        got = f"{eng.precision}, {eng.status().detail}"
         for b in batches:
             try:
                 eng.warmup([b, b])

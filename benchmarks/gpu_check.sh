@@ -91,12 +91,22 @@ if [[ "$PROVIDERS" == *CUDAExecutionProvider* ]]; then CONFIGS+=("onnx:cuda"); e
   echo "SKIP onnx cuda: this onnxruntime has no CUDAExecutionProvider (providers: ${PROVIDERS:-none})"; fi
 if [[ "$PROVIDERS" == *TensorrtExecutionProvider* ]]; then CONFIGS+=("onnx:tensorrt"); else
   echo "SKIP onnx tensorrt: this onnxruntime has no TensorrtExecutionProvider"; fi
+# Native TensorRT (FP16 only): its wheels are larger than what can be carried here, so it runs only where
+# TensorRT is already installed. The engine checks its plan against fp32 (cosine >= 0.999) before serving.
+if [ -z "${GPU_CHECK_DRY_RUN:-}" ]; then
+  if TRT_VERSION="$("$PY" -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null)"; then
+    echo "native TensorRT $TRT_VERSION found"; CONFIGS+=("tensorrt:native")
+  else
+    echo "SKIP native tensorrt: the tensorrt Python package is not installed here (its wheels exceed the carry limit)"
+  fi
+fi
 
 say "engine only (${ARGS[*]}, random weights)"
 for cfg in "${CONFIGS[@]}"; do
   engine=${cfg%%:*}; prov=${cfg##*:}
-  for prec in "${PREC[@]}"; do
-    limit=90; [ "$prov" = "tensorrt" ] && limit=180  # TensorRT builds its engine first
+  precs=("${PREC[@]}"); [ "$engine" = "tensorrt" ] && precs=(fp16)
+  for prec in "${precs[@]}"; do
+    limit=90; [ "$prov" = "tensorrt" ] || [ "$engine" = "tensorrt" ] && limit=240  # TensorRT builds its plan first
     run_step 40 $limit "engine $engine/$prov $prec" \
       "$PY" "$ROOT/benchmarks/gpu_check.py" engine --engine "$engine" --providers "$prov" --precision "$prec" --seconds 4 "${ARGS[@]}"
   done
@@ -105,7 +115,8 @@ done
 say "served through EmbedStream (224 px JPEG thumbnails, max batch = batch; ${ARGS[*]})"
 for cfg in "${CONFIGS[@]}"; do
   engine=${cfg%%:*}; prov=${cfg##*:}
-  for prec in "${PREC[@]}"; do
+  precs=("${PREC[@]}"); [ "$engine" = "tensorrt" ] && precs=(fp16)
+  for prec in "${precs[@]}"; do
     run_step 60 150 "served $engine/$prov $prec" \
       "$PY" "$ROOT/benchmarks/gpu_check.py" served --engine "$engine" --providers "$prov" --precision "$prec" --seconds 5 "${ARGS[@]}"
   done

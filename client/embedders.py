@@ -66,6 +66,7 @@ class LocalEmbedder:
         self.description = f"local {engine.name} on {engine.device}"  # type: ignore[attr-defined]
         self._batch: list[tuple[str, np.ndarray]] = []
         self._done: list[EmbedOutcome] = []
+        self._verified = False
 
     @classmethod
     def create(cls, settings: Settings) -> LocalEmbedder:
@@ -90,6 +91,8 @@ class LocalEmbedder:
         batch, self._batch = self._batch, []
         if not batch:
             return
+        if not self._verified:
+            self._verify_on([a for _, a in batch])
         try:
             vectors = self.engine.infer(self.engine.preprocess([a for _, a in batch]))  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - an engine failure costs this batch, not the scan
@@ -97,6 +100,19 @@ class LocalEmbedder:
             self._done.extend(EmbedOutcome(k, None, f"inference failed: {exc}", permanent=False) for k, _ in batch)
             return
         self._done.extend(EmbedOutcome(k, np.asarray(v, np.float32)) for (k, _), v in zip(batch, vectors, strict=True))
+
+    def _verify_on(self, images: list[np.ndarray]) -> None:
+        """A quantised engine checks itself on the first real thumbnails; if it fails it falls back to fp32
+        (and the fp32 model id) before any vector leaves. The scan reads `model_id` when it stores vectors."""
+        self._verified = True
+        verify = getattr(self.engine, "verify", None)
+        if verify is None:
+            return
+        try:
+            verify(images)
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run must not cost the scan
+            log.warning("precision self-check on real thumbnails could not run: %s", exc)
+        self.model_id = self.engine.info.model_id  # type: ignore[attr-defined]
 
     def poll(self) -> list[EmbedOutcome]:
         done, self._done = self._done, []

@@ -91,7 +91,9 @@ def _local_plan(settings: Settings) -> EmbedPlan:
     def opener() -> Embedder:
         with held_logs():
             embedder = LocalEmbedder.create(settings)
-        if embedder.model_id != model_id:  # the stored embeddings are keyed by the planned id
+        # The stored embeddings are keyed by the planned id; a quantised engine (`+int8`, chosen by its
+        # self-check when it loads) keys them by its own id, which the scan then adopts.
+        if embedder.model_id != model_id and not embedder.model_id.startswith(model_id + "+"):
             embedder.close()
             raise EngineUnavailableError(f"the engine loaded {embedder.model_id}, expected {model_id}")
         return embedder

@@ -232,6 +232,11 @@ class Index:
             )
             return int(cur.lastrowid or 0)
 
+    def set_scan_model_id(self, scan_id: int, model_id: str) -> None:
+        """The embedder switched models mid-scan (a quantised engine fell back to fp32 before any vector)."""
+        with self.transaction() as c:
+            c.execute("UPDATE scans SET model_id=? WHERE id=?", (model_id, scan_id))
+
     def finish_scan(self, scan_id: int) -> None:
         with self.transaction() as c:
             c.execute("UPDATE scans SET finished=? WHERE id=?", (time.time(), scan_id))

@@ -115,11 +115,19 @@ def run_scan(
         lacking = _lacking_embeddings(index, walker.roots, plan, found, jobs)
         if jobs or lacking:
             embedder = _open(plan, summary) if plan.available else None
+            if embedder is not None and embedder.model_id != plan.model_id:
+                # The engine serves a quantised model (its own id): what lacks is judged by that id.
+                plan.model_id = summary.model_id = embedder.model_id
+                index.set_scan_model_id(scan_id, summary.model_id)
+                lacking = _lacking_embeddings(index, walker.roots, plan, found, jobs)
             if embedder is not None:
                 jobs.extend(lacking)  # hashed again for their thumbnails only
                 summary.unchanged -= len(lacking)  # counted once, as hashed
         summary.hashed = 0
         _run_jobs(jobs, settings, index, embedder, summary, console, progress)
+        if embedder is not None and embedder.model_id != summary.model_id:
+            summary.model_id = embedder.model_id
+            index.set_scan_model_id(scan_id, summary.model_id)
         summary.removed = index.forget_unseen(walker.roots, scan_id, [p for p, _ in walker.stats.unreadable])
         index.finish_scan(scan_id)
         summary.errors = index.errors(walker.roots)
@@ -176,7 +184,9 @@ def _run_jobs(
         index.put_hashes(hash_buf, summary.scan_id)
         hash_buf.clear()
         keep = [(o.key, o.vector, o.error) for o in emb_buf if o.vector is not None or o.permanent]
-        index.put_embeddings(model_id, keep)
+        # The embedder's id can change once, before its first vector, when a quantised engine fails its
+        # self-check on the first real thumbnails and falls back to fp32.
+        index.put_embeddings(embedder.model_id if embedder is not None else model_id, keep)
         emb_buf.clear()
         last = time.monotonic()
 

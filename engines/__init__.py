@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 ENGINES: dict[str, str] = {
     "torch": "photodedup.engines.torch_engine:TorchEngine",
     "onnx": "photodedup.engines.onnx_engine:OnnxEngine",
+    # Not yet run on a GPU; not in AUTO_ORDER until a recorded GPU run puts it there.
+    "tensorrt": "photodedup.engines.tensorrt_engine:TensorRTEngine",
 }
 
 # Tried in this order by `--engine auto`. CPU: ONNX Runtime measured fastest (docs/BENCHMARKS.md).

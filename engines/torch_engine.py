@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from photodedup.engines.base import ModelInfo, host_memory, warmup_images
+from photodedup.engines.base import BaseEngine, EngineStatus
 from photodedup.errors import EngineUnavailableError
 from photodedup.imaging import l2_normalize, normalize_batch
 
@@ -18,16 +18,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class TorchEngine:
+class TorchEngine(BaseEngine):
     """open_clip visual tower under `torch.inference_mode`."""
 
     name: ClassVar[str] = "torch"
 
     def __init__(self, settings: Settings, device: str) -> None:
-        self.settings = settings
-        self.device = device
-        self.precision = "fp32"
-        self.info: ModelInfo
+        super().__init__(settings, device)
         self._model: Any = None
         self._torch: Any = None
         self._mean: Any = None
@@ -39,18 +36,14 @@ class TorchEngine:
         except ImportError as exc:
             raise EngineUnavailableError(f"torch is not installed: {exc}") from None
         self._torch = torch
-        kind = self.device.split(":")[0]
+        kind = self.dev.kind
         if kind == "cuda" and not torch.cuda.is_available():
             raise EngineUnavailableError(f"{self.device} requested but torch sees no CUDA device")
-        if kind == "cuda" and int(self.device.split(":")[1]) >= torch.cuda.device_count():
+        if kind == "cuda" and self.dev.index >= torch.cuda.device_count():
             raise EngineUnavailableError(f"{self.device} requested but only {torch.cuda.device_count()} CUDA devices")
         if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise EngineUnavailableError("mps requested but not available")
-        want = self.settings.model.precision
-        self.precision = ("fp16" if kind == "cuda" else "fp32") if want == "auto" else want
-        if self.precision == "fp16" and kind == "cpu":
-            log.warning("fp16 is not supported by the torch engine on CPU; using fp32")
-            self.precision = "fp32"
+        self.precision = self.resolve_precision()
         if self.settings.model.intra_op_threads and kind == "cpu":
             torch.set_num_threads(self.settings.model.intra_op_threads)
         from photodedup.engines.openclip_loader import load_visual
@@ -81,24 +74,19 @@ class TorchEngine:
             out = self._model(batch)
             return l2_normalize(out.float().cpu().numpy())
 
-    def warmup(self, batch_sizes: Sequence[int]) -> None:
-        for n in batch_sizes:
-            self.infer(self.preprocess(warmup_images(self.info, n)))
-
     def close(self) -> None:
         self._model = None
         if self._torch is not None and self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
 
-    def describe(self) -> dict[str, Any]:
+    def status(self) -> EngineStatus:
         torch = self._torch
-        total = used = 0
-        if self.device.startswith("cuda") and torch is not None:
-            idx = int(self.device.split(":")[1])
-            total = torch.cuda.get_device_properties(idx).total_memory
-            used = torch.cuda.memory_allocated(idx)
-        else:
-            total = host_memory()
         detail = f"torch {torch.__version__}" if torch is not None else ""
-        return {"detail": detail, "memory_total_bytes": total, "memory_used_bytes": used}
+        if self.dev.kind == "cuda" and torch is not None:
+            return EngineStatus(
+                detail=detail,
+                memory_total_bytes=torch.cuda.get_device_properties(self.dev.index).total_memory,
+                memory_used_bytes=torch.cuda.memory_allocated(self.dev.index),
+            )
+        return EngineStatus(detail=detail, memory_total_bytes=super().status().memory_total_bytes)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from photodedup.engines.onnx_engine import ensure_onnx
+from photodedup.engines.onnx_export import ensure_onnx
 from photodedup.settings import Settings
 
 

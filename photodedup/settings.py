@@ -96,7 +96,10 @@ class ModelSettings(_Section):
         validation_alias=_alias("PHOTODEDUP_DEVICES", "DEVICE"),
         description="Comma-separated devices: cpu, mps, cuda, cuda:N.",
     )
-    precision: Literal["auto", "fp32", "fp16"] = Field("auto", description="auto: fp16 on CUDA, fp32 elsewhere.")
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        "auto",
+        description="auto: fp16 on CUDA; on CPU INT8 when it passes its self-check and pays off (VNNI or >= 1.5x), else fp32.",
+    )
     onnx_providers: CommaList = Field(
         default_factory=lambda: ["tensorrt", "cuda", "cpu"],
         description="ONNX Runtime execution providers to try, in order of preference.",

@@ -117,7 +117,8 @@ class EmbedServer:
         self._servicer.runtime = Runtime(engines, self._batcher, engines[0].info)
         self.metrics.ready.set(1)
         for e in engines:
-            log.info("engine %s on %s (%s): %s", e.name, e.device, e.precision, e.describe().get("detail", ""))
+            log.info("engine %s on %s (%s): %s", e.name, e.device, e.precision, e.status().detail)
+            self.metrics.engine_info.labels(e.device, e.name, e.precision).set(1)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     async def _set_health(self, status: int) -> None:

@@ -73,6 +73,10 @@ class Metrics:
             "photodedup_auth_failures", "EmbedService calls refused for a missing or wrong bearer token", registry=r
         )
         self.ready = Gauge("photodedup_ready", "1 when the engines are loaded and warm", registry=r)
+        self.engine_info = Gauge(
+            "photodedup_engine_info", "1 per loaded engine: which runtime and precision serve each device",
+            ["device", "engine", "precision"], registry=r,
+        )
         # process_cpu_seconds_total etc.: lets a load generator tell CPU cost per image from waiting.
         ProcessCollector(registry=r)
 

@@ -133,15 +133,15 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         s = self._settings
         engines = []
         for engine in runtime.engines:
-            d = engine.describe()
+            status = engine.status()
             engines.append(
                 embed_pb2.EngineInfo(
                     name=engine.name,
                     device=engine.device,
                     precision=engine.precision,
-                    detail=d.get("detail", ""),
-                    memory_total_bytes=int(d.get("memory_total_bytes", 0)),
-                    memory_used_bytes=int(d.get("memory_used_bytes", 0)),
+                    detail=status.detail,
+                    memory_total_bytes=status.memory_total_bytes,
+                    memory_used_bytes=status.memory_used_bytes,
                 )
             )
         return embed_pb2.GetInfoResponse(

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from photodedup.client.grouping import FileRecord
-from photodedup.engines.base import ModelInfo
+from photodedup.engines.base import EngineStatus, ModelInfo
 
 
 class FakeEngine:
@@ -31,8 +31,8 @@ class FakeEngine:
     def load(self) -> None: ...
     def warmup(self, batch_sizes: Sequence[int]) -> None: ...
     def close(self) -> None: ...
-    def describe(self) -> dict[str, Any]:
-        return {}
+    def status(self) -> EngineStatus:
+        return EngineStatus()
 
     def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack(images)

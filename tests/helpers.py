@@ -24,6 +24,8 @@ def tiny_settings(cache_dir: Path, **overrides: Any) -> Settings:
         "metrics_port": 0,
         "max_queue_delay_ms": 5.0,
         "grace_period_s": 5.0,
+        # `auto` on CPU may pick INT8 by a speed measurement on this machine; tests that want it say so.
+        "precision": "fp32",
     }
     base.update(overrides)
     return Settings(**base)

@@ -135,7 +135,7 @@ def test_offline_pretrained_tag_fails_fast_with_one_clear_message(model_cache: P
 
 
 def test_export_cache_key_follows_our_bundled_config(model_cache: Path) -> None:
-    from photodedup.engines.onnx_engine import export_path
+    from photodedup.engines.onnx_export import export_path
     from photodedup.engines.openclip_loader import bundled_config_hash
 
     tiny = export_path(tiny_settings(model_cache))
