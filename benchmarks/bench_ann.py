@@ -77,19 +77,39 @@ def run_one(n: int, dim: int, n_dups: int, threshold: float, probes: int, sample
 
     rng = np.random.default_rng(1)
     # Half the sample from planted rows, so the check sees many true pairs, half uniformly at random.
-    queries = np.unique(np.concatenate([
-        rng.choice(planted[:, 1], size=min(n_dups, sample // 2), replace=False),
-        rng.choice(n, size=sample - sample // 2, replace=False),
-    ]))
+    queries = np.unique(
+        np.concatenate(
+            [
+                rng.choice(planted[:, 1], size=min(n_dups, sample // 2), replace=False),
+                rng.choice(n, size=sample - sample // 2, replace=False),
+            ]
+        )
+    )
     t0 = time.perf_counter()
     exact = exact_sample_pairs(x, queries, threshold)
     t_exact = time.perf_counter() - t0
     recall_sample = len(exact & found) / len(exact) if exact else 1.0
-    log.info("exact on %d queries: %d pairs (%d unplanted) in %.1f s; ANN recall %.4f",
-             len(queries), len(exact), len(exact - planted_set), t_exact, recall_sample)
-    return {"threshold": threshold, "probes": probes, "t_gen": t_gen, "t_ann": t_ann, "rss_gb": rss_gb,
-            "recall_planted": recall_planted, "recall_sample": recall_sample, "queries": len(queries),
-            "exact_pairs": len(exact), "unplanted": len(exact - planted_set), "t_exact": t_exact}
+    log.info(
+        "exact on %d queries: %d pairs (%d unplanted) in %.1f s; ANN recall %.4f",
+        len(queries),
+        len(exact),
+        len(exact - planted_set),
+        t_exact,
+        recall_sample,
+    )
+    return {
+        "threshold": threshold,
+        "probes": probes,
+        "t_gen": t_gen,
+        "t_ann": t_ann,
+        "rss_gb": rss_gb,
+        "recall_planted": recall_planted,
+        "recall_sample": recall_sample,
+        "queries": len(queries),
+        "exact_pairs": len(exact),
+        "unplanted": len(exact - planted_set),
+        "t_exact": t_exact,
+    }
 
 
 def main() -> None:
@@ -97,8 +117,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--dup-fraction", type=float, default=0.01, help="share of rows that are planted copies")
-    ap.add_argument("--threshold", type=float, nargs="+", default=[GroupingConfig().similar_threshold, 0.1],
-                    help="max cosine distance(s); one row each (default: the similar tier's default, and 0.1)")
+    ap.add_argument(
+        "--threshold",
+        type=float,
+        nargs="+",
+        default=[GroupingConfig().similar_threshold, 0.1],
+        help="max cosine distance(s); one row each (default: the similar tier's default, and 0.1)",
+    )
     ap.add_argument("--probes", type=int, default=None, help="cells per vector (default: by threshold)")
     ap.add_argument("--sample", type=int, default=1000, help="queries checked against exact search")
     ap.add_argument("--no-write", action="store_true")
@@ -120,7 +145,7 @@ uniform in [0, threshold]. Index (`cosine_pairs_ann`): random orthogonal project
 spherical k-means over the first 32 into cells of about sqrt(N) vectors, each vector listed in its
 `probes` nearest cells, all pairs inside a cell compared in the projection, survivors re-checked on the
 full vectors (precision is 1 by construction). Recall is over all planted pairs, and over every exact
-neighbour (brute force) of {rows[0]['queries']:.0f} sampled rows, which finds no unplanted pairs. Peak RSS
+neighbour (brute force) of {rows[0]["queries"]:.0f} sampled rows, which finds no unplanted pairs. Peak RSS
 is the process's, the {args.n * args.dim * 4 / 1e9:.1f} GB of vectors included. One run; goal ≤ 60 s,
 ≤ 4 GB, recall ≥ 0.99 on 2 cores.
 

@@ -47,7 +47,9 @@ def main() -> None:
     lines = [head + (" | onnx/torch |" if {"torch", "onnx"} <= set(names) else " |")]
     lines.append("|" + "---|" * (1 + 2 * len(names) + (1 if {"torch", "onnx"} <= set(names) else 0)))
     for b in batches:
-        cells = [f"{num(rows[e][b]['images_per_s'], 1)} | {num(rows[e][b]['request_latency_ms']['p50'], 1)}" for e in names]
+        cells = [
+            f"{num(rows[e][b]['images_per_s'], 1)} | {num(rows[e][b]['request_latency_ms']['p50'], 1)}" for e in names
+        ]
         ratio = ""
         if {"torch", "onnx"} <= set(names):
             ratio = f" | {rows['onnx'][b]['images_per_s'] / rows['torch'][b]['images_per_s']:.2f}"

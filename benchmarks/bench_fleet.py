@@ -50,28 +50,39 @@ def section_tls(cache: Path, duration: float) -> str:
     tls_client = Settings(ca_cert=pki.cert)
     rates: dict[str, list[float]] = {"plaintext": [], "TLS": []}
     common = [*TINY, "--cache-dir", str(cache)]
-    with ServerProcess(common) as plain, ServerProcess([*common, "--tls-cert", str(leaf.cert), "--tls-key", str(leaf.key)]) as tls:
+    with (
+        ServerProcess(common) as plain,
+        ServerProcess([*common, "--tls-cert", str(leaf.cert), "--tls-key", str(leaf.key)]) as tls,
+    ):
         for _ in range(3):
             for name, srv, transport in (("plaintext", plain, Settings()), ("TLS", tls, tls_client)):
-                steps = served(srv.address, srv.metrics_address, concurrency=[16], items_per_message=8,
-                               duration=duration, transport=transport)
+                steps = served(
+                    srv.address,
+                    srv.metrics_address,
+                    concurrency=[16],
+                    items_per_message=8,
+                    duration=duration,
+                    transport=transport,
+                )
                 rates[name].append(steps[0]["images_per_s"])
                 say(f"{name}: {steps[0]['images_per_s']:.0f} img/s")
     p, t = statistics.median(rates["plaintext"]), statistics.median(rates["TLS"])
-    return "\n".join([
-        "## TLS overhead",
-        "",
-        f"{machine_line()}. `python benchmarks/bench_fleet.py --only fleet_tls`: tiny model, EmbedStream, 16 messages "
-        f"of 8 thumbnails in flight, {duration:g} s per run, 3 alternating runs per mode against two servers "
-        "started together (ECDSA P-256 certificate); medians. Target: TLS costs ≤ 10 %.",
-        "",
-        "| transport | img/s (median) | runs |",
-        "|---|---|---|",
-        f"| plaintext | {num(p)} | {', '.join(num(r) for r in rates['plaintext'])} |",
-        f"| TLS | {num(t)} | {', '.join(num(r) for r in rates['TLS'])} |",
-        "",
-        f"TLS / plaintext = {t / p:.2f} ({(1 - t / p) * 100:+.1f} % cost).",
-    ])
+    return "\n".join(
+        [
+            "## TLS overhead",
+            "",
+            f"{machine_line()}. `python benchmarks/bench_fleet.py --only fleet_tls`: tiny model, EmbedStream, 16 messages "
+            f"of 8 thumbnails in flight, {duration:g} s per run, 3 alternating runs per mode against two servers "
+            "started together (ECDSA P-256 certificate); medians. Target: TLS costs ≤ 10 %.",
+            "",
+            "| transport | img/s (median) | runs |",
+            "|---|---|---|",
+            f"| plaintext | {num(p)} | {', '.join(num(r) for r in rates['plaintext'])} |",
+            f"| TLS | {num(t)} | {', '.join(num(r) for r in rates['TLS'])} |",
+            "",
+            f"TLS / plaintext = {t / p:.2f} ({(1 - t / p) * 100:+.1f} % cost).",
+        ]
+    )
 
 
 def free_port() -> int:
@@ -85,7 +96,15 @@ def section_scaleup(cache: Path, duration: float) -> str:
     ports = [free_port() for _ in range(4)]
     target = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in ports)
     age, grace = 10.0, 5.0
-    flags = [*TINY, "--cache-dir", str(cache), "--max-connection-age", str(age), "--max-connection-age-grace", str(grace)]
+    flags = [
+        *TINY,
+        "--cache-dir",
+        str(cache),
+        "--max-connection-age",
+        str(age),
+        "--max-connection-age-grace",
+        str(grace),
+    ]
 
     def start(port: int) -> ServerProcess:
         return ServerProcess([*flags, "--port", str(port)])  # after ServerProcess's own --port 0: this one wins
@@ -96,8 +115,11 @@ def section_scaleup(cache: Path, duration: float) -> str:
     report: dict[str, Any] = {}
     total = duration * 6
     bench = threading.Thread(
-        target=lambda: report.update(run_bench([target], [], None, options(mode="unary", concurrency=[8], batches=[4],
-                                                                          duration=total, warmup=0.0))),
+        target=lambda: report.update(
+            run_bench(
+                [target], [], None, options(mode="unary", concurrency=[8], batches=[4], duration=total, warmup=0.0)
+            )
+        ),
         daemon=True,
     )
     later: list[ServerProcess] = []
@@ -122,25 +144,27 @@ def section_scaleup(cache: Path, duration: float) -> str:
             s.stop()
     step = report["steps"][0]
     waits = ", ".join("never" if w is None else f"{w:.1f} s" for w in first_work)
-    return "\n".join([
-        "## Scale-up: 2 → 4 servers under load",
-        "",
-        f"{machine_line()}. `python benchmarks/bench_fleet.py --only fleet_scaleup`: `photodedup bench --mode unary "
-        f"--concurrency 8 --batch 4` for {total:g} s against one target `ipv4:` naming four addresses; two servers "
-        f"run from the start, two start a third of the way in. Servers run with --max-connection-age {age:g} "
-        f"--max-connection-age-grace {grace:g}. Target: every server receives work within age + grace = "
-        f"{age + grace:g} s.",
-        "",
-        "| | value |",
-        "|---|---|",
-        f"| first image answered by each added server, after it was ready | {waits} |",
-        f"| images answered per server (first two, then the added two) | {', '.join(num(x) for x in shares)} |",
-        f"| load over the whole run | {num(step['images_per_s'])} img/s, errors {step['errors'] or 'none'} |",
-        "",
-        "An `ipv4:` list names every address up front, so the client's round robin connects to a new server as "
-        "soon as its reconnect backoff (at most 5 s) finds it up; a `dns:///` name learns new addresses when it "
-        "re-resolves, which `--max-connection-age` forces on every connection.",
-    ])
+    return "\n".join(
+        [
+            "## Scale-up: 2 → 4 servers under load",
+            "",
+            f"{machine_line()}. `python benchmarks/bench_fleet.py --only fleet_scaleup`: `photodedup bench --mode unary "
+            f"--concurrency 8 --batch 4` for {total:g} s against one target `ipv4:` naming four addresses; two servers "
+            f"run from the start, two start a third of the way in. Servers run with --max-connection-age {age:g} "
+            f"--max-connection-age-grace {grace:g}. Target: every server receives work within age + grace = "
+            f"{age + grace:g} s.",
+            "",
+            "| | value |",
+            "|---|---|",
+            f"| first image answered by each added server, after it was ready | {waits} |",
+            f"| images answered per server (first two, then the added two) | {', '.join(num(x) for x in shares)} |",
+            f"| load over the whole run | {num(step['images_per_s'])} img/s, errors {step['errors'] or 'none'} |",
+            "",
+            "An `ipv4:` list names every address up front, so the client's round robin connects to a new server as "
+            "soon as its reconnect backoff (at most 5 s) finds it up; a `dns:///` name learns new addresses when it "
+            "re-resolves, which `--max-connection-age` forces on every connection.",
+        ]
+    )
 
 
 def main() -> None:

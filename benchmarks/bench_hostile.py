@@ -61,7 +61,9 @@ def small_jpegs(n: int, size: tuple[int, int] = (320, 240)) -> list[bytes]:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     out = []
     for i in range(n):
-        base = np.stack([127 + 100 * np.sin(xx / w * (1 + i % 5) + c) * np.cos(yy / h * (1 + i % 3)) for c in range(3)], -1)
+        base = np.stack(
+            [127 + 100 * np.sin(xx / w * (1 + i % 5) + c) * np.cos(yy / h * (1 + i % 3)) for c in range(3)], -1
+        )
         arr = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, "JPEG", quality=90)
@@ -137,7 +139,10 @@ async def stream(address: str, images: list[bytes], messages: int, counts: Count
     async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
         for m in range(messages):
             yield embed_pb2.EmbedStreamRequest(
-                items=[embed_pb2.StreamItem(id=f"{tag}.{m}.{i}", image=embed_pb2.Image(encoded=b)) for i, b in enumerate(images)]
+                items=[
+                    embed_pb2.StreamItem(id=f"{tag}.{m}.{i}", image=embed_pb2.Image(encoded=b))
+                    for i, b in enumerate(images)
+                ]
             )
 
     async with channel(address) as ch:
@@ -215,7 +220,9 @@ async def load_idle(address: str) -> str:
 async def load_bombs(address: str, bomb: bytes) -> str:
     counts: Counter[str] = Counter()
     await asyncio.gather(*(embed(address, [bomb], counts) for _ in range(30)))
-    return f"30 × {len(bomb) // 1024} KB RGBA PNG, 8,900 × 8,900 px: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    return f"30 × {len(bomb) // 1024} KB RGBA PNG, 8,900 × 8,900 px: " + ", ".join(
+        f"{k} {v}" for k, v in sorted(counts.items())
+    )
 
 
 async def load_empty(address: str) -> dict[str, Any]:
@@ -236,8 +243,11 @@ async def load_empty(address: str) -> dict[str, Any]:
     checker = asyncio.create_task(health())
     await asyncio.sleep(0.3)
     async with channel(address) as ch:
-        call = ch.stream_stream(wire.STREAM_METHOD, request_serializer=lambda b: b,
-                                response_deserializer=embed_pb2.EmbedStreamResponse.FromString)
+        call = ch.stream_stream(
+            wire.STREAM_METHOD,
+            request_serializer=lambda b: b,
+            response_deserializer=embed_pb2.EmbedStreamResponse.FromString,
+        )
 
         async def one() -> AsyncIterator[bytes]:
             yield body
@@ -254,8 +264,13 @@ async def load_empty(address: str) -> dict[str, Any]:
     await asyncio.sleep(0.3)
     done.set()
     await checker
-    return {"answer_s": took, "status": status, "item_answers": answers, "message_mb": len(body) / 1e6,
-            "health_max_ms": max(health_lat) * 1000 if health_lat else float("nan")}
+    return {
+        "answer_s": took,
+        "status": status,
+        "item_answers": answers,
+        "message_mb": len(body) / 1e6,
+        "health_max_ms": max(health_lat) * 1000 if health_lat else float("nan"),
+    }
 
 
 async def load_sigterm(srv: ServerProcess, jpegs: list[bytes]) -> dict[str, Any]:
@@ -266,7 +281,10 @@ async def load_sigterm(srv: ServerProcess, jpegs: list[bytes]) -> dict[str, Any]
         async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
             for m in range(40):
                 yield embed_pb2.EmbedStreamRequest(
-                    items=[embed_pb2.StreamItem(id=f"{tag}.{m}.{i}", image=embed_pb2.Image(encoded=b)) for i, b in enumerate(jpegs[:64])]
+                    items=[
+                        embed_pb2.StreamItem(id=f"{tag}.{m}.{i}", image=embed_pb2.Image(encoded=b))
+                        for i, b in enumerate(jpegs[:64])
+                    ]
                 )
                 await asyncio.sleep(0.05)
 
@@ -289,8 +307,12 @@ async def load_sigterm(srv: ServerProcess, jpegs: list[bytes]) -> dict[str, Any]
     while proc.poll() is None:
         await asyncio.sleep(0.01)
     t_exit = time.perf_counter()
-    return {"exit_after_term_s": t_exit - t_term, "exit_after_last_answer_s": t_exit - last_answer[0],
-            "answers": dict(counts), "rc": proc.returncode}
+    return {
+        "exit_after_term_s": t_exit - t_term,
+        "exit_after_last_answer_s": t_exit - last_answer[0],
+        "answers": dict(counts),
+        "rc": proc.returncode,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -308,7 +330,11 @@ async def run(only: set[str], cache: Path) -> list[str]:
     with ServerProcess(flags) as srv:
         log.info("server up, RSS %.0f MB", rss_mb(srv.pid, "VmRSS"))
         cases: list[tuple[str, str, Any]] = [
-            ("flood", f"24 concurrent Embed × 1,024 JPEGs ({sum(map(len, jpegs)) * 24 / 1e6:.0f} MB sent)", lambda: load_flood(srv.address, jpegs)),
+            (
+                "flood",
+                f"24 concurrent Embed × 1,024 JPEGs ({sum(map(len, jpegs)) * 24 / 1e6:.0f} MB sent)",
+                lambda: load_flood(srv.address, jpegs),
+            ),
             ("mixed", "30 unary + 10 streams × 1,024 JPEGs", lambda: load_mixed(srv.address, jpegs)),
             ("idle", "200 idle streams", lambda: load_idle(srv.address)),
             ("bombs", "30 PNG bombs at the pixel limit", lambda: load_bombs(srv.address, png_bomb(8900))),
@@ -358,7 +384,8 @@ def main() -> None:
         "## Bounded under hostile load\n\n"
         f"{machine_line()}. `python benchmarks/bench_hostile.py`: tiny model, default limits, server and clients "
         "on the same 2 cores. Targets: peak RSS ≤ 1.5 GB and polite p99 ≤ 1 s under each load; the 1M-item "
-        "message answered once within 1 s with ≤ 100 MB growth; exit within in-flight work + 1 s.\n\n" + "\n".join(lines)
+        "message answered once within 1 s with ≤ 100 MB growth; exit within in-flight work + 1 s.\n\n"
+        + "\n".join(lines)
     )
     print(text)
     if not args.no_write:

@@ -75,7 +75,12 @@ def section_engine(cache: Path, rounds: int) -> str:
 
     settings = Settings(model_name="ViT-B-32", weights="random", cache_dir=cache, intra_op_threads=2)
     fp32_path, info = ensure_onnx(settings)
-    recipes = [Recipe(False, False, True), Recipe(True, False, True), Recipe(False, True, True), Recipe(False, False, False)]
+    recipes = [
+        Recipe(False, False, True),
+        Recipe(True, False, True),
+        Recipe(False, True, True),
+        Recipe(False, False, False),
+    ]
     sessions: dict[str, Any] = {"ONNX Runtime fp32": cpu_session(fp32_path, 2)}
     for r in recipes:
         try:
@@ -111,8 +116,10 @@ def section_engine(cache: Path, rounds: int) -> str:
             say(f"int8_engine: round {r + 1}/{rounds} {name}")
             rates[name].append(rate(fn, len(batch), repeats=1))
     base = median(rates["ONNX Runtime fp32"])
-    lines = ["| runtime | img/s (median of rounds) | rounds | × ONNX fp32 | min cosine vs fp32 | neighbours changed |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| runtime | img/s (median of rounds) | rounds | × ONNX fp32 | min cosine vs fp32 | neighbours changed |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in rates:
         m = median(rates[name])
         p = parity[name]
@@ -184,8 +191,23 @@ def make_photos(folder: Path, n: int) -> None:
 
 
 def scan_seconds(photos: Path, cache: Path, db: Path, extra: list[str]) -> tuple[float, dict[str, Any]]:
-    cmd = [*photodedup_exe(), "scan", str(photos), "--local", "--model", "ViT-B-32", "--weights", "random",
-           "--cache-dir", str(cache), "--db", str(db), "--format", "json", *extra]
+    cmd = [
+        *photodedup_exe(),
+        "scan",
+        str(photos),
+        "--local",
+        "--model",
+        "ViT-B-32",
+        "--weights",
+        "random",
+        "--cache-dir",
+        str(cache),
+        "--db",
+        str(db),
+        "--format",
+        "json",
+        *extra,
+    ]
     t = time.monotonic()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return time.monotonic() - t, json.loads(out.stdout)
@@ -199,7 +221,9 @@ def section_scan(cache: Path, n: int) -> str:
     say(f"int8_scan: making {n} photos")
     make_photos(photos, n)
     for p in ("fp32", "int8"):  # export, quantise and self-check once, outside the timed scans
-        create_engine(Settings(model_name="ViT-B-32", weights="random", cache_dir=cache, engine="onnx", precision=p), "cpu").close()
+        create_engine(
+            Settings(model_name="ViT-B-32", weights="random", cache_dir=cache, engine="onnx", precision=p), "cpu"
+        ).close()
     rows = []
     say("int8_scan: hash-only scan")
     hash_s, _ = scan_seconds(photos, cache, work / "hash.sqlite3", ["--no-similar"])
@@ -207,13 +231,17 @@ def section_scan(cache: Path, n: int) -> str:
         say(f"int8_scan: first scan, {p}")
         total, report = scan_seconds(photos, cache, work / f"{p}.sqlite3", ["--engine", "onnx", "--precision", p])
         rows.append((p, total, report))
-    lines = ["| precision | model id | first scan s | hashing s (`--no-similar` scan) | embedding s (difference) | embedded img/s |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| precision | model id | first scan s | hashing s (`--no-similar` scan) | embedding s (difference) | embedded img/s |",
+        "|---|---|---|---|---|---|",
+    ]
     for p, total, report in rows:
         emb = total - hash_s
         embedded = report.get("embedded") or report.get("summary", {}).get("embedded") or n
-        lines.append(f"| {p} | `{report.get('model_id', '')}` | {total:.1f} | {hash_s:.1f} | {emb:.1f} | "
-                     f"{num(embedded / emb if emb > 0 else float('nan'), 1)} |")
+        lines.append(
+            f"| {p} | `{report.get('model_id', '')}` | {total:.1f} | {hash_s:.1f} | {emb:.1f} | "
+            f"{num(embedded / emb if emb > 0 else float('nan'), 1)} |"
+        )
     speed = (rows[0][1] - hash_s) / max(rows[1][1] - hash_s, 1e-9)
     return "\n".join(
         [

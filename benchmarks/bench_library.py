@@ -81,12 +81,26 @@ def build_library(root: Path, originals: int) -> int:
 
 
 def scan_cmd(lib: Path, db: Path, *flags: str) -> list[str]:
-    return [*photodedup_exe(), "--log-level", "WARNING", "scan", str(lib), "--db", str(db), "--no-progress",
-            "--format", "json", "-o", str(db.with_suffix(".json")), *flags]
+    return [
+        *photodedup_exe(),
+        "--log-level",
+        "WARNING",
+        "scan",
+        str(lib),
+        "--db",
+        str(db),
+        "--no-progress",
+        "--format",
+        "json",
+        "-o",
+        str(db.with_suffix(".json")),
+        *flags,
+    ]
 
 
-def runs(repeat: int, make: Callable[[int], list[str]], env: Callable[[int], dict[str, str]] | None = None
-         ) -> list[Measured]:
+def runs(
+    repeat: int, make: Callable[[int], list[str]], env: Callable[[int], dict[str, str]] | None = None
+) -> list[Measured]:
     return [run_measured(make(r), env(r) if env else None) for r in range(repeat)]
 
 
@@ -95,8 +109,7 @@ def row(tool: str, what: str, files: int, ms: list[Measured]) -> str:
     rss = max(m.peak_tree_mb for m in ms)
     rate = files / secs
     shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
-    return (f"| {tool} | {what} | {secs:.2f} | {shown} | {rss:,.0f} | "
-            f"{', '.join(f'{m.seconds:.2f}' for m in ms)} |")
+    return f"| {tool} | {what} | {secs:.2f} | {shown} | {rss:,.0f} | {', '.join(f'{m.seconds:.2f}' for m in ms)} |"
 
 
 HEAD = ["| tool | what | wall s (median) | files/s | peak RSS MB (tree) | runs (s) |", "|---|---|---|---|---|---|"]
@@ -112,45 +125,72 @@ def library_section(originals: int, repeat: int, tmp: Path) -> str:
     rows = []
     default_first = runs(repeat, lambda r: scan_cmd(lib, tmp / f"default{r}.sqlite3"), lambda r: offline)
     hash_only = runs(repeat, lambda r: scan_cmd(lib, tmp / f"hash{r}.sqlite3", "--no-similar"))
-    czkawka = runs(repeat, lambda r: [sys.executable, "-c", CZKAWKA, str(lib)],
-                   lambda r: {"XDG_CACHE_HOME": str(tmp / f"czcache{r}")})
-    rows += [row("photodedup scan", "first scan, default flags (offline: no weights)", files, default_first),
-             row("photodedup scan --no-similar", "first scan, hash tiers only", files, hash_only),
-             row("czkawka (Python bindings)", "image similarity, default settings, fresh cache", files, czkawka)]
+    czkawka = runs(
+        repeat,
+        lambda r: [sys.executable, "-c", CZKAWKA, str(lib)],
+        lambda r: {"XDG_CACHE_HOME": str(tmp / f"czcache{r}")},
+    )
+    rows += [
+        row("photodedup scan", "first scan, default flags (offline: no weights)", files, default_first),
+        row("photodedup scan --no-similar", "first scan, hash tiers only", files, hash_only),
+        row("czkawka (Python bindings)", "image similarity, default settings, fresh cache", files, czkawka),
+    ]
     try:
         import imagededup  # noqa: F401
 
-        rows.append(row("imagededup PHash", "encode_images + find_duplicates", files,
-                        runs(repeat, lambda r: [sys.executable, "-c", IMAGEDEDUP, str(lib)])))
+        rows.append(
+            row(
+                "imagededup PHash",
+                "encode_images + find_duplicates",
+                files,
+                runs(repeat, lambda r: [sys.executable, "-c", IMAGEDEDUP, str(lib)]),
+            )
+        )
     except ImportError:
         rows.append("| imagededup | not installed (`pip install -e '.[bench]'`) | | | | |")
-    rows.append(row("photodedup scan", "unchanged rescan, default flags", files,
-                    runs(repeat, lambda r: scan_cmd(lib, tmp / "default0.sqlite3"), lambda r: offline)))
+    rows.append(
+        row(
+            "photodedup scan",
+            "unchanged rescan, default flags",
+            files,
+            runs(repeat, lambda r: scan_cmd(lib, tmp / "default0.sqlite3"), lambda r: offline),
+        )
+    )
     run_measured(scan_cmd(lib, tmp / "tiny.sqlite3", *tiny))  # stores the tiny model's embeddings
-    rows.append(row("photodedup scan", "unchanged rescan, tiny model's embeddings stored (no model load)", files,
-                    runs(repeat, lambda r: scan_cmd(lib, tmp / "tiny.sqlite3", *tiny))))
+    rows.append(
+        row(
+            "photodedup scan",
+            "unchanged rescan, tiny model's embeddings stored (no model load)",
+            files,
+            runs(repeat, lambda r: scan_cmd(lib, tmp / "tiny.sqlite3", *tiny)),
+        )
+    )
     with ServerProcess([*tiny, "--max-batch-size", "64"]) as srv:
         served = runs(repeat, lambda r: scan_cmd(lib, tmp / f"served{r}.sqlite3", "--server", srv.address))
         hashed = runs(repeat, lambda r: scan_cmd(lib, tmp / f"hash-b{r}.sqlite3", "--no-similar"))
-    rows += [row("photodedup scan --server", "first scan, tiny model on a local server", files, served),
-             row("photodedup scan --no-similar", "first scan, same moment (anchor for the line above)", files, hashed)]
+    rows += [
+        row("photodedup scan --server", "first scan, tiny model on a local server", files, served),
+        row("photodedup scan --no-similar", "first scan, same moment (anchor for the line above)", files, hashed),
+    ]
     ratio = statistics.median(m.seconds for m in hashed) / statistics.median(m.seconds for m in served)
     cz = statistics.median(m.seconds for m in czkawka) / statistics.median(m.seconds for m in default_first)
-    return "\n".join([
-        "## Scan costs, many small photos (`benchmarks/bench_library.py`)",
-        "",
-        f"{machine_line(('Pillow', 'simplejpeg', 'ImageHash', 'czkawka', 'imagededup'))}. {files} JPEGs "
-        f"({megabytes:,.0f} MB): {originals} generated photos of the 320 px class (q85) plus an exact copy or "
-        "a q70 re-encode of every fifth. Each command is its own process; wall time includes interpreter "
-        f"start-up; peak RSS sums the process and its workers; median of {repeat} run(s), all in one run of "
-        "the script on a shared machine.",
-        "",
-        *HEAD,
-        *rows,
-        "",
-        f"Default first scan vs czkawka: {cz:.2f}x its speed. `--server` (tiny model) vs hash-only: "
-        f"{ratio:.2f} of the hash-only rate.",
-    ])
+    return "\n".join(
+        [
+            "## Scan costs, many small photos (`benchmarks/bench_library.py`)",
+            "",
+            f"{machine_line(('Pillow', 'simplejpeg', 'ImageHash', 'czkawka', 'imagededup'))}. {files} JPEGs "
+            f"({megabytes:,.0f} MB): {originals} generated photos of the 320 px class (q85) plus an exact copy or "
+            "a q70 re-encode of every fifth. Each command is its own process; wall time includes interpreter "
+            f"start-up; peak RSS sums the process and its workers; median of {repeat} run(s), all in one run of "
+            "the script on a shared machine.",
+            "",
+            *HEAD,
+            *rows,
+            "",
+            f"Default first scan vs czkawka: {cz:.2f}x its speed. `--server` (tiny model) vs hash-only: "
+            f"{ratio:.2f} of the hash-only rate.",
+        ]
+    )
 
 
 def scale_section(sizes: list[int], tmp: Path) -> str:
@@ -161,21 +201,25 @@ def scale_section(sizes: list[int], tmp: Path) -> str:
         files = build_library(lib, n)
         first = run_measured(scan_cmd(lib, tmp / f"scale{n}.sqlite3"), {"HF_HUB_OFFLINE": "1"})
         again = run_measured(scan_cmd(lib, tmp / f"scale{n}.sqlite3"), {"HF_HUB_OFFLINE": "1"})
-        rows.append(f"| {files:,} | {first.seconds:.1f} | {1e3 * first.seconds / files:.2f} | "
-                    f"{first.peak_tree_mb:,.0f} | {again.seconds:.1f} | {1e3 * again.seconds / files:.3f} | "
-                    f"{again.peak_tree_mb:,.0f} |")
+        rows.append(
+            f"| {files:,} | {first.seconds:.1f} | {1e3 * first.seconds / files:.2f} | "
+            f"{first.peak_tree_mb:,.0f} | {again.seconds:.1f} | {1e3 * again.seconds / files:.3f} | "
+            f"{again.peak_tree_mb:,.0f} |"
+        )
         shutil.rmtree(lib)
-    return "\n".join([
-        "## Scan at scale (`benchmarks/bench_library.py --scale`)",
-        "",
-        f"{machine_line(('Pillow', 'simplejpeg', 'ImageHash'))}. Libraries of generated 320 px class photos "
-        "(as above), default flags, offline; first scan on a fresh index, then an unchanged rescan. "
-        "Peak RSS sums the scan and its hashing workers.",
-        "",
-        "| files | first scan s | ms/file | peak RSS MB | rescan s | rescan ms/file | rescan peak RSS MB |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-    ])
+    return "\n".join(
+        [
+            "## Scan at scale (`benchmarks/bench_library.py --scale`)",
+            "",
+            f"{machine_line(('Pillow', 'simplejpeg', 'ImageHash'))}. Libraries of generated 320 px class photos "
+            "(as above), default flags, offline; first scan on a fresh index, then an unchanged rescan. "
+            "Peak RSS sums the scan and its hashing workers.",
+            "",
+            "| files | first scan s | ms/file | peak RSS MB | rescan s | rescan ms/file | rescan peak RSS MB |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
 
 
 def main() -> None:

@@ -155,14 +155,33 @@ def main() -> None:
         timings[label] = time.perf_counter() - started
         if verifier is not None:
             timings["pairs"], timings["decodes"] = verifier.pairs, verifier.decodes
-        runs.append((f"photodedup, {label}", f"near ≤ {config.near_threshold}, candidates ≤ "
-                     f"{config.candidate_threshold} bits" if verify else f"near ≤ {config.near_threshold} bits",
-                     groups, [[m.record.path for m in g.members] for g in groups]))
+        runs.append(
+            (
+                f"photodedup, {label}",
+                f"near ≤ {config.near_threshold}, candidates ≤ {config.candidate_threshold} bits"
+                if verify
+                else f"near ≤ {config.near_threshold} bits",
+                groups,
+                [[m.record.path for m in g.members] for g in groups],
+            )
+        )
     hash_only = dataclasses.replace(config, candidate_threshold=0)
-    runs.append(("photodedup, hashes only (old keeper)", f"near ≤ {config.near_threshold} bits",
-                 None, [[m.record.path for m in g.members] for g in find_groups(
-                     records, dataclasses.replace(hash_only, keep_policy=("resolution", "size", "format", "oldest",
-                                                                          "shortest_path")))]))
+    runs.append(
+        (
+            "photodedup, hashes only (old keeper)",
+            f"near ≤ {config.near_threshold} bits",
+            None,
+            [
+                [m.record.path for m in g.members]
+                for g in find_groups(
+                    records,
+                    dataclasses.replace(
+                        hash_only, keep_policy=("resolution", "size", "format", "oldest", "shortest_path")
+                    ),
+                )
+            ],
+        )
+    )
     notes = []
     if not args.no_comparators:
         for method in ("PHash", "DHash"):
@@ -181,22 +200,26 @@ def main() -> None:
             continue
         s = score_groups(scorer, root, paths)
         per = " | ".join(f"{s['recall_by_transform'].get(k, 0):.2f}" for k in kinds)
-        lines.append(f"| {name} | {setting} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {per} | "
-                     f"{s['distractors_grouped']} of {s['distractors']} |")
+        lines.append(
+            f"| {name} | {setting} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {per} | "
+            f"{s['distractors_grouped']} of {s['distractors']} |"
+        )
         log.info("%s: P %.3f R %.3f F1 %.3f", name, s["precision"], s["recall"], s["f1"])
         if groups is not None:
             right, total, wrong = keeper_is_original(groups, truth, root)
             counts = {k: wrong.count(k) for k in sorted(set(wrong))}
-            keeper_lines.append(f"| {name} | {right} of {total} ({right / max(total, 1):.0%}) | "
-                                f"{', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'} |")
+            keeper_lines.append(
+                f"| {name} | {right} of {total} ({right / max(total, 1):.0%}) | "
+                f"{', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'} |"
+            )
     edge = boundary(records, truth, root, config)
     n_groups = len({r["group"] for r in truth if r["group"] is not None})
     overhead = timings["default"] - timings["no verification"]
     section = f"""## Near-duplicate quality (`benchmarks/bench_quality.py`)
 
 {machine_line(("Pillow", "ImageHash", "opencv-python-headless", "imagededup", "czkawka"))}. Dev set from
-`../shared/neardup` ({len(truth) - 1 if any(r['path'] == 'truth.json' for r in truth) else len(truth)} images:
-{n_groups} originals each with 8 edited copies of 20 kinds, {sum(r['group'] is None for r in truth)} unrelated
+`../shared/neardup` ({len(truth) - 1 if any(r["path"] == "truth.json" for r in truth) else len(truth)} images:
+{n_groups} originals each with 8 edited copies of 20 kinds, {sum(r["group"] is None for r in truth)} unrelated
 photos), scored by its score.py. Pair precision/recall/F1 over all pairs; the per-edit columns are the recall
 of original↔copy pairs. Our rows are the default offline scan (`run_scan`, no model) grouped by
 `find_groups`; "default" verifies loose candidates geometrically (`client/verify.py`), "no verification"
@@ -213,18 +236,18 @@ kinds of the copies kept instead:
 |---|---|---|
 {chr(10).join(keeper_lines)}
 
-Cost: the first scan took {scan_s:.1f} s; grouping took {timings['no verification']:.2f} s without
-verification and {timings['default']:.2f} s with it ({int(timings['pairs'])} candidate pairs verified,
-{int(timings['decodes'])} pictures decoded), so verification added {overhead:.1f} s,
+Cost: the first scan took {scan_s:.1f} s; grouping took {timings["no verification"]:.2f} s without
+verification and {timings["default"]:.2f} s with it ({int(timings["pairs"])} candidate pairs verified,
+{int(timings["decodes"])} pictures decoded), so verification added {overhead:.1f} s,
 {overhead / scan_s:.0%} of the scan. It scales with the loose candidates (those within
 {config.candidate_threshold} window bits), not with all pairs.
 
-Decision boundary: of {edge['candidates']} verified candidates, {edge['unrelated']} were unrelated
-photos and {edge['unrelated_accepted']} of them were accepted; the strongest unrelated pair had
-{edge['max_unrelated_inliers']} RANSAC inliers (the verifier needs {MIN_INLIERS} inliers spread over
+Decision boundary: of {edge["candidates"]} verified candidates, {edge["unrelated"]} were unrelated
+photos and {edge["unrelated_accepted"]} of them were accepted; the strongest unrelated pair had
+{edge["max_unrelated_inliers"]} RANSAC inliers (the verifier needs {MIN_INLIERS} inliers spread over
 {MIN_COVERAGE:.0%} of the smaller picture's keypoint hull, and at most {MAX_BAD_CELLS:.0%} of aligned cells
-disagreeing); the weakest accepted true copy had {edge['min_related_inliers']} inliers, and
-{edge['related_rejected']} true candidate pairs were rejected.
+disagreeing); the weakest accepted true copy had {edge["min_related_inliers"]} inliers, and
+{edge["related_rejected"]} true candidate pairs were rejected.
 """
     if not args.no_write:
         write_section("bench_quality", section)

@@ -40,8 +40,19 @@ def synthetic_index(db: Path, groups: int) -> None:
     for i in range(groups):
         dh, ph = to_signed64(rng.getrandbits(64)), to_signed64(rng.getrandbits(64))
         for side in ("2019/holiday", "backup/phone"):
-            results.append(HashResult(f"/photos/{side}/IMG_{i:06d}.jpg", 2_000_000 + i, 1, md5=f"{i:032x}", dhash=dh,
-                                       phash=ph, width=4000, height=3000, format="JPEG"))
+            results.append(
+                HashResult(
+                    f"/photos/{side}/IMG_{i:06d}.jpg",
+                    2_000_000 + i,
+                    1,
+                    md5=f"{i:032x}",
+                    dhash=dh,
+                    phash=ph,
+                    width=4000,
+                    height=3000,
+                    format="JPEG",
+                )
+            )
     with Index(db) as index:
         scan = index.start_scan(["/photos"], None, {"reference": []})
         index.put_hashes(results, scan)
@@ -81,9 +92,14 @@ def bench_app(groups: int, repeat: int) -> tuple[dict[str, float], float]:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             client.get(f"/?token={token}")  # sets the cookie
             key = state.listing()[0].key
-            urls = {"first page (cold)": "/", "first page": "/", "last page": f"/?page={groups // 50}",
-                    "sorted by reclaimable bytes": "/?sort=bytes", "folder filter": "/?folder=holiday",
-                    "group page": f"/group/{key}"}
+            urls = {
+                "first page (cold)": "/",
+                "first page": "/",
+                "last page": f"/?page={groups // 50}",
+                "sorted by reclaimable bytes": "/?sort=bytes",
+                "folder filter": "/?folder=holiday",
+                "group page": f"/group/{key}",
+            }
             for name, url in urls.items():
                 runs = []
                 for _ in range(1 if "cold" in name else repeat):
@@ -110,16 +126,25 @@ def bench_report(files: int) -> dict[str, float]:
         distinct = files * 45 // 100  # about 2.2 files per group, as in a real library's duplicates
         for i in range(files):
             k = i % distinct
-            path = root / f"{2010 + k % 12}" / f"{2010 + k % 12}-{1 + k % 12:02d}-{1 + k % 28:02d} Family trip {k % 50}" / (
-                f"IMG_{k:05d}.jpg" if i < distinct else f"IMG_{k:05d} (copy {i // distinct}).jpg")
+            path = (
+                root
+                / f"{2010 + k % 12}"
+                / f"{2010 + k % 12}-{1 + k % 12:02d}-{1 + k % 28:02d} Family trip {k % 50}"
+                / (f"IMG_{k:05d}.jpg" if i < distinct else f"IMG_{k:05d} (copy {i // distinct}).jpg")
+            )
             path.parent.mkdir(parents=True, exist_ok=True)
             if i < distinct:
-                Image.new("RGB", (96, 72), (rng.randrange(256), rng.randrange(256), rng.randrange(256))).save(path, quality=80)
+                Image.new("RGB", (96, 72), (rng.randrange(256), rng.randrange(256), rng.randrange(256))).save(
+                    path, quality=80
+                )
             else:
                 os.link(root / path.parent.relative_to(root) / f"IMG_{k:05d}.jpg", path)
             data = path.read_bytes()
-            records.append(FileRecord(str(path), len(data), 96, 72, hashlib.md5(data).hexdigest(), None, None, None,
-                                      None, 0.0, "JPEG"))
+            records.append(
+                FileRecord(
+                    str(path), len(data), 96, 72, hashlib.md5(data).hexdigest(), None, None, None, None, 0.0, "JPEG"
+                )
+            )
         groups = find_groups(records, GroupingConfig())
         out = Path(tmp) / "report.html"
         start = time.perf_counter()
@@ -127,8 +152,14 @@ def bench_report(files: int) -> dict[str, float]:
         seconds = time.perf_counter() - start
         folder = out.with_name("report_files")
         thumbs = list(folder.iterdir())
-        return {"files": files, "groups": len(groups), "page_bytes": out.stat().st_size, "thumbs": len(thumbs),
-                "thumb_bytes": sum(p.stat().st_size for p in thumbs), "seconds": seconds}
+        return {
+            "files": files,
+            "groups": len(groups),
+            "page_bytes": out.stat().st_size,
+            "thumbs": len(thumbs),
+            "thumb_bytes": sum(p.stat().st_size for p in thumbs),
+            "seconds": seconds,
+        }
 
 
 def main() -> int:
@@ -155,10 +186,10 @@ during the run). Start-up (read the index and group, once per run): {startup:.2f
 |---|---|
 {rows}
 
-Static report (`--format html -o report.html`) of {report['files']:,} files in {report['groups']:,} groups
-(small real JPEGs under camera-library-length paths): the page is {report['page_bytes'] / 1e6:.1f} MB and links
-{report['thumbs']:,} thumbnails ({report['thumb_bytes'] / 1e6:.1f} MB, one per distinct content) in
-`report_files/` beside it instead of inlining them; written in {report['seconds']:.1f} s.
+Static report (`--format html -o report.html`) of {report["files"]:,} files in {report["groups"]:,} groups
+(small real JPEGs under camera-library-length paths): the page is {report["page_bytes"] / 1e6:.1f} MB and links
+{report["thumbs"]:,} thumbnails ({report["thumb_bytes"] / 1e6:.1f} MB, one per distinct content) in
+`report_files/` beside it instead of inlining them; written in {report["seconds"]:.1f} s.
 """
     print(md)
     if not args.no_write:

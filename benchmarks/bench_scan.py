@@ -108,8 +108,20 @@ def run(files: int, repeat: int, photos: Path, write: bool) -> str:
         log.info("building %d camera-sized JPEGs from %s", files, photos)
         total = build_library(lib, source_photos(photos), files)
         megabytes = sum(p.stat().st_size for p in lib.rglob("*") if p.is_file()) / 1e6
-        base = [sys.executable, "-m", "photodedup", "--log-level", "WARNING", "scan", str(lib),
-                "--no-progress", "--format", "json", "-o", str(Path(tmp) / "report.json")]
+        base = [
+            sys.executable,
+            "-m",
+            "photodedup",
+            "--log-level",
+            "WARNING",
+            "scan",
+            str(lib),
+            "--no-progress",
+            "--format",
+            "json",
+            "-o",
+            str(Path(tmp) / "report.json"),
+        ]
         photodedup = [*base, "--no-similar"]
         offline = {"HF_HUB_OFFLINE": "1"}
         rows: list[tuple[str, str, list[Measured]]] = []
@@ -126,9 +138,16 @@ def run(files: int, repeat: int, photos: Path, write: bool) -> str:
         try:
             import czkawka  # noqa: F401
 
-            rows.append(("czkawka (Python bindings)", "image similarity, default settings, fresh cache",
-                         [timed([sys.executable, "-c", CZKAWKA, str(lib)], {"XDG_CACHE_HOME": str(Path(tmp) / f"cz{r}")})
-                          for r in range(repeat)]))
+            rows.append(
+                (
+                    "czkawka (Python bindings)",
+                    "image similarity, default settings, fresh cache",
+                    [
+                        timed([sys.executable, "-c", CZKAWKA, str(lib)], {"XDG_CACHE_HOME": str(Path(tmp) / f"cz{r}")})
+                        for r in range(repeat)
+                    ],
+                )
+            )
         except ImportError:
             notes.append("czkawka: not installed (`pip install -e '.[bench]'`).")
         try:
@@ -136,27 +155,43 @@ def run(files: int, repeat: int, photos: Path, write: bool) -> str:
 
             for method in ("PHash", "DHash"):
                 code = IMAGEDEDUP.format(method=method)
-                rows.append((f"imagededup {method}", "encode_images + find_duplicates",
-                             [timed([sys.executable, "-c", code, str(lib)]) for _ in range(repeat)]))
+                rows.append(
+                    (
+                        f"imagededup {method}",
+                        "encode_images + find_duplicates",
+                        [timed([sys.executable, "-c", code, str(lib)]) for _ in range(repeat)],
+                    )
+                )
         except ImportError:
             notes.append("imagededup: not installed (`pip install imagededup`).")
         czkawka = shutil.which("czkawka_cli")
         if czkawka:
-            rows.append(("czkawka_cli image", "default settings",
-                         [timed([czkawka, "image", "-d", str(lib), "-f", str(Path(tmp) / "cz.txt")]) for _ in range(repeat)]))
+            rows.append(
+                (
+                    "czkawka_cli image",
+                    "default settings",
+                    [timed([czkawka, "image", "-d", str(lib), "-f", str(Path(tmp) / "cz.txt")]) for _ in range(repeat)],
+                )
+            )
         else:
-            notes.append("czkawka_cli is not installed here; the czkawka row is the same Rust library through its "
-                         "PyPI Python bindings.")
+            notes.append(
+                "czkawka_cli is not installed here; the czkawka row is the same Rust library through its "
+                "PyPI Python bindings."
+            )
     lines = ["| tool | what | wall s (median) | files/s | peak RSS MB (tree) | runs (s) |", "|---|---|---|---|---|---|"]
     for tool, what, ms in rows:
         med = statistics.median(m.seconds for m in ms)
-        lines.append(f"| {tool} | {what} | {med:.2f} | {_rate(total / med)} | {max(m.peak_tree_mb for m in ms):,.0f} | "
-                     f"{', '.join(f'{m.seconds:.2f}' for m in ms)} |")
+        lines.append(
+            f"| {tool} | {what} | {med:.2f} | {_rate(total / med)} | {max(m.peak_tree_mb for m in ms):,.0f} | "
+            f"{', '.join(f'{m.seconds:.2f}' for m in ms)} |"
+        )
     speed = {what: statistics.median(m.seconds for m in ms) for _, what, ms in rows}
     cz = next((v for k, v in speed.items() if "fresh cache" in k), None)
     if cz is not None:
-        notes.append(f"Default first scan vs czkawka: {cz / speed['first scan, default flags (offline: no weights)']:.2f}x "
-                     f"its speed; hash tier: {_rate(total / speed['first scan (MD5 + dHash + pHash + rotations)'])} files/s.")
+        notes.append(
+            f"Default first scan vs czkawka: {cz / speed['first scan, default flags (offline: no weights)']:.2f}x "
+            f"its speed; hash tier: {_rate(total / speed['first scan (MD5 + dHash + pHash + rotations)'])} files/s."
+        )
     text = "\n".join(
         [
             "## Scan speed, camera-sized JPEGs (`benchmarks/bench_scan.py`)",

@@ -48,7 +48,9 @@ def section_modes(cache: Path, duration: float) -> str:
     conc = [1, 4, 16, 64]
     with tiny_server(cache) as s:
         unary = served(s.address, s.metrics_address, mode="unary", concurrency=conc, batches=[1], duration=duration)
-        stream = served(s.address, s.metrics_address, mode="stream", concurrency=conc, items_per_message=8, duration=duration)
+        stream = served(
+            s.address, s.metrics_address, mode="stream", concurrency=conc, items_per_message=8, duration=duration
+        )
     lines = [
         "| mode | in flight (req × img) | img/s | req p50 / p99 ms | img p50 / p99 ms | mean batch | batch eff. |",
         "|---|---|---|---|---|---|---|",
@@ -124,7 +126,9 @@ def section_batching(cache: Path, duration: float) -> str:
     for delay in delays:
         say(f"batching: delay {delay} ms")
         with tiny_server(cache, "--max-queue-delay-ms", str(delay)) as s:
-            steps = served(s.address, s.metrics_address, mode="unary", concurrency=[8, 64], batches=[1], duration=duration)
+            steps = served(
+                s.address, s.metrics_address, mode="unary", concurrency=[8, 64], batches=[1], duration=duration
+            )
         for st in steps:
             rl = st["request_latency_ms"]
             lines.append(
@@ -136,7 +140,9 @@ def section_batching(cache: Path, duration: float) -> str:
     say("batching: ViT-B-32, delay 2 ms")
     vit = ["--model", "ViT-B-32", "--weights", "random", "--cache-dir", str(cache), "--max-queue-delay-ms", "2"]
     with ServerProcess(vit) as s:
-        steps = served(s.address, s.metrics_address, mode="unary", concurrency=[64], batches=[1], duration=max(duration, 12.0))
+        steps = served(
+            s.address, s.metrics_address, mode="unary", concurrency=[64], batches=[1], duration=max(duration, 12.0)
+        )
     for st in steps:
         rl = st["request_latency_ms"]
         lines.append(
@@ -180,13 +186,29 @@ def section_vs_engine(cache: Path, duration: float, rounds: int = 3, precision: 
         engine.warmup([32])
         arrays = make_payload("raw", engine.info.preprocessing.input_size, 64, None, (1600, 1200)).arrays
         with ServerProcess(model) as s:
-            served(s.address, s.metrics_address, mode="stream", concurrency=[16], items_per_message=8, duration=5.0, warmup=0.0)
+            served(
+                s.address,
+                s.metrics_address,
+                mode="stream",
+                concurrency=[16],
+                items_per_message=8,
+                duration=5.0,
+                warmup=0.0,
+            )
             for r in range(rounds):
                 say(f"served_vs_engine: round {r + 1}/{rounds}")
                 rec = bl.Recorder()
                 bl.run_local(engine, arrays, 32, bl.Budget(duration, None), rec)
                 eng_rates.append(rec.images_ok / rec.seconds)
-                (st,) = served(s.address, s.metrics_address, mode="stream", concurrency=[16], items_per_message=8, duration=duration, warmup=0.0)
+                (st,) = served(
+                    s.address,
+                    s.metrics_address,
+                    mode="stream",
+                    concurrency=[16],
+                    items_per_message=8,
+                    duration=duration,
+                    warmup=0.0,
+                )
                 srv_rates.append(st["images_per_s"])
                 batches.append(st["mean_batch"])
     finally:
@@ -221,16 +243,27 @@ def section_vs_engine(cache: Path, duration: float, rounds: int = 3, precision: 
 
 def section_ceiling(cache: Path, duration: float) -> str:
     cores = os.cpu_count() or 1
-    settings = Settings(model_name="photodedup-tiny", weights="random", cache_dir=cache, engine="onnx", intra_op_threads=1)
+    settings = Settings(
+        model_name="photodedup-tiny", weights="random", cache_dir=cache, engine="onnx", intra_op_threads=1
+    )
     (eng,) = local(settings, batches=[32], duration=duration, warmup=1.0)
     rows: list[tuple[str, dict[str, Any]]] = []
     with tiny_server(cache) as s:
         for ipm, conc in ((8, 64), (32, 16)):
-            (st,) = served(s.address, s.metrics_address, mode="stream", concurrency=[conc], items_per_message=ipm, duration=duration)
+            (st,) = served(
+                s.address,
+                s.metrics_address,
+                mode="stream",
+                concurrency=[conc],
+                items_per_message=ipm,
+                duration=duration,
+            )
             rows.append(("1", st))
     # The same load with ONNX Runtime's default pool (one spinning thread per core), for comparison.
     with ServerProcess([*TINY, "--cache-dir", str(cache)]) as s:
-        (st,) = served(s.address, s.metrics_address, mode="stream", concurrency=[64], items_per_message=8, duration=duration)
+        (st,) = served(
+            s.address, s.metrics_address, mode="stream", concurrency=[64], items_per_message=8, duration=duration
+        )
         rows.append(("default", st))
     engine_cpu = eng["client_cpu_ms_per_image"]
     lines = [
@@ -250,7 +283,9 @@ def section_ceiling(cache: Path, duration: float) -> str:
             f"{num(st['image_latency_ms']['p50'], 1)} |"
         )
     best = max(st["images_per_s"] for _t, st in rows)
-    best_ceiling = max(1000.0 * cores / (st["server_cpu_ms_per_image"] + st["client_cpu_ms_per_image"]) for _t, st in rows)
+    best_ceiling = max(
+        1000.0 * cores / (st["server_cpu_ms_per_image"] + st["client_cpu_ms_per_image"]) for _t, st in rows
+    )
     kb = rows[0][1]["bytes_per_image"] / 1024
     verdict = (
         f"Best measured here: {num(best)} img/s; best CPU-bound ceiling: {num(best_ceiling)} img/s; goal "

@@ -39,8 +39,17 @@ def seeds() -> list[bytes]:
     rng = np.random.default_rng(1)
     arr = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)
     out = []
-    for fmt, mode in [("JPEG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("GIF", "P"), ("WEBP", "RGB"),
-                      ("TIFF", "RGB"), ("BMP", "RGB"), ("TGA", "RGB"), ("PCX", "RGB")]:
+    for fmt, mode in [
+        ("JPEG", "RGB"),
+        ("PNG", "RGBA"),
+        ("PNG", "P"),
+        ("GIF", "P"),
+        ("WEBP", "RGB"),
+        ("TIFF", "RGB"),
+        ("BMP", "RGB"),
+        ("TGA", "RGB"),
+        ("PCX", "RGB"),
+    ]:
         buf = io.BytesIO()
         Image.fromarray(arr).convert(mode).save(buf, fmt)
         out.append(buf.getvalue())
@@ -144,7 +153,9 @@ def request_bytes(seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     if rng.integers(4) == 0:
         return rng.bytes(int(rng.integers(0, 512)))
-    msg = embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id="a", image=embed_pb2.Image(encoded=image_bytes(seed)))])
+    msg = embed_pb2.EmbedStreamRequest(
+        items=[embed_pb2.StreamItem(id="a", image=embed_pb2.Image(encoded=image_bytes(seed)))]
+    )
     data = bytearray(msg.SerializeToString())
     for _ in range(int(rng.integers(0, 6))):
         if data:
@@ -155,7 +166,12 @@ def request_bytes(seed: int) -> bytes:
 def run(inputs: int, hang_s: float) -> tuple[Tally, float]:
     tally = Tally()
     half = inputs // 2
-    common = {"database": None, "deadline": None, "phases": [Phase.generate], "suppress_health_check": list(HealthCheck)}
+    common = {
+        "database": None,
+        "deadline": None,
+        "phases": [Phase.generate],
+        "suppress_health_check": list(HealthCheck),
+    }
 
     @settings(max_examples=half, **common)
     @given(st.integers(0, 2**63))

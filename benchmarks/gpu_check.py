@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 log = logging.getLogger(__name__)
 
+
 def cache_dir() -> Path:
     return Path(os.environ.get("PHOTODEDUP_CACHE_DIR") or tempfile.mkdtemp(prefix="photodedup-gpu-"))
 
@@ -49,11 +50,15 @@ def facts() -> None:
     try:
         import torch
 
-        print(f"FACT torch {torch.__version__}, built for CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
+        print(
+            f"FACT torch {torch.__version__}, built for CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+        )
         if torch.cuda.is_available():
             for i in range(torch.cuda.device_count()):
                 p = torch.cuda.get_device_properties(i)
-                print(f"FACT cuda:{i} {p.name}, capability {p.major}.{p.minor}, {p.total_memory / 2**30:.1f} GiB, {p.multi_processor_count} SMs")
+                print(
+                    f"FACT cuda:{i} {p.name}, capability {p.major}.{p.minor}, {p.total_memory / 2**30:.1f} GiB, {p.multi_processor_count} SMs"
+                )
         else:
             print("FACT torch sees no CUDA device")
     except ImportError as exc:
@@ -152,7 +157,9 @@ def served(
         conc = max(4, (2 * b) // per_msg)
         try:
             with ServerProcess(flags, ready_timeout=240) as srv:
-                opts = options(mode="stream", concurrency=[conc], items_per_message=per_msg, duration=seconds, warmup=2.0)
+                opts = options(
+                    mode="stream", concurrency=[conc], items_per_message=per_msg, duration=seconds, warmup=2.0
+                )
                 report = run_bench([srv.address], [srv.metrics_address], None, opts)
         except Exception as exc:
             msg = str(exc).strip().splitlines()

@@ -54,8 +54,9 @@ def tree_rss_mb(root: int) -> float:
 def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None) -> Measured:
     """Run `cmd` to completion (it must succeed); stdout and stderr are discarded."""
     start = time.monotonic()
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+    )
     peak = 0.0
     done = threading.Event()
 

@@ -30,8 +30,13 @@ MAX_ERRORS_SHOWN = 20
 _db_option = setting_option("db", type=click.Path(dir_okay=False))
 
 _grouping_options = stack(
-    click.option("--reference", "reference", multiple=True, type=click.Path(file_okay=False),
-                 help="Folder whose files are always kept and never touched (repeatable)."),
+    click.option(
+        "--reference",
+        "reference",
+        multiple=True,
+        type=click.Path(file_okay=False),
+        help="Folder whose files are always kept and never touched (repeatable).",
+    ),
     setting_option("near_threshold", type=int),
     setting_option("similar_threshold", type=float),
 )
@@ -63,9 +68,13 @@ def _scan_stats(summary: Any, counts: dict[str, int]) -> dict[str, Any]:
         "unchanged": summary.unchanged,
         "removed": summary.removed,
         "unreadable": len(summary.errors),
-        "skipped": {"hidden_or_system_folders": summary.walk.skipped_folders, "links": summary.walk.skipped_links,
-                    "hardlink_repeats": summary.walk.hardlink_repeats, "not_photos": summary.walk.not_photos,
-                    "unreadable_folders": [p for p, _ in summary.walk.unreadable]},
+        "skipped": {
+            "hidden_or_system_folders": summary.walk.skipped_folders,
+            "links": summary.walk.skipped_links,
+            "hardlink_repeats": summary.walk.hardlink_repeats,
+            "not_photos": summary.walk.not_photos,
+            "unreadable_folders": [p for p, _ in summary.walk.unreadable],
+        },
         "errors": [{"path": p, "error": e} for p, e in summary.errors],
         "embedded": counts.get("embedded", 0),
         "model_id": summary.model_id,
@@ -92,10 +101,11 @@ def register(group: click.Group) -> None:
 @click.argument("roots", nargs=-1, required=True, type=click.Path(exists=True))
 @_db_option
 @click.option("--local", "mode", flag_value="local", help="Embed with the in-process engine only.")
-@click.option("--remote", "mode", flag_value="remote", help="Embed on the servers only; skip the similar tier if none answers.")
+@click.option(
+    "--remote", "mode", flag_value="remote", help="Embed on the servers only; skip the similar tier if none answers."
+)
 @click.option("--no-similar", "mode", flag_value="none", help="Skip embeddings: exact and near tiers only.")
-@setting_option("servers", "--server", multiple=True,
-                extra="Repeatable. Default mode: these if reachable, else local.")
+@setting_option("servers", "--server", multiple=True, extra="Repeatable. Default mode: these if reachable, else local.")
 @setting_option("include_hidden", flag_value=True)
 @setting_option("scan_workers", "--workers", type=int)
 @setting_option("max_image_pixels", type=int)
@@ -105,8 +115,15 @@ def register(group: click.Group) -> None:
 @model_options
 @client_transport_options
 @handle_errors
-def scan(roots: tuple[str, ...], mode: str | None, reference: tuple[str, ...], fmt: str, output: Path | None,
-         progress: bool | None, **flags: Any) -> None:
+def scan(
+    roots: tuple[str, ...],
+    mode: str | None,
+    reference: tuple[str, ...],
+    fmt: str,
+    output: Path | None,
+    progress: bool | None,
+    **flags: Any,
+) -> None:
     """Scan ROOTS for duplicate photos: exact, near (perceptual hash) and similar (embeddings).
 
     Files already in the index with the same size and mtime are not read again.
@@ -120,9 +137,19 @@ def scan(roots: tuple[str, ...], mode: str | None, reference: tuple[str, ...], f
     refs = _abs(reference)
     all_roots = list(dict.fromkeys([*_abs(roots), *refs]))
     with Index(settings.scan.db) as index:
-        summary = run_scan(all_roots, settings, index, mode=mode or "auto", console=err,
-                           progress=err.is_terminal if progress is None else progress, options={"reference": refs, "near_threshold": settings.grouping.near_threshold,
-                                    "similar_threshold": settings.grouping.similar_threshold})
+        summary = run_scan(
+            all_roots,
+            settings,
+            index,
+            mode=mode or "auto",
+            console=err,
+            progress=err.is_terminal if progress is None else progress,
+            options={
+                "reference": refs,
+                "near_threshold": settings.grouping.near_threshold,
+                "similar_threshold": settings.grouping.similar_threshold,
+            },
+        )
         config = grouping_config(settings)
         groups = load_groups(index, all_roots, summary.model_id, config, refs)
         counts = index.counts(all_roots, summary.model_id)
@@ -142,8 +169,12 @@ def scan(roots: tuple[str, ...], mode: str | None, reference: tuple[str, ...], f
     elif summary.embedder:
         err.print(f"Embeddings: {summary.model_id} via {summary.embedder}", highlight=False)
         if summary.embed_failed:
-            err.print(f"{summary.embed_failed} images got no embedding (first: {summary.embed_error}); "
-                      "the next scan retries those that failed for want of a server", highlight=False, markup=False)
+            err.print(
+                f"{summary.embed_failed} images got no embedding (first: {summary.embed_error}); "
+                "the next scan retries those that failed for want of a server",
+                highlight=False,
+                markup=False,
+            )
     elif summary.model_id:
         err.print(f"Embeddings: {summary.model_id}, all up to date", highlight=False)
     g = stats["groups"]
@@ -164,7 +195,9 @@ def _last_scan(index: Any) -> Any:
     return last
 
 
-def _as_scanned(index: Any, db: str | None, reference: Sequence[str], thresholds: dict[str, Any]) -> tuple[Any, Any, list[str]]:
+def _as_scanned(
+    index: Any, db: str | None, reference: Sequence[str], thresholds: dict[str, Any]
+) -> tuple[Any, Any, list[str]]:
     """The last scan, the settings to regroup it with and its reference folders, so report, apply and
     ignore --group see the very groups the scan showed: thresholds given now override the scan's, and
     reference folders given now add to the scan's (a reference folder never stops being one)."""
@@ -191,30 +224,64 @@ def report(db: str | None, reference: tuple[str, ...], fmt: str, output: Path | 
         last, settings, refs = _as_scanned(index, db, reference, thresholds)
         groups = load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
         counts = index.counts(last.roots, last.model_id)
-    stats = build_stats(groups, {"roots": last.roots, "files": counts["files"], "unreadable": counts["errors"],
-                                 "embedded": counts["embedded"], "model_id": last.model_id,
-                                 "bytes_total": counts["bytes"]})
+    stats = build_stats(
+        groups,
+        {
+            "roots": last.roots,
+            "files": counts["files"],
+            "unreadable": counts["errors"],
+            "embedded": counts["embedded"],
+            "model_id": last.model_id,
+            "bytes_total": counts["bytes"],
+        },
+    )
     render(groups, stats, fmt, output, out)
 
 
 @click.command()
 @_db_option
-@click.option("--move-to", type=click.Path(file_okay=False, path_type=Path),
-              help="Move the extra copies under DIR, keeping their paths relative to the scanned root.")
+@click.option(
+    "--move-to",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Move the extra copies under DIR, keeping their paths relative to the scanned root.",
+)
 @click.option("--trash", is_flag=True, help="Move the extra copies to the system trash.")
-@click.option("--hardlink", is_flag=True, help="Replace each extra copy with a hard link to the kept file (exact tier only).")
+@click.option(
+    "--hardlink", is_flag=True, help="Replace each extra copy with a hard link to the kept file (exact tier only)."
+)
 @click.option("--delete", is_flag=True, help="Delete the extra copies permanently (needs --yes).")
-@click.option("--kinds", default="exact,near", show_default=True,
-              help="Tiers to act on; 'similar' must be asked for: it also matches different shots of one scene.")
+@click.option(
+    "--kinds",
+    default="exact,near",
+    show_default=True,
+    help="Tiers to act on; 'similar' must be asked for: it also matches different shots of one scene.",
+)
 @click.option("--yes", is_flag=True, help="Act. Without it, only print what would be done.")
-@click.option("--journal", type=click.Path(dir_okay=False, path_type=Path),
-              help="Journal file [default: next to the index, under journals/].")
-@click.option("--allow-outside-roots", is_flag=True,
-              help="Also act on files that a symlinked folder leads out of the scanned folders (refused otherwise).")
+@click.option(
+    "--journal",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Journal file [default: next to the index, under journals/].",
+)
+@click.option(
+    "--allow-outside-roots",
+    is_flag=True,
+    help="Also act on files that a symlinked folder leads out of the scanned folders (refused otherwise).",
+)
 @_grouping_options
 @handle_errors
-def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, delete: bool, kinds: str, yes: bool,
-          journal: Path | None, allow_outside_roots: bool, reference: tuple[str, ...], **thresholds: Any) -> None:
+def apply(
+    db: str | None,
+    move_to: Path | None,
+    trash: bool,
+    hardlink: bool,
+    delete: bool,
+    kinds: str,
+    yes: bool,
+    journal: Path | None,
+    allow_outside_roots: bool,
+    reference: tuple[str, ...],
+    **thresholds: Any,
+) -> None:
     """Act on the groups of the last scan: move, trash, hardlink or delete every non-kept file.
 
     Each file's content hash is checked again right before it is touched, and a journal is written
@@ -225,8 +292,11 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
     from photodedup.client.report import human_bytes, printable
     from photodedup.client.scan import grouping_config, load_groups
 
-    chosen = [name for name, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink),
-                                    ("delete", delete)) if on]
+    chosen = [
+        name
+        for name, on in (("move", move_to is not None), ("trash", trash), ("hardlink", hardlink), ("delete", delete))
+        if on
+    ]
     if len(chosen) != 1:
         raise click.UsageError("choose exactly one of --move-to DIR, --trash, --hardlink, --delete")
     mode = chosen[0]
@@ -236,23 +306,39 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
     with Index(build_settings(db=db).scan.db) as index:
         last, settings, refs = _as_scanned(index, db, reference, thresholds)
         groups = load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
-    actions = plan_actions(groups, mode, move_to.resolve() if move_to else None, refs,  # type: ignore[arg-type]
-                           root=move_root(last.roots, refs), kinds=wanted, roots=last.roots)
+    actions = plan_actions(
+        groups,
+        mode,
+        move_to.resolve() if move_to else None,
+        refs,  # type: ignore[arg-type]
+        root=move_root(last.roots, refs),
+        kinds=wanted,
+        roots=last.roots,
+    )
     outside = {a.path for a in actions if outside_roots(a.path, last.roots) or outside_roots(a.keep, last.roots)}
     for a in actions:
         if a.path in outside:
             state = "acting on it (--allow-outside-roots)" if allow_outside_roots else "refused"
-            click.echo(f"  outside the scanned folders, {state}: {printable(a.path)} -> "
-                       f"{printable(os.path.realpath(a.path))}  (keep {printable(os.path.realpath(a.keep))})")
+            click.echo(
+                f"  outside the scanned folders, {state}: {printable(a.path)} -> "
+                f"{printable(os.path.realpath(a.path))}  (keep {printable(os.path.realpath(a.keep))})"
+            )
     if not allow_outside_roots:
         actions = [a for a in actions if a.path not in outside]
     groups = [g for g in groups if any(a.keep == os.path.abspath(g.keep.path) for a in actions)]
     total = sum(a.size for a in actions)
-    verb = {"move": f"move to {printable(str(move_to))}", "trash": "move to the trash", "hardlink": "replace with hard links",
-            "delete": "DELETE PERMANENTLY"}[mode]
+    verb = {
+        "move": f"move to {printable(str(move_to))}",
+        "trash": "move to the trash",
+        "hardlink": "replace with hard links",
+        "delete": "DELETE PERMANENTLY",
+    }[mode]
     for a in actions:
-        click.echo(f"  {a.op} {printable(a.path)}" + (f" -> {printable(a.dest)}" if a.dest else "")
-                   + f"  (keep {printable(a.keep)})")
+        click.echo(
+            f"  {a.op} {printable(a.path)}"
+            + (f" -> {printable(a.dest)}" if a.dest else "")
+            + f"  (keep {printable(a.keep)})"
+        )
     click.echo(f"{len(actions)} files from {len(groups)} groups: {verb} ({human_bytes(total)})")
     if not yes:
         click.echo("Dry run: nothing was changed. Add --yes to act.")
@@ -270,8 +356,10 @@ def apply(db: str | None, move_to: Path | None, trash: bool, hardlink: bool, del
         click.echo(f"  skipped {printable(path)}: {why}")
     for path, why in result.failed:
         click.echo(f"  FAILED {printable(path)}: {printable(why)}", err=True)
-    click.echo(f"Done: {len(result.done)} files, {len(result.skipped)} skipped, {len(result.failed)} failed; "
-               f"{human_bytes(result.bytes_freed)} freed.")
+    click.echo(
+        f"Done: {len(result.done)} files, {len(result.skipped)} skipped, {len(result.failed)} failed; "
+        f"{human_bytes(result.bytes_freed)} freed."
+    )
     if mode == "hardlink" and result.done:
         click.echo(f"The replaced files are kept as hidden backups until `photodedup purge {journal}`.")
     if mode != "delete":
@@ -291,8 +379,9 @@ def undo_cmd(journal: Path) -> None:
     result = undo(journal)
     for path, why in result.failed:
         click.echo(f"  FAILED {printable(path)}: {printable(why)}", err=True)
-    click.echo(f"Restored {len(result.restored)} files; {len(result.untouched)} needed nothing; "
-               f"{len(result.failed)} failed.")
+    click.echo(
+        f"Restored {len(result.restored)} files; {len(result.untouched)} needed nothing; {len(result.failed)} failed."
+    )
     if result.failed:
         sys.exit(1)
 
@@ -319,8 +408,13 @@ def purge(journal: Path, yes: bool) -> None:
 @click.argument("paths", nargs=-1, type=click.Path())
 @_db_option
 @click.option("--remove", is_flag=True, help="Forget the decision instead: group these files again.")
-@click.option("--group", "group_numbers", type=int, multiple=True,
-              help="Every file of group N as numbered by `photodedup report` (repeatable).")
+@click.option(
+    "--group",
+    "group_numbers",
+    type=int,
+    multiple=True,
+    help="Every file of group N as numbered by `photodedup report` (repeatable).",
+)
 @click.option("--list", "list_", is_flag=True, help="List the decisions.")
 @handle_errors
 def ignore(paths: tuple[str, ...], db: str | None, remove: bool, group_numbers: tuple[int, ...], list_: bool) -> None:

@@ -197,7 +197,9 @@ class RemoteEmbedder:
         # A balanced target (dns:///name, ipv4:a,b) gets several streams on one channel: round robin
         # sends each new stream to the next address.
         self.servers = [
-            _ServerState(a) for a in servers for _ in range(settings.transport.balanced_streams if is_balanced(a) else 1)
+            _ServerState(a)
+            for a in servers
+            for _ in range(settings.transport.balanced_streams if is_balanced(a) else 1)
         ]
         self._channels = {a: open_channel(a, settings) for a in servers}
         for address, channel in self._channels.items():
@@ -218,7 +220,9 @@ class RemoteEmbedder:
         probes = [probe_server(a, settings) for a in servers]
         good = [p for p in probes if p.error is None]
         if not good:
-            raise PhotodedupError("no embedding server reachable (" + "; ".join(f"{p.address}: {p.error}" for p in probes) + ")")
+            raise PhotodedupError(
+                "no embedding server reachable (" + "; ".join(f"{p.address}: {p.error}" for p in probes) + ")"
+            )
         first = good[0]
         use = [p for p in good if p.model_id == first.model_id]
         for p in good:
@@ -308,7 +312,9 @@ class RemoteEmbedder:
         with self._cond:
             item.attempts += 1
             if item.attempts > self.retries:
-                self._finish(EmbedOutcome(item.key, None, f"gave up after {item.attempts} tries: {reason}", permanent=False))
+                self._finish(
+                    EmbedOutcome(item.key, None, f"gave up after {item.attempts} tries: {reason}", permanent=False)
+                )
                 return
             if self._all_down_reason is not None:
                 self._finish(EmbedOutcome(item.key, None, self._all_down_reason, permanent=False))

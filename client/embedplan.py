@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class EmbedPlan:
     """`opener` is None when no embedder is available; then `skipped_reason` says why in one line."""

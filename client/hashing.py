@@ -206,8 +206,13 @@ def hash_file(
         return HashResult(path, size, mtime_ns, error="empty file")
     if sniff_format(data[:SNIFF_BYTES]) is None:
         kind = "text" if _looks_like_text(data[:512]) else "unknown data"
-        return HashResult(path, size, mtime_ns, md5=hashlib.md5(data).hexdigest(),
-                          error=f"not a supported photo format (content is {kind})")
+        return HashResult(
+            path,
+            size,
+            mtime_ns,
+            md5=hashlib.md5(data).hexdigest(),
+            error=f"not a supported photo format (content is {kind})",
+        )
     try:
         res = hash_bytes(data, max_pixels, thumb_size, thumb_kind, quality)
     except InvalidImageError as exc:

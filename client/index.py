@@ -177,7 +177,7 @@ class Index:
         shutil.copy2(self.path, backup)
         raise IndexDamagedError(
             f"the index {self.path} cannot be read ({reason}); a copy is at {backup}. Move the index away "
-            "(or delete it) to start a new one: the next scan rebuilds it, but its \"not duplicates\" "
+            '(or delete it) to start a new one: the next scan rebuilds it, but its "not duplicates" '
             "decisions and review choices are lost"
         )
 
@@ -188,11 +188,14 @@ class Index:
         last finished step. An index from a newer release is refused rather than half-understood."""
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise IndexSchemaError(f"{self.path} was written by a newer photodedup (schema {version}); upgrade to open it")
+            raise IndexSchemaError(
+                f"{self.path} was written by a newer photodedup (schema {version}); upgrade to open it"
+            )
         for step in range(version, SCHEMA_VERSION):
             # executescript runs the step, its version bump and the mirror for older releases atomically
             self.conn.executescript(
-                "BEGIN IMMEDIATE;" + MIGRATIONS[step]
+                "BEGIN IMMEDIATE;"
+                + MIGRATIONS[step]
                 + f"\nINSERT OR REPLACE INTO meta VALUES ('schema_version', '{step + 1}');"
                 + f"\nPRAGMA user_version = {step + 1};\nCOMMIT;"
             )
@@ -271,9 +274,27 @@ class Index:
     def put_hashes(self, results: Iterable[HashResult], scan_id: int) -> None:
         """Record hashed files; a changed file's old embedding goes with its old row."""
         rows = [
-            (r.path, r.size, r.mtime_ns, r.md5, r.dhash, r.phash, r.width, r.height, r.format, r.exif_time,
-             _pack_rotated(r.rotated), _pack_content(r.content), r.picture_pixels, _pack_rotated(r.windows),
-             _flag(r.camera), r.quality, _flag(r.grey), r.error, scan_id)
+            (
+                r.path,
+                r.size,
+                r.mtime_ns,
+                r.md5,
+                r.dhash,
+                r.phash,
+                r.width,
+                r.height,
+                r.format,
+                r.exif_time,
+                _pack_rotated(r.rotated),
+                _pack_content(r.content),
+                r.picture_pixels,
+                _pack_rotated(r.windows),
+                _flag(r.camera),
+                r.quality,
+                _flag(r.grey),
+                r.error,
+                scan_id,
+            )
             for r in results
         ]
         if not rows:
@@ -326,9 +347,7 @@ class Index:
             for lo, hi in self._ranges(unreadable):
                 c.execute("UPDATE files SET seen_scan=? WHERE path >= ? AND path < ?", (scan_id, lo, hi))
             for lo, hi in self._ranges(roots):
-                cur = c.execute(
-                    "DELETE FROM files WHERE path >= ? AND path < ? AND seen_scan != ?", (lo, hi, scan_id)
-                )
+                cur = c.execute("DELETE FROM files WHERE path >= ? AND path < ? AND seen_scan != ?", (lo, hi, scan_id))
                 removed += cur.rowcount
         return removed
 
@@ -357,8 +376,7 @@ class Index:
         for lo, hi in self._ranges(roots):
             out.extend(
                 self.conn.execute(
-                    "SELECT path, error FROM files WHERE path >= ? AND path < ? AND error IS NOT NULL"
-                    " ORDER BY path",
+                    "SELECT path, error FROM files WHERE path >= ? AND path < ? AND error IS NOT NULL ORDER BY path",
                     (lo, hi),
                 )
             )
@@ -393,8 +411,26 @@ class Index:
                 " WHERE f.path >= ? AND f.path < ? AND f.error IS NULL AND f.md5 IS NOT NULL ORDER BY f.path",
                 (model_id or "", lo, hi),
             )
-            for (path, size, w, h, md5, dh, ph, vec, exif_time, mtime_ns, fmt, rotated, content, picture_pixels,
-                 windows, camera, quality, grey) in cur:
+            for (
+                path,
+                size,
+                w,
+                h,
+                md5,
+                dh,
+                ph,
+                vec,
+                exif_time,
+                mtime_ns,
+                fmt,
+                rotated,
+                content,
+                picture_pixels,
+                windows,
+                camera,
+                quality,
+                grey,
+            ) in cur:
                 yield FileRecord(
                     path=path,
                     size=size,
@@ -429,7 +465,9 @@ class Index:
         now = time.time()
         with self.transaction() as c:
             before = c.total_changes
-            c.executemany("INSERT OR IGNORE INTO ignores (a, b, created) VALUES (?, ?, ?)", ((a, b, now) for a, b in pairs))
+            c.executemany(
+                "INSERT OR IGNORE INTO ignores (a, b, created) VALUES (?, ?, ?)", ((a, b, now) for a, b in pairs)
+            )
             return c.total_changes - before
 
     def remove_ignore(self, paths: Collection[str]) -> int:
@@ -458,8 +496,10 @@ class Index:
     def set_done(self, members_key: str, done: bool) -> None:
         with self.transaction() as c:
             if done:
-                c.execute("INSERT OR REPLACE INTO done_groups (members_key, created) VALUES (?, ?)",
-                          (members_key, time.time()))
+                c.execute(
+                    "INSERT OR REPLACE INTO done_groups (members_key, created) VALUES (?, ?)",
+                    (members_key, time.time()),
+                )
             else:
                 c.execute("DELETE FROM done_groups WHERE members_key=?", (members_key,))
 

@@ -92,8 +92,9 @@ def printable(text: str) -> str:
     line of a plan) and undecodable bytes are shown as backslash escapes."""
     if text.isprintable():
         return text
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for ch in text)
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii") for ch in text
+    )
 
 
 def human_bytes(n: float) -> str:
@@ -137,8 +138,19 @@ def _csv(groups: Sequence[Group], stats: dict[str, Any]) -> str:
     for i, g in enumerate(groups, 1):
         for m in _members(g):
             r = m.record
-            writer.writerow([i, g.kind, int(r.path == g.keep.path), os.path.abspath(r.path), r.size, r.width,
-                             r.height, round(float(m.distance), 6), _match(g, m)])
+            writer.writerow(
+                [
+                    i,
+                    g.kind,
+                    int(r.path == g.keep.path),
+                    os.path.abspath(r.path),
+                    r.size,
+                    r.width,
+                    r.height,
+                    round(float(m.distance), 6),
+                    _match(g, m),
+                ]
+            )
     return buf.getvalue()
 
 
@@ -149,9 +161,15 @@ def _table(groups: Sequence[Group], console: Console) -> None:
         console.print("No duplicate groups.")
         return
     table = Table(show_lines=False, header_style="bold")
-    for name, kw in (("#", {"justify": "right"}), ("kind", {}), ("", {}), ("path", {"overflow": "fold"}),
-                     ("size", {"justify": "right"}), ("pixels", {"justify": "right"}),
-                     ("distance", {"justify": "right"})):
+    for name, kw in (
+        ("#", {"justify": "right"}),
+        ("kind", {}),
+        ("", {}),
+        ("path", {"overflow": "fold"}),
+        ("size", {"justify": "right"}),
+        ("pixels", {"justify": "right"}),
+        ("distance", {"justify": "right"}),
+    ):
         table.add_column(name, **kw)
     for i, g in enumerate(groups, 1):
         for j, m in enumerate(_members(g)):
@@ -246,9 +264,14 @@ def _html(groups: Sequence[Group], stats: dict[str, Any], output: Path | None) -
         for m in _members(g):
             r = m.record
             keep = r.path == g.keep.path
-            img = (f"<img src='{folder_url}/{esc(r.md5)}.jpg' alt='' loading='lazy'>" if r.md5 in thumbs
-                   else "<div class='missing'>no preview</div>")
-            label = "<span class='tag'>keep</span> " if keep else f"{esc(str(m.tier))}, distance {m.distance:.3g} &middot; "
+            img = (
+                f"<img src='{folder_url}/{esc(r.md5)}.jpg' alt='' loading='lazy'>"
+                if r.md5 in thumbs
+                else "<div class='missing'>no preview</div>"
+            )
+            label = (
+                "<span class='tag'>keep</span> " if keep else f"{esc(str(m.tier))}, distance {m.distance:.3g} &middot; "
+            )
             parts.append(
                 f"<figure class='{'keep' if keep else ''}'>{img}<figcaption>{label}"
                 f"{r.width}&times;{r.height}, {esc(human_bytes(r.size))}<br>{esc(os.path.abspath(r.path))}"

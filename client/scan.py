@@ -206,7 +206,13 @@ def _run_jobs(
         return
     thumb_size = embedder.input_size if embedder is not None else None
     thumb_kind = embedder.thumb_kind if embedder is not None else "none"
-    pool = HashPool(settings.scan.scan_workers, settings.imaging.max_image_pixels, thumb_size, thumb_kind, settings.scan.thumbnail_quality)
+    pool = HashPool(
+        settings.scan.scan_workers,
+        settings.imaging.max_image_pixels,
+        thumb_size,
+        thumb_kind,
+        settings.scan.thumbnail_quality,
+    )
     bar = _progress(console, show)
     t0 = time.monotonic()
     interrupted = True

@@ -71,14 +71,17 @@ def load_picture(path: str, content: tuple[int, int, int, int] | None = None, si
         rgb = load_rgb(img, min_side=side // 2)
         if content is not None and content != (0, 0, full_w, full_h):
             sx, sy = rgb.width / full_w, rgb.height / full_h
-            rgb = rgb.crop((round(content[0] * sx), round(content[1] * sy),
-                            round(content[2] * sx), round(content[3] * sy)))
+            rgb = rgb.crop(
+                (round(content[0] * sx), round(content[1] * sy), round(content[2] * sx), round(content[3] * sy))
+            )
         # Every picture at the same long side: a 160 px copy is enlarged, so its features meet the
         # original's at a similar scale.
         scale = side / max(rgb.size)
         if abs(scale - 1.0) > 0.02:
-            rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
-                             Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.BOX)
+            rgb = rgb.resize(
+                (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
+                Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.BOX,
+            )
         gray = np.asarray(rgb.convert("L"))
     orb = cv2.ORB_create(nfeatures=FEATURES, fastThreshold=10)
     keypoints, descriptors = orb.detectAndCompute(gray, None)
@@ -159,8 +162,9 @@ def compare(a: Picture, b: Picture) -> Verdict:
     pa, pb = _matches(a, b)
     if len(pa) < MIN_INLIERS:
         return Verdict(False, len(pa), reason="too few matches")
-    transform, inliers = cv2.estimateAffinePartial2D(pa, pb, method=cv2.RANSAC, ransacReprojThreshold=4.0,
-                                                     maxIters=4000, confidence=0.995)
+    transform, inliers = cv2.estimateAffinePartial2D(
+        pa, pb, method=cv2.RANSAC, ransacReprojThreshold=4.0, maxIters=4000, confidence=0.995
+    )
     if transform is None:
         return Verdict(False, reason="no transform")
     keep = inliers.ravel().astype(bool)
@@ -209,8 +213,13 @@ class GeometricVerifier:
         """The grouping verifier: are these two indexed files the same picture?"""
         return self.verdict(a.path, a.content, b.path, b.content).same
 
-    def verdict(self, path_a: str, content_a: tuple[int, int, int, int] | None,
-                path_b: str, content_b: tuple[int, int, int, int] | None) -> Verdict:
+    def verdict(
+        self,
+        path_a: str,
+        content_a: tuple[int, int, int, int] | None,
+        path_b: str,
+        content_b: tuple[int, int, int, int] | None,
+    ) -> Verdict:
         self.pairs += 1
         a, b = self.picture(path_a, content_a), self.picture(path_b, content_b)
         if a is None or b is None:

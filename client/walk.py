@@ -19,19 +19,82 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 PHOTO_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp", ".dib",
-     ".heic", ".heif", ".hif", ".avif"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".webp",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".bmp",
+        ".dib",
+        ".heic",
+        ".heif",
+        ".hif",
+        ".avif",
+    }
 )
 # Never images; skipping them saves opening every video and document in a home folder.
 NOT_PHOTO_EXTENSIONS = frozenset(
-    {".mp4", ".mov", ".avi", ".mkv", ".m4v", ".3gp", ".mts", ".wmv", ".mp3", ".m4a", ".wav", ".aac", ".flac",
-     ".txt", ".md", ".pdf", ".doc", ".docx", ".xls", ".xlsx", ".zip", ".gz", ".7z", ".rar", ".json", ".xml",
-     ".xmp", ".aae", ".thm", ".db", ".ini", ".html", ".htm", ".css", ".js", ".py", ".sqlite3", ".lrcat"}
+    {
+        ".mp4",
+        ".mov",
+        ".avi",
+        ".mkv",
+        ".m4v",
+        ".3gp",
+        ".mts",
+        ".wmv",
+        ".mp3",
+        ".m4a",
+        ".wav",
+        ".aac",
+        ".flac",
+        ".txt",
+        ".md",
+        ".pdf",
+        ".doc",
+        ".docx",
+        ".xls",
+        ".xlsx",
+        ".zip",
+        ".gz",
+        ".7z",
+        ".rar",
+        ".json",
+        ".xml",
+        ".xmp",
+        ".aae",
+        ".thm",
+        ".db",
+        ".ini",
+        ".html",
+        ".htm",
+        ".css",
+        ".js",
+        ".py",
+        ".sqlite3",
+        ".lrcat",
+    }
 )
 # Folders that photo tools, NAS boxes and operating systems fill with their own copies and thumbnails.
 SYSTEM_DIRS = frozenset(
-    {"@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information", "lost+found", "__MACOSX",
-     ".Trashes", ".Spotlight-V100", ".fseventsd", "node_modules", "Thumbs"}
+    {
+        "@eaDir",
+        "#recycle",
+        "$RECYCLE.BIN",
+        "System Volume Information",
+        "lost+found",
+        "__MACOSX",
+        ".Trashes",
+        ".Spotlight-V100",
+        ".fseventsd",
+        "node_modules",
+        "Thumbs",
+    }
 )
 SNIFF_BYTES = 32
 

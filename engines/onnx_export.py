@@ -35,7 +35,9 @@ def cache_key(settings: Settings) -> str:
     """File-name-safe key for everything that changes the exported graph."""
     from photodedup.engines.openclip_loader import bundled_config_hash, package_version, weights_id
 
-    key = f"{settings.model.model_name}-{weights_id(settings)}-opset{OPSET}-openclip{package_version('open_clip_torch')}"
+    key = (
+        f"{settings.model.model_name}-{weights_id(settings)}-opset{OPSET}-openclip{package_version('open_clip_torch')}"
+    )
     config = bundled_config_hash(settings.model.model_name)  # our own configs change without an open_clip release
     if config:
         key += f"-cfg{config}"

@@ -131,7 +131,10 @@ def _quantize(src: Path, dst: Path, recipe: Recipe) -> None:
             quant_pre_process(str(src), str(source), skip_symbolic_shape=True)
         out = tmp_dir / "int8.onnx"
         quantize_dynamic(
-            str(source), str(out), weight_type=QuantType.QInt8, per_channel=recipe.per_channel,
+            str(source),
+            str(out),
+            weight_type=QuantType.QInt8,
+            per_channel=recipe.per_channel,
             reduce_range=recipe.reduce_range,
         )
         atomic_write_bytes(dst, out.read_bytes())

@@ -67,11 +67,19 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def plan_key(onnx_sha256: str, trt_version: str, gpu_name: str, capability: tuple[int, int], profile: Profile, recipe: str) -> str:
+def plan_key(
+    onnx_sha256: str, trt_version: str, gpu_name: str, capability: tuple[int, int], profile: Profile, recipe: str
+) -> str:
     """A plan runs only on the TensorRT version and GPU architecture that built it: all of it is in the key."""
     text = "|".join(
-        [onnx_sha256, trt_version, gpu_name, f"sm{capability[0]}{capability[1]}",
-         f"b{profile.min_batch}-{profile.opt_batch}-{profile.max_batch}", recipe]
+        [
+            onnx_sha256,
+            trt_version,
+            gpu_name,
+            f"sm{capability[0]}{capability[1]}",
+            f"b{profile.min_batch}-{profile.opt_batch}-{profile.max_batch}",
+            recipe,
+        ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -116,7 +124,9 @@ class TensorRTEngine(BaseEngine):
         onnx_path, self.info = ensure_onnx(self.settings)
         props = torch.cuda.get_device_properties(self.dev.index)
         profile = profile_for(self.settings.server.max_batch_size)
-        key = plan_key(file_digest(onnx_path), trt.__version__, props.name, (props.major, props.minor), profile, PRECISION_RECIPE)
+        key = plan_key(
+            file_digest(onnx_path), trt.__version__, props.name, (props.major, props.minor), profile, PRECISION_RECIPE
+        )
         self.plan_file = plan_path(onnx_path, key)
         with export_lock(onnx_path):
             if not self.plan_file.is_file():
@@ -125,7 +135,9 @@ class TensorRTEngine(BaseEngine):
             runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
             self._engine = runtime.deserialize_cuda_engine(self.plan_file.read_bytes())
             if self._engine is None:
-                raise EngineUnavailableError(f"TensorRT could not load its cached plan {self.plan_file}; delete it to rebuild")
+                raise EngineUnavailableError(
+                    f"TensorRT could not load its cached plan {self.plan_file}; delete it to rebuild"
+                )
             self._context = self._engine.create_execution_context()
             self._stream = torch.cuda.Stream(self.dev.index)
             prep = self.info.preprocessing

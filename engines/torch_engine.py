@@ -89,4 +89,3 @@ class TorchEngine(BaseEngine):
                 memory_used_bytes=torch.cuda.memory_allocated(self.dev.index),
             )
         return EngineStatus(detail=detail, memory_total_bytes=super().status().memory_total_bytes)
-

@@ -15,8 +15,13 @@ from photodedup.settings import Settings
 
 
 def triton_config(
-    name: str, embedding_dim: int, input_size: int, max_batch_size: int, max_queue_delay_us: int,
-    gpus: int, tensorrt_fp16: bool,
+    name: str,
+    embedding_dim: int,
+    input_size: int,
+    max_batch_size: int,
+    max_queue_delay_us: int,
+    gpus: int,
+    tensorrt_fp16: bool,
 ) -> str:
     """config.pbtxt text; `gpus` = 0 means a CPU instance."""
     instance = (
@@ -27,8 +32,8 @@ def triton_config(
     accel = ""
     if tensorrt_fp16 and gpus:
         accel = (
-            "optimization { execution_accelerators { gpu_execution_accelerator: [ { name: \"tensorrt\" "
-            "parameters { key: \"precision_mode\" value: \"FP16\" } } ] } }\n"
+            'optimization { execution_accelerators { gpu_execution_accelerator: [ { name: "tensorrt" '
+            'parameters { key: "precision_mode" value: "FP16" } } ] } }\n'
         )
     return (
         f'name: "{name}"\n'

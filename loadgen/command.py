@@ -138,7 +138,13 @@ async def _remote(targets: list[str], metrics: list[str], opts: BenchOptions) ->
                 after = await scrape()
                 split = st.server_split(before, after) if before is not None and after is not None else None
                 row = step_report(
-                    mode=opts.mode, concurrency=conc, batch=batch, rec=rec, server=split, max_batch=max_batch, payload=opts.payload
+                    mode=opts.mode,
+                    concurrency=conc,
+                    batch=batch,
+                    rec=rec,
+                    server=split,
+                    max_batch=max_batch,
+                    payload=opts.payload,
                 )
                 log.info("step c=%d b=%d: %.0f img/s", conc, batch, row["images_per_s"])
                 steps.append(row)
@@ -177,7 +183,9 @@ def _local(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
             cpu0 = time.process_time()
             bl.run_local(engine, payload.arrays, batch, bl.Budget(opts.duration, opts.requests), rec)
             rec.cpu_seconds = time.process_time() - cpu0
-            row = step_report(mode="local", concurrency=1, batch=batch, rec=rec, server=None, max_batch=None, payload="raw")
+            row = step_report(
+                mode="local", concurrency=1, batch=batch, rec=rec, server=None, max_batch=None, payload="raw"
+            )
             row["mean_batch"] = float(batch)
             steps.append(row)
         return {
@@ -240,25 +248,62 @@ def run_bench(
 
 
 @click.command()
-@click.option("--server", "servers", multiple=True, help="host:port of a server; repeat or comma-separate to load several.")
+@click.option(
+    "--server", "servers", multiple=True, help="host:port of a server; repeat or comma-separate to load several."
+)
 @click.option("--local", is_flag=True, help="Measure the engine alone in this process (no server, no gRPC).")
 @click.option("--mode", type=click.Choice(["unary", "stream"]), default="stream", show_default=True)
-@click.option("--concurrency", default="1,4,16,64", show_default=True, help="Requests (unary) or messages (stream) in flight; a comma list is a sweep.")
-@click.option("--batch", "batch", default=None, help="Images per unary request, or per engine call with --local; a comma list sweeps. [default 1; 1,8,32 with --local]")
+@click.option(
+    "--concurrency",
+    default="1,4,16,64",
+    show_default=True,
+    help="Requests (unary) or messages (stream) in flight; a comma list is a sweep.",
+)
+@click.option(
+    "--batch",
+    "batch",
+    default=None,
+    help="Images per unary request, or per engine call with --local; a comma list sweeps. [default 1; 1,8,32 with --local]",
+)
 @click.option("--items-per-message", type=int, default=8, show_default=True, help="Images per EmbedStream message.")
 @click.option("--streams", type=int, default=1, show_default=True, help="EmbedStream calls per server.")
 @click.option("--duration", type=float, default=None, help="Measured seconds per step [default 5 unless --requests].")
-@click.option("--requests", type=int, default=None, help="Measured requests (unary), messages (stream) or engine calls per step.")
+@click.option(
+    "--requests", type=int, default=None, help="Measured requests (unary), messages (stream) or engine calls per step."
+)
 @click.option("--warmup", type=float, default=1.0, show_default=True, help="Unmeasured seconds before each step.")
 @click.option("--payload", type=click.Choice(PAYLOADS), default="thumbnail", show_default=True)
-@click.option("--photos", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of real photos [default: generated ones].")
+@click.option(
+    "--photos",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of real photos [default: generated ones].",
+)
 @click.option("--images", type=int, default=64, show_default=True, help="Distinct images to cycle through.")
 @click.option("--photo-size", default="1600x1200", show_default=True, help="Size of generated photos (WIDTHxHEIGHT).")
-@click.option("--quality", type=click.IntRange(1, 100), default=80, show_default=True, help="JPEG quality of thumbnails (and generated originals).")
-@click.option("--metrics", "metrics", multiple=True, help="host:port of a server's Prometheus endpoint, for the server-side columns.")
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=80,
+    show_default=True,
+    help="JPEG quality of thumbnails (and generated originals).",
+)
+@click.option(
+    "--metrics",
+    "metrics",
+    multiple=True,
+    help="host:port of a server's Prometheus endpoint, for the server-side columns.",
+)
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
-@click.option("--expect-status", multiple=True, help="gRPC status names that do not fail the run (e.g. RESOURCE_EXHAUSTED).")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Deadline of each unary request; for streams, the longest wait for the next result.")
+@click.option(
+    "--expect-status", multiple=True, help="gRPC status names that do not fail the run (e.g. RESOURCE_EXHAUSTED)."
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Deadline of each unary request; for streams, the longest wait for the next result.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
 @model_options
 @handle_errors

@@ -81,14 +81,21 @@ def unary_requests(payload: Payload, batch: int, dtype: int, slots: int) -> list
 
 
 async def run_unary(
-    channels: Sequence[Any], requests: Sequence[tuple[bytes, int]], concurrency: int, budget: Budget, rec: Recorder, timeout: float
+    channels: Sequence[Any],
+    requests: Sequence[tuple[bytes, int]],
+    concurrency: int,
+    budget: Budget,
+    rec: Recorder,
+    timeout: float,
 ) -> None:
     """`concurrency` workers, each with one Embed request in flight at a time."""
     import grpc
 
     from photodedup.v1 import embed_pb2
 
-    calls = [ch.unary_unary(wire.EMBED_METHOD, response_deserializer=embed_pb2.EmbedResponse.FromString) for ch in channels]
+    calls = [
+        ch.unary_unary(wire.EMBED_METHOD, response_deserializer=embed_pb2.EmbedResponse.FromString) for ch in channels
+    ]
 
     async def worker(w: int) -> None:
         call = calls[w % len(calls)]
@@ -130,9 +137,7 @@ def stream_messages(payload: Payload, per_message: int, dtype: int, slots: int, 
     out = []
     for s in range(slots):
         base = (stream * 7919 + s * per_message) % n
-        items = [
-            embed_pb2.StreamItem(id=f"{s}.{j}", image=payload.images[(base + j) % n]) for j in range(per_message)
-        ]
+        items = [embed_pb2.StreamItem(id=f"{s}.{j}", image=payload.images[(base + j) % n]) for j in range(per_message)]
         out.append(embed_pb2.EmbedStreamRequest(items=items, dtype=dtype).SerializeToString())
     return out
 

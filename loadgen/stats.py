@@ -175,8 +175,12 @@ def machine_line(packages: Sequence[str] = MACHINE_PACKAGES) -> str:
     import time
     from importlib.metadata import PackageNotFoundError, version
 
-    parts = [time.strftime("%Y-%m-%d", time.gmtime()), f"{os.cpu_count()} cores", platform.machine(),
-             f"Python {platform.python_version()}"]
+    parts = [
+        time.strftime("%Y-%m-%d", time.gmtime()),
+        f"{os.cpu_count()} cores",
+        platform.machine(),
+        f"Python {platform.python_version()}",
+    ]
     for pkg in packages:
         try:
             parts.append(f"{pkg} {version(pkg)}")

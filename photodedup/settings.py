@@ -45,7 +45,6 @@ def _alias(*names: str) -> Any:
 CommaList = Annotated[list[str], NoDecode]
 
 
-
 def join_address_lists(parts: list[str]) -> list[str]:
     """Comma-split targets, with `ipv4:10.0.0.1:50051,10.0.0.2:50051` put back together: it is one target
     that gRPC balances over, not two."""
@@ -73,7 +72,10 @@ class _Section(BaseSettings):
     """A group of settings; each section reads the flat `PHOTODEDUP_*` environment itself."""
 
     model_config = SettingsConfigDict(
-        env_prefix="PHOTODEDUP_", populate_by_name=True, extra="ignore", validate_default=True,
+        env_prefix="PHOTODEDUP_",
+        populate_by_name=True,
+        extra="ignore",
+        validate_default=True,
         protected_namespaces=(),
     )
 
@@ -137,7 +139,10 @@ class ServerSettings(_Section):
 
     host: str = Field("[::]", description="Address to listen on.")
     port: int = Field(
-        50051, ge=0, le=65535, validation_alias=_alias("PHOTODEDUP_PORT", "PORT"),
+        50051,
+        ge=0,
+        le=65535,
+        validation_alias=_alias("PHOTODEDUP_PORT", "PORT"),
         description="gRPC port; 0 picks a free one.",
     )
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus metrics port; 0 picks a free one.")
@@ -246,7 +251,9 @@ class TransportSettings(_Section):
     ca_cert: Path | None = Field(None, description="PEM CA bundle that signs the servers' certificates (implies tls).")
     client_cert: Path | None = Field(None, description="PEM client certificate for servers that require mutual TLS.")
     client_key: Path | None = Field(None, description="PEM private key of client_cert.")
-    token: SecretStr | None = Field(None, description="Bearer token sent to servers [env PHOTODEDUP_TOKEN]; never logged.")
+    token: SecretStr | None = Field(
+        None, description="Bearer token sent to servers [env PHOTODEDUP_TOKEN]; never logged."
+    )
     balanced_streams: int = Field(
         4, ge=1, description="Streams per dns:/ipv4: server target; round robin spreads them over its addresses."
     )
@@ -267,12 +274,22 @@ class GroupingSettings(_Section):
     )
     keep_policy: CommaList = Field(
         default_factory=lambda: [
-            "resolution", "camera", "quality", "colour", "borders", "oldest", "size", "format", "shortest_path",
+            "resolution",
+            "camera",
+            "quality",
+            "colour",
+            "borders",
+            "oldest",
+            "size",
+            "format",
+            "shortest_path",
         ],
         description="Keeper rule order: resolution, camera, quality, colour, borders, oldest, size, format, shortest_path.",
     )
     ann_threshold: int = Field(
-        20_000, ge=2, description="Files with embeddings above which neighbours come from an ANN index, not exact search."
+        20_000,
+        ge=2,
+        description="Files with embeddings above which neighbours come from an ANN index, not exact search.",
     )
     verify: bool = Field(
         True, description="Confirm loose near candidates (crops, borders, small rotations, overlays) by local features."

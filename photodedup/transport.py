@@ -43,7 +43,9 @@ def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     if not (settings.transport.tls or settings.transport.ca_cert or settings.transport.client_cert):
         return None
     if bool(settings.transport.client_cert) != bool(settings.transport.client_key):
-        raise PhotodedupError("a client certificate needs its key, and a key its certificate (--client-cert, --client-key)")
+        raise PhotodedupError(
+            "a client certificate needs its key, and a key its certificate (--client-cert, --client-key)"
+        )
     return grpc.ssl_channel_credentials(
         root_certificates=_read(settings.transport.ca_cert, "CA certificate"),
         private_key=_read(settings.transport.client_key, "client key"),
@@ -109,13 +111,22 @@ def probe_server(target: str, settings: Settings) -> wire.ServerProbe:
 
 def _with_metadata(details: Any, metadata: tuple[tuple[str, str], ...], factory: Callable[..., Any]) -> Any:
     merged = tuple(details.metadata or ()) + metadata
-    fields = {f: getattr(details, f, None) for f in ("method", "timeout", "credentials", "wait_for_ready", "compression")}
+    fields = {
+        f: getattr(details, f, None) for f in ("method", "timeout", "credentials", "wait_for_ready", "compression")
+    }
     return factory(**fields, metadata=merged)
 
 
 class _CallDetails(grpc.ClientCallDetails):
-    def __init__(self, method: str, timeout: float | None, metadata: Any, credentials: Any,
-                 wait_for_ready: bool | None, compression: Any) -> None:
+    def __init__(
+        self,
+        method: str,
+        timeout: float | None,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+    ) -> None:
         self.method = method
         self.timeout = timeout
         self.metadata = metadata
@@ -137,7 +148,9 @@ class _SyncMetadata(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInt
 
 def _aio_details(details: Any, metadata: tuple[tuple[str, str], ...]) -> grpc.aio.ClientCallDetails:
     merged = grpc.aio.Metadata(*(tuple(details.metadata or ()) + metadata))
-    return grpc.aio.ClientCallDetails(details.method, details.timeout, merged, details.credentials, details.wait_for_ready)
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, merged, details.credentials, details.wait_for_ready
+    )
 
 
 class _AioUnaryMetadata(grpc.aio.UnaryUnaryClientInterceptor):

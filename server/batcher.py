@@ -76,7 +76,9 @@ class DynamicBatcher:
         """Queued images whose callers still wait (the queue-depth gauge; settles when clients vanish)."""
         return sum(1 for item in self._queue if not item.future.done())
 
-    def submit(self, arrays: Sequence[np.ndarray], all_or_nothing: bool = True) -> list[asyncio.Future[np.ndarray] | None]:
+    def submit(
+        self, arrays: Sequence[np.ndarray], all_or_nothing: bool = True
+    ) -> list[asyncio.Future[np.ndarray] | None]:
         """Queue images; returns one future each. When the queue lacks room: all_or_nothing raises
         QueueFullError, otherwise the images that do not fit get None."""
         if self._closed:

@@ -30,7 +30,9 @@ class Metrics:
         self.requests = Counter(
             "photodedup_requests", "RPCs finished, by method and gRPC status code", ["method", "code"], registry=r
         )
-        self.items = Counter("photodedup_items", "Images answered, by outcome (OK or an error code)", ["status"], registry=r)
+        self.items = Counter(
+            "photodedup_items", "Images answered, by outcome (OK or an error code)", ["status"], registry=r
+        )
         self.inference_items = Counter(
             "photodedup_inference_items", "Images run through an engine", ["device"], registry=r
         )
@@ -67,15 +69,20 @@ class Metrics:
         self.queue_depth = Gauge("photodedup_queue_depth", "Images waiting in the batcher's queue", registry=r)
         self.inflight = Gauge("photodedup_inflight_items", "Images accepted and not yet answered", registry=r)
         self.refused = Counter(
-            "photodedup_refused_items", "Images refused before any work, by the budget that said no", ["budget"], registry=r
+            "photodedup_refused_items",
+            "Images refused before any work, by the budget that said no",
+            ["budget"],
+            registry=r,
         )
         self.auth_failures = Counter(
             "photodedup_auth_failures", "EmbedService calls refused for a missing or wrong bearer token", registry=r
         )
         self.ready = Gauge("photodedup_ready", "1 when the engines are loaded and warm", registry=r)
         self.engine_info = Gauge(
-            "photodedup_engine_info", "1 per loaded engine: which runtime and precision serve each device",
-            ["device", "engine", "precision"], registry=r,
+            "photodedup_engine_info",
+            "1 per loaded engine: which runtime and precision serve each device",
+            ["device", "engine", "precision"],
+            registry=r,
         )
         # process_cpu_seconds_total etc.: lets a load generator tell CPU cost per image from waiting.
         ProcessCollector(registry=r)

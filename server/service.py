@@ -88,7 +88,9 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
             if self._active == 0:
                 self._idle.set()
 
-    async def Embed(self, request: embed_pb2.EmbedRequest, context: grpc.aio.ServicerContext) -> embed_pb2.EmbedResponse:
+    async def Embed(
+        self, request: embed_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> embed_pb2.EmbedResponse:
         with self._call():
             pipeline = self._ready()
             wire_dtype = pipeline.check_message(len(request.images), request.dtype)
@@ -126,7 +128,9 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
             finally:
                 self._sessions.discard(session)
 
-    async def GetInfo(self, request: embed_pb2.GetInfoRequest, context: grpc.aio.ServicerContext) -> embed_pb2.GetInfoResponse:
+    async def GetInfo(
+        self, request: embed_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
+    ) -> embed_pb2.GetInfoResponse:
         runtime = self._ready().runtime
         info = runtime.info
         prep = info.preprocessing

@@ -55,8 +55,17 @@ def record(path: object, **fields: Any) -> FileRecord:
     """A FileRecord with plain defaults (100x100 JPEG of 1000 bytes, an MD5 unique to the path, zero
     hashes, no embedding); keyword arguments override any field."""
     base: dict[str, Any] = {
-        "path": str(path), "size": 1000, "width": 100, "height": 100, "md5": f"md5-{path}", "dhash": 0,
-        "phash": 0, "embedding": None, "exif_time": None, "mtime": 0.0, "format": "JPEG",
+        "path": str(path),
+        "size": 1000,
+        "width": 100,
+        "height": 100,
+        "md5": f"md5-{path}",
+        "dhash": 0,
+        "phash": 0,
+        "embedding": None,
+        "exif_time": None,
+        "mtime": 0.0,
+        "format": "JPEG",
     }
     base.update(fields)
     return FileRecord(**base)

@@ -51,7 +51,8 @@ def synthetic_index(db: Path, groups: int) -> None:
     """`groups` exact pairs of made-up files under /lib (nothing on disk): for listing at scale."""
     results = [
         HashResult(f"/lib/{side}/{i:06d}.jpg", 1000 + i, 1, md5=f"{i:032x}", width=10, height=10, format="JPEG")
-        for i in range(groups) for side in ("a", "b")
+        for i in range(groups)
+        for side in ("a", "b")
     ]
     with Index(db) as index:
         scan = index.start_scan(["/lib"], None, {"reference": []})

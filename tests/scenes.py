@@ -12,8 +12,10 @@ def scene(seed: int, size: tuple[int, int] = (640, 480), movers: int = 0, mover_
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([80 + 60 * np.sin(xx / w * rng.uniform(1, 4) + c) * np.cos(yy / h * rng.uniform(1, 4))
-                     for c in range(3)], axis=2)
+    base = np.stack(
+        [80 + 60 * np.sin(xx / w * rng.uniform(1, 4) + c) * np.cos(yy / h * rng.uniform(1, 4)) for c in range(3)],
+        axis=2,
+    )
     img = Image.fromarray(np.clip(base + 60, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     for _ in range(90):

@@ -151,8 +151,13 @@ class Hardlink(Operation):
 
     def intent(self, seq: int, now: float, action: Action) -> Intent:
         folder, name = os.path.split(action.path)
-        return Intent(seq, now, action, backup=os.path.join(folder, f"{BACKUP_PREFIX}{seq}-{name}"),
-                      temp=os.path.join(folder, f"{TEMP_PREFIX}{seq}-{name}"))
+        return Intent(
+            seq,
+            now,
+            action,
+            backup=os.path.join(folder, f"{BACKUP_PREFIX}{seq}-{name}"),
+            temp=os.path.join(folder, f"{TEMP_PREFIX}{seq}-{name}"),
+        )
 
     def perform(self, intent: Intent) -> Done:
         path = intent.action.path

@@ -71,8 +71,10 @@ def check_move_dest(dest: Path, roots: Sequence[str]) -> None:
     for root in roots:
         base = os.path.realpath(root)
         if os.path.isdir(base) and (real == base or real.startswith(base.rstrip("/") + "/")):
-            raise ActionError(f"the move-to folder {dest} is inside the scanned folder {root}: the next scan "
-                              "would find the moved copies again; choose a folder outside the scanned folders")
+            raise ActionError(
+                f"the move-to folder {dest} is inside the scanned folder {root}: the next scan "
+                "would find the moved copies again; choose a folder outside the scanned folders"
+            )
 
 
 def plan_actions(
@@ -128,8 +130,18 @@ def plan_actions(
                 continue
             if mode == "hardlink" and rec.md5 != keep.md5:
                 continue  # only byte-identical copies may become one file
-            actions.append(Action(mode, os.path.abspath(rec.path), os.path.abspath(keep.path), rec.md5,
-                                  keep.md5, rec.size, rec.mtime, kind))
+            actions.append(
+                Action(
+                    mode,
+                    os.path.abspath(rec.path),
+                    os.path.abspath(keep.path),
+                    rec.md5,
+                    keep.md5,
+                    rec.size,
+                    rec.mtime,
+                    kind,
+                )
+            )
     if mode == "move" and actions:
         assert dest is not None
         base = os.path.abspath(root) if root is not None else common_root([a.path for a in actions])

@@ -41,8 +41,9 @@ class UndoResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def apply_actions(actions: Sequence[Action], journal_path: Path, verify_md5: bool = True,
-                  roots: Sequence[str] | None = None) -> ApplyResult:
+def apply_actions(
+    actions: Sequence[Action], journal_path: Path, verify_md5: bool = True, roots: Sequence[str] | None = None
+) -> ApplyResult:
     """Carry out `actions`, each verified and journalled first; a problem skips a file, never the run.
 
     Args:
@@ -65,7 +66,11 @@ def apply_actions(actions: Sequence[Action], journal_path: Path, verify_md5: boo
         for seq, action in enumerate(actions):
             op = operation(action.op)
             reason = op.check(action, verify_md5, keeper_md5)
-            if reason is None and roots is not None and (outside_roots(action.path, roots) or outside_roots(action.keep, roots)):
+            if (
+                reason is None
+                and roots is not None
+                and (outside_roots(action.path, roots) or outside_roots(action.keep, roots))
+            ):
                 reason = "outside the scanned folders (a symlinked folder leads elsewhere)"
             if reason:
                 journal.write(Skip(seq, action.path, reason))

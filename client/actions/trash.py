@@ -61,7 +61,9 @@ def find_in_trash(path: str, since: float) -> TrashEntry | None:
         if not os.path.isdir(info_dir):
             continue
         # relative Path= lines are relative to the volume holding a per-volume trash
-        topdir = os.path.dirname(os.path.dirname(trash)) if os.path.basename(trash).isdigit() else os.path.dirname(trash)
+        topdir = (
+            os.path.dirname(os.path.dirname(trash)) if os.path.basename(trash).isdigit() else os.path.dirname(trash)
+        )
         for name in os.listdir(info_dir):
             if not (name.endswith(INFO_SUFFIX) and name.startswith(stem)):
                 continue

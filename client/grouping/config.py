@@ -11,12 +11,36 @@ if TYPE_CHECKING:
 # Which copy is the original: most picture (borders excluded), camera metadata, least generation loss,
 # colour, no added borders, oldest, then bytes, format and path. See README ("Which file is kept").
 KEEP_POLICY: tuple[str, ...] = (
-    "resolution", "camera", "quality", "colour", "borders", "oldest", "size", "format", "shortest_path",
+    "resolution",
+    "camera",
+    "quality",
+    "colour",
+    "borders",
+    "oldest",
+    "size",
+    "format",
+    "shortest_path",
 )
 # Lower index is preferred: camera RAW and HEIC keep more of the original than a JPEG export.
 FORMAT_PREFERENCE: tuple[str, ...] = (
-    "DNG", "CR2", "CR3", "NEF", "ARW", "ORF", "RW2", "RAF", "RAW",
-    "HEIC", "HEIF", "AVIF", "TIFF", "PNG", "WEBP", "JPEG", "BMP", "GIF",
+    "DNG",
+    "CR2",
+    "CR3",
+    "NEF",
+    "ARW",
+    "ORF",
+    "RW2",
+    "RAF",
+    "RAW",
+    "HEIC",
+    "HEIF",
+    "AVIF",
+    "TIFF",
+    "PNG",
+    "WEBP",
+    "JPEG",
+    "BMP",
+    "GIF",
 )
 
 

@@ -191,5 +191,3 @@ def cosine_neighbours(
         out.setdefault(a, {})[b] = max(0.0, float(dist))
         out.setdefault(b, {})[a] = max(0.0, float(dist))
     return out
-
-

@@ -109,8 +109,10 @@ def _near_tier(
 ) -> list[Cluster]:
     """Join units whose hashes are within `near_threshold` of a centre's (members share bytes, so hashes),
     and, with a verifier, units within `candidate_threshold` window bits that it confirms."""
-    hashed = [next((m for m in u.members if records[m].dhash is not None and records[m].phash is not None), None)
-              for u in units]
+    hashed = [
+        next((m for m in u.members if records[m].dhash is not None and records[m].phash is not None), None)
+        for u in units
+    ]
     ids = [k for k, m in enumerate(hashed) if m is not None]
     owners = [records[hashed[k]] for k in ids]  # type: ignore[index]
     keys = [(r.dhash, r.phash) for r in owners]
@@ -120,8 +122,9 @@ def _near_tier(
     unverified: set[tuple[int, int]] = set()
     # A near threshold of 0 asks for identical hashes only: no loose net then either.
     if verifier is not None and config.candidate_threshold > config.near_threshold > 0:
-        loose = window_neighbours([r.windows for r in owners], config.candidate_threshold,
-                                  config.hamming_brute_force_max)
+        loose = window_neighbours(
+            [r.windows for r in owners], config.candidate_threshold, config.hamming_brute_force_max
+        )
         for a, row in loose.items():
             for b, d in row.items():
                 i, j = ids[a], ids[b]

@@ -135,8 +135,6 @@ def hamming_neighbours(
     return out
 
 
-
-
 def window_neighbours(
     windows: Sequence[Sequence[tuple[int, int]]], threshold: int, brute_force_max: int = 2048
 ) -> dict[int, dict[int, float]]:

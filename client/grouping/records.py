@@ -90,7 +90,8 @@ class Group:
     def targets(self) -> list[Member]:
         """Members an action may touch: not the keeper, not under a reference dir, not a series shot."""
         return [
-            m for m in self.members
+            m
+            for m in self.members
             if m.record is not self.keep and m.record.path not in self.protected and m.tier is not Tier.SERIES
         ]
 

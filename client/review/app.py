@@ -36,10 +36,13 @@ FILTERS = ("kind", "folder", "sort", "done_last")
 
 
 def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
     env.filters["bytes"] = human_bytes
-    env.filters["date"] = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if t else ""
+    env.filters["date"] = lambda t: (
+        dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if t else ""
+    )
     env.filters["dirname"] = os.path.dirname
     env.filters["basename"] = os.path.basename
     return env
@@ -49,13 +52,22 @@ def _filters(request: Request) -> dict[str, Any]:
     q = request.query_params
     kind = q.get("kind", "")
     sort = q.get("sort", "order")
-    return {"kind": kind if kind in KINDS else "", "folder": q.get("folder", "")[:500],
-            "sort": sort if sort in SORTS else "order", "unresolved_first": q.get("done_last", "1") != "0"}
+    return {
+        "kind": kind if kind in KINDS else "",
+        "folder": q.get("folder", "")[:500],
+        "sort": sort if sort in SORTS else "order",
+        "unresolved_first": q.get("done_last", "1") != "0",
+    }
 
 
 def _query(filters: dict[str, Any], **extra: Any) -> str:
-    items = {"kind": filters["kind"], "folder": filters["folder"], "sort": filters["sort"],
-             "done_last": "1" if filters["unresolved_first"] else "0", **extra}
+    items = {
+        "kind": filters["kind"],
+        "folder": filters["folder"],
+        "sort": filters["sort"],
+        "done_last": "1" if filters["unresolved_first"] else "0",
+        **extra,
+    }
     return urlencode({k: v for k, v in items.items() if v not in ("", None)})
 
 
@@ -64,8 +76,9 @@ def create_app(state: ReviewState, thumbs: ThumbnailCache, secrets: Secrets, hos
     env = _env()
 
     def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-        html = env.get_template(name).render(csrf=secrets.csrf, csrf_field=CSRF_FIELD, total=len(state),
-                                             path=request.url.path, **ctx)
+        html = env.get_template(name).render(
+            csrf=secrets.csrf, csrf_field=CSRF_FIELD, total=len(state), path=request.url.path, **ctx
+        )
         return HTMLResponse(html, status_code=status)
 
     async def listing(request: Request) -> Response:
@@ -77,17 +90,35 @@ def create_app(state: ReviewState, thumbs: ThumbnailCache, secrets: Secrets, hos
         except ValueError:
             number = 1
         shown = views[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
-        return page(request, "list.html", views=shown, count=len(views), page=number, pages=pages,
-                    filters=filters, query=_query(filters), kinds=KINDS, sorts=SORTS,
-                    done=sum(v.done for v in views))
+        return page(
+            request,
+            "list.html",
+            views=shown,
+            count=len(views),
+            page=number,
+            pages=pages,
+            filters=filters,
+            query=_query(filters),
+            kinds=KINDS,
+            sorts=SORTS,
+            done=sum(v.done for v in views),
+        )
 
     async def group(request: Request) -> Response:
         filters = _filters(request)
         key = request.path_params["key"]
         view = state.view(key)
         prev_key, next_key = await run_in_threadpool(state.neighbours, key, **filters)
-        return page(request, "group.html", view=view, g=view.group, prev_key=prev_key, next_key=next_key,
-                    query=_query(filters), protected=view.group.protected)
+        return page(
+            request,
+            "group.html",
+            view=view,
+            g=view.group,
+            prev_key=prev_key,
+            next_key=next_key,
+            query=_query(filters),
+            protected=view.group.protected,
+        )
 
     async def compare(request: Request) -> Response:
         key = request.path_params["key"]
@@ -112,7 +143,9 @@ def create_app(state: ReviewState, thumbs: ThumbnailCache, secrets: Secrets, hos
         numbers = [_int(v) for v in form.getlist("number")]
         remaining = await run_in_threadpool(state.not_duplicates, key, numbers)
         target = remaining[0] if remaining and numbers else next_key
-        return RedirectResponse(f"/group/{target}?{_query(filters)}" if target else f"/?{_query(filters)}", status_code=303)
+        return RedirectResponse(
+            f"/group/{target}?{_query(filters)}" if target else f"/?{_query(filters)}", status_code=303
+        )
 
     async def done(request: Request) -> Response:
         form = await csrf_form(request)
@@ -136,8 +169,11 @@ def create_app(state: ReviewState, thumbs: ThumbnailCache, secrets: Secrets, hos
         except ThumbnailError as exc:
             raise HTTPException(404, str(exc)) from None
         # named by content: the same URL always means the same picture
-        return FileResponse(path, media_type="image/jpeg", headers={
-            "Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{md5}-{size}"'})
+        return FileResponse(
+            path,
+            media_type="image/jpeg",
+            headers={"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{md5}-{size}"'},
+        )
 
     async def view_full(request: Request) -> Response:
         rec = state.file(request.path_params["md5"])
@@ -150,8 +186,13 @@ def create_app(state: ReviewState, thumbs: ThumbnailCache, secrets: Secrets, hos
     async def apply_preview(request: Request) -> Response:
         form = await csrf_form(request)
         kinds = [k for k in form.getlist("kinds") if isinstance(k, str)]
-        plan = await run_in_threadpool(state.plan, str(form.get("mode", "")), str(form.get("dest", "")).strip() or None,
-                                       kinds, str(form.get("scope", "done")))
+        plan = await run_in_threadpool(
+            state.plan,
+            str(form.get("mode", "")),
+            str(form.get("dest", "")).strip() or None,
+            kinds,
+            str(form.get("scope", "done")),
+        )
         return page(request, "preview.html", plan=plan)
 
     async def apply_confirm(request: Request) -> Response:
@@ -192,8 +233,11 @@ def create_app(state: ReviewState, thumbs: ThumbnailCache, secrets: Secrets, hos
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=hosts), Middleware(TokenMiddleware, secrets=secrets)]
-    app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers={ReviewError: review_error, ActionError: review_error, HTTPException: http_error})
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={ReviewError: review_error, ActionError: review_error, HTTPException: http_error},
+    )
     app.state.secrets = secrets
     return app
 

@@ -32,7 +32,9 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise PhotodedupError(f"port {port} on {host} is already in use: pick another with --port, or 0 for any") from None
+            raise PhotodedupError(
+                f"port {port} on {host} is already in use: pick another with --port, or 0 for any"
+            ) from None
         raise PhotodedupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.listen(64)
     return sock
@@ -51,8 +53,9 @@ def open_review(db: str | None) -> tuple[Any, Any]:
         config = grouping_config(settings)
         groups = load_groups(index, last.roots, last.model_id, config, refs)
     db_path = Path(settings.scan.db).expanduser()
-    state = ReviewState(db_path, last, groups, config, refs, db_path.parent / "journals",
-                        max_pixels=settings.imaging.max_image_pixels)
+    state = ReviewState(
+        db_path, last, groups, config, refs, db_path.parent / "journals", max_pixels=settings.imaging.max_image_pixels
+    )
     return state, ThumbnailCache(db_path.parent / "thumbs", settings.imaging.max_image_pixels)
 
 
@@ -73,9 +76,17 @@ def build(db: str | None, host: str, port: int) -> tuple[Any, socket.socket, str
 
 
 @click.command()
-@click.option("--db", type=click.Path(dir_okay=False), help="Index file [env PHOTODEDUP_DB; default ~/.local/share/photodedup/index.sqlite3].")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but loopback lets other machines reach the app (token-protected).")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False),
+    help="Index file [env PHOTODEDUP_DB; default ~/.local/share/photodedup/index.sqlite3].",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback lets other machines reach the app (token-protected).",
+)
 @click.option("--port", type=int, default=0, show_default=True, help="Port; 0 picks a free one.")
 @click.option("--no-browser", is_flag=True, help="Only print the URL; do not open a browser.")
 @handle_errors
@@ -84,8 +95,11 @@ def review(db: str | None, host: str, port: int, no_browser: bool) -> None:
     import uvicorn
 
     if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"photodedup: warning: listening on {host}: other machines can reach this app; "
-                   "anyone with the URL's token can act on your files", err=True)
+        click.echo(
+            f"photodedup: warning: listening on {host}: other machines can reach this app; "
+            "anyone with the URL's token can act on your files",
+            err=True,
+        )
     app, sock, url = build(db, host, port)
     click.echo(f"photodedup review: {url}", err=False)
     click.echo("Press Ctrl-C to stop.", err=True)

@@ -81,8 +81,16 @@ class ReviewState:
     """Groups, decisions and plans for one `photodedup review` run. Methods block (SQLite, files):
     the web layer calls them from worker threads."""
 
-    def __init__(self, db: Path, scan: ScanInfo, groups: list[Group], config: Any, reference_dirs: Sequence[str],
-                 journal_dir: Path, max_pixels: int = 80_000_000) -> None:
+    def __init__(
+        self,
+        db: Path,
+        scan: ScanInfo,
+        groups: list[Group],
+        config: Any,
+        reference_dirs: Sequence[str],
+        journal_dir: Path,
+        max_pixels: int = 80_000_000,
+    ) -> None:
         self.db = db
         self.max_pixels = max_pixels
         self.scan = scan
@@ -135,8 +143,9 @@ class ReviewState:
             raise ReviewError(f"the group has no file {number}")
         return members[number - 1].record
 
-    def listing(self, kind: str = "", folder: str = "", sort: str = "order", unresolved_first: bool = True
-                ) -> list[GroupView]:
+    def listing(
+        self, kind: str = "", folder: str = "", sort: str = "order", unresolved_first: bool = True
+    ) -> list[GroupView]:
         """The groups the list page shows, filtered and ordered; done groups last unless asked otherwise."""
         with self._lock:
             views = list(self._views)
@@ -144,7 +153,9 @@ class ReviewState:
             views = [v for v in views if v.group.kind == kind]
         if folder:
             needle = folder.casefold()
-            views = [v for v in views if any(needle in os.path.dirname(m.record.path).casefold() for m in v.group.members)]
+            views = [
+                v for v in views if any(needle in os.path.dirname(m.record.path).casefold() for m in v.group.members)
+            ]
         if sort == "bytes":
             views.sort(key=lambda v: -v.reclaimable)
         elif sort == "files":
@@ -224,11 +235,19 @@ class ReviewState:
         dest_path = Path(os.path.expanduser(dest)).resolve() if dest else None
         if mode == "move" and dest_path is None:
             raise ReviewError("moving needs a destination folder")
-        actions = plan_actions([v.group for v in views], mode, dest_path, self.reference_dirs,  # type: ignore[arg-type]
-                               root=move_root(self.scan.roots, self.reference_dirs), kinds=set(kinds) or set(KINDS),
-                               roots=self.scan.roots)
+        actions = plan_actions(
+            [v.group for v in views],
+            mode,
+            dest_path,
+            self.reference_dirs,  # type: ignore[arg-type]
+            root=move_root(self.scan.roots, self.reference_dirs),
+            kinds=set(kinds) or set(KINDS),
+            roots=self.scan.roots,
+        )
         # the app never acts through a symlinked folder that leads out of the scanned folders
-        actions = [a for a in actions if not (outside_roots(a.path, self.scan.roots) or outside_roots(a.keep, self.scan.roots))]
+        actions = [
+            a for a in actions if not (outside_roots(a.path, self.scan.roots) or outside_roots(a.keep, self.scan.roots))
+        ]
         plan = Plan(secrets.token_urlsafe(12), mode, str(dest_path) if dest_path else None, actions)
         with self._lock:
             now = time.time()

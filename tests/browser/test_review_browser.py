@@ -21,22 +21,42 @@ from review_library import make_library
 from photodedup.client.index import Index
 
 CHROMIUM = os.environ.get("PHOTODEDUP_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
+)
 if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-    pytest.skip(f"no Chromium at {CHROMIUM}: `apt-get install chromium` (make test-browser does)", allow_module_level=True)
+    pytest.skip(
+        f"no Chromium at {CHROMIUM}: `apt-get install chromium` (make test-browser does)", allow_module_level=True
+    )
 
 
 @pytest.fixture
 def review(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, list[Path]]]]:
     db = tmp_path / "state" / "index.sqlite3"
     files = make_library(tmp_path / "photos", db)
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "data"),
-           "PHOTODEDUP_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "photodedup", "review", "--db", str(db), "--no-browser"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path / "home"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "PHOTODEDUP_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "photodedup", "review", "--db", str(db), "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -55,7 +75,9 @@ def _shot(page: object, name: str) -> None:
         page.screenshot(path=str(Path(folder) / name), full_page=False)  # type: ignore[attr-defined]
 
 
-def test_walk_decide_apply_and_undo_in_a_browser(review: tuple[str, Path, dict[str, list[Path]]], tmp_path: Path) -> None:
+def test_walk_decide_apply_and_undo_in_a_browser(
+    review: tuple[str, Path, dict[str, list[Path]]], tmp_path: Path
+) -> None:
     url, db, files = review
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
@@ -84,8 +106,10 @@ def test_walk_decide_apply_and_undo_in_a_browser(review: tuple[str, Path, dict[s
             _shot(page, "review-group.png")
 
             # keep file 3 of the first group (keyboard "3"); the page shows it as the keeper
-            third = Path(page.locator("figure[data-number='3'] dd.path").inner_text(),
-                         page.locator("figure[data-number='3'] div.path").inner_text())
+            third = Path(
+                page.locator("figure[data-number='3'] dd.path").inner_text(),
+                page.locator("figure[data-number='3'] div.path").inner_text(),
+            )
             assert page.locator("figure.keep dd.path").inner_text() != str(third.parent)
             with page.expect_response(lambda r: r.url.split("?")[0].endswith("/keep")):
                 page.keyboard.press("3")

@@ -34,7 +34,9 @@ def test_local_scan_falls_back_to_fp32_before_any_vector_when_real_thumbnails_br
     engine = create_engine(tiny_settings(model_cache, engine="onnx", precision="int8"), "cpu")
     int8_id = engine.info.model_id
     real_run = engine._session.run  # an INT8 session that answers garbage, as a bad quantisation would
-    engine._session.run = lambda names, feeds: [np.random.default_rng(2).standard_normal(real_run(names, feeds)[0].shape).astype(np.float32)]
+    engine._session.run = lambda names, feeds: [
+        np.random.default_rng(2).standard_normal(real_run(names, feeds)[0].shape).astype(np.float32)
+    ]
     embedder = LocalEmbedder(engine, batch_size=4)
     assert embedder.model_id == int8_id
     rng = np.random.default_rng(0)
@@ -59,8 +61,23 @@ def test_an_in_process_int8_scan_stores_and_groups_under_the_int8_id(model_cache
     photos.mkdir()
     for i in range(5):
         (photos / f"{i}.jpg").write_bytes(encode(photo(i)))
-    args = ["scan", str(photos), "--local", "--model", "photodedup-tiny", "--weights", "random", "--engine", "onnx",
-            "--cache-dir", str(model_cache), "--db", str(tmp_path / "index.sqlite3"), "--format", "json"]
+    args = [
+        "scan",
+        str(photos),
+        "--local",
+        "--model",
+        "photodedup-tiny",
+        "--weights",
+        "random",
+        "--engine",
+        "onnx",
+        "--cache-dir",
+        str(model_cache),
+        "--db",
+        str(tmp_path / "index.sqlite3"),
+        "--format",
+        "json",
+    ]
     first = CliRunner().invoke(main, [*args, "--precision", "int8"])
     assert first.exit_code == 0, first.output
     report = json.loads(first.stdout)

@@ -40,7 +40,9 @@ def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("openssl") is None:
         pytest.fail("openssl is needed by docker/k8s/overlays/kind/make-secrets.sh")
     out = tmp_path_factory.mktemp("kind-secrets")
-    made = run(["bash", str(ROOT / "docker/k8s/overlays/kind/make-secrets.sh"), str(out)], env={**os.environ, "NO_APPLY": "1"})
+    made = run(
+        ["bash", str(ROOT / "docker/k8s/overlays/kind/make-secrets.sh"), str(out)], env={**os.environ, "NO_APPLY": "1"}
+    )
     assert made.returncode == 0, made.stderr
     return out
 
@@ -56,9 +58,25 @@ def test_kind_pod_serves_mtls_with_tokens_and_its_probe_passes(secrets: Path, mo
     env = {e["name"]: local(e["value"]) for e in container["env"]}
     assert env.get("PHOTODEDUP_TLS_CERT") and env.get("PHOTODEDUP_AUTH_TOKEN_FILE")
     proc = subprocess.Popen(
-        [*PHOTODEDUP, "serve", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-         "--model", "photodedup-tiny", "--weights", "random", "--cache-dir", str(model_cache)],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **env},
+        [
+            *PHOTODEDUP,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--model",
+            "photodedup-tiny",
+            "--weights",
+            "random",
+            "--cache-dir",
+            str(model_cache),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
     )
     lines: list[str] = []
     ready = threading.Event()
@@ -79,8 +97,14 @@ def test_kind_pod_serves_mtls_with_tokens_and_its_probe_passes(secrets: Path, mo
         probe = [local(arg).replace(":50051", f":{port}") for arg in container["readinessProbe"]["exec"]["command"]]
         done = run([*PHOTODEDUP, *probe[1:]])
         assert done.returncode == 0 and "SERVING" in done.stdout, done.stderr
-        scanner = ["--ca-cert", str(secrets / "ca.crt"), "--client-cert", str(secrets / "client.crt"),
-                   "--client-key", str(secrets / "client.key")]
+        scanner = [
+            "--ca-cert",
+            str(secrets / "ca.crt"),
+            "--client-cert",
+            str(secrets / "client.crt"),
+            "--client-key",
+            str(secrets / "client.key"),
+        ]
         token = (secrets / "tokens").read_text().strip()
         target = ["--server", f"localhost:{port}"]
         info = run([*PHOTODEDUP, "info", *target, *scanner], env={**os.environ, "PHOTODEDUP_TOKEN": token})

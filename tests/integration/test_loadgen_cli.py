@@ -164,7 +164,19 @@ def test_usage_errors() -> None:
 def test_bench_as_a_subprocess(server_thread: ServerThread) -> None:
     exe = Path(sys.executable).with_name("photodedup")
     proc = subprocess.run(
-        [str(exe), "bench", "--server", server_thread.address, "--concurrency", "1", "--requests", "2", "--warmup", "0", "--json"],
+        [
+            str(exe),
+            "bench",
+            "--server",
+            server_thread.address,
+            "--concurrency",
+            "1",
+            "--requests",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

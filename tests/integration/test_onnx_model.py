@@ -40,7 +40,8 @@ np.save(sys.stdout.buffer, engine.infer(engine.preprocess(images)))
 def test_exported_model_serves_without_torch_and_matches_the_engine(model_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "model" / "model.onnx"
     result = CliRunner().invoke(
-        main, ["export-onnx", str(out), "--model", "photodedup-tiny", "--weights", "random", "--cache-dir", str(model_cache)]
+        main,
+        ["export-onnx", str(out), "--model", "photodedup-tiny", "--weights", "random", "--cache-dir", str(model_cache)],
     )
     assert result.exit_code == 0, result.output
     assert json.loads(out.with_suffix(".json").read_text())["model_name"] == "photodedup-tiny"
@@ -51,7 +52,9 @@ def test_exported_model_serves_without_torch_and_matches_the_engine(model_cache:
     empty_cache = tmp_path / "empty-cache"
     proc = subprocess.run(
         [sys.executable, "-c", NO_TORCH_EMBED, str(out), str(empty_cache), *map(str, paths)],
-        capture_output=True, timeout=120, check=False,
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode()
     got = np.load(io.BytesIO(proc.stdout))

@@ -117,7 +117,10 @@ def test_grpcurl_lists_describes_and_calls(serve_tiny: ServeProcess) -> None:
     services = run(address, "list").split()
     assert {"photodedup.v1.EmbedService", "grpc.health.v1.Health"} <= set(services)
     described = run(address, "describe", "photodedup.v1.EmbedService")
-    assert "rpc EmbedStream ( stream .photodedup.v1.EmbedStreamRequest ) returns ( stream .photodedup.v1.EmbedStreamResponse )" in described
+    assert (
+        "rpc EmbedStream ( stream .photodedup.v1.EmbedStreamRequest ) returns ( stream .photodedup.v1.EmbedStreamResponse )"
+        in described
+    )
     info = json.loads(run(address, "photodedup.v1.EmbedService/GetInfo"))
     # grpcurl prints proto field names (older releases: lowerCamelCase JSON names)
     assert info.get("model_name", info.get("modelName")) == "photodedup-tiny"
@@ -144,8 +147,20 @@ def test_offline_default_model_exits_with_one_clear_line(tmp_path: Path) -> None
 
 def test_sigterm_while_the_model_loads_exits_promptly(tmp_path: Path) -> None:
     # A fresh cache: the ONNX export of ViT-B-32 alone takes several seconds.
-    sp = ServeProcess(["--model", "ViT-B-32", "--weights", "random", "--engine", "onnx", "--cache-dir",
-                       str(tmp_path), "--grace-period", "1"])
+    sp = ServeProcess(
+        [
+            "--model",
+            "ViT-B-32",
+            "--weights",
+            "random",
+            "--engine",
+            "onnx",
+            "--cache-dir",
+            str(tmp_path),
+            "--grace-period",
+            "1",
+        ]
+    )
     try:
         deadline = time.monotonic() + 60
         while sp.port is None and time.monotonic() < deadline and sp.proc.poll() is None:

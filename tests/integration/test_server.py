@@ -100,7 +100,9 @@ async def test_raw_pixels_are_accepted(server: EmbedServer) -> None:
     raw = embed_pb2.Image(raw=embed_pb2.RawImage(rgb=arr.tobytes(), width=224, height=224))
     channel, stub = stub_for(server)
     async with channel:
-        reply = await stub.Embed(embed_pb2.EmbedRequest(images=[raw, embed_pb2.Image(encoded=encode(Image.fromarray(arr), "PNG"))]))
+        reply = await stub.Embed(
+            embed_pb2.EmbedRequest(images=[raw, embed_pb2.Image(encoded=encode(Image.fromarray(arr), "PNG"))])
+        )
     a, b = (vector(r) for r in reply.results)
     assert float(a @ b) > 0.9999
 
@@ -157,7 +159,9 @@ async def test_request_limits(model_cache: Path) -> None:
             async def messages() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
                 yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id="ok", image=jpeg(9))])
                 await asyncio.sleep(0.5)
-                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=f"big{i}", image=jpeg(i)) for i in range(3)])
+                yield embed_pb2.EmbedStreamRequest(
+                    items=[embed_pb2.StreamItem(id=f"big{i}", image=jpeg(i)) for i in range(3)]
+                )
 
             # An oversized message is one status for the stream, not one error per item.
             got: list[str] = []
@@ -180,7 +184,9 @@ async def test_full_queue_answers_resource_exhausted(model_cache: Path) -> None:
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
             async def one_message() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
-                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=str(i), image=jpeg(i)) for i in range(5)])
+                yield embed_pb2.EmbedStreamRequest(
+                    items=[embed_pb2.StreamItem(id=str(i), image=jpeg(i)) for i in range(5)]
+                )
 
             codes = [r.error.code for resp in [x async for x in stub.EmbedStream(one_message())] for r in resp.results]
         assert sorted(codes) == [0, 0, 8, 8, 8]  # two fit the queue, three are told to retry
@@ -215,8 +221,11 @@ async def test_cancelled_stream_items_are_dropped(model_cache: Path) -> None:
     try:
         channel, stub = stub_for(server)
         async with channel:
+
             async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
-                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=str(i), image=jpeg(i)) for i in range(12)])
+                yield embed_pb2.EmbedStreamRequest(
+                    items=[embed_pb2.StreamItem(id=str(i), image=jpeg(i)) for i in range(12)]
+                )
                 await asyncio.sleep(30)
 
             call = stub.EmbedStream(requests())
@@ -319,8 +328,11 @@ async def test_in_flight_gauge_returns_to_zero_after_cancelled_streams(model_cac
         channel, stub = stub_for(server)
         async with channel:
             for _ in range(3):
+
                 async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
-                    yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=str(i), image=jpeg(i)) for i in range(8)])
+                    yield embed_pb2.EmbedStreamRequest(
+                        items=[embed_pb2.StreamItem(id=str(i), image=jpeg(i)) for i in range(8)]
+                    )
                     await asyncio.sleep(30)
 
                 call = stub.EmbedStream(requests())
@@ -349,7 +361,9 @@ async def test_drain_announces_not_serving_and_finishes_open_streams(model_cache
             stub = embed_pb2_grpc.EmbedServiceStub(channel)
 
             async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
-                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=str(i), image=jpeg(i)) for i in range(12)])
+                yield embed_pb2.EmbedStreamRequest(
+                    items=[embed_pb2.StreamItem(id=str(i), image=jpeg(i)) for i in range(12)]
+                )
 
             call = stub.EmbedStream(requests())
             for _ in range(1200):  # items are queued behind the gated engine (a minute, on a loaded machine)
@@ -360,7 +374,9 @@ async def test_drain_announces_not_serving_and_finishes_open_streams(model_cache
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
             watch.cancel()  # an open Watch would otherwise hold the drain for the whole grace period
             gate.set()
-            ids = [r.id for resp in [x async for x in call] for r in resp.results if r.WhichOneof("result") == "embedding"]
+            ids = [
+                r.id for resp in [x async for x in call] for r in resp.results if r.WhichOneof("result") == "embedding"
+            ]
             assert sorted(ids, key=int) == [str(i) for i in range(12)]
             await stopping
     finally:

@@ -85,7 +85,9 @@ async def test_one_connection_cannot_hold_the_whole_queue(model_cache: Path) -> 
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await embed_pb2_grpc.EmbedServiceStub(channel).Embed(embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(4)]))
+                await embed_pb2_grpc.EmbedServiceStub(channel).Embed(
+                    embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(4)])
+                )
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "connection" in err.value.details()
     finally:
         await server.stop(0)
@@ -129,7 +131,9 @@ async def test_only_the_named_formats_are_decoded(server: EmbedServer) -> None:
 
     formats = ["TGA", "PCX", "SGI", "PNG", "BMP"]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        reply = await embed_pb2_grpc.EmbedServiceStub(channel).Embed(embed_pb2.EmbedRequest(images=[encoded(f) for f in formats]))
+        reply = await embed_pb2_grpc.EmbedServiceStub(channel).Embed(
+            embed_pb2.EmbedRequest(images=[encoded(f) for f in formats])
+        )
     kinds = {fmt: r.WhichOneof("result") for fmt, r in zip(formats, reply.results, strict=True)}
     assert kinds == {"TGA": "error", "PCX": "error", "SGI": "error", "PNG": "embedding", "BMP": "embedding"}
     assert "not a supported image" in reply.results[0].error.message
@@ -141,7 +145,9 @@ async def test_ids_are_required_and_unique_in_flight(server: EmbedServer) -> Non
         yield embed_pb2.EmbedStreamRequest(items=items)
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        results = [r async for resp in embed_pb2_grpc.EmbedServiceStub(channel).EmbedStream(requests()) for r in resp.results]
+        results = [
+            r async for resp in embed_pb2_grpc.EmbedServiceStub(channel).EmbedStream(requests()) for r in resp.results
+        ]
     ok = sorted(r.id for r in results if r.WhichOneof("result") == "embedding")
     refused = sorted((r.id[:5], r.error.message) for r in results if r.WhichOneof("result") == "error")
     assert ok == ["a", "c"]
@@ -159,10 +165,15 @@ async def test_after_sigterm_a_stream_takes_no_new_images_and_ends_when_done(mod
     stopping: asyncio.Task[None] | None = None
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+
             async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
-                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=f"a{i}", image=jpeg(i)) for i in range(4)])
+                yield embed_pb2.EmbedStreamRequest(
+                    items=[embed_pb2.StreamItem(id=f"a{i}", image=jpeg(i)) for i in range(4)]
+                )
                 await second.wait()
-                yield embed_pb2.EmbedStreamRequest(items=[embed_pb2.StreamItem(id=f"b{i}", image=jpeg(i)) for i in range(3)])
+                yield embed_pb2.EmbedStreamRequest(
+                    items=[embed_pb2.StreamItem(id=f"b{i}", image=jpeg(i)) for i in range(3)]
+                )
                 await asyncio.sleep(60)  # the client never closes: the server ends the stream
 
             call = embed_pb2_grpc.EmbedServiceStub(channel).EmbedStream(requests())
@@ -180,7 +191,9 @@ async def test_after_sigterm_a_stream_takes_no_new_images_and_ends_when_done(mod
             await stopping
             elapsed = time.perf_counter() - t0
         assert {i for i, r in results.items() if r.WhichOneof("result") == "embedding"} == {"a0", "a1", "a2", "a3"}
-        assert {i: r.error.code for i, r in results.items() if i.startswith("b")} == dict.fromkeys(["b0", "b1", "b2"], UNAVAILABLE)
+        assert {i: r.error.code for i, r in results.items() if i.startswith("b")} == dict.fromkeys(
+            ["b0", "b1", "b2"], UNAVAILABLE
+        )
         assert elapsed < 15  # not the 30 s grace period
     finally:
         held.set()
@@ -188,7 +201,9 @@ async def test_after_sigterm_a_stream_takes_no_new_images_and_ends_when_done(mod
             await server.stop(0)
 
 
-async def test_repeated_client_errors_are_logged_at_a_bounded_rate(server: EmbedServer, caplog: pytest.LogCaptureFixture) -> None:
+async def test_repeated_client_errors_are_logged_at_a_bounded_rate(
+    server: EmbedServer, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("INFO", logger="photodedup.server.errors")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         unary = channel.unary_unary(wire.EMBED_METHOD, request_serializer=lambda b: b)

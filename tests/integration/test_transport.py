@@ -53,7 +53,9 @@ async def tls_server(model_cache: Path, pki: dict[str, Any]) -> AsyncIterator[Em
     await srv.stop(0)
 
 
-async def test_tls_server_answers_tls_clients_and_refuses_plaintext(tls_server: EmbedServer, pki: dict[str, Any]) -> None:
+async def test_tls_server_answers_tls_clients_and_refuses_plaintext(
+    tls_server: EmbedServer, pki: dict[str, Any]
+) -> None:
     target = f"127.0.0.1:{tls_server.port}"
     # Health answers before the model loads: NOT_SERVING over a working TLS connection.
     assert await _health(target, _client(ca_cert=pki["ca"].cert)) == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -178,13 +180,19 @@ def test_cli_info_over_tls_with_a_token(model_cache: Path, tmp_path: Path, pki: 
     try:
         address = f"127.0.0.1:{st.server.port}"
         runner = CliRunner()
-        ok = runner.invoke(main, ["info", "--server", address, "--ca-cert", str(pki["ca"].cert)], env={"PHOTODEDUP_TOKEN": "cli-secret"})
+        ok = runner.invoke(
+            main,
+            ["info", "--server", address, "--ca-cert", str(pki["ca"].cert)],
+            env={"PHOTODEDUP_TOKEN": "cli-secret"},
+        )
         assert ok.exit_code == 0, ok.output
         assert '"modelId"' in ok.output or '"model_id"' in ok.output
         bad = runner.invoke(main, ["info", "--server", address, "--ca-cert", str(pki["ca"].cert), "--token", "nope"])
         assert bad.exit_code == 2 and "UNAUTHENTICATED" in bad.output and "nope" not in bad.output
         with open_channel(address, _client(ca_cert=pki["ca"].cert)) as channel:
-            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=wire.SERVICE_NAME), timeout=5)
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=wire.SERVICE_NAME), timeout=5
+            )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         st.stop()

@@ -19,8 +19,22 @@ def test_export_triton_repository_runs_and_matches_our_engine(model_cache: Path,
     out = tmp_path / "repo"
     result = CliRunner().invoke(
         main,
-        ["export-triton", str(out), "--model", "photodedup-tiny", "--weights", "random", "--cache-dir", str(model_cache),
-         "--gpus", "2", "--max-batch-size", "64", "--max-queue-delay-ms", "3"],
+        [
+            "export-triton",
+            str(out),
+            "--model",
+            "photodedup-tiny",
+            "--weights",
+            "random",
+            "--cache-dir",
+            str(model_cache),
+            "--gpus",
+            "2",
+            "--max-batch-size",
+            "64",
+            "--max-queue-delay-ms",
+            "3",
+        ],
     )
     assert result.exit_code == 0, result.output
     model_dir = out / "photodedup_image_encoder"

@@ -25,9 +25,18 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"
 # Runtime dependencies the CPU server image leaves out, and why (docker/requirements-cpu.txt says the same).
 NOT_IN_CPU_IMAGE = {
-    "imagehash": "scan only", "send2trash": "scan only", "faiss-cpu": "scan only", "opencv-python-headless": "scan only",
-    "torch": "export only", "torchvision": "export only", "open-clip-torch": "export only", "onnx": "export only",
-    "starlette": "review only", "uvicorn": "review only", "jinja2": "review only", "python-multipart": "review only",
+    "imagehash": "scan only",
+    "send2trash": "scan only",
+    "faiss-cpu": "scan only",
+    "opencv-python-headless": "scan only",
+    "torch": "export only",
+    "torchvision": "export only",
+    "open-clip-torch": "export only",
+    "onnx": "export only",
+    "starlette": "review only",
+    "uvicorn": "review only",
+    "jinja2": "review only",
+    "python-multipart": "review only",
 }
 
 

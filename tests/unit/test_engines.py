@@ -122,7 +122,9 @@ def test_local_checkpoint_file_loads_through_open_clip(model_cache: Path, tmp_pa
     assert engine.info.weights_id.startswith("file-")
 
 
-def test_offline_pretrained_tag_fails_fast_with_one_clear_message(model_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_offline_pretrained_tag_fails_fast_with_one_clear_message(
+    model_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from huggingface_hub import constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -140,10 +142,15 @@ def test_export_cache_key_follows_our_bundled_config(model_cache: Path) -> None:
 
     tiny = export_path(tiny_settings(model_cache))
     assert bundled_config_hash("photodedup-tiny") in tiny.name
-    assert bundled_config_hash("ViT-B-32") is None and "cfg" not in export_path(tiny_settings(model_cache, model_name="ViT-B-32")).name
+    assert (
+        bundled_config_hash("ViT-B-32") is None
+        and "cfg" not in export_path(tiny_settings(model_cache, model_name="ViT-B-32")).name
+    )
 
 
-def test_a_runtime_that_fails_to_load_falls_back_to_the_next_engine(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_runtime_that_fails_to_load_falls_back_to_the_next_engine(
+    model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from photodedup.engines import onnx_engine
 
     def broken_export(*_args: object) -> None:

@@ -49,8 +49,20 @@ def test_serve_without_the_server_extra_is_one_line() -> None:
 def test_a_local_scan_without_the_local_extra_names_it_and_keeps_the_hash_tiers(tmp_path: Path) -> None:
     photo(1).save(tmp_path / "a.jpg")
     photo(1).save(tmp_path / "b.jpg")
-    out = _without(("torch", "open_clip"), ["scan", str(tmp_path), "--local", "--db", str(tmp_path / "i.sqlite3"),
-                                            "--format", "json", "-o", str(tmp_path / "r.json")])
+    out = _without(
+        ("torch", "open_clip"),
+        [
+            "scan",
+            str(tmp_path),
+            "--local",
+            "--db",
+            str(tmp_path / "i.sqlite3"),
+            "--format",
+            "json",
+            "-o",
+            str(tmp_path / "r.json"),
+        ],
+    )
     assert out.returncode == 0, out.stderr
     assert "the in-process engine needs torch, which is not installed: pip install 'photodedup[local]'" in out.stderr
     assert "Traceback" not in out.stderr and "Groups: 1 exact" in out.stderr

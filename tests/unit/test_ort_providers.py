@@ -34,7 +34,13 @@ def test_fp32_keeps_tensorrt_provider_out_of_fp16() -> None:
 
 
 def test_preference_order_and_missing_providers_are_skipped() -> None:
-    out = choose_providers(Device("cuda", 0), ["cuda", "tensorrt", "cpu"], ["CUDAExecutionProvider", "CPUExecutionProvider"], "fp16", Path("/c"))
+    out = choose_providers(
+        Device("cuda", 0),
+        ["cuda", "tensorrt", "cpu"],
+        ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "fp16",
+        Path("/c"),
+    )
     assert out == [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
 
 

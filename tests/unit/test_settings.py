@@ -23,7 +23,12 @@ def test_environment_and_design_aliases(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("PORT", "6000")
     monkeypatch.setenv("PHOTODEDUP_MAX_BATCH_SIZE", "64")
     s = Settings()
-    assert (s.model.model_name, s.model.devices, s.server.port, s.server.max_batch_size) == ("ViT-B-16", ["cuda:0", "cuda:1"], 6000, 64)
+    assert (s.model.model_name, s.model.devices, s.server.port, s.server.max_batch_size) == (
+        "ViT-B-16",
+        ["cuda:0", "cuda:1"],
+        6000,
+        64,
+    )
 
 
 def test_prefixed_environment_beats_nothing_and_flags_beat_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,14 @@ from photodedup.errors import EngineUnavailableError
 
 from helpers import tiny_settings
 
-BASE = dict(onnx_sha256="a" * 64, trt_version="10.13.2", gpu_name="NVIDIA H100 80GB HBM3", capability=(9, 0), profile=Profile(1, 256, 256), recipe="fp16")
+BASE = dict(
+    onnx_sha256="a" * 64,
+    trt_version="10.13.2",
+    gpu_name="NVIDIA H100 80GB HBM3",
+    capability=(9, 0),
+    profile=Profile(1, 256, 256),
+    recipe="fp16",
+)
 
 
 def test_plan_key_changes_with_everything_a_plan_depends_on() -> None:

@@ -37,8 +37,9 @@ def md5(path: Path) -> str:
 
 def record(path: Path, width: int = 100) -> FileRecord:
     st = path.stat()
-    return fake_record(path, size=st.st_size, width=width, height=width, md5=md5(path), dhash=None, phash=None,
-                       mtime=st.st_mtime)
+    return fake_record(
+        path, size=st.st_size, width=width, height=width, md5=md5(path), dhash=None, phash=None, mtime=st.st_mtime
+    )
 
 
 def library(root: Path, copies: int = 2, originals: int = 3) -> tuple[list[Group], dict[Path, str]]:
@@ -65,7 +66,9 @@ def assert_restored(content: dict[Path, str]) -> None:
         assert path.is_file(), path
         assert md5(path) == digest, path
         assert path.stat().st_nlink == 1, path  # no hardlink to a keeper or a backup is left
-    leftovers = [p for p in next(iter(content)).parents[1].rglob("*") if p.name.startswith((BACKUP_PREFIX, TEMP_PREFIX))]
+    leftovers = [
+        p for p in next(iter(content)).parents[1].rglob("*") if p.name.startswith((BACKUP_PREFIX, TEMP_PREFIX))
+    ]
     assert leftovers == []
 
 
@@ -73,7 +76,9 @@ def test_move_keeps_relative_paths_and_undo_moves_back(tmp_path: Path) -> None:
     groups, content = library(tmp_path / "lib")
     dest = tmp_path / "removed"
     actions = plan_actions(groups, "move", dest, reference_dirs=(), root=tmp_path / "lib")
-    assert {a.dest for a in actions} == {str(dest / "dups" / str(c) / f"photo{k}.jpg") for c in range(2) for k in range(3)}
+    assert {a.dest for a in actions} == {
+        str(dest / "dups" / str(c) / f"photo{k}.jpg") for c in range(2) for k in range(3)
+    }
     result = apply_actions(actions, tmp_path / "j.jsonl")
     assert len(result.done) == 6 and not result.skipped and not result.failed
     assert not (tmp_path / "lib" / "dups" / "0" / "photo0.jpg").exists()
@@ -238,7 +243,9 @@ def test_delete_is_permanent_and_undo_says_so(tmp_path: Path) -> None:
     result = apply_actions(plan_actions(groups, "delete", None, ()), tmp_path / "j.jsonl")
     assert len(result.done) == 1 and not (tmp_path / "lib" / "dups" / "0" / "photo0.jpg").exists()
     res = undo(tmp_path / "j.jsonl")
-    assert res.failed == [(str(tmp_path / "lib" / "dups" / "0" / "photo0.jpg"), "permanently deleted; cannot be restored")]
+    assert res.failed == [
+        (str(tmp_path / "lib" / "dups" / "0" / "photo0.jpg"), "permanently deleted; cannot be restored")
+    ]
 
 
 def test_a_journal_is_never_reused(tmp_path: Path) -> None:
@@ -265,8 +272,13 @@ def run_driver(tmp_path: Path, actions: list, env: dict[str, str] | None = None)
     plan.write_text(json.dumps([asdict(a) for a in actions]))
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    return subprocess.Popen([sys.executable, str(script), str(plan), str(tmp_path / "j.jsonl")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, str(script), str(plan), str(tmp_path / "j.jsonl")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_trash_and_undo_from_the_freedesktop_trash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,7 +289,11 @@ def test_trash_and_undo_from_the_freedesktop_trash(tmp_path: Path, monkeypatch: 
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert json.loads(out)["done"] == 3
-    assert sorted(p.name for p in (data_home / "Trash" / "files").iterdir()) == ["photo0.jpg", "photo1.jpg", "photo2.jpg"]
+    assert sorted(p.name for p in (data_home / "Trash" / "files").iterdir()) == [
+        "photo0.jpg",
+        "photo1.jpg",
+        "photo2.jpg",
+    ]
     assert len(list((data_home / "Trash" / "info").glob("*.trashinfo"))) == 3
     assert not (tmp_path / "lib" / "dups" / "0" / "photo0.jpg").exists()
     monkeypatch.setenv("XDG_DATA_HOME", str(data_home))

@@ -158,8 +158,20 @@ def test_a_killed_scan_resumes(sig: signal.Signals, tmp_path: Path, model_cache:
         base.save(root / f"{i:04d}.jpg", quality=85, comment=f"{i}".encode())  # distinct bytes, same look
     env = _env(tmp_path, model_cache)
     db = tmp_path / "index.sqlite3"
-    args = [sys.executable, "-m", "photodedup", "scan", str(root), "--no-similar", "--workers", "1",
-            "--db", str(db), "--format", "json"]
+    args = [
+        sys.executable,
+        "-m",
+        "photodedup",
+        "scan",
+        str(root),
+        "--no-similar",
+        "--workers",
+        "1",
+        "--db",
+        str(db),
+        "--format",
+        "json",
+    ]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         while _count(db) == 0 and proc.poll() is None:
@@ -236,8 +248,9 @@ def test_apply_acts_on_the_groups_the_scan_showed(tmp_path: Path, model_cache: P
     img.save(original, quality=92)
     shutil.copy(original, lib / "a" / "copy.jpg")  # exact copy of a reference file
     ImageEnhance.Brightness(img).enhance(1.3).save(lib / "a" / "small.jpg", quality=80)  # near copy (3 bits)
-    scan = _cli(env, "scan", str(lib), "--reference", str(ref), "--no-similar", "--near-threshold", "0", *db,
-                "--format", "json")
+    scan = _cli(
+        env, "scan", str(lib), "--reference", str(ref), "--no-similar", "--near-threshold", "0", *db, "--format", "json"
+    )
     assert scan.returncode == 0, scan.stderr
     assert all(f["match"] in ("keep", "exact") for g in json.loads(scan.stdout)["groups"] for f in g["files"])
     plan = _cli(env, "apply", "--move-to", str(tmp_path / "out"), "--reference", str(tmp_path / "elsewhere"), *db)

@@ -69,12 +69,19 @@ def test_posts_without_csrf_or_from_another_origin_are_refused(lib: tuple[Path, 
     db, _ = lib
     client = _login(_client(db))
     key = _group_keys(client.get("/").text)[0]
-    for url, data in ((f"/group/{key}/keep", {"number": "2"}), (f"/group/{key}/not-duplicates", {}),
-                      (f"/group/{key}/done", {"done": "1"}), ("/apply/preview", {"mode": "trash", "scope": "all"}),
-                      ("/apply/confirm", {"plan": "x"}), ("/journals/undo", {"journal": "x"})):
+    for url, data in (
+        (f"/group/{key}/keep", {"number": "2"}),
+        (f"/group/{key}/not-duplicates", {}),
+        (f"/group/{key}/done", {"done": "1"}),
+        ("/apply/preview", {"mode": "trash", "scope": "all"}),
+        ("/apply/confirm", {"plan": "x"}),
+        ("/journals/undo", {"journal": "x"}),
+    ):
         assert client.post(url, data=data).status_code == 403, url
         assert client.post(url, data={**data, "csrf": "wrong"}).status_code == 403, url
-        assert client.post(url, data={**data, "csrf": CSRF}, headers={"origin": "http://evil.example"}).status_code == 403
+        assert (
+            client.post(url, data={**data, "csrf": CSRF}, headers={"origin": "http://evil.example"}).status_code == 403
+        )
     with Index(db) as index:
         assert index.keeper_choices() == {} and index.ignored() == [] and index.done_groups() == set()
     assert client.get(f"/group/{key}/keep").status_code == 405  # state changes only by POST
@@ -85,8 +92,14 @@ def test_only_indexed_files_are_served(lib: tuple[Path, dict], tmp_path: Path) -
     client = _login(_client(db))
     secret = tmp_path / "secret.jpg"
     secret.write_bytes(files["keep"][0].read_bytes())
-    for url in ("/image/../../etc/passwd/thumb", f"/image/{'0' * 32}/thumb", "/view/..%2F..%2Fetc%2Fpasswd",
-                f"/image/{secret}/thumb", "/static/../state.py", "/image/%2Fetc%2Fpasswd/full"):
+    for url in (
+        "/image/../../etc/passwd/thumb",
+        f"/image/{'0' * 32}/thumb",
+        "/view/..%2F..%2Fetc%2Fpasswd",
+        f"/image/{secret}/thumb",
+        "/static/../state.py",
+        "/image/%2Fetc%2Fpasswd/full",
+    ):
         r = client.get(url)
         assert r.status_code == 404, url
         assert b"root:" not in r.content
@@ -108,8 +121,10 @@ def test_file_names_are_escaped(lib: tuple[Path, dict]) -> None:
     for key in _group_keys(listing):
         page = client.get(f"/group/{key}").text
         assert "<script>.jpg" not in page
-        assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/htmx.min.js" defer>',
-                                                     '<script src="/static/review.js" defer>']
+        assert re.findall(r"<script[^>]*>", page) == [
+            '<script src="/static/htmx.min.js" defer>',
+            '<script src="/static/review.js" defer>',
+        ]
 
 
 def test_decisions_are_stored_and_survive_a_restart(lib: tuple[Path, dict]) -> None:
@@ -140,8 +155,10 @@ def test_decisions_are_stored_and_survive_a_restart(lib: tuple[Path, dict]) -> N
 def test_apply_previews_then_moves_and_undo_puts_back(lib: tuple[Path, dict], tmp_path: Path) -> None:
     db, files = lib
     client = _login(_client(db))
-    preview = client.post("/apply/preview", data={"csrf": CSRF, "scope": "all", "mode": "move",
-                                                  "dest": str(tmp_path / "moved"), "kinds": ["exact"]})
+    preview = client.post(
+        "/apply/preview",
+        data={"csrf": CSRF, "scope": "all", "mode": "move", "dest": str(tmp_path / "moved"), "kinds": ["exact"]},
+    )
     assert preview.status_code == 200 and "Preview: 3 files" in preview.text
     for copy in files["copies"]:
         assert html.escape(str(copy), quote=False) in preview.text and copy.exists()  # listed, not yet touched

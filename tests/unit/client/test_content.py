@@ -15,7 +15,9 @@ from scenes import scene
 COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "teal": (20, 140, 150)}
 
 
-def bordered(img: Image.Image, colour: tuple[int, int, int], left: int, top: int, right: int, bottom: int) -> np.ndarray:
+def bordered(
+    img: Image.Image, colour: tuple[int, int, int], left: int, top: int, right: int, bottom: int
+) -> np.ndarray:
     out = Image.new("RGB", (img.width + left + right, img.height + top + bottom), colour)
     out.paste(img, (left, top))
     return np.asarray(out)
@@ -23,7 +25,8 @@ def bordered(img: Image.Image, colour: tuple[int, int, int], left: int, top: int
 
 @pytest.mark.parametrize("colour", COLOURS.values(), ids=COLOURS.keys())
 @pytest.mark.parametrize(
-    "sides", [(20, 0, 0, 0), (0, 15, 0, 0), (0, 0, 25, 0), (0, 0, 0, 30), (0, 18, 0, 18), (22, 0, 22, 0), (12, 9, 14, 7)],
+    "sides",
+    [(20, 0, 0, 0), (0, 15, 0, 0), (0, 0, 25, 0), (0, 0, 0, 30), (0, 18, 0, 18), (22, 0, 22, 0), (12, 9, 14, 7)],
     ids=["left", "top", "right", "bottom", "letterbox", "pillarbox", "all four"],
 )
 def test_uniform_borders_are_trimmed(colour: tuple[int, int, int], sides: tuple[int, int, int, int]) -> None:
@@ -65,7 +68,9 @@ def test_full_frame_window_is_imagehash_recipe_on_cells() -> None:
     assert hamming_bits((d, p), (as_int(imagehash.dhash(gray)), as_int(imagehash.phash(gray)))) <= 12
 
 
-@pytest.mark.parametrize("box", [(0.1, 0.1, 0.9, 0.9), (0.0, 0.0, 0.8, 0.8), (0.2, 0.0, 1.0, 1.0), (0.05, 0.15, 0.85, 0.95)])
+@pytest.mark.parametrize(
+    "box", [(0.1, 0.1, 0.9, 0.9), (0.0, 0.0, 0.8, 0.8), (0.2, 0.0, 1.0, 1.0), (0.05, 0.15, 0.85, 0.95)]
+)
 def test_a_crop_meets_a_window_of_its_original(box: tuple[float, float, float, float]) -> None:
     original = photo(4, (480, 360))
     w, h = original.size

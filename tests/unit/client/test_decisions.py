@@ -9,8 +9,9 @@ from photodedup.client.grouping import FileRecord, Group, Member
 
 
 def _rec(path: str, md5: str, dhash: int, size: int = 100, emb: list[float] | None = None) -> FileRecord:
-    return FileRecord(path, size, 10, 10, md5, dhash, 0, None if emb is None else np.asarray(emb, np.float32),
-                      None, 0.0, "JPEG")
+    return FileRecord(
+        path, size, 10, 10, md5, dhash, 0, None if emb is None else np.asarray(emb, np.float32), None, 0.0, "JPEG"
+    )
 
 
 def _group() -> tuple[Group, FileRecord, FileRecord, FileRecord]:

@@ -44,8 +44,9 @@ class ScriptedServer(embed_pb2_grpc.EmbedServiceServicer):
     def GetInfo(self, request: object, context: object) -> embed_pb2.GetInfoResponse:
         return embed_pb2.GetInfoResponse(model_id=self.model_id, input_size=32, embedding_dim=4)
 
-    def EmbedStream(self, request_iterator: Iterator[embed_pb2.EmbedStreamRequest], context: grpc.ServicerContext
-                    ) -> Iterator[embed_pb2.EmbedStreamResponse]:
+    def EmbedStream(
+        self, request_iterator: Iterator[embed_pb2.EmbedStreamRequest], context: grpc.ServicerContext
+    ) -> Iterator[embed_pb2.EmbedStreamResponse]:
         for msg in request_iterator:
             self.received += len(msg.items)
             if self.break_streams:
@@ -55,10 +56,19 @@ class ScriptedServer(embed_pb2_grpc.EmbedServiceServicer):
                 data = item.image.encoded
                 if self.refuse_first and item.id not in self.seen:
                     self.seen.add(item.id)
-                    err = embed_pb2.ItemError(code=wire.code_value(grpc.StatusCode.RESOURCE_EXHAUSTED), message="queue full")
+                    err = embed_pb2.ItemError(
+                        code=wire.code_value(grpc.StatusCode.RESOURCE_EXHAUSTED), message="queue full"
+                    )
                     results.append(embed_pb2.EmbedResult(id=item.id, error=err))
                 elif data == b"bad":
-                    results.append(embed_pb2.EmbedResult(id=item.id, error=embed_pb2.ItemError(code=wire.code_value(grpc.StatusCode.INVALID_ARGUMENT), message="not an image")))
+                    results.append(
+                        embed_pb2.EmbedResult(
+                            id=item.id,
+                            error=embed_pb2.ItemError(
+                                code=wire.code_value(grpc.StatusCode.INVALID_ARGUMENT), message="not an image"
+                            ),
+                        )
+                    )
                 else:
                     vec = np.array([len(data), 1, 0, 0], dtype="<f2")
                     emb = embed_pb2.Embedding(data=vec.tobytes(), dtype=embed_pb2.DTYPE_FLOAT16, dim=4)
@@ -207,8 +217,9 @@ def test_a_missing_local_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None
 class SilentServer(ScriptedServer):
     """Takes the images and never answers (a wedged server)."""
 
-    def EmbedStream(self, request_iterator: Iterator[embed_pb2.EmbedStreamRequest], context: grpc.ServicerContext
-                    ) -> Iterator[embed_pb2.EmbedStreamResponse]:
+    def EmbedStream(
+        self, request_iterator: Iterator[embed_pb2.EmbedStreamRequest], context: grpc.ServicerContext
+    ) -> Iterator[embed_pb2.EmbedStreamResponse]:
         for msg in request_iterator:
             self.received += len(msg.items)
         while context.is_active():
@@ -218,8 +229,9 @@ class SilentServer(ScriptedServer):
 
 def test_a_server_that_never_answers_is_given_up_on(servers: list[ScriptedServer]) -> None:
     servers += [SilentServer(), ScriptedServer()]
-    emb = RemoteEmbedder([s.address for s in servers], "fake@1", 32, max_in_flight=8, batch_size=4, retries=1,
-                         timeout_s=1.0)
+    emb = RemoteEmbedder(
+        [s.address for s in servers], "fake@1", 32, max_in_flight=8, batch_size=4, retries=1, timeout_s=1.0
+    )
     out = _run(emb, ITEMS)
     assert len(out) == len(ITEMS) and all(o.error is None for o in out.values())
     assert servers[0].received > 0  # it was tried, and its images were answered by the other server

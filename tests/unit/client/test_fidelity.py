@@ -51,9 +51,26 @@ def test_hashing_records_the_signals() -> None:
 
 def record(path: str, data: bytes, mtime: float = 0.0) -> FileRecord:
     res = hash_bytes(data, 10**8)
-    return FileRecord(path, len(data), res.width or 0, res.height or 0, res.md5 or "", res.dhash, res.phash, None,
-                      res.exif_time, mtime, res.format or "", res.rotated, res.content, res.picture_pixels,
-                      res.windows, res.camera, res.quality, res.grey)
+    return FileRecord(
+        path,
+        len(data),
+        res.width or 0,
+        res.height or 0,
+        res.md5 or "",
+        res.dhash,
+        res.phash,
+        None,
+        res.exif_time,
+        mtime,
+        res.format or "",
+        res.rotated,
+        res.content,
+        res.picture_pixels,
+        res.windows,
+        res.camera,
+        res.quality,
+        res.grey,
+    )
 
 
 def test_the_original_is_kept_over_a_letterboxed_copy() -> None:

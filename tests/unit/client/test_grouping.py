@@ -40,7 +40,12 @@ def paths(groups: list) -> list[set[str]]:
 
 
 def test_exact_group_keeps_best_by_policy() -> None:
-    files = [rec("/a/x.jpg", "m", width=50, height=50), rec("/b/x.jpg", "m"), rec("/c/x.jpg", "m"), rec("/d/y.jpg", "n", dh=-1, ph=-1)]
+    files = [
+        rec("/a/x.jpg", "m", width=50, height=50),
+        rec("/b/x.jpg", "m"),
+        rec("/c/x.jpg", "m"),
+        rec("/d/y.jpg", "n", dh=-1, ph=-1),
+    ]
     groups = find_groups(files, CFG)
     assert len(groups) == 1
     g = groups[0]
@@ -93,7 +98,9 @@ def test_each_file_in_at_most_one_group() -> None:
     for k in range(60):
         base = rng.getrandbits(64)
         for v in range(rng.randint(1, 4)):
-            files.append(rec(f"/{k}/{v}.jpg", f"m{k}-{v % 2}", dh=flip(base, rng.sample(range(64), rng.randint(0, 8))), ph=base))
+            files.append(
+                rec(f"/{k}/{v}.jpg", f"m{k}-{v % 2}", dh=flip(base, rng.sample(range(64), rng.randint(0, 8))), ph=base)
+            )
     seen: list[str] = []
     for g in find_groups(files, CFG):
         seen += [m.record.path for m in g.members]
@@ -142,7 +149,10 @@ def test_keeper_policy_order_is_configurable(policy: tuple[str, ...], winner: st
         rec("/old.jpg", width=200, height=150, size=100, exif_time=10.0, mtime=99.0),
         rec("/s.jpg", width=200, height=150, size=100, mtime=50.0),
     ]
-    files = [rec(f.path, "same", **{k: getattr(f, k) for k in ("width", "height", "size", "format", "exif_time", "mtime")}) for f in files]
+    files = [
+        rec(f.path, "same", **{k: getattr(f, k) for k in ("width", "height", "size", "format", "exif_time", "mtime")})
+        for f in files
+    ]
     cfg = GroupingConfig(keep_policy=policy)
     groups = find_groups(files, cfg)
     assert groups[0].keep.path == winner
@@ -206,8 +216,11 @@ def test_similar_tier_has_no_chaining_either() -> None:
     ang = np.deg2rad(17)  # cos(17 deg) = 0.956: within 0.05 of each neighbour, 34 deg apart from the far one
     y = np.array([np.cos(ang), np.sin(ang)], dtype=np.float32)
     z = np.array([np.cos(2 * ang), np.sin(2 * ang)], dtype=np.float32)
-    files = [rec("/x.jpg", dh=None, embedding=x, width=300), rec("/y.jpg", dh=None, embedding=y, width=200),
-             rec("/z.jpg", dh=None, embedding=z, width=100)]
+    files = [
+        rec("/x.jpg", dh=None, embedding=x, width=300),
+        rec("/y.jpg", dh=None, embedding=y, width=200),
+        rec("/z.jpg", dh=None, embedding=z, width=100),
+    ]
     assert paths(find_groups(files, CFG)) == [{"/x.jpg", "/y.jpg"}]
 
 
@@ -271,7 +284,11 @@ def test_config_from_settings() -> None:
     s = Settings(near_threshold=7, similar_threshold=0.2, keep_policy="size,oldest", ann_threshold=5)
     cfg = GroupingConfig.from_settings(s)
     assert (cfg.near_threshold, cfg.similar_threshold, cfg.keep_policy, cfg.ann_threshold) == (
-        7, 0.2, ("size", "oldest"), 5)
+        7,
+        0.2,
+        ("size", "oldest"),
+        5,
+    )
 
 
 def test_no_chaining_across_tiers() -> None:

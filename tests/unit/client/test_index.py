@@ -16,8 +16,17 @@ def _res(path: str, md5: str = "a" * 32, size: int = 10, mtime_ns: int = 1, erro
     if error:
         return HashResult(path, size, mtime_ns, md5=md5, error=error)
     return HashResult(
-        path, size, mtime_ns, md5=md5, dhash=to_signed64((1 << 64) - 1), phash=to_signed64(1 << 63), width=4,
-        height=3, format="JPEG", exif_time=1.5e9, rotated=((to_signed64(1 << 63), 5), (6, 7), (8, 9)),
+        path,
+        size,
+        mtime_ns,
+        md5=md5,
+        dhash=to_signed64((1 << 64) - 1),
+        phash=to_signed64(1 << 63),
+        width=4,
+        height=3,
+        format="JPEG",
+        exif_time=1.5e9,
+        rotated=((to_signed64(1 << 63), 5), (6, 7), (8, 9)),
     )
 
 
@@ -191,8 +200,11 @@ def test_files_hashed_before_schema_3_still_group_and_are_rehashed(tmp_path: Pat
     db = tmp_path / "index.sqlite3"
     _at_version(db, 2)
     conn = sqlite3.connect(db)
-    conn.execute("INSERT INTO files (path, size, mtime_ns, md5, dhash, phash, width, height, format, seen_scan)"
-                 " VALUES ('/p/a.jpg', 10, 5, ?, 1, 2, 4, 3, 'JPEG', 1)", ("a" * 32,))
+    conn.execute(
+        "INSERT INTO files (path, size, mtime_ns, md5, dhash, phash, width, height, format, seen_scan)"
+        " VALUES ('/p/a.jpg', 10, 5, ?, 1, 2, 4, 3, 'JPEG', 1)",
+        ("a" * 32,),
+    )
     conn.commit()
     conn.close()
     with Index(db) as idx:

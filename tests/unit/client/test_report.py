@@ -25,7 +25,9 @@ def _groups(tmp_path: Path) -> list[Group]:
     a, b, c = (_rec(tmp_path / n, s) for n, s in (("a.jpg", 300), ("b.jpg", 200), ("c.jpg", 100)))
     return [
         Group(Tier.NEAR, a, [Member(b, 3.0, Tier.NEAR), Member(a, 0.0, Tier.EXACT), Member(c, 0.0, Tier.EXACT)]),
-        Group(Tier.EXACT, b, [Member(b, 0.0, Tier.EXACT), Member(c, 0.0, Tier.EXACT)], protected=frozenset({str(c.path)})),
+        Group(
+            Tier.EXACT, b, [Member(b, 0.0, Tier.EXACT), Member(c, 0.0, Tier.EXACT)], protected=frozenset({str(c.path)})
+        ),
     ]
 
 
@@ -37,7 +39,14 @@ def test_json_schema(tmp_path: Path) -> None:
     assert set(first) == {"kind", "keep", "files"} and first["kind"] == "near"
     assert first["keep"] == str(tmp_path / "a.jpg")
     assert [f["path"] for f in first["files"]] == [str(tmp_path / n) for n in ("a.jpg", "c.jpg", "b.jpg")]
-    assert first["files"][2] == {"path": str(tmp_path / "b.jpg"), "bytes": 200, "width": 40, "height": 30, "distance": 3.0, "match": "near"}
+    assert first["files"][2] == {
+        "path": str(tmp_path / "b.jpg"),
+        "bytes": 200,
+        "width": 40,
+        "height": 30,
+        "distance": 3.0,
+        "match": "near",
+    }
     assert [f["match"] for f in first["files"]] == ["keep", "exact", "near"]
     assert doc["stats"]["groups"] == {"exact": 1, "near": 1, "similar": 0, "series": 0}
     assert doc["stats"]["files"] == 3

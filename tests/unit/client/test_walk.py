@@ -14,7 +14,15 @@ from helpers import encode, photo
 
 @pytest.mark.parametrize(
     ("fmt", "expected"),
-    [("JPEG", "JPEG"), ("PNG", "PNG"), ("GIF", "GIF"), ("WEBP", "WEBP"), ("TIFF", "TIFF"), ("BMP", "BMP"), ("HEIF", "HEIF")],
+    [
+        ("JPEG", "JPEG"),
+        ("PNG", "PNG"),
+        ("GIF", "GIF"),
+        ("WEBP", "WEBP"),
+        ("TIFF", "TIFF"),
+        ("BMP", "BMP"),
+        ("HEIF", "HEIF"),
+    ],
 )
 def test_sniff_every_format(fmt: str, expected: str) -> None:
     from photodedup.imaging import register_heif
