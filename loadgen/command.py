@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from photodedup.cliutils import build_settings, handle_errors, model_options
+from photodedup.cliutils import build_settings, client_transport_options, handle_errors, model_options
 from photodedup.extras import require
 from photodedup.loadgen.report import print_table, step_report
 
@@ -73,6 +73,8 @@ class BenchOptions:
     timeout: float
     quality: int = 80
     expected_status: frozenset[str] = frozenset()
+    # How to reach the servers (TLS, client certificate, bearer token); None: the environment's settings.
+    transport: Settings | None = None
 
 
 def register(group: click.Group) -> None:
@@ -90,9 +92,12 @@ async def _remote(targets: list[str], metrics: list[str], opts: BenchOptions) ->
     from photodedup.loadgen import load as bl
     from photodedup.loadgen import stats as st
     from photodedup.loadgen.payload import make_payload
+    from photodedup.settings import Settings
+    from photodedup.transport import open_aio_channel
     from photodedup.v1 import wire
 
-    channels = [grpc.aio.insecure_channel(t, options=wire.channel_options()) for t in targets]
+    settings = opts.transport if opts.transport is not None else Settings()
+    channels = [open_aio_channel(t, settings) for t in targets]
     try:
         infos = []
         for target, ch in zip(targets, channels, strict=True):
@@ -249,7 +254,11 @@ def run_bench(
 
 @click.command()
 @click.option(
-    "--server", "servers", multiple=True, help="host:port of a server; repeat or comma-separate to load several."
+    "--server",
+    "servers",
+    multiple=True,
+    help="host:port of a server; repeat or comma-separate to load several. dns:///name:port or "
+    "ipv4:addr:port,addr:port is one balanced target over every address.",
 )
 @click.option("--local", is_flag=True, help="Measure the engine alone in this process (no server, no gRPC).")
 @click.option("--mode", type=click.Choice(["unary", "stream"]), default="stream", show_default=True)
@@ -306,6 +315,7 @@ def run_bench(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
 @model_options
+@client_transport_options
 @handle_errors
 def bench(
     servers: tuple[str, ...],
@@ -328,11 +338,13 @@ def bench(
     expect_status: tuple[str, ...],
     timeout: float,
     as_json: bool,
-    **model_flags: Any,
+    **flags: Any,
 ) -> None:
     """Load one or more servers (or the engine alone) and report throughput, latency percentiles, the
     server-side time split, batch efficiency, bytes per image and errors per step."""
-    targets = _split(servers)
+    from photodedup.transport import split_targets
+
+    targets = split_targets(servers)
     if not local and not targets:
         raise click.UsageError("give --server HOST:PORT (or --local for the engine alone)")
     if local and targets:
@@ -361,7 +373,9 @@ def bench(
     )
     if local:
         require("photodedup bench --local", "local", "torch", "open_clip")
-    local_settings = build_settings(**model_flags) if local else None
+    settings = build_settings(**flags)
+    opts.transport = settings
+    local_settings = settings if local else None
     report = run_bench(targets, _split(metrics), local_settings, opts)
     if as_json:
         click.echo(json.dumps(report, indent=2))

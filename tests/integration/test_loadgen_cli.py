@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from photodedup.cli import main
 
+from certs import CertAuthority
 from helpers import ServerThread, encode, photo, tiny_settings
 
 
@@ -30,8 +31,8 @@ def counters(st: ServerThread) -> dict[str, float]:
     }
 
 
-def run_bench(*args: str) -> tuple[int, dict[str, Any], str]:
-    result = CliRunner().invoke(main, ["--log-level", "WARNING", "bench", *args, "--json"])
+def run_bench(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, dict[str, Any], str]:
+    result = CliRunner().invoke(main, ["--log-level", "WARNING", "bench", *args, "--json"], env=env)
     out = result.stdout
     start = out.find("{")
     report = json.loads(out[start:]) if start >= 0 else {}
@@ -131,6 +132,42 @@ def test_item_errors_fail_the_run_unless_expected(model_cache: Path) -> None:
         assert report["unexpected_errors"] == {"INVALID_ARGUMENT": 3}
         code, report, output = run_bench(*args, "--expect-status", "INVALID_ARGUMENT")
         assert code == 0, output
+    finally:
+        st.stop()
+
+
+def test_bench_over_tls_with_a_bearer_token(model_cache: Path, tmp_path: Path) -> None:
+    """bench reaches a TLS + token server with the scanner's transport options, and is refused without them."""
+    ca = CertAuthority(tmp_path / "ca")
+    leaf = ca.issue("server")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("bench-secret-token\n")
+    st = ServerThread(tiny_settings(model_cache, tls_cert=leaf.cert, tls_key=leaf.key, auth_token_file=tokens))
+    st.start()
+    try:
+        load = [*target_args(st), "--concurrency", "2", "--items-per-message", "2", "--requests", "3", "--warmup", "0"]
+        before = counters(st)
+        code, report, output = run_bench(
+            *load, "--ca-cert", str(ca.cert), env={"PHOTODEDUP_TOKEN": "bench-secret-token"}
+        )
+        assert code == 0, output
+        (step,) = report["steps"]
+        assert step["images_ok"] == 6 and step["errors"] == {}
+        assert counters(st)["ok"] - before["ok"] == 6
+        assert "bench-secret-token" not in output
+        # The token as a flag works the same.
+        code, report, output = run_bench(
+            *load, "--ca-cert", str(ca.cert), "--token", "bench-secret-token", env={"PHOTODEDUP_TOKEN": None}
+        )
+        assert code == 0, output
+        # No token, a wrong token, or plaintext: one clear error line, no report, the token never shown.
+        code, _, output = run_bench(*load, "--ca-cert", str(ca.cert), env={"PHOTODEDUP_TOKEN": None})
+        assert code == 2 and "UNAUTHENTICATED" in output, output
+        code, _, output = run_bench(*load, "--ca-cert", str(ca.cert), env={"PHOTODEDUP_TOKEN": "wrong-token"})
+        assert code == 2 and "UNAUTHENTICATED" in output and "wrong-token" not in output, output
+        code, _, output = run_bench(*load, "--timeout", "3", env={"PHOTODEDUP_TOKEN": "bench-secret-token"})
+        assert code == 2 and "UNAVAILABLE" in output, output
+        assert counters(st)["ok"] - before["ok"] == 12
     finally:
         st.stop()
 
