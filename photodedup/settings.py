@@ -21,6 +21,19 @@ from photodedup.v1.wire import MAX_MESSAGE_BYTES
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+# Which copy is the original: most picture (borders excluded), camera metadata, least generation loss,
+# colour, no added borders, oldest, then bytes, format and path. See README ("Which file is kept").
+DEFAULT_KEEP_POLICY: tuple[str, ...] = (
+    "resolution",
+    "camera",
+    "quality",
+    "colour",
+    "borders",
+    "oldest",
+    "size",
+    "format",
+    "shortest_path",
+)
 
 
 def _user_dir(env: str, fallback: str) -> Path:
@@ -279,17 +292,7 @@ class GroupingSettings(_Section):
         0.01, ge=0.0, le=2.0, description="Max embedding cosine distance for the similar tier (Immich's default)."
     )
     keep_policy: CommaList = Field(
-        default_factory=lambda: [
-            "resolution",
-            "camera",
-            "quality",
-            "colour",
-            "borders",
-            "oldest",
-            "size",
-            "format",
-            "shortest_path",
-        ],
+        default_factory=lambda: list(DEFAULT_KEEP_POLICY),
         description=(
             "Keeper rule order: resolution, camera, quality, colour, borders, oldest, size, format, shortest_path."
         ),
