@@ -42,9 +42,11 @@ buf-breaking: $(BUF)
 
 lint: install buf-lint buf-breaking
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: install buf-lint buf-breaking proto-check deploy-check
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -q
 
 # Kubernetes manifests and Dockerfiles, offline: render every kustomization, validate the result against

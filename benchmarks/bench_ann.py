@@ -134,7 +134,8 @@ def main() -> None:
     rows = [run_one(args.n, args.dim, n_dups, t, args.probes or default_probes(t), args.sample) for t in args.threshold]
     table = "\n".join(
         f"| {args.n:,} | {r['threshold']} | {r['probes']:.0f} | {r['t_ann']:.1f} s | {r['rss_gb']:.2f} GB | "
-        f"{r['recall_planted']:.4f} | {r['recall_sample']:.4f} ({r['exact_pairs']:.0f} pairs, {r['unplanted']:.0f} unplanted) |"
+        f"{r['recall_planted']:.4f} | {r['recall_sample']:.4f} ({r['exact_pairs']:.0f} pairs, "
+        f"{r['unplanted']:.0f} unplanted) |"
         for r in rows
     )
     section = f"""## Similar-tier ANN search (`benchmarks/bench_ann.py`)

@@ -80,7 +80,8 @@ def section_tls(cache: Path, duration: float, runs: int) -> str:
         [
             "## TLS overhead",
             "",
-            f"{machine_line()}. `python benchmarks/bench_fleet.py --only fleet_tls`: tiny model, EmbedStream, 16 messages "
+            f"{machine_line()}. `python benchmarks/bench_fleet.py --only fleet_tls`: tiny model, "
+            "EmbedStream, 16 messages "
             f"of 8 thumbnails in flight, {duration:g} s per run, {runs} alternating runs per mode against two servers "
             "started together (ECDSA P-256 certificate); medians. Target: TLS costs ≤ 10 %. "
             f"1-minute load average {load_before} before, {load_after} after.",
@@ -167,7 +168,8 @@ def section_scaleup(cache: Path, duration: float) -> str:
         [
             "## Scale-up: 2 → 4 servers under load",
             "",
-            f"{machine_line()}. `python benchmarks/bench_fleet.py --only fleet_scaleup`: `photodedup bench --mode unary "
+            f"{machine_line()}. `python benchmarks/bench_fleet.py --only fleet_scaleup`: "
+            "`photodedup bench --mode unary "
             f"--concurrency 8 --batch 4` for {total:g} s against one target `ipv4:` naming four addresses; two servers "
             f"run from the start, two start a third of the way in. Servers run with --max-connection-age {age:g} "
             f"--max-connection-age-grace {grace:g}. Target: every server receives work within age + grace = "

@@ -346,7 +346,8 @@ async def run(only: set[str], cache: Path) -> list[str]:
             log.info("%s: %s", key, r)
             errs = f", errors {r['polite_errors']}" if r["polite_errors"] else ""
             rows.append(
-                f"| {name} | {r['peak_mb']:.0f} MB (idle {r['before_mb']:.0f}) | {r['polite_p99_ms']:.0f} ms ({r['polite_n']}{errs}) "
+                f"| {name} | {r['peak_mb']:.0f} MB (idle {r['before_mb']:.0f}) | "
+                f"{r['polite_p99_ms']:.0f} ms ({r['polite_n']}{errs}) "
                 f"| {r['seconds']:.1f} s | {r['detail']} |"
             )
         if "empty" in only:
@@ -365,7 +366,8 @@ async def run(only: set[str], cache: Path) -> list[str]:
             s = await load_sigterm(srv, jpegs)
             log.info("sigterm: %s", s)
             extra.append(
-                f"SIGTERM with 4 streams sending 64-image messages: exit {s['exit_after_term_s']:.2f} s after the signal, "
+                "SIGTERM with 4 streams sending 64-image messages: exit "
+                f"{s['exit_after_term_s']:.2f} s after the signal, "
                 f"{s['exit_after_last_answer_s']:.2f} s after the last answer (rc {s['rc']}); answers {s['answers']}."
             )
     return [*header, *rows, "", *extra] if rows else extra

@@ -135,9 +135,11 @@ def section_engine(cache: Path, rounds: int) -> str:
             "## CPU INT8 vs fp32, engine only (`benchmarks/bench_int8.py`)",
             "",
             f"{machine_line()}; {load_note()}. ViT-B-32 image tower, random weights, one batch of 32 "
-            f"normalised 224 px inputs, 2 intra-op threads, one timed call after a warm one per round, {rounds} rounds alternating "
+            "normalised 224 px inputs, 2 intra-op threads, one timed call after a warm one per "
+            f"round, {rounds} rounds alternating "
             "between runtimes. ONNX Runtime INT8 is `quantize_dynamic` (QInt8 weights) of our cached fp32 export; "
-            "`-pc` = per-channel weight scales, `-pre` = after `quant_pre_process`, `-rr` = 7-bit weight range (`reduce_range`). torch qint8 is "
+            "`-pc` = per-channel weight scales, `-pre` = after `quant_pre_process`, `-rr` = 7-bit "
+            "weight range (`reduce_range`). torch qint8 is "
             "`torch.ao.quantization.quantize_dynamic` on the Linear layers. Cosines are per image against "
             f"ONNX Runtime fp32 on the same random inputs. {NOTE}",
             "",
@@ -232,7 +234,8 @@ def section_scan(cache: Path, n: int) -> str:
         total, report = scan_seconds(photos, cache, work / f"{p}.sqlite3", ["--engine", "onnx", "--precision", p])
         rows.append((p, total, report))
     lines = [
-        "| precision | model id | first scan s | hashing s (`--no-similar` scan) | embedding s (difference) | embedded img/s |",
+        "| precision | model id | first scan s | hashing s (`--no-similar` scan) | embedding s "
+        "(difference) | embedded img/s |",
         "|---|---|---|---|---|---|",
     ]
     for p, total, report in rows:

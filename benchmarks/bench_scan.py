@@ -196,7 +196,8 @@ def run(files: int, repeat: int, photos: Path, write: bool) -> str:
         [
             "## Scan speed, camera-sized JPEGs (`benchmarks/bench_scan.py`)",
             "",
-            f"{machine_line(('Pillow', 'simplejpeg', 'ImageHash', 'imagededup'))}. {total} JPEGs ({megabytes:,.0f} MB): "
+            f"{machine_line(('Pillow', 'simplejpeg', 'ImageHash', 'imagededup'))}. {total} JPEGs "
+            f"({megabytes:,.0f} MB): "
             f"{files} distinct 12 MP / 16 MP photos made from {photos} (crops, sensor noise, q92) plus exact copies "
             "and q75 re-encodes of every eighth. Each tool runs as its own process over the folder; wall time "
             f"includes interpreter start-up; median of {repeat} runs. photodedup decodes each JPEG once at reduced "

@@ -120,7 +120,8 @@ def section_payloads(cache: Path, duration: float, photos: Path | None) -> str:
 def section_batching(cache: Path, duration: float) -> str:
     delays = [0.0, 1.0, 2.0, 5.0, 10.0]
     lines = [
-        "| max_queue_delay | concurrency (1 img/request) | img/s | mean batch | batch eff. | req p50 / p99 ms | queue ms/img |",
+        "| max_queue_delay | concurrency (1 img/request) | img/s | mean batch | batch eff. | req "
+        "p50 / p99 ms | queue ms/img |",
         "|---|---|---|---|---|---|---|",
     ]
     for delay in delays:
@@ -161,7 +162,8 @@ def section_batching(cache: Path, duration: float) -> str:
             "of the time and unary requests (about 1 ms of server CPU each) arrive slower than it drains them, so "
             "a batch holds what arrived during one short device cycle; streams, which bring 8 images per message, "
             "fill every batch (mean batch 32, efficiency 1.00, in the unary-vs-stream table), and so does any "
-            f"model that keeps the device busy (the last row: ViT-B-32, random weights, same unary load). {SHARED_NOTE}",
+            "model that keeps the device busy (the last row: ViT-B-32, random weights, same unary "
+            f"load). {SHARED_NOTE}",
             "",
             *lines,
         ]
@@ -231,7 +233,8 @@ def section_vs_engine(cache: Path, duration: float, rounds: int = 3, precision: 
             "(`benchmarks/bench_served.py`)",
             "",
             f"{machine_line()}. ViT-B-32 image tower, random weights, engine `auto` (ONNX Runtime on CPU, default "
-            f"threads), precision `{precision}` (serving: {engine.precision}), max batch 32, max queue delay 2 ms. {rounds} rounds of {duration:g} s engine-only then "
+            f"threads), precision `{precision}` (serving: {engine.precision}), max batch 32, max "
+            f"queue delay 2 ms. {rounds} rounds of {duration:g} s engine-only then "
             f"{duration:g} s served, alternating, after a served warm-up. The served figure includes JPEG decoding, "
             "batching, gRPC and the client on the same 2 cores; the server overlaps preprocessing of the next "
             f"batch with inference, which the engine-only loop does not. {SHARED_NOTE}",
@@ -267,7 +270,8 @@ def section_ceiling(cache: Path, duration: float) -> str:
         rows.append(("default", st))
     engine_cpu = eng["client_cpu_ms_per_image"]
     lines = [
-        "| EmbedStream load | engine threads | img/s measured | server CPU ms/img | client CPU ms/img | engine CPU ms/img | "
+        "| EmbedStream load | engine threads | img/s measured | server CPU ms/img | client CPU "
+        "ms/img | engine CPU ms/img | "
         f"CPU-bound ceiling on {cores} idle cores | without the model (feed rate for a GPU) | img p50 ms |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -278,7 +282,8 @@ def section_ceiling(cache: Path, duration: float) -> str:
         eng_cpu = engine_cpu if threads == "1" else float("nan")
         feed = 1000.0 * cores / (scpu - eng_cpu + ccpu) if scpu and ccpu else float("nan")
         lines.append(
-            f"| {st['concurrency']} msgs × {st['batch']} img | {threads} | {num(st['images_per_s'])} | {num(scpu, 3)} | "
+            f"| {st['concurrency']} msgs × {st['batch']} img | {threads} | "
+            f"{num(st['images_per_s'])} | {num(scpu, 3)} | "
             f"{num(ccpu, 3)} | {num(eng_cpu, 3)} | {num(ceiling)} | {num(feed)} | "
             f"{num(st['image_latency_ms']['p50'], 1)} |"
         )
@@ -289,7 +294,8 @@ def section_ceiling(cache: Path, duration: float) -> str:
     kb = rows[0][1]["bytes_per_image"] / 1024
     verdict = (
         f"Best measured here: {num(best)} img/s; best CPU-bound ceiling: {num(best_ceiling)} img/s; goal "
-        f"{'met' if best >= 2000 else 'met by CPU accounting only' if best_ceiling >= 2000 else 'not met'} in this run. "
+        f"{'met' if best >= 2000 else 'met by CPU accounting only' if best_ceiling >= 2000 else 'not met'} "
+        "in this run. "
         f"The model alone costs {num(engine_cpu, 3)} ms of CPU per image (ONNX Runtime, normalisation included)."
     )
     return "\n".join(
@@ -297,7 +303,8 @@ def section_ceiling(cache: Path, duration: float) -> str:
             "## Server ceiling with a tiny model (`benchmarks/bench_served.py`)",
             "",
             f"{machine_line()}. photodedup-tiny (2-layer ViT, width 16) served with ONNX Runtime on 1 thread, "
-            f"max batch 32; 224 px JPEG thumbnails ({kb:.1f} KB on the wire) through EmbedStream, client in the same machine, "
+            f"max batch 32; 224 px JPEG thumbnails ({kb:.1f} KB on the wire) through EmbedStream, "
+            "client in the same machine, "
             f"{duration:g} s per row. Goal: ≥ 2,000 img/s, client included. CPU per image is the server's "
             "`process_cpu_seconds_total` (from its /metrics) and the client's process time over the images answered; "
             "'engine CPU' is the same model alone (`bench --local --engine onnx --threads 1 --batch 32`). The ceilings "

@@ -201,8 +201,10 @@ def main() -> None:
     tally, seconds = run(args.inputs, args.hang_s)
     lines = [
         f"{machine_line()}. `python benchmarks/fuzz_decode.py --inputs {args.inputs}`: hypothesis-generated inputs "
-        f"(mutated JPEG, PNG, GIF, WebP, TIFF, BMP{', HEIC' if len(SEEDS) > 9 else ''} and refused TGA/PCX seeds, random bytes, "
-        "mutated EmbedRequest/EmbedStreamRequest messages) through the server's header pass, decode and request parsing.",
+        f"(mutated JPEG, PNG, GIF, WebP, TIFF, BMP{', HEIC' if len(SEEDS) > 9 else ''} and refused "
+        "TGA/PCX seeds, random bytes, "
+        "mutated EmbedRequest/EmbedStreamRequest messages) through the server's header pass, decode "
+        "and request parsing.",
         "",
         f"| inputs | crashes | hangs (> {args.hang_s:.0f} s CPU) | slowest input (CPU / wall) | time | outcomes |",
         "|---|---|---|---|---|---|",

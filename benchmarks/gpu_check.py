@@ -51,13 +51,15 @@ def facts() -> None:
         import torch
 
         print(
-            f"FACT torch {torch.__version__}, built for CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+            f"FACT torch {torch.__version__}, built for CUDA {torch.version.cuda}, cuDNN "
+            f"{torch.backends.cudnn.version()}"
         )
         if torch.cuda.is_available():
             for i in range(torch.cuda.device_count()):
                 p = torch.cuda.get_device_properties(i)
                 print(
-                    f"FACT cuda:{i} {p.name}, capability {p.major}.{p.minor}, {p.total_memory / 2**30:.1f} GiB, {p.multi_processor_count} SMs"
+                    f"FACT cuda:{i} {p.name}, capability {p.major}.{p.minor}, "
+                    f"{p.total_memory / 2**30:.1f} GiB, {p.multi_processor_count} SMs"
                 )
         else:
             print("FACT torch sees no CUDA device")
@@ -169,7 +171,8 @@ def served(
         engines = ", ".join(report["meta"].get("engines", []))
         print(
             f"RESULT served      {name:<22} batch {b:>3}: {st['images_per_s'] or 0:>9,.0f} img/s  "
-            f"mean batch {st['mean_batch'] or 0:6.1f}  img p50 {(st['image_latency_ms'] or {}).get('p50') or 0:8.1f} ms  "
+            f"mean batch {st['mean_batch'] or 0:6.1f}  img p50 "
+            f"{(st['image_latency_ms'] or {}).get('p50') or 0:8.1f} ms  "
             f"server CPU {st['server_cpu_ms_per_image'] or 0:.3f} ms/img  errors {st['errors'] or 'none'}  ({engines})",
             flush=True,
         )

@@ -93,7 +93,21 @@ ALTER TABLE files ADD COLUMN grey INTEGER;          -- 1 for a colour-less pictu
 UPDATE files SET mtime_ns = -1 WHERE error IS NULL;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1_RELEASE, _V2_REVIEW, _V3_CONTENT)
+# Geometric verification verdicts (`client.verdicts`), so an unchanged library is not verified again. A pair
+# is keyed by each side's content MD5 and content box ("md5" or "md5@l,t,r,b"), a < b, and the verifier
+# version; a file whose bytes change gets a new MD5 and so new pairs.
+_V4_VERDICTS = """
+CREATE TABLE verdicts (
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    version TEXT NOT NULL,      -- client.verify.VERIFIER_VERSION that decided
+    same INTEGER NOT NULL,      -- 1: the same picture
+    created REAL NOT NULL,
+    PRIMARY KEY (a, b, version)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1_RELEASE, _V2_REVIEW, _V3_CONTENT, _V4_VERDICTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -505,3 +519,20 @@ class Index:
 
     def done_groups(self) -> set[str]:
         return {row[0] for row in self.conn.execute("SELECT members_key FROM done_groups")}
+
+    # -- geometric verification verdicts ----------------------------------------------------------
+
+    def verdicts(self, version: str) -> dict[tuple[str, str], bool]:
+        """(a, b) -> same picture, for every pair decided by verifier `version`."""
+        rows = self.conn.execute("SELECT a, b, same FROM verdicts WHERE version=?", (version,))
+        return {(a, b): bool(same) for a, b, same in rows}
+
+    def put_verdicts(self, version: str, items: Iterable[tuple[str, str, bool]]) -> None:
+        """Store verdicts in one transaction; verdicts of other verifier versions are dropped with them."""
+        now = time.time()
+        with self.transaction() as c:
+            c.execute("DELETE FROM verdicts WHERE version<>?", (version,))
+            c.executemany(
+                "INSERT OR REPLACE INTO verdicts (a, b, version, same, created) VALUES (?, ?, ?, ?, ?)",
+                ((a, b, version, int(same), now) for a, b, same in items),
+            )

@@ -270,19 +270,28 @@ def load_groups(
     """Group every indexed image under `roots` (and the reference folders), honouring ignore decisions.
 
     With `config.verify`, loose candidates and similar neighbours are confirmed geometrically
-    (`client.verify`)."""
+    (`client.verify`), reusing the verdicts stored in the index (`client.verdicts`)."""
     import os
 
     from photodedup.client.grouping import find_groups
-    from photodedup.client.verify import GeometricVerifier
+    from photodedup.client.verdicts import StoredVerifier
 
     refs = [os.path.abspath(os.path.expanduser(r)) for r in reference_dirs]
     all_roots = list(dict.fromkeys([*roots, *refs]))
     records = list({r.path: r for r in index.records(all_roots, model_id)}.values())  # roots may nest
-    verifier = GeometricVerifier() if config.verify else None
-    groups = find_groups(records, config, ignored=index.ignored(), reference_dirs=refs, verifier=verifier)
+    verifier = StoredVerifier(index) if config.verify else None
+    try:
+        groups = find_groups(records, config, ignored=index.ignored(), reference_dirs=refs, verifier=verifier)
+    finally:
+        if verifier is not None:
+            verifier.flush()  # verdicts found before an interruption are kept too
     if verifier is not None:
-        log.info("verification: %d pairs, %d pictures decoded", verifier.pairs, verifier.decodes)
+        log.info(
+            "verification: %d pairs stored, %d verified, %d pictures decoded",
+            verifier.hits,
+            verifier.misses,
+            verifier.verifier.decodes,
+        )
     from photodedup.client.decisions import apply_keeper_choices
 
     return apply_keeper_choices(groups, index.keeper_choices())  # keepers chosen in `photodedup review`

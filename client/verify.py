@@ -32,6 +32,10 @@ MIN_INLIERS = 12
 MIN_COVERAGE = 0.45  # share of the smaller picture's keypoint hull inside the inliers' hull
 MAX_BAD_CELLS = 0.12  # share of overlap cells allowed to disagree (overlays, logos)
 CELL_TOLERANCE = 0.16  # mean rank difference at which a cell disagrees
+CANNOT_DECODE = "cannot decode"  # the one verdict reason that says nothing about the pair
+# Verdicts are stored in the index under this version (`client.verdicts`): bump it whenever the decision
+# rule changes, so verdicts of the old rule are not reused. The tuning constants above are part of it.
+VERIFIER_VERSION = f"1:{VERIFY_SIDE}:{FEATURES}:{MIN_INLIERS}:{MIN_COVERAGE}:{MAX_BAD_CELLS}:{CELL_TOLERANCE}"
 
 
 @dataclass
@@ -223,5 +227,5 @@ class GeometricVerifier:
         self.pairs += 1
         a, b = self.picture(path_a, content_a), self.picture(path_b, content_b)
         if a is None or b is None:
-            return Verdict(False, reason="cannot decode")
+            return Verdict(False, reason=CANNOT_DECODE)
         return compare(a, b)

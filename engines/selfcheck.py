@@ -26,7 +26,10 @@ class ParityResult:
     reason: str
 
     def summary(self) -> str:
-        return f"{self.images} images, min cosine {self.min_cosine:.5f}, nearest neighbours changed {self.neighbours_changed}"
+        return (
+            f"{self.images} images, min cosine {self.min_cosine:.5f}, "
+            f"nearest neighbours changed {self.neighbours_changed}"
+        )
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

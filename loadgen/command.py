@@ -272,7 +272,10 @@ def run_bench(
     "--batch",
     "batch",
     default=None,
-    help="Images per unary request, or per engine call with --local; a comma list sweeps. [default 1; 1,8,32 with --local]",
+    help=(
+        "Images per unary request, or per engine call with --local; a comma list sweeps. [default "
+        "1; 1,8,32 with --local]"
+    ),
 )
 @click.option("--items-per-message", type=int, default=8, show_default=True, help="Images per EmbedStream message.")
 @click.option("--streams", type=int, default=1, show_default=True, help="EmbedStream calls per server.")

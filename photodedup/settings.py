@@ -1,7 +1,7 @@
 """One settings object for server, client and engines: CLI flags > environment > defaults.
 
-Settings are grouped in sections (`settings.model`, `settings.server`, `settings.scan`,
-`settings.grouping`, `settings.imaging`, `settings.transport`) so each room reads only its own part. Environment names stay flat:
+Settings are grouped in sections (`settings.model`, `settings.server`, `settings.scan`, `settings.grouping`,
+`settings.imaging`, `settings.transport`) so each room reads only its own part. Environment names stay flat:
 `PHOTODEDUP_<FIELD>` (e.g. `PHOTODEDUP_MAX_BATCH_SIZE=64`), plus the original design's `MODEL_NAME`,
 `DEVICE` and `PORT`; field names are unique across sections, so a flat flag or keyword names one field.
 Lists are comma-separated (`PHOTODEDUP_DEVICES=cuda:0,cuda:1`). Build it once in the CLI entry point with
@@ -21,6 +21,19 @@ from photodedup.v1.wire import MAX_MESSAGE_BYTES
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+# Which copy is the original: most picture (borders excluded), camera metadata, least generation loss,
+# colour, no added borders, oldest, then bytes, format and path. See README ("Which file is kept").
+DEFAULT_KEEP_POLICY: tuple[str, ...] = (
+    "resolution",
+    "camera",
+    "quality",
+    "colour",
+    "borders",
+    "oldest",
+    "size",
+    "format",
+    "shortest_path",
+)
 
 
 def _user_dir(env: str, fallback: str) -> Path:
@@ -100,7 +113,9 @@ class ModelSettings(_Section):
     )
     precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
         "auto",
-        description="auto: fp16 on CUDA; on CPU INT8 when it passes its self-check and pays off (VNNI or >= 1.5x), else fp32.",
+        description=(
+            "auto: fp16 on CUDA; on CPU INT8 when it passes its self-check and pays off (VNNI or >= 1.5x), else fp32."
+        ),
     )
     onnx_providers: CommaList = Field(
         default_factory=lambda: ["tensorrt", "cuda", "cpu"],
@@ -183,7 +198,9 @@ class ServerSettings(_Section):
     )
     auth_token_file: Path | None = Field(
         None,
-        description="Bearer tokens EmbedService accepts, one per line; re-read on SIGHUP. Health and reflection stay open.",
+        description=(
+            "Bearer tokens EmbedService accepts, one per line; re-read on SIGHUP. Health and reflection stay open."
+        ),
     )
     max_connection_idle_s: float = Field(
         600.0, ge=0, description="Close a connection with no call open for this long; 0 keeps it."
@@ -191,7 +208,9 @@ class ServerSettings(_Section):
     max_connection_age_s: float = Field(
         0.0,
         ge=0,
-        description="Ask clients to reconnect after this long, so they re-resolve and spread over new servers; 0 never.",
+        description=(
+            "Ask clients to reconnect after this long, so they re-resolve and spread over new servers; 0 never."
+        ),
     )
     max_connection_age_grace_s: float = Field(
         30.0, ge=0, description="Calls still open when a connection reaches its age get this long to finish."
@@ -273,18 +292,10 @@ class GroupingSettings(_Section):
         0.01, ge=0.0, le=2.0, description="Max embedding cosine distance for the similar tier (Immich's default)."
     )
     keep_policy: CommaList = Field(
-        default_factory=lambda: [
-            "resolution",
-            "camera",
-            "quality",
-            "colour",
-            "borders",
-            "oldest",
-            "size",
-            "format",
-            "shortest_path",
-        ],
-        description="Keeper rule order: resolution, camera, quality, colour, borders, oldest, size, format, shortest_path.",
+        default_factory=lambda: list(DEFAULT_KEEP_POLICY),
+        description=(
+            "Keeper rule order: resolution, camera, quality, colour, borders, oldest, size, format, shortest_path."
+        ),
     )
     ann_threshold: int = Field(
         20_000,
@@ -377,24 +388,3 @@ class Settings(BaseModel):
                 raise ValueError(f"unknown setting {key!r}")
             values[section][key] = value
         return Settings(**values)
-
-    @staticmethod
-    def describe(field: str) -> str:
-        """The help text of a field, for CLI options (one source, so help never drifts from the defaults)."""
-        info = SECTIONS[FIELD_SECTION[field]].model_fields[field]
-        default = info.get_default(call_default_factory=True)
-        if isinstance(default, list):
-            default = ",".join(default)
-        text = info.description or ""
-        return f"{text} [default: {default}]" if default not in (None, "") else text
-
-    def __getattr__(self, name: str) -> Any:
-        # Transitional bridge while work started before the sections lands: a flat read is forwarded to
-        # its section. New code reads `settings.<section>.<field>`.
-        section = FIELD_SECTION.get(name) or _PROPERTY_SECTION.get(name)
-        if section is not None:
-            return getattr(getattr(self, section), name)
-        return super().__getattr__(name)  # type: ignore[misc]
-
-
-_PROPERTY_SECTION = {"weights_is_random": "model", "decode_threads": "server"}

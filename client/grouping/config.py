@@ -5,22 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from photodedup.settings import DEFAULT_KEEP_POLICY
+
 if TYPE_CHECKING:
     from photodedup.settings import Settings
 
-# Which copy is the original: most picture (borders excluded), camera metadata, least generation loss,
-# colour, no added borders, oldest, then bytes, format and path. See README ("Which file is kept").
-KEEP_POLICY: tuple[str, ...] = (
-    "resolution",
-    "camera",
-    "quality",
-    "colour",
-    "borders",
-    "oldest",
-    "size",
-    "format",
-    "shortest_path",
-)
+# The default rule order lives with the settings it is the default of.
+KEEP_POLICY: tuple[str, ...] = DEFAULT_KEEP_POLICY
 # Lower index is preferred: camera RAW and HEIC keep more of the original than a JPEG export.
 FORMAT_PREFERENCE: tuple[str, ...] = (
     "DNG",

@@ -48,7 +48,7 @@ def open_review(db: str | None) -> tuple[Any, Any]:
     from photodedup.client.review.thumbs import ThumbnailCache
     from photodedup.client.scan import grouping_config, load_groups
 
-    with Index(build_settings(db=db).db) as index:
+    with Index(build_settings(db=db).scan.db) as index:
         last, settings, refs = _as_scanned(index, db, (), {"near_threshold": None, "similar_threshold": None})
         config = grouping_config(settings)
         groups = load_groups(index, last.roots, last.model_id, config, refs)

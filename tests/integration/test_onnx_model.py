@@ -1,4 +1,5 @@
-"""`export-onnx` then `--onnx-model`: the CPU image's path, serving an export without torch and the scan-only packages."""
+"""`export-onnx` then `--onnx-model`: the CPU image's path, serving an export without torch and the scan-only
+packages."""
 
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ def test_wheel_install_is_one_namespace(tmp_path: Path) -> None:
     top = sorted(p.name for p in target.iterdir() if not p.name.endswith((".dist-info", ".egg-info")))
     assert top in (["photodedup"], ["bin", "photodedup"]), top
     code = (
-        "import photodedup, photodedup.server.app, photodedup.client, photodedup.engines, photodedup.v1.embed_pb2 as pb;"
+        "import photodedup, photodedup.server.app, photodedup.client, photodedup.engines, "
+        "photodedup.v1.embed_pb2 as pb;"
         "import importlib.resources as r;"
         "print(photodedup.__file__); print(pb.__file__);"
         "print((r.files('photodedup') / 'model_configs' / 'photodedup-tiny.json').is_file());"

@@ -118,8 +118,8 @@ def test_grpcurl_lists_describes_and_calls(serve_tiny: ServeProcess) -> None:
     assert {"photodedup.v1.EmbedService", "grpc.health.v1.Health"} <= set(services)
     described = run(address, "describe", "photodedup.v1.EmbedService")
     assert (
-        "rpc EmbedStream ( stream .photodedup.v1.EmbedStreamRequest ) returns ( stream .photodedup.v1.EmbedStreamResponse )"
-        in described
+        "rpc EmbedStream ( stream .photodedup.v1.EmbedStreamRequest ) returns ( stream "
+        ".photodedup.v1.EmbedStreamResponse )" in described
     )
     info = json.loads(run(address, "photodedup.v1.EmbedService/GetInfo"))
     # grpcurl prints proto field names (older releases: lowerCamelCase JSON names)

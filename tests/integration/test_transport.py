@@ -148,7 +148,7 @@ def test_two_servers_behind_one_target_both_receive_work(model_cache: Path) -> N
     try:
         target = "ipv4:" + ",".join(f"127.0.0.1:{t.server.port}" for t in threads)
         settings = tiny_settings(model_cache, servers=[target], balanced_streams=4, embed_batch_size=2)
-        embedder = RemoteEmbedder.connect(settings.servers, settings)
+        embedder = RemoteEmbedder.connect(settings.scan.servers, settings)
         try:
             for i in range(48):
                 embedder.submit(f"k{i}", encode(photo(i % 5, (64, 64))))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from photodedup.client.grouping import Tier
@@ -74,3 +75,29 @@ def test_without_verification_crops_are_missed(tmp_path: Path) -> None:
         groups = load_groups(index, summary.roots, summary.model_id, grouping_config(settings))
     grouped = {Path(m.record.path).name for g in groups for m in g.members}
     assert "side.jpg" not in grouped
+
+
+def test_grouping_an_unchanged_library_again_verifies_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verdicts are stored in the index: a rescan of unchanged files reads them instead of verifying."""
+    from photodedup.client.verify import GeometricVerifier
+
+    truth = build(tmp_path / "lib")
+    real = GeometricVerifier.verdict
+    calls: list[str] = []
+
+    def counted(self: GeometricVerifier, *args: object) -> object:
+        calls.append(str(args[0]))
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GeometricVerifier, "verdict", counted)
+    settings = Settings()
+    found, verified = [], []
+    with Index(tmp_path / "index.sqlite3") as index:
+        for _ in range(2):
+            summary = run_scan([str(tmp_path / "lib")], settings, index, mode="none", progress=False)
+            groups = load_groups(index, summary.roots, summary.model_id, grouping_config(settings))
+            found.append({g.keep.path: {m.record.path for m in g.members} for g in groups})
+            verified.append(len(calls))
+            calls.clear()
+    assert found[0] == found[1] == {k: {str(p) for p in v} for k, v in truth.items()}
+    assert verified[0] > 0 and verified[1] == 0, verified

@@ -225,3 +225,26 @@ def test_a_damaged_or_empty_index_is_one_error_and_a_backup(tmp_path: Path, cont
     assert "\n" not in str(err.value)
     (backup,) = tmp_path.glob("index.sqlite3.damaged-*")
     assert backup.read_bytes() == content and db.read_bytes() == content  # nothing overwritten
+
+
+def test_an_index_at_schema_3_gains_the_verdicts_table_with_its_files_kept(tmp_path: Path) -> None:
+    """Schema 4 adds stored verification verdicts; files and decisions of schema 3 stay as they were."""
+    db = tmp_path / "index.sqlite3"
+    _at_version(db, 3)
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "INSERT INTO files (path, size, mtime_ns, md5, width, height, format, seen_scan, content)"
+        " VALUES ('/p/a.jpg', 10, 1, 'm1', 4, 3, 'JPEG', 1, NULL)"
+    )
+    conn.execute("INSERT INTO ignores VALUES ('/p/a.jpg', '/p/b.jpg', 1.0)")
+    conn.commit()
+    assert "verdicts" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    conn.close()
+    with Index(db) as idx:
+        assert idx.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 4
+        assert idx.file_md5("/p/a.jpg") == "m1"
+        assert idx.ignored() == [frozenset({"/p/a.jpg", "/p/b.jpg"})]
+        assert idx.verdicts("v1") == {}
+        idx.put_verdicts("v1", [("m1", "m2@0,0,4,3", True), ("m1", "m3", False)])
+    with Index(db) as idx:
+        assert idx.verdicts("v1") == {("m1", "m2@0,0,4,3"): True, ("m1", "m3"): False}
