@@ -18,7 +18,9 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from photodedup.client.grouping.records import Tier
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -27,9 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Format = Literal["table", "json", "csv", "html"]
-FORMATS: tuple[str, ...] = ("table", "json", "csv", "html")
-TIERS = ("exact", "near", "similar", "series")  # series: same scene, different shot; never acted on
+TIERS: tuple[str, ...] = tuple(Tier)  # series: same scene, different shot; never acted on
 HTML_THUMB = 200
 
 

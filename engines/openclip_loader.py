@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RANDOM_SEED = 0
-TINY_MODEL = "photodedup-tiny"
 _register_lock = threading.Lock()
 _registered = False
 _file_hashes: dict[tuple[str, int, int], str] = {}

@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
-FILTERS = ("kind", "folder", "sort", "done_last")
 
 
 def _env() -> jinja2.Environment:
