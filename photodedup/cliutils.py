@@ -75,74 +75,29 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def client_transport_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """How a client reaches servers: TLS, client certificate, bearer token (shared by scan, bench, info, health)."""
-    opts = [
-        click.option("--tls", is_flag=True, default=None, help="Connect over TLS [env PHOTODEDUP_TLS]."),
-        click.option(
-            "--ca-cert",
-            type=click.Path(dir_okay=False),
-            help="PEM CA bundle for the servers' certificates (implies --tls).",
-        ),
-        click.option(
-            "--client-cert",
-            type=click.Path(dir_okay=False),
-            help="PEM client certificate, for servers that require mutual TLS.",
-        ),
-        click.option("--client-key", type=click.Path(dir_okay=False), help="PEM private key of --client-cert."),
-        click.option(
-            "--token",
-            help="Bearer token for the servers [env PHOTODEDUP_TOKEN; prefer the environment: flags show in ps].",
-        ),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+    path = click.Path(dir_okay=False)
+    return stack(
+        setting_option("tls", is_flag=True),
+        setting_option("ca_cert", type=path),
+        setting_option("client_cert", type=path),
+        setting_option("client_key", type=path),
+        setting_option("token", extra="Prefer the environment: flags show in ps."),
+    )(fn)
 
 
 def server_transport_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """How `serve` listens: TLS, mutual TLS, bearer tokens, keepalive and connection age."""
-    opts = [
-        click.option(
-            "--tls-cert",
-            type=click.Path(dir_okay=False),
-            help="PEM certificate chain; with --tls-key the port speaks TLS only.",
-        ),
-        click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM private key of --tls-cert."),
-        click.option(
-            "--tls-client-ca",
-            type=click.Path(dir_okay=False),
-            help="Require client certificates signed by this CA (mutual TLS).",
-        ),
-        click.option(
-            "--auth-token-file", type=click.Path(dir_okay=False), help="Bearer tokens, one per line, re-read on SIGHUP."
-        ),
-        click.option(
-            "--keepalive-time",
-            "keepalive_time_s",
-            type=float,
-            help="Seconds before a quiet connection is pinged [default 30].",
-        ),
-        click.option(
-            "--max-connection-idle",
-            "max_connection_idle_s",
-            type=float,
-            help="Close connections idle this long; 0 never [default 600].",
-        ),
-        click.option(
-            "--max-connection-age",
-            "max_connection_age_s",
-            type=float,
-            help="Make clients reconnect (and re-resolve) after this long; 0 never [default 0].",
-        ),
-        click.option(
-            "--max-connection-age-grace",
-            "max_connection_age_grace_s",
-            type=float,
-            help="Time open calls get at that age [default 30].",
-        ),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+    path = click.Path(dir_okay=False)
+    return stack(
+        setting_option("tls_cert", type=path),
+        setting_option("tls_key", type=path),
+        setting_option("tls_client_ca", type=path),
+        setting_option("auth_token_file", type=path),
+        setting_option("keepalive_time_s", "--keepalive-time", type=float),
+        setting_option("max_connection_idle_s", "--max-connection-idle", type=float),
+        setting_option("max_connection_age_s", "--max-connection-age", type=float),
+        setting_option("max_connection_age_grace_s", "--max-connection-age-grace", type=float),
+    )(fn)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
