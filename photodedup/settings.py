@@ -270,9 +270,7 @@ class TransportSettings(_Section):
     ca_cert: Path | None = Field(None, description="PEM CA bundle that signs the servers' certificates (implies tls).")
     client_cert: Path | None = Field(None, description="PEM client certificate for servers that require mutual TLS.")
     client_key: Path | None = Field(None, description="PEM private key of client_cert.")
-    token: SecretStr | None = Field(
-        None, description="Bearer token sent to servers; never logged."
-    )
+    token: SecretStr | None = Field(None, description="Bearer token sent to servers; never logged.")
     balanced_streams: int = Field(
         4, ge=1, description="Streams per dns:/ipv4: server target; round robin spreads them over its addresses."
     )
