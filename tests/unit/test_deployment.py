@@ -229,3 +229,27 @@ def test_queue_metric_scaling_reads_a_gauge_the_server_exports() -> None:
     assert name in exported
     rule = yaml.safe_load((ROOT / "docker" / "k8s" / "components" / "queue-metric" / "adapter-rule.yaml").read_text())
     assert rule[0]["name"]["as"] == name and rule[0]["seriesQuery"].startswith(name + "{")
+
+
+def dockerignore_reincluded() -> set[str]:
+    """Top-level names `.dockerignore` lets into the build context (it starts by excluding everything)."""
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    assert "*" in lines, ".dockerignore is expected to exclude everything first"
+    return {line[1:].split("/")[0] for line in lines if line.startswith("!")}
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.gpu"])
+def test_every_copied_source_and_package_folder_reaches_the_build_context(dockerfile: str) -> None:
+    """A COPY of a folder .dockerignore filters out fails only at image build time (minutes in); catch it here."""
+    import tomllib
+
+    text = (ROOT / "docker" / dockerfile).read_text()
+    sources = set()
+    for match in re.finditer(r"^COPY\s+(?!--from)(.+)$", text, re.MULTILINE):
+        *srcs, _dest = match.group(1).split()
+        sources |= {src.split("/")[0] for src in srcs if not src.startswith("$")}
+    allowed = dockerignore_reincluded()
+    assert sources <= allowed, f"{dockerfile} copies {sorted(sources - allowed)}, which .dockerignore filters out"
+    package_dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    roots = {folder.split("/")[0] for folder in package_dirs.values()}
+    assert roots <= sources, f"{dockerfile} does not copy package folders {sorted(roots - sources)}"
