@@ -28,7 +28,7 @@ from record import machine_line, write_section  # noqa: E402
 
 from photodedup.errors import InvalidImageError  # noqa: E402
 from photodedup.server.decoding import decode_images, measure_images  # noqa: E402
-from photodedup.server.errors import MALFORMED, _tolerant  # noqa: E402
+from photodedup.server.parsing import MALFORMED, tolerant  # noqa: E402
 from photodedup.v1 import embed_pb2  # noqa: E402
 
 SIZE = 32
@@ -135,7 +135,7 @@ def check_decode(tally: Tally, data: bytes) -> None:
 
 def check_parse(tally: Tally, data: bytes) -> None:
     for message in (embed_pb2.EmbedRequest, embed_pb2.EmbedStreamRequest):
-        parse = _tolerant(message.FromString)
+        parse = tolerant(message.FromString)
         assert parse is not None
         parsed = parse(data)
         if parsed is MALFORMED:

@@ -51,7 +51,8 @@ class EmbedServer:
     async def start(self) -> int:
         """Bind and start answering (health NOT_SERVING); returns the bound gRPC port."""
         s = self.settings
-        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorMappingInterceptor(self.metrics)]
+        errors = ErrorMappingInterceptor(self.metrics, s.server.max_items_per_request)
+        interceptors: list[grpc.aio.ServerInterceptor] = [errors]
         if self.tokens is not None:
             interceptors.insert(0, TokenAuthInterceptor(self.tokens, self.metrics))
         server = grpc.aio.server(

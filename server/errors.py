@@ -21,6 +21,7 @@ from photodedup.errors import (
     ShuttingDownError,
 )
 from photodedup.server.metrics import Metrics
+from photodedup.server.parsing import Unparsed, bounded_parser
 
 log = logging.getLogger(__name__)
 
@@ -54,28 +55,6 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-class _Malformed:
-    """Stands in for a request message whose bytes did not parse."""
-
-
-MALFORMED = _Malformed()
-
-
-def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """A deserializer that hands the handler MALFORMED instead of raising inside gRPC (which would answer
-    UNKNOWN or INTERNAL with a class name and log a traceback per call)."""
-    if deserialize is None:
-        return None
-
-    def parse(data: bytes) -> Any:
-        try:
-            return deserialize(data)
-        except Exception:  # noqa: BLE001 - any parse failure is the client's malformed message
-            return MALFORMED
-
-    return parse
-
-
 class RateLimitedLog:
     """At most one record per key and interval; the next one says how many were left out."""
 
@@ -98,11 +77,13 @@ class RateLimitedLog:
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """Turns domain errors raised by handlers into statuses and counts every RPC by status code.
-    Handles unary and streaming handlers alike; malformed request bytes are INVALID_ARGUMENT; replies
+    Handles unary and streaming handlers alike; request bytes are counted before they are parsed
+    (server/parsing.py), and malformed or oversized messages are INVALID_ARGUMENT; replies
     never carry class names, addresses or tracebacks, and repeated errors are logged at a bounded rate."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, max_items: int) -> None:
         self._metrics = metrics
+        self._max_items = max_items
         self._log = RateLimitedLog(log)
 
     async def intercept_service(
@@ -115,7 +96,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not method.startswith("/photodedup."):
             return handler
         short = method.rsplit("/", 1)[-1]
-        parse = _tolerant(handler.request_deserializer)
+        parse = bounded_parser(handler.request_deserializer, self._max_items)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(short, handler.unary_unary),
@@ -158,8 +139,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with self._mapped(method, context):
-                if request is MALFORMED:
-                    raise InvalidRequestError(f"the {method} request is not a valid protobuf message")
+                if isinstance(request, Unparsed):
+                    raise InvalidRequestError(f"the {method} request {request.reason}")
                 return await behavior(request, context)
 
         return wrapper
@@ -178,6 +159,6 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 async def _checked(method: str, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """Stream messages, with a malformed one raising INVALID_ARGUMENT for the whole stream."""
     async for message in requests:
-        if message is MALFORMED:
-            raise InvalidRequestError(f"a {method} message is not a valid protobuf message")
+        if isinstance(message, Unparsed):
+            raise InvalidRequestError(f"a {method} message {message.reason}")
         yield message

@@ -18,7 +18,7 @@ from photodedup.errors import InvalidImageError
 from photodedup.imaging import decode_for_model
 from photodedup.server.admission import Admission
 from photodedup.server.decoding import FairDecoder, measure_images
-from photodedup.server.errors import MALFORMED, _tolerant
+from photodedup.server.parsing import MALFORMED, tolerant
 from photodedup.settings import Settings
 from photodedup.v1 import embed_pb2
 
@@ -144,7 +144,7 @@ def test_any_bytes_decode_to_an_image_or_one_clean_error(data: bytes) -> None:
 @given(st.binary(max_size=256))
 def test_request_bytes_parse_or_are_malformed_never_raise(data: bytes) -> None:
     for message in (embed_pb2.EmbedRequest, embed_pb2.EmbedStreamRequest):
-        parse = _tolerant(message.FromString)
+        parse = tolerant(message.FromString)
         assert parse is not None
         parsed = parse(data)
         assert parsed is MALFORMED or isinstance(parsed, message)
