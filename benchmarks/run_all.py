@@ -24,6 +24,7 @@ SCRIPTS: list[tuple[str, list[str]]] = [
     ("bench_scan.py", []),
     ("bench_library.py", []),
     ("bench_review.py", []),
+    ("bench_scheduling.py", []),
 ]
 
 

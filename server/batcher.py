@@ -1,11 +1,10 @@
-"""Dynamic batching across requests, one engine instance per device.
+"""Dynamic batching across requests, one engine instance per device; devices pull their batches.
 
-Each device worker waits for the first queued image, then keeps collecting until it has
-`max_batch_size` images or `max_queue_delay` has passed since that first image. Workers share one
-central queue, so whichever device is free takes the next batch. While a batch runs on a device, the
-worker already forms and preprocesses the next one, so CPU work overlaps device work. A batch formed
-while its device is still busy keeps growing until the device is free (or the batch is full): it could
-not start earlier anyway, so waiting costs no latency and fills batches under load.
+`scheduling.BatchQueue` decides what each device's next batch is (work pulling: a batch is formed for a
+device that can take it, and a batch formed ahead for a busy device is taken over by a device that goes
+idle). This module runs those batches: it normalises a batch on the CPU pool while the device still runs
+the one before, runs `infer` on the device's own thread, answers each image's future, and fails exactly
+the images of a batch whose engine raised.
 """
 
 from __future__ import annotations
@@ -13,33 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from photodedup.engines.base import Engine
-from photodedup.errors import PhotodedupError, QueueFullError, ShuttingDownError
+from photodedup.errors import PhotodedupError, ShuttingDownError
 from photodedup.server.metrics import Metrics
+from photodedup.server.scheduling import BatchQueue, HeldBatch, WorkItem
 
 log = logging.getLogger(__name__)
+
+__all__ = ["DynamicBatcher", "EngineError", "WorkItem"]
 
 
 class EngineError(PhotodedupError):
     """The engine failed on a batch; every image of that batch gets this error."""
 
 
-@dataclass(slots=True)
-class WorkItem:
-    array: np.ndarray
-    future: asyncio.Future[np.ndarray]
-    enqueued: float
-
-
 class DynamicBatcher:
-    """Central bounded queue feeding one worker per engine/device."""
+    """Central bounded queue; one worker per engine/device pulls batches from it."""
 
     def __init__(
         self,
@@ -55,13 +48,20 @@ class DynamicBatcher:
         self._executors = device_executors
         self._cpu_pool = cpu_pool
         self._metrics = metrics
-        self.max_batch_size = max_batch_size
-        self.max_queue_delay_s = max_queue_delay_s
-        self.max_queue_size = max_queue_size
-        self._queue: deque[WorkItem] = deque()
-        self._wakeup = asyncio.Event()
+        self.queue = BatchQueue(max_batch_size, max_queue_delay_s, max_queue_size)
         self._workers: list[asyncio.Task[None]] = []
-        self._closed = False
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.queue.max_batch_size
+
+    @property
+    def max_queue_delay_s(self) -> float:
+        return self.queue.max_queue_delay_s
+
+    @property
+    def max_queue_size(self) -> int:
+        return self.queue.max_queue_size
 
     def start(self) -> None:
         for engine in self._engines:
@@ -69,125 +69,67 @@ class DynamicBatcher:
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        return self.queue.depth
 
     @property
     def live_depth(self) -> int:
-        """Queued images whose callers still wait (the queue-depth gauge; settles when clients vanish)."""
-        return sum(1 for item in self._queue if not item.future.done())
+        """Images waiting for a device whose callers still wait (the queue-depth gauge; settles when clients
+        vanish)."""
+        return self.queue.live_depth
 
     def submit(
         self, arrays: Sequence[np.ndarray], all_or_nothing: bool = True
     ) -> list[asyncio.Future[np.ndarray] | None]:
         """Queue images; returns one future each. When the queue lacks room: all_or_nothing raises
         QueueFullError, otherwise the images that do not fit get None."""
-        if self._closed:
-            raise ShuttingDownError("the server is shutting down")
-        room = self.max_queue_size - len(self._queue)
-        if room < len(arrays):  # items whose callers went away still sit in the deque: drop them first
-            self._queue = deque(item for item in self._queue if not item.future.done())
-            room = self.max_queue_size - len(self._queue)
-        if all_or_nothing and len(arrays) > room:
-            raise QueueFullError(f"queue full ({len(self._queue)}/{self.max_queue_size} images waiting); retry later")
-        loop = asyncio.get_running_loop()
-        now = time.perf_counter()
-        futures: list[asyncio.Future[np.ndarray] | None] = []
-        for i, arr in enumerate(arrays):
-            if i >= room:
-                futures.append(None)
-                continue
-            fut: asyncio.Future[np.ndarray] = loop.create_future()
-            self._queue.append(WorkItem(arr, fut, now))
-            futures.append(fut)
-        if arrays:
-            self._wakeup.set()
-        return futures
-
-    async def _next_item(self, deadline: float | None) -> WorkItem | None:
-        """The next live item, waiting until `deadline` (loop time) at most; None on timeout."""
-        loop = asyncio.get_running_loop()
-        while True:
-            while self._queue:
-                item = self._queue.popleft()
-                if not item.future.done():  # cancelled by its caller: drop it
-                    return item
-            self._wakeup.clear()
-            if deadline is None:
-                await self._wakeup.wait()
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return None
-
-    async def _next_item_while(self, busy: asyncio.Task[None]) -> WorkItem | None:
-        """The next live item, waiting while `busy` (the device's running batch) is not done; None once it is."""
-        while True:
-            while self._queue:
-                item = self._queue.popleft()
-                if not item.future.done():
-                    return item
-            if busy.done():
-                return None
-            self._wakeup.clear()
-            waiter = asyncio.ensure_future(self._wakeup.wait())
-            try:
-                await asyncio.wait({waiter, busy}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-
-    async def _collect(self, busy: asyncio.Task[None] | None = None) -> list[WorkItem]:
-        first = await self._next_item(None)
-        assert first is not None
-        batch = [first]
-        deadline = asyncio.get_running_loop().time() + self.max_queue_delay_s
-        while len(batch) < self.max_batch_size:
-            # Take what is already queued without waiting, then wait out the delay for more.
-            item = await self._next_item(deadline)
-            if item is None and busy is not None:
-                item = await self._next_item_while(busy)
-            if item is None:
-                break
-            batch.append(item)
-        now = time.perf_counter()
-        for item in batch:
-            self._metrics.queue_duration.observe(now - item.enqueued)
-        return batch
+        return self.queue.submit(arrays, all_or_nothing)
 
     async def _worker(self, engine: Engine) -> None:
         loop = asyncio.get_running_loop()
         device = engine.device
-        executor = self._executors[device]
         running: asyncio.Task[None] | None = None
-        batch: list[WorkItem] = []
+        held: HeldBatch | None = None
         try:
             while True:
-                batch = []
-                batch = await self._collect(running)
-                arrays = [item.array for item in batch]
+                held = None
+                busy = running if running is not None and not running.done() else None
+                held = await self.queue.next_batch(device, busy)
+                arrays = [item.array for item in held.items]
                 start = time.perf_counter()
                 try:
                     prepared = await loop.run_in_executor(self._cpu_pool, engine.preprocess, arrays)
                 except Exception as exc:  # a failed preprocess must not leave callers hanging
-                    log.exception("preprocess failed on %s", device)
-                    _fail(batch, EngineError(f"preprocessing failed: {exc}"))
+                    items = self.queue.start(held)
+                    if items is not None:
+                        log.exception("preprocess failed on %s", device)
+                        _fail(items, EngineError(f"preprocessing failed: {exc}"))
                     continue
                 self._metrics.preprocess_duration.labels(device).observe(time.perf_counter() - start)
-                if running is not None:
-                    await running
-                running = asyncio.create_task(self._run(engine, executor, batch, prepared))
+                if running is not None and not running.done():
+                    await _first_of(running, held.taken)
+                items = self.queue.start(held)
+                if items is None:  # an idle device took this batch over while this one was busy
+                    continue
+                if held.taken_from is not None:
+                    self._metrics.rebalanced_batches.labels(device).inc()
+                self._observe_queue(items)
+                running = asyncio.create_task(self._run(engine, items, prepared))
         except asyncio.CancelledError:
-            _fail(batch, ShuttingDownError("the server is shutting down"))
+            if held is not None:
+                _fail(self.queue.start(held) or [], ShuttingDownError("the server is shutting down"))
             if running is not None:
                 running.cancel()
             raise
 
-    async def _run(self, engine: Engine, executor: Executor, batch: list[WorkItem], prepared: object) -> None:
+    def _observe_queue(self, items: Sequence[WorkItem]) -> None:
+        now = time.perf_counter()
+        for item in items:
+            self._metrics.queue_duration.observe(now - item.enqueued)
+
+    async def _run(self, engine: Engine, batch: list[WorkItem], prepared: object) -> None:
         loop = asyncio.get_running_loop()
         device = engine.device
+        executor = self._executors[device]
         start = time.perf_counter()
         try:
             vectors = await loop.run_in_executor(executor, engine.infer, prepared)
@@ -210,17 +152,24 @@ class DynamicBatcher:
 
     async def close(self) -> None:
         """Stop the workers; anything still queued fails with UNAVAILABLE instead of hanging."""
-        self._closed = True
+        self.queue.closed = True
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
-        pending = list(self._queue)
-        self._queue.clear()
-        _fail(pending, ShuttingDownError("the server is shutting down"))
+        _fail(self.queue.drain(), ShuttingDownError("the server is shutting down"))
 
 
 def _fail(batch: Sequence[WorkItem], exc: Exception) -> None:
     for item in batch:
         if not item.future.done():
             item.future.set_exception(exc)
+
+
+async def _first_of(running: asyncio.Future[None], taken: asyncio.Event) -> None:
+    """Wait until the device's running batch ends or the held batch is taken over, whichever comes first."""
+    waiter = asyncio.ensure_future(taken.wait())
+    try:
+        await asyncio.wait({running, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()

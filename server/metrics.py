@@ -61,9 +61,15 @@ class Metrics:
         )
         self.inference_duration = Histogram(
             "photodedup_inference_duration_seconds",
-            "Engine compute time per batch",
+            "Engine compute time per batch (its sum per device is that device's busy time)",
             ["device"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rebalanced_batches = Counter(
+            "photodedup_rebalanced_batches",
+            "Batches a device took over, not started, from a busy device (so it would not idle)",
+            ["device"],
             registry=r,
         )
         self.queue_depth = Gauge("photodedup_queue_depth", "Images waiting in the batcher's queue", registry=r)

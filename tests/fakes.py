@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -14,16 +15,18 @@ from photodedup.engines.base import EngineStatus, ModelInfo
 
 class FakeEngine:
     """An engine whose 'embedding' of an image is its first pixel's red value. It records batch sizes and
-    the threads `infer` ran on, holds each batch until `gate` is open, and raises on batch `fail_on`."""
+    the threads `infer` ran on, holds each batch until `gate` is open, takes `seconds` per batch (a device of
+    that speed; sleeping frees the GIL as a device call does), and raises on batch `fail_on`."""
 
     name: ClassVar[str] = "fake"
 
-    def __init__(self, device: str = "cpu", fail_on: int | None = None) -> None:
+    def __init__(self, device: str = "cpu", fail_on: int | None = None, seconds: float = 0.0) -> None:
         self.device = device
         self.precision = "fp32"
         self.info = ModelInfo("fake", "none", 1)
         self.batches: list[int] = []
         self.fail_on = fail_on
+        self.seconds = seconds
         self.gate = threading.Event()
         self.gate.set()
         self.threads: set[str] = set()
@@ -40,6 +43,8 @@ class FakeEngine:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         self.threads.add(threading.current_thread().name)
         self.gate.wait(10)
+        if self.seconds:
+            time.sleep(self.seconds)
         self.batches.append(len(batch))
         if self.fail_on is not None and len(self.batches) == self.fail_on:
             raise RuntimeError("device exploded")
