@@ -4,6 +4,7 @@ so `photodedup --help` and the client commands never load the serving stack."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -67,11 +68,16 @@ def serve(**flags: Any) -> None:
         require("photodedup serve", "cpu", "onnxruntime")
     from photodedup.server.app import serve as run
 
-    if asyncio.run(run(settings)):
+    stopped_while_loading = asyncio.run(run(settings))
+    if stopped_while_loading:
         # Stopped while loading: the load keeps a worker thread busy (a download, an export) that
         # interpreter shutdown would wait for. Nothing of it needs saving (exports are written atomically).
         logging.shutdown()
         os._exit(0)
+    # Everything is answered and released. With torch imported (a first start exports the model) the
+    # interpreter's final garbage collection takes seconds, holding the exit well past the drain: leave
+    # the objects alive now to the process exit instead.
+    gc.freeze()
 
 
 @click.command()
