@@ -96,8 +96,8 @@ def boundary(groups_records: list, truth: list[dict[str, Any]], root: Path, conf
     seen: list[tuple[Any, bool]] = []
     verifier = GeometricVerifier()
 
-    def recorder(a: Any, b: Any) -> bool:
-        v = verifier.verdict(a.path, a.content, b.path, b.content)
+    def recorder(a: Any, b: Any, strict: bool = False) -> bool:
+        v = verifier.verdict(a.path, a.content, b.path, b.content, strict)
         related = group.get(a.path) is not None and group.get(a.path) == group.get(b.path)
         seen.append((v, related))
         return v.same
@@ -114,6 +114,11 @@ def boundary(groups_records: list, truth: list[dict[str, Any]], root: Path, conf
         "related_rejected": sum(not v.same for v in related),
         "min_related_inliers": min((v.inliers for v in related if v.same), default=0),
     }
+
+
+def no_weak_rule(config: GroupingConfig) -> GroupingConfig:
+    """The grouping before the weak-picture rule: no picture is weak, and any turned match counts."""
+    return dataclasses.replace(config, weak_side=0, weak_contrast=0.0, turn_asymmetry=0, turn_margin=-128)
 
 
 def score_groups(scorer: ModuleType, root: Path, groups: list[list[str]]) -> dict[str, Any]:
@@ -165,6 +170,17 @@ def main() -> None:
                 [[m.record.path for m in g.members] for g in groups],
             )
         )
+    started = time.perf_counter()
+    without_rule = find_groups(records, no_weak_rule(config), verifier=GeometricVerifier())
+    timings["without the weak-picture rule"] = time.perf_counter() - started
+    runs.append(
+        (
+            "photodedup, default without the weak-picture rule",
+            "every picture trusted as a photo; turns unconditioned",
+            without_rule,
+            [[m.record.path for m in g.members] for g in without_rule],
+        )
+    )
     hash_only = dataclasses.replace(config, candidate_threshold=0)
     runs.append(
         (

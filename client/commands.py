@@ -39,7 +39,11 @@ _grouping_options = stack(
     ),
     setting_option("near_threshold", type=int),
     setting_option("similar_threshold", type=float),
+    setting_option("min_pixels", type=int),
 )
+
+# Thresholds a command takes from the scan it regroups when not given now.
+_UNSET_THRESHOLDS: dict[str, Any] = {"near_threshold": None, "similar_threshold": None, "min_pixels": None}
 
 _output_options = stack(
     click.option("--format", "fmt", type=FORMAT_CHOICE, default="table", show_default=True),
@@ -148,6 +152,7 @@ def scan(
                 "reference": refs,
                 "near_threshold": settings.grouping.near_threshold,
                 "similar_threshold": settings.grouping.similar_threshold,
+                "min_pixels": settings.grouping.min_pixels,
             },
         )
         config = grouping_config(settings)
@@ -432,7 +437,7 @@ def ignore(paths: tuple[str, ...], db: str | None, remove: bool, group_numbers: 
         if group_numbers:
             from photodedup.client.scan import grouping_config, load_groups
 
-            last, group_settings, refs = _as_scanned(index, db, (), {"near_threshold": None, "similar_threshold": None})
+            last, group_settings, refs = _as_scanned(index, db, (), _UNSET_THRESHOLDS)
             groups = load_groups(index, last.roots, last.model_id, grouping_config(group_settings), refs)
             for number in group_numbers:
                 if not 1 <= number <= len(groups):

@@ -123,6 +123,20 @@ def corner_fill(rgb: np.ndarray) -> int:
     return area if area < 0.5 * w * h else 0
 
 
+def contrast(gray: np.ndarray) -> float:
+    """Grey standard deviation (0..127.5) of the picture reduced to 32 x 32 area-averaged cells.
+
+    What the hashes see: both are made of a 32 x 32 (pHash) or 9 x 8 (dHash) reduction, so a picture
+    that is flat at that scale (sky, a night shot, a page of text on white) has hash bits decided by
+    noise, and a small hash distance between two of them is weak evidence (`grouping.config.weak_contrast`).
+    """
+    h, w = gray.shape
+    integral = np.zeros((h + 1, w + 1), dtype=np.float64)
+    integral[1:, 1:] = gray.astype(np.float64).cumsum(axis=0).cumsum(axis=1)
+    cells = _cell_means(integral, np.array([[0.0, 0.0, w, h]]), 32, 32)
+    return round(float(cells.std()), 2)
+
+
 def _bits_to_int(bits: np.ndarray) -> int:
     return int.from_bytes(np.packbits(bits.astype(bool)).tobytes(), "big")
 

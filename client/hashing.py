@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from photodedup.client.content import WINDOWS, content_box, corner_fill, window_hashes
+from photodedup.client.content import WINDOWS, content_box, contrast, corner_fill, window_hashes
 from photodedup.client.fidelity import fidelity
 from photodedup.client.walk import SNIFF_BYTES, sniff_format
 from photodedup.errors import InvalidImageError
@@ -72,6 +72,8 @@ class HashResult:
     camera: bool | None = None
     quality: int | None = None
     grey: bool | None = None
+    # Grey standard deviation of the content at 32 x 32 px: a low-contrast picture's hashes say little.
+    contrast: float | None = None
     thumb: np.ndarray | bytes | None = None
 
 
@@ -176,6 +178,7 @@ def hash_bytes(
         gray = rgb.crop(box).convert("L") if box != (0, 0, rgb.width, rgb.height) else rgb.convert("L")
         res.dhash, res.phash, res.rotated = hash_family(gray)
         res.windows = tuple((to_signed64(d), to_signed64(p)) for d, p in window_hashes(np.asarray(gray), WINDOWS))
+        res.contrast = contrast(np.asarray(gray))
         if thumb_kind != "none" and thumb_size:
             arr = to_model_array(rgb, thumb_size)
             res.thumb = encode_jpeg(arr, quality) if thumb_kind == "jpeg" else arr

@@ -107,7 +107,14 @@ CREATE TABLE verdicts (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1_RELEASE, _V2_REVIEW, _V3_CONTENT, _V4_VERDICTS)
+# Contrast of the content (how much a hash distance says about it: `client.content.contrast`). Files hashed
+# before it are hashed again by the next scan, as for v3; until then they count as not weak.
+_V5_CONTRAST = """
+ALTER TABLE files ADD COLUMN contrast REAL;         -- grey standard deviation of the content at 32 x 32 px
+UPDATE files SET mtime_ns = -1 WHERE error IS NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1_RELEASE, _V2_REVIEW, _V3_CONTENT, _V4_VERDICTS, _V5_CONTRAST)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -306,6 +313,7 @@ class Index:
                 _flag(r.camera),
                 r.quality,
                 _flag(r.grey),
+                r.contrast,
                 r.error,
                 scan_id,
             )
@@ -317,8 +325,9 @@ class Index:
             c.executemany("DELETE FROM embeddings WHERE path=?", ((r[0],) for r in rows))
             c.executemany(
                 "INSERT OR REPLACE INTO files (path, size, mtime_ns, md5, dhash, phash, width, height, format,"
-                " exif_time, rotated, content, picture_pixels, windows, camera, quality, grey, error, seen_scan)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " exif_time, rotated, content, picture_pixels, windows, camera, quality, grey, contrast, error,"
+                " seen_scan)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
 
@@ -420,8 +429,8 @@ class Index:
         for lo, hi in self._ranges(roots):
             cur = self.conn.execute(
                 "SELECT f.path, f.size, f.width, f.height, f.md5, f.dhash, f.phash, e.vector, f.exif_time,"
-                " f.mtime_ns, f.format, f.rotated, f.content, f.picture_pixels, f.windows, f.camera, f.quality, f.grey"
-                " FROM files f LEFT JOIN embeddings e ON e.path=f.path AND e.model_id=?"
+                " f.mtime_ns, f.format, f.rotated, f.content, f.picture_pixels, f.windows, f.camera, f.quality, f.grey,"
+                " f.contrast FROM files f LEFT JOIN embeddings e ON e.path=f.path AND e.model_id=?"
                 " WHERE f.path >= ? AND f.path < ? AND f.error IS NULL AND f.md5 IS NOT NULL ORDER BY f.path",
                 (model_id or "", lo, hi),
             )
@@ -444,6 +453,7 @@ class Index:
                 camera,
                 quality,
                 grey,
+                contrast,
             ) in cur:
                 yield FileRecord(
                     path=path,
@@ -464,6 +474,7 @@ class Index:
                     camera=None if camera is None else bool(camera),
                     quality=quality,
                     grey=None if grey is None else bool(grey),
+                    contrast=contrast,
                 )
 
     def file_md5(self, path: str) -> str | None:

@@ -3,7 +3,9 @@ grouping runs on every scan, report and apply, so a pair of unchanged files is v
 
 A verdict depends only on the two files' bytes (their MD5s), the content boxes hashing found in them and
 the verifier's decision rule (`VERIFIER_VERSION`), so that is its key, with the two sides in a canonical
-order: a pair is verified once whichever file grouping asks about first.
+order: a pair is verified once whichever file grouping asks about first. A strict verdict (the check for
+weak pictures, `verify.compare_strict`) is a different question about the same pair: its key's first side
+carries a `strict:` prefix.
 """
 
 from __future__ import annotations
@@ -44,16 +46,18 @@ class StoredVerifier:
         self.hits = 0
         self.misses = 0
 
-    def __call__(self, a: FileRecord, b: FileRecord) -> bool:
+    def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
         """Are these two indexed files the same picture? Stored verdict first, else verified and stored."""
         ka, kb = side_key(a), side_key(b)
         key = (ka, kb) if ka <= kb else (kb, ka)
+        if strict:
+            key = ("strict:" + key[0], key[1])
         same = self.known.get(key)
         if same is not None:
             self.hits += 1
             return same
         self.misses += 1
-        verdict = self.verifier.verdict(a.path, a.content, b.path, b.content)
+        verdict = self.verifier.verdict(a.path, a.content, b.path, b.content, strict)
         if verdict.reason == CANNOT_DECODE:
             return False  # a file gone or unreadable since the scan: ask again next time
         self.known[key] = verdict.same

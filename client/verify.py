@@ -9,6 +9,12 @@ RANSAC, then two checks a copy passes and a different shot of the same scene doe
 
 Features are recomputed from the files for the candidates only (decoded at `VERIFY_SIDE` px with JPEG
 DCT scaling) and cached per run, rather than stored in the index; docs/BENCHMARKS.md has the numbers.
+
+`compare_strict` is the check for weak pictures (tiny, flat or low-contrast: icons, text pages, sky),
+where a hash distance says little and features match shared outlines: the same alignment (RANSAC, or
+the content boxes laid on each other when features cannot align them), then agreement at the smaller
+picture's own resolution with no allowance for overlays, lightness compared after histogram matching
+(tone still does not count) and colour compared cell by cell (a recoloured icon is another icon).
 """
 
 from __future__ import annotations
@@ -32,10 +38,23 @@ MIN_INLIERS = 12
 MIN_COVERAGE = 0.45  # share of the smaller picture's keypoint hull inside the inliers' hull
 MAX_BAD_CELLS = 0.12  # share of overlap cells allowed to disagree (overlays, logos)
 CELL_TOLERANCE = 0.16  # mean rank difference at which a cell disagrees
+# The strict check (`compare_strict`): cells compared at most STRICT_SIDE px on the long side, never above
+# the smaller picture's own size; a cell disagrees on lightness at this mean difference (0..255 after
+# histogram matching) or on colour at these hue angles; at most STRICT_BAD_CELLS of cells may disagree.
+STRICT_SIDE = 256
+STRICT_GREY_LEVELS = 12.0
+STRICT_HUE_DEGREES = (35.0, 50.0)  # strongly (chroma > 20) / moderately (chroma > 10) coloured cells
+STRICT_BAD_CELLS = 0.02
+STRICT_MAX_TILT = 10.0  # degrees of rotation the strict check accepts between two pictures
+STRICT_ALWAYS_COLOUR_BELOW = 64  # px on the long side: below it a grey picture never matches a coloured one
 CANNOT_DECODE = "cannot decode"  # the one verdict reason that says nothing about the pair
 # Verdicts are stored in the index under this version (`client.verdicts`): bump it whenever the decision
 # rule changes, so verdicts of the old rule are not reused. The tuning constants above are part of it.
-VERIFIER_VERSION = f"1:{VERIFY_SIDE}:{FEATURES}:{MIN_INLIERS}:{MIN_COVERAGE}:{MAX_BAD_CELLS}:{CELL_TOLERANCE}"
+VERIFIER_VERSION = (
+    f"2:{VERIFY_SIDE}:{FEATURES}:{MIN_INLIERS}:{MIN_COVERAGE}:{MAX_BAD_CELLS}:{CELL_TOLERANCE}"
+    f":{STRICT_SIDE}:{STRICT_GREY_LEVELS}:{STRICT_HUE_DEGREES}:{STRICT_BAD_CELLS}:{STRICT_MAX_TILT}"
+    f":{STRICT_ALWAYS_COLOUR_BELOW}"
+)
 
 
 @dataclass
@@ -46,6 +65,10 @@ class Picture:
     points: np.ndarray  # (n, 2) float32, pixel coordinates in `gray`
     descriptors: np.ndarray | None  # (n, 32) uint8
     reach: float  # area of the keypoints' convex hull: the most that matches can cover
+    # For the strict check: CIELAB (L, a, b as uint8, OpenCV's scaling) at up to STRICT_SIDE px on the
+    # long side, and the long side of the content as decoded (a 48 px icon is compared at 48 px).
+    lab: np.ndarray | None = None
+    native: int = 0
 
 
 @dataclass
@@ -78,6 +101,14 @@ def load_picture(path: str, content: tuple[int, int, int, int] | None = None, si
             rgb = rgb.crop(
                 (round(content[0] * sx), round(content[1] * sy), round(content[2] * sx), round(content[3] * sy))
             )
+        native = max(rgb.size)
+        small = rgb
+        if native > STRICT_SIDE:
+            small = rgb.resize(
+                (max(1, round(rgb.width * STRICT_SIDE / native)), max(1, round(rgb.height * STRICT_SIDE / native))),
+                Image.Resampling.LANCZOS,
+            )
+        lab = cv2.cvtColor(np.asarray(small.convert("RGB")), cv2.COLOR_RGB2LAB)
         # Every picture at the same long side: a 160 px copy is enlarged, so its features meet the
         # original's at a similar scale.
         scale = side / max(rgb.size)
@@ -90,7 +121,7 @@ def load_picture(path: str, content: tuple[int, int, int, int] | None = None, si
     orb = cv2.ORB_create(nfeatures=FEATURES, fastThreshold=10)
     keypoints, descriptors = orb.detectAndCompute(gray, None)
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
-    return Picture(gray, points, descriptors, _hull_area(points))
+    return Picture(gray, points, descriptors, _hull_area(points), lab, native)
 
 
 def _upright_size(img: object) -> tuple[int, int]:
@@ -159,31 +190,163 @@ def _bad_cells(a: Picture, b: Picture, transform: np.ndarray, grid: int = 12) ->
     return bad / total if total else 1.0
 
 
-def compare(a: Picture, b: Picture) -> Verdict:
-    """Same picture up to a similarity transform, tone and small local edits (see module docstring)."""
+@dataclass
+class Alignment:
+    """Where a lies on b: `transform` maps a's `gray` pixels onto b's; None with `verdict` when it fails."""
+
+    transform: np.ndarray | None
+    a_inside: bool  # a is the smaller picture (it lies inside b)
+    verdict: Verdict
+
+
+def _align(a: Picture, b: Picture) -> Alignment:
+    """A similarity transform from ORB matches and RANSAC whose inliers cover most of the smaller picture."""
     import cv2
 
     pa, pb = _matches(a, b)
     if len(pa) < MIN_INLIERS:
-        return Verdict(False, len(pa), reason="too few matches")
+        return Alignment(None, True, Verdict(False, len(pa), reason="too few matches"))
     transform, inliers = cv2.estimateAffinePartial2D(
         pa, pb, method=cv2.RANSAC, ransacReprojThreshold=4.0, maxIters=4000, confidence=0.995
     )
     if transform is None:
-        return Verdict(False, reason="no transform")
+        return Alignment(None, True, Verdict(False, reason="no transform"))
     keep = inliers.ravel().astype(bool)
     count = int(keep.sum())
     scale = float(np.hypot(transform[0, 0], transform[1, 0]))
     if count < MIN_INLIERS or not 0.1 < scale < 10:
-        return Verdict(False, count, reason="too few inliers")
+        return Alignment(None, True, Verdict(False, count, reason="too few inliers"))
     # Coverage is measured in the smaller picture: all of a crop lies inside its original.
     area_a, area_b = a.gray.size, b.gray.size / (scale * scale)  # both in a's pixels
     small, points = (a, pa) if area_a <= area_b else (b, pb)
     coverage = _hull_area(points[keep]) / max(small.reach, 1.0)
     if coverage < MIN_COVERAGE:
-        return Verdict(False, count, coverage, reason="inliers cover too little")
-    bad = _bad_cells(a, b, transform) if area_a <= area_b else _bad_cells(b, a, cv2.invertAffineTransform(transform))
-    return Verdict(bad <= MAX_BAD_CELLS, count, coverage, bad, "" if bad <= MAX_BAD_CELLS else "content differs")
+        return Alignment(None, area_a <= area_b, Verdict(False, count, coverage, reason="inliers cover too little"))
+    return Alignment(transform, area_a <= area_b, Verdict(True, count, coverage))
+
+
+def compare(a: Picture, b: Picture) -> Verdict:
+    """Same picture up to a similarity transform, tone and small local edits (see module docstring)."""
+    return _agreement(a, b, _align(a, b))
+
+
+def _agreement(a: Picture, b: Picture, found: Alignment) -> Verdict:
+    """`compare`'s verdict for an alignment: aligned cells agree, a few (an overlay) excepted."""
+    import cv2
+
+    if found.transform is None:
+        return found.verdict
+    v = found.verdict
+    if found.a_inside:
+        bad = _bad_cells(a, b, found.transform)
+    else:
+        bad = _bad_cells(b, a, cv2.invertAffineTransform(found.transform))
+    return Verdict(bad <= MAX_BAD_CELLS, v.inliers, v.coverage, bad, "" if bad <= MAX_BAD_CELLS else "content differs")
+
+
+def compare_strict(a: Picture, b: Picture) -> Verdict:
+    """The check for weak pictures (module docstring): aligned by features where they align the two,
+    else content box on content box, then every cell must agree in lightness and colour."""
+    import cv2
+
+    found = _align(a, b)
+    transform, a_inside = found.transform, found.a_inside
+    if transform is not None:
+        # A weak picture and its turn are two pictures (an arrow up and an arrow right): only small tilts.
+        if abs(np.degrees(np.arctan2(transform[1, 0], transform[0, 0]))) > STRICT_MAX_TILT:
+            v = found.verdict
+            return Verdict(False, v.inliers, v.coverage, reason="turned (no evidence for a weak picture)")
+        # Features aligned the two: what a copy must pass anyway (overlays aside, `compare`) comes first.
+        loose = _agreement(a, b, found)
+        if not loose.same:
+            return loose
+    else:
+        # Content boxes laid on each other: copies of an icon or of a flat picture are resized, not cropped.
+        (ha, wa), (hb, wb) = a.gray.shape, b.gray.shape
+        transform = np.array([[wb / wa, 0.0, 0.0], [0.0, hb / ha, 0.0]])
+        a_inside = a.gray.size <= b.gray.size
+    if not a_inside:
+        a, b, transform = b, a, cv2.invertAffineTransform(transform)
+    bad, counted = _strict_bad_cells(a, b, transform)
+    same = counted and bad <= STRICT_BAD_CELLS
+    reason = "" if same else ("too little overlap" if not counted else "content differs")
+    return Verdict(bool(same), found.verdict.inliers, found.verdict.coverage, bad, reason)
+
+
+def _match_histogram(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`values` mapped onto the distribution of `reference` (ties keep one value): tone does not count."""
+    from scipy.stats import rankdata
+
+    quantile = (rankdata(values, method="average") - 1) / max(values.size - 1, 1)
+    return np.interp(quantile, np.linspace(0.0, 1.0, reference.size), np.sort(reference))
+
+
+def _strict_bad_cells(a: Picture, b: Picture, transform: np.ndarray) -> tuple[float, bool]:
+    """(share of cells that disagree, whether enough of b is covered) with a (the smaller) warped onto b.
+
+    Compared in b's Lab frame, scaled to the smaller picture's own resolution (no detail is invented by
+    enlarging a 48 px icon), lightness after histogram matching, colour by hue where both cells are
+    coloured and by presence where one is strongly coloured and the other is not."""
+    import cv2
+
+    assert a.lab is not None and b.lab is not None
+    side = max(4, min(STRICT_SIDE, a.native, b.native))
+    hb, wb = b.lab.shape[:2]
+    k = side / max(hb, wb)
+    size = (max(1, round(wb * k)), max(1, round(hb * k)))
+    target = cv2.resize(b.lab, size, interpolation=cv2.INTER_AREA) if k < 1 else b.lab
+    size = (target.shape[1], target.shape[0])
+    # transform: a.gray -> b.gray; compose a.lab -> a.gray -> b.gray -> target.
+    to_gray_a = a.gray.shape[1] / a.lab.shape[1]
+    to_target = target.shape[1] / b.gray.shape[1]
+    m = transform.astype(np.float64).copy()
+    m[:, :2] *= to_gray_a
+    m *= to_target
+    warped = cv2.warpAffine(a.lab, m, size, flags=cv2.INTER_LINEAR)
+    mask = cv2.warpAffine(np.full(a.lab.shape[:2], 255, np.uint8), m, size, flags=cv2.INTER_NEAREST) > 0
+    h, w = target.shape[:2]
+    grid = min(16, max(4, side // 3))
+    if mask.mean() < 0.5:
+        return 1.0, False
+    la = cv2.GaussianBlur(warped[..., 0].astype(np.float32), (0, 0), 1.0)
+    lb = cv2.GaussianBlur(target[..., 0].astype(np.float32), (0, 0), 1.0)
+    lightness = np.zeros((h, w), np.float32)
+    lightness[mask] = np.abs(_match_histogram(la[mask], lb[mask]) - lb[mask])
+    ca = cv2.GaussianBlur(warped[..., 1:].astype(np.float32) - 128.0, (0, 0), 1.5)
+    cb = cv2.GaussianBlur(target[..., 1:].astype(np.float32) - 128.0, (0, 0), 1.5)
+    strong, moderate = (np.cos(np.radians(d)) for d in STRICT_HUE_DEGREES)
+    # A grey copy of a colour picture says nothing about colour: then lightness alone decides, except
+    # for icon-sized pictures, whose themes ship grey, black and coloured variants of one glyph.
+    colourless = side >= STRICT_ALWAYS_COLOUR_BELOW and (
+        min(
+            np.percentile(np.hypot(ca[..., 0], ca[..., 1])[mask], 99),
+            np.percentile(np.hypot(cb[..., 0], cb[..., 1])[mask], 99),
+        )
+        < 6
+    )
+    ys, xs = np.linspace(0, h, grid + 1).astype(int), np.linspace(0, w, grid + 1).astype(int)
+    bad = total = 0
+    for r in range(grid):
+        for c in range(grid):
+            cell = mask[ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
+            if not cell.size or cell.mean() < 0.5:
+                continue
+            total += 1
+            if float(lightness[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean()) > STRICT_GREY_LEVELS:
+                bad += 1
+                continue
+            if colourless:
+                continue
+            va = ca[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean(axis=0)
+            vb = cb[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean(axis=0)
+            na, nb = float(np.hypot(*va)), float(np.hypot(*vb))
+            if na > 10 and nb > 10:
+                bad += float(va @ vb) / (na * nb) < (strong if min(na, nb) > 20 else moderate)
+            elif max(na, nb) > 20 and min(na, nb) < 6:
+                bad += 1
+    if total < 0.5 * grid * grid:
+        return 1.0, False
+    return bad / total, True
 
 
 class GeometricVerifier:
@@ -213,9 +376,9 @@ class GeometricVerifier:
                 self._cache.popitem(last=False)
         return pic
 
-    def __call__(self, a: FileRecord, b: FileRecord) -> bool:
-        """The grouping verifier: are these two indexed files the same picture?"""
-        return self.verdict(a.path, a.content, b.path, b.content).same
+    def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
+        """The grouping verifier: are these two indexed files the same picture? `strict` for weak ones."""
+        return self.verdict(a.path, a.content, b.path, b.content, strict).same
 
     def verdict(
         self,
@@ -223,9 +386,10 @@ class GeometricVerifier:
         content_a: tuple[int, int, int, int] | None,
         path_b: str,
         content_b: tuple[int, int, int, int] | None,
+        strict: bool = False,
     ) -> Verdict:
         self.pairs += 1
         a, b = self.picture(path_a, content_a), self.picture(path_b, content_b)
         if a is None or b is None:
             return Verdict(False, reason=CANNOT_DECODE)
-        return compare(a, b)
+        return compare_strict(a, b) if strict else compare(a, b)

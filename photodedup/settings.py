@@ -315,6 +315,14 @@ class GroupingSettings(_Section):
     candidate_threshold: int = Field(
         30, ge=0, le=128, description="Max Hamming distance of a loose candidate (full frame vs any window) to verify."
     )
+    min_pixels: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Pictures with fewer content pixels than this join exact-copy groups only (czkawka-style size floor;"
+            " 0: off, since weak pictures already need the strict check)."
+        ),
+    )
 
     @field_validator("keep_policy", mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""Made pictures with texture and corners (local features need them), and edits of them."""
+"""Made pictures with texture and corners (local features need them), edits of them, and pictures that are
+not photos (text pages, icons, flat skies) whose hashes say little."""
 
 from __future__ import annotations
 
@@ -57,3 +58,54 @@ def overlay(img: Image.Image) -> Image.Image:
     draw.rectangle((int(w * 0.02), int(h * 0.85), int(w * 0.32), int(h * 0.96)), fill=(255, 255, 255))
     draw.text((int(w * 0.03), int(h * 0.87)), "(c) studio", fill=(90, 90, 90))
     return out
+
+
+WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jolly bakers".split()
+
+
+def page(seed: int, size: tuple[int, int] = (540, 1200)) -> Image.Image:
+    """A documentation page in one layout (light chrome, as documentation sites have): the same header and
+    sidebar, different text per seed."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    img = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((0, 0, w, 70), fill=(228, 233, 240))
+    draw.text((16, 24), "Library reference", fill=(40, 60, 90))
+    draw.rectangle((0, 70, 120, h), fill=(240, 242, 245))
+    for k in range(20):
+        draw.text((10, 90 + 28 * k), f"section {k}", fill=(60, 60, 60))
+    y = 90
+    while y < h - 30:
+        if rng.random() < 0.15:  # headings and paragraph breaks fall differently on every page
+            draw.text((140, y), " ".join(rng.choice(WORDS, 3)).upper(), fill=(20, 20, 20))
+            y += 40
+            continue
+        line = " ".join(rng.choice(WORDS, int(rng.integers(3, 8))))
+        draw.text((140, y), line, fill=(30, 30, 30))
+        y += 18
+    return img
+
+
+def icon(kind: str) -> Image.Image:
+    """A 48 px glyph on a transparent background, as icon themes ship them."""
+    img = Image.new("RGBA", (48, 48), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    draw.rounded_rectangle((2, 2, 45, 45), radius=8, fill=(52, 120, 200, 255))
+    if kind == "arrow":
+        draw.polygon([(24, 6), (40, 24), (30, 24), (30, 42), (18, 42), (18, 24), (8, 24)], fill=(255, 255, 255, 255))
+    else:
+        draw.rectangle((10, 20, 38, 28), fill=(255, 255, 255, 255))
+        if kind == "plus":
+            draw.rectangle((20, 10, 28, 38), fill=(255, 255, 255, 255))
+    return img
+
+
+def sky(cloud_x: float) -> Image.Image:
+    """A flat blue sky with one soft cloud: two of them differ only in where the cloud is."""
+    h, w = 480, 640
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([120 + 30 * yy / h, 165 + 20 * yy / h, 225 + 10 * yy / h], axis=2)
+    cloud = 45 * np.exp(-(((xx - cloud_x * w) / 90) ** 2 + ((yy - 0.4 * h) / 40) ** 2))
+    noise = np.random.default_rng(int(cloud_x * 100)).normal(0, 1.5, (h, w, 1))
+    return Image.fromarray(np.clip(base + cloud[..., None] + noise, 0, 255).astype(np.uint8))

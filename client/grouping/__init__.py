@@ -14,7 +14,7 @@ from photodedup.client.grouping.cosine import (
     cosine_pairs_exact,
     default_probes,
 )
-from photodedup.client.grouping.find import Verifier, find_groups
+from photodedup.client.grouping.find import Verifier, find_groups, is_weak
 from photodedup.client.grouping.hamming import (
     MASK64,
     hamming_bits,
@@ -39,6 +39,7 @@ __all__ = [
     "Member",
     "Tier",
     "Verifier",
+    "is_weak",
     "centre_cluster",
     "cosine_neighbours",
     "cosine_pairs_ann",

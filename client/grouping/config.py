@@ -51,6 +51,20 @@ class GroupingConfig:
     # Off when it is not above near_threshold, or near_threshold is 0 (identical hashes only).
     candidate_threshold: int = 30
     verify: bool = True  # the scanner passes a geometric verifier to find_groups
+    # Weak pictures: a hash distance says little about a picture whose content is under `weak_side` px on
+    # its long side (icons, thumbnails of graphics) or whose 32 x 32 reduction has a grey standard
+    # deviation under `weak_contrast` (sky, night shots, text on white). Their pairs join only when the
+    # strict check confirms them (`client.verify.compare_strict`); without a verifier, not at all.
+    weak_side: int = 64
+    weak_contrast: float = 12.5
+    # A pixel-turned match (a hash of one picture turned by 90/180/270 degrees against another) counts only
+    # between pictures that are not weak, whose own turns are at least `turn_asymmetry` bits from them (a
+    # turn-symmetric picture says nothing by matching turned), and when the turned distance is at least
+    # `turn_margin` bits below the unturned one. EXIF-rotated copies are upright before hashing: unaffected.
+    turn_asymmetry: int = 24
+    turn_margin: int = 6
+    # Pictures with fewer content pixels than this take part in exact grouping only (0: every picture).
+    min_pixels: int = 0
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.keep_policy if k not in KEEP_POLICY]
@@ -68,4 +82,5 @@ class GroupingConfig:
             ann_threshold=settings.grouping.ann_threshold,
             candidate_threshold=settings.grouping.candidate_threshold,
             verify=settings.grouping.verify,
+            min_pixels=settings.grouping.min_pixels,
         )

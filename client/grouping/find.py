@@ -6,9 +6,15 @@ Tiers, in order, each working on the result of the one before:
 2. near: the 128-bit key dHash||pHash (both 64-bit) of the picture inside its borders, Hamming distance
    <= `near_threshold`. Summing the two distances separated edited copies from unrelated photos better
    than either hash alone on the dev set (docs/BENCHMARKS.md). Optional hashes of the 90/180/270-rotated
-   image catch pixel-rotated copies. With a verifier, a deliberately loose second net catches crops,
-   small rotations and overlays: a picture whose full frame is within `candidate_threshold` of any
-   sub-window of another is a candidate, and joins only if geometric verification confirms it.
+   image catch pixel-rotated copies, but only between pictures that are not weak and not turn-symmetric,
+   when the turned match is clearly closer than the unturned one (an arrow and its turn are two icons).
+   With a verifier, a deliberately loose second net catches crops, small rotations and overlays: a
+   picture whose full frame is within `candidate_threshold` of any sub-window of another is a candidate,
+   and joins only if geometric verification confirms it.
+   Evidence scales with information: when either picture is weak (tiny content, or too little contrast
+   for its hash bits to mean much: icons, text pages, sky), no hash distance suffices; the pair joins only
+   if the verifier's strict check confirms it (every aligned cell agrees in lightness and colour), and
+   without a verifier not at all. Pictures under `min_pixels` join exact groups only.
 3. similar: embedding cosine distance <= `similar_threshold`, between the keepers of the groups so far.
    With a verifier, a neighbour that fails verification is not a duplicate: it is offered as `series`
    (same scene, different shot), a group kind that actions never touch.
@@ -25,6 +31,7 @@ group: a unit that conflicts with a member is skipped (it may start or join anot
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
@@ -32,7 +39,12 @@ import numpy as np
 from photodedup.client.grouping.cluster import Cluster, IgnoredPairs, centre_cluster
 from photodedup.client.grouping.config import GroupingConfig
 from photodedup.client.grouping.cosine import cosine_neighbours
-from photodedup.client.grouping.hamming import hamming_bits, hamming_neighbours, window_neighbours
+from photodedup.client.grouping.hamming import (
+    hamming_bits,
+    hamming_neighbours,
+    turned_neighbours,
+    window_neighbours,
+)
 from photodedup.client.grouping.keeper import keeper_key
 from photodedup.client.grouping.records import FileRecord, Group, Member, Tier
 from photodedup.client.paths import under_any
@@ -41,7 +53,8 @@ from photodedup.imaging import l2_normalize
 log = logging.getLogger(__name__)
 
 _TIER_ORDER = {Tier.EXACT: 0, Tier.NEAR: 1, Tier.SIMILAR: 2, Tier.SERIES: 3}
-Verifier = Callable[[FileRecord, FileRecord], bool]
+# verifier(a, b, strict): are these the same picture? `strict` asks for the check for weak pictures.
+Verifier = Callable[..., bool]
 
 
 def find_groups(
@@ -100,6 +113,32 @@ def _exact_units(records: Sequence[FileRecord], keys: Sequence[tuple], ignore: I
     return units
 
 
+def is_weak(record: FileRecord, config: GroupingConfig) -> bool:
+    """A picture whose hashes say little: tiny content, or too little contrast at the hashes' scale."""
+    if record.content is not None:
+        left, top, right, bottom = record.content
+        side = max(right - left, bottom - top)
+    else:
+        side = max(record.width, record.height)
+    if 0 < side < config.weak_side:
+        return True
+    return record.contrast is not None and record.contrast < config.weak_contrast
+
+
+def _turn_counts(a: FileRecord, b: FileRecord, turned: float, config: GroupingConfig) -> bool:
+    """Whether a match through a pixel turn is evidence (see the module docstring)."""
+    if is_weak(a, config) or is_weak(b, config):
+        return False
+    plain = hamming_bits((a.dhash, a.phash), (b.dhash, b.phash))  # type: ignore[arg-type]
+    if turned + config.turn_margin > plain:
+        return False
+    for r in (a, b):
+        own = (r.dhash, r.phash)
+        if any(hamming_bits(own, t) < config.turn_asymmetry for t in r.rotated_hashes):  # type: ignore[arg-type]
+            return False
+    return True
+
+
 def _near_tier(
     records: Sequence[FileRecord],
     units: list[Cluster],
@@ -108,16 +147,35 @@ def _near_tier(
     verifier: Verifier | None,
 ) -> list[Cluster]:
     """Join units whose hashes are within `near_threshold` of a centre's (members share bytes, so hashes),
-    and, with a verifier, units within `candidate_threshold` window bits that it confirms."""
+    and, with a verifier, units within `candidate_threshold` window bits that it confirms; pairs with a
+    weak picture only when its strict check confirms them."""
     hashed = [
-        next((m for m in u.members if records[m].dhash is not None and records[m].phash is not None), None)
+        next(
+            (
+                m
+                for m in u.members
+                if records[m].dhash is not None
+                and records[m].phash is not None
+                and records[m].content_pixels >= config.min_pixels
+            ),
+            None,
+        )
         for u in units
     ]
     ids = [k for k, m in enumerate(hashed) if m is not None]
     owners = [records[hashed[k]] for k in ids]  # type: ignore[index]
     keys = [(r.dhash, r.phash) for r in owners]
-    rotated = [r.rotated_hashes for r in owners]
-    local = hamming_neighbours(keys, config.near_threshold, rotated, config.hamming_brute_force_max)  # type: ignore[arg-type]
+    local = hamming_neighbours(keys, config.near_threshold, (), config.hamming_brute_force_max)  # type: ignore[arg-type]
+    turned = turned_neighbours(
+        keys,  # type: ignore[arg-type]
+        [r.rotated_hashes for r in owners],
+        config.near_threshold,
+        config.hamming_brute_force_max,
+    )
+    for a, row in turned.items():
+        for b, d in row.items():
+            if d < local.get(a, {}).get(b, math.inf) and _turn_counts(owners[a], owners[b], d, config):
+                local.setdefault(a, {})[b] = d
     neighbours = {ids[a]: {ids[b]: d for b, d in row.items()} for a, row in local.items()}
     unverified: set[tuple[int, int]] = set()
     # A near threshold of 0 asks for identical hashes only: no loose net then either.
@@ -132,14 +190,19 @@ def _near_tier(
                     neighbours.setdefault(i, {})[j] = d
                     unverified.add((i, j))
         log.debug("near tier: %d loose candidate pairs to verify", len(unverified) // 2)
+    weak = {ids[k] for k, r in enumerate(owners) if is_weak(r, config)}
 
     def confirmed(i: int, j: int) -> bool:
-        """Strict hash neighbours join as before; loose candidates only when verified against the centre."""
+        """Strict hash neighbours join as before; loose candidates only when verified against the centre;
+        a pair with a weak picture only when the strict check confirms it."""
+        a, b = records[units[i].members[0]], records[units[j].members[0]]
+        if i in weak or j in weak:
+            return verifier is not None and verifier(a, b, strict=True)
         if (i, j) not in unverified:
             return True
-        return verifier(records[units[i].members[0]], records[units[j].members[0]])  # type: ignore[misc]
+        return verifier(a, b)  # type: ignore[misc]
 
-    return centre_cluster(units, neighbours, Tier.NEAR, ignore, confirmed if unverified else None)
+    return centre_cluster(units, neighbours, Tier.NEAR, ignore, confirmed if unverified or weak else None)
 
 
 def _similar_tier(
@@ -153,7 +216,17 @@ def _similar_tier(
 
     With a verifier, only neighbours it confirms join as similar; the rest are joined afterwards, on
     what is left, as series (same scene, different shot)."""
-    owner = [next((m for m in c.members if records[m].embedding is not None), None) for c in clusters]
+    owner = [
+        next(
+            (
+                m
+                for m in c.members
+                if records[m].embedding is not None and records[m].content_pixels >= config.min_pixels
+            ),
+            None,
+        )
+        for c in clusters
+    ]
     ids = [k for k, m in enumerate(owner) if m is not None]
     if len(ids) < 2:
         return clusters

@@ -135,6 +135,30 @@ def hamming_neighbours(
     return out
 
 
+def turned_neighbours(
+    keys: Sequence[tuple[int, int]],
+    rotated: Sequence[Sequence[tuple[int, int]]],
+    threshold: int,
+    brute_force_max: int = 2048,
+) -> dict[int, dict[int, float]]:
+    """Symmetric map {i: {j: bits}}: some turn of i (its `rotated` hashes) within `threshold` of j's key."""
+    owners = [i for i, extra in enumerate(rotated) for _ in extra]
+    if not owners:
+        return {}
+    queries = as_keys([pair for extra in rotated for pair in extra])
+    join = hamming_join_brute if len(keys) <= brute_force_max else hamming_join_mih
+    q, t, d = join(queries, as_keys(keys), threshold)
+    out: dict[int, dict[int, float]] = {}
+    for a, b, dist in zip(np.asarray(owners, dtype=np.int64)[q].tolist(), t.tolist(), d.tolist(), strict=True):
+        if a == b:
+            continue
+        for x, y in ((a, b), (b, a)):
+            row = out.setdefault(x, {})
+            if dist < row.get(y, math.inf):
+                row[y] = float(dist)
+    return out
+
+
 def window_neighbours(
     windows: Sequence[Sequence[tuple[int, int]]], threshold: int, brute_force_max: int = 2048
 ) -> dict[int, dict[int, float]]:

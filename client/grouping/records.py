@@ -52,6 +52,8 @@ class FileRecord:
     camera: bool | None = None
     quality: int | None = None
     grey: bool | None = None
+    # Grey standard deviation of the content at 32 x 32 px (`client.content.contrast`); None: unknown.
+    contrast: float | None = None
 
     @property
     def content_pixels(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from photodedup.client.grouping import (
     hamming_join_brute,
     hamming_join_mih,
     hamming_neighbours,
+    is_weak,
     keeper_key,
 )
 from photodedup.settings import Settings
@@ -26,6 +28,9 @@ CFG = GroupingConfig(near_threshold=10, similar_threshold=0.05)
 
 
 def rec(path: str, md5: str | None = None, dh: int | None = 0, ph: int | None = 0, **kw: object) -> FileRecord:
+    """A photo-sized record (a 100 px one is a weak picture, `test_weak_pictures_*`)."""
+    kw.setdefault("width", 640)
+    kw.setdefault("height", 480)
     return record(path, md5=md5 or f"md5-{path}", dhash=dh, phash=ph, **kw)
 
 
@@ -172,8 +177,8 @@ def test_keeper_policy_defaults_in_full_order() -> None:
 
 def test_reference_files_are_kept_and_protected(tmp_path) -> None:
     ref = tmp_path / "ref"
-    small_ref = rec(str(ref / "a.jpg"), "m", width=10, height=10)
-    other_ref = rec(str(ref / "sub" / "b.jpg"), "m", width=10, height=10)
+    small_ref = rec(str(ref / "a.jpg"), "m", width=200, height=150)
+    other_ref = rec(str(ref / "sub" / "b.jpg"), "m", width=200, height=150)
     big = rec(str(tmp_path / "lib" / "a.jpg"), "m", width=1000, height=1000)
     near = rec(str(tmp_path / "lib" / "c.jpg"), dh=3)
     groups = find_groups([big, near, small_ref, other_ref], CFG, reference_dirs=[str(ref)])
@@ -199,8 +204,8 @@ def test_similar_tier_merges_near_groups_by_embedding() -> None:
     e = rng.standard_normal(32).astype(np.float32)
     close = e + 0.01 * rng.standard_normal(32).astype(np.float32)
     far = rng.standard_normal(32).astype(np.float32)
-    a = rec("/a.jpg", dh=0, embedding=e, width=300)
-    a_near = rec("/a2.jpg", dh=1, embedding=None, width=200)
+    a = rec("/a.jpg", dh=0, embedding=e, width=1000)
+    a_near = rec("/a2.jpg", dh=1, embedding=None, width=800)
     b = rec("/b.jpg", dh=-1, ph=-1, embedding=close)
     c = rec("/c.jpg", dh=0x0F0F0F0F, ph=-1, embedding=far)
     groups = find_groups([a, a_near, b, c], CFG)
@@ -334,7 +339,7 @@ def test_loose_window_candidates_join_only_when_verified() -> None:
 
 def test_similar_neighbours_that_fail_verification_are_a_series_never_a_target() -> None:
     e = np.eye(4, dtype=np.float32)
-    a = rec("/burst1.jpg", dh=0, ph=0, embedding=e[0], width=200)
+    a = rec("/burst1.jpg", dh=0, ph=0, embedding=e[0], width=1000)
     b = rec("/burst2.jpg", dh=-1, ph=-1, embedding=e[0] + 0.01 * e[1])
     cfg = GroupingConfig(near_threshold=10, similar_threshold=0.05)
     series = find_groups([a, b], cfg, verifier=lambda x, y: False)
@@ -342,3 +347,54 @@ def test_similar_neighbours_that_fail_verification_are_a_series_never_a_target()
     assert {m.tier for m in series[0].members[1:]} == {Tier.SERIES}
     same = find_groups([a, b], cfg, verifier=lambda x, y: True)
     assert same[0].kind is Tier.SIMILAR and [m.record.path for m in same[0].targets] == ["/burst2.jpg"]
+
+
+def test_weak_pictures_join_only_through_the_strict_check() -> None:
+    """Tiny or low-contrast pictures: identical hashes are not enough; the verifier's strict check decides."""
+    icon_a = rec("/icons/save.png", dh=0, ph=0, width=48, height=48)
+    icon_b = rec("/icons/save-as.png", dh=1, ph=0, width=48, height=48)
+    sky_a = rec("/sky/a.jpg", dh=-1, ph=-1, contrast=6.0)
+    sky_b = rec("/sky/b.jpg", dh=-1, ph=-2, contrast=6.5)
+    photo_a, photo_b = (
+        rec("/p/a.jpg", dh=0xFF00FF, ph=7, contrast=40.0),
+        rec("/p/b.jpg", dh=0xFF00FF, ph=6, contrast=41.0),
+    )
+    files = [icon_a, icon_b, sky_a, sky_b, photo_a, photo_b]
+    assert is_weak(icon_a, CFG) and is_weak(sky_a, CFG) and not is_weak(photo_a, CFG)
+    # Without a verifier only the photos group: nothing can vouch for the weak pairs.
+    assert paths(find_groups(files, CFG)) == [{"/p/a.jpg", "/p/b.jpg"}]
+    asked: list[tuple[str, str, bool]] = []
+
+    def verifier(a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
+        asked.append((a.path, b.path, strict))
+        return "sky" in a.path
+
+    groups = find_groups(files, CFG, verifier=verifier)
+    assert paths(groups) == [{"/p/a.jpg", "/p/b.jpg"}, {"/sky/a.jpg", "/sky/b.jpg"}]
+    assert {(Path(a).parent.name, strict) for a, _, strict in asked} == {("icons", True), ("sky", True)}
+
+
+def test_a_pixel_turn_counts_only_for_asymmetric_pictures_clearly_closer_turned() -> None:
+    up = rec("/up.jpg", dh=0x1234, ph=0x5678, rotated_hashes=((-1, -1),))
+    turned = rec("/turned.jpg", dh=-5, ph=-77, rotated_hashes=((0x1234, 0x5679),))
+    assert paths(find_groups([up, turned], CFG)) == [{"/up.jpg", "/turned.jpg"}]
+    # Weak (icon-sized): a turned arrow is another arrow.
+    small = rec("/turned.jpg", dh=-5, ph=-77, rotated_hashes=((0x1234, 0x5679),), width=48, height=48)
+    assert find_groups([up, small], CFG) == []
+    # Turn-symmetric: the picture looks like its own turn, so matching turned says nothing.
+    symmetric = rec("/up.jpg", dh=0x1234, ph=0x5678, rotated_hashes=((0x1234, 0x5670),))
+    assert find_groups([symmetric, turned], CFG) == []
+    # Not clearly closer turned than as it is: the pair joins (or not) by its unturned distance alone.
+    other = rec("/other.jpg", dh=0x1234, ph=0x5678 ^ 0x1FF, rotated_hashes=((0x1234, 0x5678 ^ 0x1F),))  # 9 / 5 bits
+    loose = GroupingConfig(near_threshold=10, turn_asymmetry=0)
+    assert [m.distance for m in find_groups([up, other], loose)[0].members] == [0.0, 9.0]
+    no_margin = GroupingConfig(near_threshold=10, turn_asymmetry=0, turn_margin=0)
+    assert [m.distance for m in find_groups([up, other], no_margin)[0].members] == [0.0, 5.0]
+
+
+def test_min_pixels_leaves_small_pictures_to_exact_grouping() -> None:
+    big, copy = rec("/a.jpg", dh=0), rec("/b.jpg", dh=1)
+    tiny, tiny_copy = rec("/t.jpg", "same", width=30, height=30), rec("/t2.jpg", "same", width=30, height=30)
+    cfg = GroupingConfig(near_threshold=10, min_pixels=64 * 64)
+    assert paths(find_groups([big, copy, tiny, tiny_copy], cfg)) == [{"/t.jpg", "/t2.jpg"}, {"/a.jpg", "/b.jpg"}]
+    assert paths(find_groups([big, copy], GroupingConfig(near_threshold=10, min_pixels=1000 * 1000))) == []

@@ -18,7 +18,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """Every pair the geometric verifier is asked about; the answer: same when both names share a letter."""
     asked: list[tuple[str, str]] = []
 
-    def verdict(self: GeometricVerifier, path_a: str, content_a: object, path_b: str, content_b: object) -> Verdict:
+    def verdict(
+        self: GeometricVerifier, path_a: str, content_a: object, path_b: str, content_b: object, strict: bool = False
+    ) -> Verdict:
         asked.append((path_a, path_b))
         if "gone" in path_a + path_b:
             return Verdict(False, reason=CANNOT_DECODE)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from photodedup.client.verify import GeometricVerifier
 
-from scenes import crop, letterbox, overlay, scene
+from scenes import crop, icon, letterbox, overlay, scene, sky
 
 
 def save(img: Image.Image, path: Path, **kw: object) -> str:
@@ -77,3 +77,34 @@ def test_a_missing_file_is_not_verified(original, tmp_path: Path) -> None:  # ty
     _, path = original
     verdict = GeometricVerifier().verdict(path, None, str(tmp_path / "gone.jpg"), None)
     assert not verdict.same and verdict.reason == "cannot decode"
+
+
+def test_strict_check_accepts_copies_of_weak_pictures(tmp_path: Path) -> None:
+    """Copies of an icon (resized, re-encoded) and of a flat sky (re-encoded) pass the check for weak pictures."""
+    v = GeometricVerifier()
+    arrow = save(icon("arrow"), tmp_path / "arrow.png")
+    bigger = save(icon("arrow").resize((96, 96), Image.Resampling.LANCZOS), tmp_path / "arrow96.png")
+    flat = icon("arrow").convert("RGBA")
+    white = Image.new("RGBA", flat.size, (255, 255, 255, 255))
+    as_jpeg = save(Image.alpha_composite(white, flat).convert("RGB"), tmp_path / "arrow.jpg", quality=85)
+    sky_png = save(sky(0.4), tmp_path / "sky.png")
+    sky_jpg = save(sky(0.4), tmp_path / "sky.jpg", quality=80)
+    for a, b in ((arrow, bigger), (arrow, as_jpeg), (sky_png, sky_jpg)):
+        verdict = v.verdict(a, None, b, None, strict=True)
+        assert verdict.same, (a, b, verdict)
+
+
+def test_strict_check_rejects_different_weak_pictures(tmp_path: Path) -> None:
+    """Plus and minus, a recoloured icon, an arrow and its turn, two skies: each pair is two pictures."""
+    v = GeometricVerifier()
+    plus, minus = save(icon("plus"), tmp_path / "plus.png"), save(icon("minus"), tmp_path / "minus.png")
+    arrow = save(icon("arrow"), tmp_path / "arrow.png")
+    turned = save(icon("arrow").rotate(90), tmp_path / "turned.png")
+    red = icon("minus")
+    red.paste((200, 40, 40, 255), mask=red.split()[3].point(lambda a: 255 if a else 0).convert("1"))
+    red.paste(icon("minus"), mask=Image.eval(icon("minus").split()[0], lambda v: 255 if v > 250 else 0))
+    recoloured = save(red, tmp_path / "red_minus.png")
+    skies = save(sky(0.45), tmp_path / "sky1.jpg", quality=90), save(sky(0.6), tmp_path / "sky2.jpg", quality=90)
+    for a, b in ((plus, minus), (minus, recoloured), (arrow, turned), skies):
+        verdict = v.verdict(a, None, b, None, strict=True)
+        assert not verdict.same, (a, b, verdict)
