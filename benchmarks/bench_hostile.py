@@ -274,16 +274,24 @@ async def load_empty(address: str) -> dict[str, Any]:
 
 
 async def load_sigterm(srv: ServerProcess, jpegs: list[bytes]) -> dict[str, Any]:
+    """Four streams send a 64-image message every 50 ms through SIGTERM. Every message the server read must be
+    answered in full (OK, or UNAVAILABLE once draining) and the ones it never read get nothing."""
     counts: Counter[str] = Counter()
     last_answer = [0.0]
+    sent: dict[str, list[list[str]]] = {}
+    answered: dict[str, set[str]] = {}
 
     async def one_stream(tag: str) -> None:
+        sent[tag], answered[tag] = [], set()
+
         async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
-            for m in range(40):
+            for m in range(400):
+                ids = [f"{tag}.{m}.{i}" for i in range(64)]
+                sent[tag].append(ids)
                 yield embed_pb2.EmbedStreamRequest(
                     items=[
-                        embed_pb2.StreamItem(id=f"{tag}.{m}.{i}", image=embed_pb2.Image(encoded=b))
-                        for i, b in enumerate(jpegs[:64])
+                        embed_pb2.StreamItem(id=rid, image=embed_pb2.Image(encoded=b))
+                        for rid, b in zip(ids, jpegs[:64], strict=True)
                     ]
                 )
                 await asyncio.sleep(0.05)
@@ -293,6 +301,7 @@ async def load_sigterm(srv: ServerProcess, jpegs: list[bytes]) -> dict[str, Any]
                 async for resp in embed_pb2_grpc.EmbedServiceStub(ch).EmbedStream(requests(), timeout=120):
                     last_answer[0] = time.perf_counter()
                     for r in resp.results:
+                        answered[tag].add(r.id)
                         counts["OK" if r.WhichOneof("result") == "embedding" else wire.status_name(r.error.code)] += 1
             except grpc.aio.AioRpcError as exc:
                 counts[f"stream {exc.code().name}"] += 1
@@ -307,10 +316,17 @@ async def load_sigterm(srv: ServerProcess, jpegs: list[bytes]) -> dict[str, Any]
     while proc.poll() is None:
         await asyncio.sleep(0.01)
     t_exit = time.perf_counter()
+    partial = sum(
+        1 for tag, msgs in sent.items() for ids in msgs if 0 < sum(i in answered[tag] for i in ids) < len(ids)
+    )
+    read = sum(1 for tag, msgs in sent.items() for ids in msgs if ids[0] in answered[tag])
     return {
         "exit_after_term_s": t_exit - t_term,
         "exit_after_last_answer_s": t_exit - last_answer[0],
         "answers": dict(counts),
+        "messages_read": read,
+        "messages_unread": sum(map(len, sent.values())) - read,
+        "messages_in_part": partial,
         "rc": proc.returncode,
     }
 
@@ -365,10 +381,13 @@ async def run(only: set[str], cache: Path) -> list[str]:
         with ServerProcess(flags) as srv:
             s = await load_sigterm(srv, jpegs)
             log.info("sigterm: %s", s)
+            answers = ", ".join(f"{k} {v:,}" for k, v in sorted(s["answers"].items()))
             extra.append(
-                "SIGTERM with 4 streams sending 64-image messages: exit "
-                f"{s['exit_after_term_s']:.2f} s after the signal, "
-                f"{s['exit_after_last_answer_s']:.2f} s after the last answer (rc {s['rc']}); answers {s['answers']}."
+                "SIGTERM with 4 streams each sending a 64-image message every 50 ms: exit "
+                f"{s['exit_after_term_s']:.2f} s after the signal and {s['exit_after_last_answer_s']:.2f} s after "
+                f"the last answer (rc {s['rc']}); answers: {answers}; {s['messages_read']} messages read and "
+                f"answered, {s['messages_in_part']} answered in part, {s['messages_unread']} sent after the "
+                "streams ended (never read, so never accepted)."
             )
     return [*header, *rows, "", *extra] if rows else extra
 
@@ -380,14 +399,21 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     only = set(args.only.split(","))
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as cache:
         lines = asyncio.run(run(only, Path(cache)))
+    nice = os.nice(0)
+    command = " ".join(
+        ["nice", "-n", str(nice)] * bool(nice) + ["python", "benchmarks/bench_hostile.py", *sys.argv[1:]]
+    )
     text = (
         "## Bounded under hostile load\n\n"
-        f"{machine_line()}. `python benchmarks/bench_hostile.py`: tiny model, default limits, server and clients "
-        "on the same 2 cores. Targets: peak RSS ≤ 1.5 GB and polite p99 ≤ 1 s under each load; the 1M-item "
-        "message answered once within 1 s with ≤ 100 MB growth; exit within in-flight work + 1 s.\n\n"
-        + "\n".join(lines)
+        f"{machine_line()}. `{command}`: tiny model, default limits, server and clients on the same 2 cores, "
+        f"which other work shared throughout (1-minute load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after; the run was niced), so latencies are upper bounds for this load. "
+        "Targets: peak RSS ≤ 1.5 GB and polite p99 ≤ 1 s under each load; the 1M-item message answered once "
+        "within 1 s with ≤ 100 MB growth and no health stall; exit within in-flight work + 1 s with every "
+        "accepted image answered or UNAVAILABLE.\n\n" + "\n".join(lines)
     )
     print(text)
     if not args.no_write:

@@ -8,6 +8,7 @@ walk of their root completed. "Not duplicates" decisions live in their own table
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import shutil
@@ -183,6 +184,11 @@ def _flag(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite says the file is corrupt or not a database (not: locked, a constraint, a bug in a query)."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 class Index:
     """A connection to the index; use as a context manager or call close()."""
 
@@ -207,13 +213,23 @@ class Index:
 
     def _damaged(self, reason: str) -> None:
         """Keep a copy of a damaged index and stop with one line; nothing is overwritten or recreated."""
-        backup = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-        shutil.copy2(self.path, backup)
+        backup = self._backup()
         raise IndexDamagedError(
             f"the index {self.path} cannot be read ({reason}); a copy is at {backup}. Move the index away "
             '(or delete it) to start a new one: the next scan rebuilds it, but its "not duplicates" '
             "decisions and review choices are lost"
         )
+
+    def _backup(self) -> Path:
+        """A copy of the damaged file, once: a copy with the same size and time already there is reused."""
+        st = self.path.stat()
+        for old in sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}.damaged-*")):
+            o = old.stat()
+            if (o.st_size, o.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+                return old
+        backup = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copy2(self.path, backup)
+        return backup
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -256,8 +272,10 @@ class Index:
     def __enter__(self) -> Index:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         self.close()
+        if isinstance(exc, sqlite3.DatabaseError) and _is_damage(exc):
+            self._damaged(str(exc))  # damaged after it was opened: the same one line and backup as at open
 
     # -- scans ------------------------------------------------------------------------------------
 

@@ -189,6 +189,9 @@ class ServerSettings(_Section):
         120_000_000, ge=1, description="Pixels being decoded at once, server-wide (bounds decode memory)."
     )
     max_concurrent_rpcs: int = Field(1024, ge=1, description="Calls open at once; more are refused at once.")
+    stream_idle_timeout_s: float = Field(
+        300.0, ge=0, description="End a stream that sends nothing for this long with nothing in flight; 0 never."
+    )
     tls_cert: Path | None = Field(
         None, description="PEM certificate chain for the gRPC port; with tls_key the server speaks TLS only."
     )

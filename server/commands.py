@@ -36,6 +36,13 @@ server_options = stack(
     setting_option("max_message_bytes", type=int),
     setting_option("decode_workers", type=int),
     setting_option("grace_period_s", "--grace-period", type=float),
+    setting_option("max_queue_bytes", type=int),
+    setting_option("max_inflight_per_connection", type=int),
+    setting_option("max_inflight_per_stream", type=int),
+    setting_option("max_request_pixels", type=int),
+    setting_option("max_decode_pixels", type=int),
+    setting_option("max_concurrent_rpcs", type=int),
+    setting_option("stream_idle_timeout_s", "--stream-idle-timeout", type=float),
     setting_option("onnx_model", type=click.Path(dir_okay=False)),
 )
 

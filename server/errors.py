@@ -34,6 +34,10 @@ class InvalidRequestError(PhotodedupError):
     """A request is malformed (e.g. an unknown dtype)."""
 
 
+class StreamIdleError(PhotodedupError):
+    """A stream sent nothing for the idle timeout with nothing in flight; the client may open a new one."""
+
+
 class RequestTooLargeError(InvalidRequestError):
     """A request breaks a per-request limit (items per request)."""
 
@@ -46,7 +50,9 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, QueueFullError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
-    if isinstance(exc, (ShuttingDownError, NotReadyError, ModelUnavailableError, EngineUnavailableError)):
+    if isinstance(
+        exc, (ShuttingDownError, NotReadyError, ModelUnavailableError, EngineUnavailableError, StreamIdleError)
+    ):
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return grpc.StatusCode.DEADLINE_EXCEEDED

@@ -119,7 +119,11 @@ class EmbedServicer(embed_pb2_grpc.EmbedServiceServicer):
         with self._call():
             pipeline = self._ready()
             session = StreamSession(
-                pipeline, request_iterator, context.peer(), limit=self._settings.server.max_inflight_per_stream
+                pipeline,
+                request_iterator,
+                context.peer(),
+                limit=self._settings.server.max_inflight_per_stream,
+                idle_timeout_s=self._settings.server.stream_idle_timeout_s,
             )
             self._sessions.add(session)
             try:

@@ -5,7 +5,9 @@ An image counts as in flight from the moment its message is read until its resul
 the client. At the per-stream limit the reader stops reading, and HTTP/2 flow control pushes back on a
 client that keeps writing without reading. A message that breaks a message-level rule (too many items,
 unknown dtype) ends the stream with one status instead of one error per item. After SIGTERM the stream
-answers new images with UNAVAILABLE and ends as soon as its images in flight are answered.
+answers new images with UNAVAILABLE and ends as soon as its images in flight are answered. A stream that
+sends nothing for the idle timeout while nothing is in flight ends with UNAVAILABLE (reopen to go on), so a
+forgotten or frozen client does not hold a call slot for ever.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import numpy as np
 
 from photodedup.errors import QueueFullError, ShuttingDownError
 from photodedup.server.admission import encoded_size
-from photodedup.server.errors import InvalidRequestError
+from photodedup.server.errors import InvalidRequestError, StreamIdleError
 from photodedup.server.pipeline import Pipeline, Ticket
 from photodedup.v1 import embed_pb2
 
 MAX_ID_BYTES = 256
 # Results per response message: bounds its size whatever the client's ids.
 MAX_RESULTS_PER_RESPONSE = 1024
+# While images are in flight the idle clock is stopped; it is looked at again this often.
+IDLE_CHECK_S = 1.0
 
 # (result, whether it counts against the in-flight limit), or None at the end of the stream.
 _Entry = tuple[embed_pb2.EmbedResult, bool] | None
@@ -34,12 +38,19 @@ class StreamSession:
     """State of one stream: in-flight count and ids, pending handlers and futures, the result queue."""
 
     def __init__(
-        self, pipeline: Pipeline, requests: AsyncIterator[embed_pb2.EmbedStreamRequest], peer: str, limit: int
+        self,
+        pipeline: Pipeline,
+        requests: AsyncIterator[embed_pb2.EmbedStreamRequest],
+        peer: str,
+        limit: int,
+        idle_timeout_s: float = 0.0,
     ) -> None:
         self._pipeline = pipeline
         self._requests = requests
         self._peer = peer
         self._limit = limit
+        self._idle_timeout_s = idle_timeout_s
+        self._idle_since = asyncio.get_running_loop().time()
         self._results: asyncio.Queue[_Entry] = asyncio.Queue()
         self._inflight = 0
         self._ids: set[str] = set()
@@ -88,7 +99,9 @@ class StreamSession:
 
     async def _read(self) -> None:
         try:
-            async for message in self._requests:
+            messages = aiter(self._requests)
+            while (message := await self._next(messages)) is not None:
+                self._idle_since = asyncio.get_running_loop().time()
                 items = message.items
                 wire_dtype = self._pipeline.check_message(len(items), message.dtype)  # raises: one status
                 if self._draining:
@@ -109,6 +122,31 @@ class StreamSession:
                 await asyncio.wait(list(self._futures))
         finally:
             self._results.put_nowait(None)  # the writer must end even when reading failed
+
+    async def _next(self, messages: AsyncIterator[embed_pb2.EmbedStreamRequest]) -> embed_pb2.EmbedStreamRequest | None:
+        """The next request message (None when the client is done), or StreamIdleError once nothing has
+        been sent for the idle timeout with nothing in flight."""
+        if self._idle_timeout_s <= 0:
+            return await anext(messages, None)
+        loop = asyncio.get_running_loop()
+        reading = asyncio.ensure_future(anext(messages, None))
+        try:
+            while True:
+                if self._inflight:
+                    wait = min(self._idle_timeout_s, IDLE_CHECK_S)
+                else:
+                    wait = self._idle_since + self._idle_timeout_s - loop.time()
+                    if wait <= 0:
+                        raise StreamIdleError(
+                            f"nothing sent for {self._idle_timeout_s:g} s with nothing in flight; "
+                            "the stream is closed, open a new one to go on"
+                        )
+                done, _ = await asyncio.wait({reading}, timeout=wait)
+                if done:
+                    return reading.result()
+        finally:
+            if not reading.done():
+                reading.cancel()
 
     def _check_ids(self, items: Sequence[embed_pb2.StreamItem], wire_dtype: int) -> list[embed_pb2.StreamItem]:
         """Ids are required, short, and unique among this stream's images in flight; the others are refused."""
@@ -180,6 +218,8 @@ class StreamSession:
         if self._closed or not n:  # a closed stream's remaining count no longer matters
             return
         self._inflight -= n
+        if not self._inflight:
+            self._idle_since = asyncio.get_running_loop().time()
         if self._inflight < self._limit:
             self._below_limit.set()
 

@@ -10,7 +10,8 @@ Tiers, in order, each working on the result of the one before:
    when the turned match is clearly closer than the unturned one (an arrow and its turn are two icons).
    With a verifier, a deliberately loose second net catches crops, small rotations and overlays: a
    picture whose full frame is within `candidate_threshold` of any sub-window of another is a candidate,
-   and joins only if geometric verification confirms it.
+   and joins only if geometric verification confirms it. So does a neighbour of a neighbour (a crop of a
+   turned copy meets the turned copy, not the original), verified against the centre itself.
    Evidence scales with information: when either picture is weak (tiny content, or too little contrast
    for its hash bits to mean much: icons, text pages, sky), no hash distance suffices; the pair joins only
    if the verifier's strict check confirms it (every aligned cell agrees in lightness and colour), and
@@ -193,6 +194,24 @@ def _near_tier(
                 if j not in neighbours.get(i, {}):
                     neighbours.setdefault(i, {})[j] = d
                     unverified.add((i, j))
+        # Second hop: a copy of a copy (a crop of a turned copy, say) is a candidate of the centre too,
+        # through a neighbour that is no weak picture (among icons and pages, links are too many to walk).
+        # It still joins only if verified against the centre itself, so membership never chains.
+        key_of = {ids[k]: keys[k] for k in range(len(ids))}
+        weak_units = {ids[k] for k, r in enumerate(owners) if is_weak(r, config)}
+        first = {i: list(row) for i, row in neighbours.items()}
+        for i, direct in first.items():
+            if i in weak_units:
+                continue
+            for k in direct:
+                if k in weak_units:
+                    continue
+                for j in first.get(k, ()):
+                    if j != i and j not in neighbours[i]:
+                        d = float(hamming_bits(key_of[i], key_of[j]))  # type: ignore[arg-type]
+                        neighbours[i][j] = d
+                        neighbours.setdefault(j, {})[i] = d
+                        unverified.update(((i, j), (j, i)))
         log.debug("near tier: %d loose candidate pairs to verify", len(unverified) // 2)
     weak = {ids[k] for k, r in enumerate(owners) if is_weak(r, config)}
 

@@ -11,13 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from photodedup.v1 import embed_pb2, embed_pb2_grpc
+from photodedup.v1 import embed_pb2, embed_pb2_grpc, wire
 
 from helpers import encode, photo
 
@@ -176,3 +176,60 @@ def test_sigterm_while_the_model_loads_exits_promptly(tmp_path: Path) -> None:
         if sp.proc.poll() is None:
             sp.proc.kill()
             sp.proc.wait()
+
+
+async def test_sigterm_under_load_answers_every_image_it_read_then_exits_promptly(serve_tiny: ServeProcess) -> None:
+    """Four streams keep sending 16-image messages through SIGTERM: every message the server read is answered
+    in full (OK before the signal, UNAVAILABLE after), the ones it never read get nothing, each stream ends
+    with OK, and the process exits 0 soon after the last answer (the benchmark records how soon)."""
+    import asyncio
+
+    address = serve_tiny.wait_ready()
+    images = [embed_pb2.Image(encoded=encode(photo(i, (96, 72)))) for i in range(16)]
+    sent: dict[str, list[list[str]]] = {}
+    answered: dict[str, dict[str, int]] = {}
+    codes: dict[str, grpc.StatusCode] = {}
+    last_answer = [0.0]
+
+    async def one(tag: str) -> None:
+        sent[tag], answered[tag] = [], {}
+
+        async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+            for m in range(2000):
+                ids = [f"{tag}.{m}.{i}" for i in range(len(images))]
+                sent[tag].append(ids)
+                yield embed_pb2.EmbedStreamRequest(
+                    items=[embed_pb2.StreamItem(id=i, image=im) for i, im in zip(ids, images, strict=True)]
+                )
+                await asyncio.sleep(0.05)
+
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = embed_pb2_grpc.EmbedServiceStub(channel).EmbedStream(requests(), timeout=120)
+            async for reply in call:
+                last_answer[0] = time.monotonic()
+                for r in reply.results:
+                    assert r.id not in answered[tag], f"{r.id} answered twice"
+                    answered[tag][r.id] = r.error.code if r.WhichOneof("result") == "error" else 0
+            codes[tag] = await call.code()
+
+    tasks = [asyncio.create_task(one(f"s{k}")) for k in range(4)]
+    deadline = time.monotonic() + 120
+    while not (len(answered) == 4 and all(answered.values())) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # steady load
+    serve_tiny.proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    while serve_tiny.proc.poll() is None and time.monotonic() < deadline + 60:
+        await asyncio.sleep(0.01)
+    exited = time.monotonic()
+    assert serve_tiny.proc.returncode == 0
+    assert codes == dict.fromkeys(answered, grpc.StatusCode.OK)
+    unavailable = wire.code_value(grpc.StatusCode.UNAVAILABLE)
+    for tag, messages in sent.items():
+        whole = [all(i in answered[tag] for i in ids) for ids in messages]
+        none = [not any(i in answered[tag] for i in ids) for ids in messages]
+        assert all(w or n for w, n in zip(whole, none, strict=True)), f"{tag}: a message answered in part"
+        read = whole.index(False) if False in whole else len(whole)
+        assert all(none[read:]), f"{tag}: an image answered after one that was never read"
+        assert set(answered[tag].values()) <= {0, unavailable}, answered[tag]
+    assert exited - last_answer[0] < 5  # in-flight work + 1 s on an idle machine; generous here

@@ -261,3 +261,66 @@ async def test_health_answers_while_huge_messages_arrive(server: EmbedServer) ->
         await prober
     assert len(latencies) >= 3
     assert max(latencies) < 1.0  # generous for a shared machine; the benchmark records the number
+
+
+async def test_an_idle_stream_is_ended_but_not_while_its_images_are_in_flight(model_cache: Path) -> None:
+    server = await start(model_cache, stream_idle_timeout_s=0.5, max_queue_delay_ms=0.0)
+    held = gate(server)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+
+            async def requests() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+                yield embed_pb2.EmbedStreamRequest(
+                    items=[embed_pb2.StreamItem(id=f"a{i}", image=jpeg(i)) for i in range(2)]
+                )
+                await asyncio.sleep(60)  # then silence, the stream left open
+
+            call = embed_pb2_grpc.EmbedServiceStub(channel).EmbedStream(requests())
+            await asyncio.sleep(1.5)  # three idle timeouts with both images held in flight
+            held.set()
+            ok: list[str] = []
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for resp in call:
+                    ok += [r.id for r in resp.results if r.WhichOneof("result") == "embedding"]
+                    answered = time.perf_counter()
+            ended = time.perf_counter() - answered
+        assert sorted(ok) == ["a0", "a1"]
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "nothing sent for 0.5 s" in err.value.details()
+        assert 0.4 < ended < 10  # the idle clock started when the last image was answered
+    finally:
+        held.set()
+        await server.stop(0)
+
+
+async def test_calls_over_the_concurrent_rpc_cap_are_refused_before_any_work(model_cache: Path) -> None:
+    server = await start(model_cache, max_concurrent_rpcs=2)
+    release = asyncio.Event()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = embed_pb2_grpc.EmbedServiceStub(channel)
+
+            async def quiet() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+                await release.wait()
+                return
+                yield  # pragma: no cover
+
+            open_calls = [stub.EmbedStream(quiet()) for _ in range(2)]
+            for _ in range(3000):  # up to a minute on a loaded machine: both streams reach the servicer
+                if server._servicer._active == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert server._servicer._active == 2
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(16)]), timeout=30)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert sample(server, "photodedup_decode_duration_seconds_count") == 0  # nothing decoded
+            assert sample(server, "photodedup_inflight_items") == 0
+            release.set()
+            for call in open_calls:
+                assert [r async for r in call] == []
+            reply = await stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(1)]), timeout=30)  # room again
+            assert reply.results[0].WhichOneof("result") == "embedding"
+    finally:
+        release.set()
+        await server.stop(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,36 @@ def test_a_damaged_index_is_one_line_and_a_backup(tmp_path: Path, content: bytes
         code, out = _run(*args, "--db", str(db))
         assert code == 2 and out.startswith("photodedup: error: the index") and len(out.strip().splitlines()) == 1, out
     assert db.read_bytes() == content and list(tmp_path.glob("index.sqlite3.damaged-*"))
+
+
+def test_an_index_damaged_after_it_was_opened_is_one_line_and_one_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from photodedup.client.index import Index
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    paths = []
+    for i in range(200):  # enough rows that the files table spans pages beyond the schema's
+        paths.append(lib / f"p{i:03d}.jpg")
+        photo(i % 5, (64, 48)).save(paths[-1])
+    db = tmp_path / "index.sqlite3"
+    index_files(db, [lib], paths)
+    migrate = Index.migrate
+
+    def migrate_then_damage(self: Index) -> None:
+        migrate(self)
+        if not list(tmp_path.glob("index.sqlite3.damaged-*")):
+            with open(self.path, "r+b") as f:  # another program overwrites the data pages while we hold it open
+                f.seek(4096 * 2)
+                f.write(b"\xa5" * (self.path.stat().st_size - 4096 * 2))
+
+    monkeypatch.setattr(Index, "migrate", migrate_then_damage)
+    backups = []
+    for args in (("report",), ("apply", "--trash")):
+        code, out = _run(*args, "--db", str(db))
+        assert code == 2 and len(out.strip().splitlines()) == 1, out
+        assert out.startswith("photodedup: error: the index") and "malformed" in out
+        backups.append(out.split("a copy is at ")[1].split(". Move")[0])
+        time.sleep(1.1)  # a new copy would get a new name
+    assert backups[0] == backups[1] and len(list(tmp_path.glob("index.sqlite3.damaged-*"))) == 1

@@ -337,6 +337,26 @@ def test_loose_window_candidates_join_only_when_verified() -> None:
     assert find_groups([a, crop], GroupingConfig(near_threshold=10, candidate_threshold=12)) == []
 
 
+def test_a_copy_of_a_copy_is_a_candidate_of_the_centre_verified_against_it() -> None:
+    """A crop that meets only a copy of the keeper (not the keeper) is still found, but the verifier is asked
+    about the crop and the keeper itself: membership never chains."""
+    keep = rec("/keep.jpg", dh=0, ph=0, width=2000, windows=((0, 0),))
+    copy = rec("/copy.jpg", dh=1, ph=0, windows=((1, 0), (flip(0, range(40)), 0)))
+    crop = rec("/crop.jpg", dh=-1, ph=-1, windows=((flip(0, range(40)) ^ 0b11, 0),))
+    asked: list[tuple[str, str]] = []
+
+    def verifier(x: FileRecord, y: FileRecord, strict: bool = False) -> bool:
+        asked.append((x.path, y.path))
+        return answer
+
+    cfg = GroupingConfig(near_threshold=10, candidate_threshold=12)
+    answer = True
+    groups = find_groups([keep, copy, crop], cfg, verifier=verifier)
+    assert paths(groups) == [{"/keep.jpg", "/copy.jpg", "/crop.jpg"}] and asked == [("/keep.jpg", "/crop.jpg")]
+    answer = False
+    assert paths(find_groups([keep, copy, crop], cfg, verifier=verifier)) == [{"/keep.jpg", "/copy.jpg"}]
+
+
 def test_similar_neighbours_that_fail_verification_are_a_series_never_a_target() -> None:
     e = np.eye(4, dtype=np.float32)
     a = rec("/burst1.jpg", dh=0, ph=0, embedding=e[0], width=1000)
