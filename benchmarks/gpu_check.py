@@ -2,11 +2,13 @@
 runtime (a CUDA library that fails to load, a TensorRT build that aborts) cannot take the others down.
 
   gpu_check.py facts
-  gpu_check.py engine --engine torch --precision fp16 --batches 1,32,256 --seconds 5
-  gpu_check.py served --engine torch --precision fp16 --batches 1,32,256 --seconds 6
+  gpu_check.py engine --engine torch --precision fp16 --batches 1,32,256 --seconds 5 [--eager]
+  gpu_check.py served --engine torch --precision fp16 --batches 1,32,256 --seconds 6 [--cpu-decode]
 
-Every result is one line starting with RESULT, every skip with SKIP and a reason; exit 0 unless the
-harness itself is broken, so the shell script always continues.
+Every result is one line starting with RESULT (throughput), BUILD (load / plan build / graph capture
+times) or PARITY (cosine against torch fp32 on the CPU with the same weights, and nvJPEG against CPU
+decoding), every skip with SKIP and a reason; exit 0 unless the harness itself is broken, so the shell
+script always continues.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def facts() -> None:
         print(f"FACT onnxruntime {ort.__version__}, providers {', '.join(ort.get_available_providers())}")
     except ImportError as exc:
         print(f"FACT onnxruntime not importable: {exc}")
-    for mod in ("tensorrt", "open_clip", "grpc", "google.protobuf"):
+    for mod in ("tensorrt", "torchvision", "open_clip", "grpc", "google.protobuf", "simplejpeg"):
         try:
             m = __import__(mod, fromlist=["__version__"])
             print(f"FACT {mod} {getattr(m, '__version__', '?')}")
@@ -79,10 +81,14 @@ def facts() -> None:
             print(f"FACT {mod} not importable")
 
 
-def settings_for(engine: str, precision: str, providers: str, model: str, device: str) -> object:
+def settings_for(
+    engine: str, precision: str, providers: str, model: str, device: str, eager: bool = False, cpu_decode: bool = False
+) -> object:
     from photodedup.settings import Settings
 
     return Settings(
+        cuda_graphs=not eager,
+        gpu_decode=not cpu_decode,
         model_name=model,
         weights="random",
         engine=engine,
@@ -93,14 +99,72 @@ def settings_for(engine: str, precision: str, providers: str, model: str, device
     )
 
 
-def label(engine: str, precision: str, providers: str) -> str:
-    return f"{engine}{'(' + providers + ')' if engine == 'onnx' else ''} {precision}"
+def label(engine: str, precision: str, providers: str, variant: str = "") -> str:
+    return f"{engine}{'(' + providers + ')' if engine == 'onnx' else ''} {precision}{' ' + variant if variant else ''}"
+
+
+PARITY_IMAGES = 16
+
+
+def reference_vectors(model: str, arrays: list) -> object:
+    """torch fp32 on the CPU, same (seeded random) weights: the reference every engine is held to. Cached
+    in the run's cache folder, so each engine step does not recompute it."""
+    import numpy as np
+
+    from photodedup.engines import create_engine
+
+    path = cache_dir() / f"reference-{model}-{len(arrays)}.npy"
+    if path.exists():
+        return np.load(path)
+    settings = settings_for("torch", "fp32", "cpu", model, "cpu")
+    eng = create_engine(settings, "cpu")
+    try:
+        ref = eng.infer(eng.preprocess(arrays))
+    finally:
+        eng.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, ref)
+    return ref
+
+
+def parity(name: str, eng: object, model: str, size: int) -> None:
+    """Cosine of the engine's vectors to the CPU fp32 reference; for a torch engine that decodes JPEG on
+    its GPU, also nvJPEG-decoded against CPU-decoded thumbnails through the same engine."""
+    import numpy as np
+
+    from photodedup.engines.jpeg_route import DeviceJpeg
+    from photodedup.imaging import decode_for_model, encode_jpeg
+    from photodedup.testing import synthetic_photo
+
+    arrays = [synthetic_photo(1000 + i, (size, size)) for i in range(PARITY_IMAGES)]
+    ref = reference_vectors(model, arrays)
+    out = eng.infer(eng.preprocess(arrays))  # type: ignore[attr-defined]
+    cos = (np.asarray(out) * ref).sum(axis=1)
+    print(
+        f"PARITY {name}: min cosine {cos.min():.6f} (mean {cos.mean():.6f}) vs torch fp32 on CPU, "
+        f"{PARITY_IMAGES} images",
+        flush=True,
+    )
+    if getattr(eng, "decodes_jpeg", False):
+        jpegs = [encode_jpeg(a, quality=80) for a in arrays]
+        cpu = eng.infer(eng.preprocess([decode_for_model(j, size, 10**8) for j in jpegs]))  # type: ignore[attr-defined]
+        gpu = eng.infer(eng.preprocess([DeviceJpeg(j) for j in jpegs]))  # type: ignore[attr-defined]
+        gpu = getattr(gpu, "vectors", gpu)
+        cos = (np.asarray(gpu) * np.asarray(cpu)).sum(axis=1)
+        print(f"PARITY {name} nvJPEG vs CPU decode: min cosine {cos.min():.6f}", flush=True)
 
 
 def engine_only(
-    engine: str, precision: str, providers: str, batches: list[int], seconds: float, model: str, device: str
+    engine: str,
+    precision: str,
+    providers: str,
+    batches: list[int],
+    seconds: float,
+    model: str,
+    device: str,
+    eager: bool = False,
 ) -> None:
-    name = label(engine, precision, providers)
+    name = label(engine, precision, providers, "eager" if eager else "")
     if not cuda_or_skip(f"engine {name}", device):
         return
     from photodedup.engines import create_engine
@@ -108,13 +172,28 @@ def engine_only(
     from photodedup.loadgen import load as bl
     from photodedup.testing import synthetic_photo
 
+    settings = settings_for(engine, precision, providers, model, device, eager=eager)
+    settings = settings.replace(max_batch_size=max(batches))  # type: ignore[attr-defined]
+    t0 = time.monotonic()
     try:
-        eng = create_engine(settings_for(engine, precision, providers, model, device), device)
+        eng = create_engine(settings, device)
     except PhotodedupError as exc:
         print(f"SKIP engine {name}: {exc}", flush=True)
         return
+    load_s = time.monotonic() - t0
     try:
+        t0 = time.monotonic()
+        eng.warmup([1])  # captures every CUDA graph bucket (torch), builds nothing else
+        print(
+            f"BUILD engine {name}: load (export, plan build) {load_s:.1f} s, first warm-up "
+            f"(graph capture) {time.monotonic() - t0:.1f} s; {eng.status().detail}",
+            flush=True,
+        )
         size = eng.info.preprocessing.input_size
+        try:
+            parity(name, eng, model, size)
+        except Exception as exc:  # noqa: BLE001 - a failed parity check must not hide the throughput
+            print(f"SKIP parity {name}: {type(exc).__name__}: {exc}", flush=True)
         arrays = [synthetic_photo(i, (size, size)) for i in range(64)]
         got = f"{eng.precision}, {eng.status().detail}"
         for b in batches:
@@ -138,9 +217,16 @@ def engine_only(
 
 
 def served(
-    engine: str, precision: str, providers: str, batches: list[int], seconds: float, model: str, device: str
+    engine: str,
+    precision: str,
+    providers: str,
+    batches: list[int],
+    seconds: float,
+    model: str,
+    device: str,
+    cpu_decode: bool = False,
 ) -> None:
-    name = label(engine, precision, providers)
+    name = label(engine, precision, providers, "cpu-decode" if cpu_decode else "")
     if not cuda_or_skip(f"served {name}", device):
         return
     from benchlib import options
@@ -154,6 +240,8 @@ def served(
             "--precision", precision, "--onnx-providers", providers, "--cache-dir", str(cache_dir()),
             "--max-batch-size", str(b), "--max-queue-delay-ms", "2",
         ]  # fmt: skip
+        if cpu_decode:
+            flags.append("--no-gpu-decode")
         # Enough images in flight to fill two batches, sent the way a real client does (a stream).
         per_msg = min(32, b) if b > 1 else 1
         conc = max(4, (2 * b) // per_msg)
@@ -181,13 +269,15 @@ def served(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["facts", "engine", "served"])
-    ap.add_argument("--engine", default="torch", choices=["torch", "onnx"])
+    ap.add_argument("--engine", default="torch", choices=["torch", "onnx", "tensorrt"])
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     ap.add_argument("--providers", default="cuda", help="ONNX Runtime providers for --engine onnx (tensorrt, cuda)")
     ap.add_argument("--batches", default="1,32,256")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--model", default="ViT-B-32")
-    ap.add_argument("--device", default="cuda:0", help="cpu only for a dry run of this harness")
+    ap.add_argument("--device", default="cuda:0", help="cpu only for a dry run of this harness; served takes a list")
+    ap.add_argument("--eager", action="store_true", help="engine: torch without CUDA graphs, to compare")
+    ap.add_argument("--cpu-decode", action="store_true", help="served: JPEG thumbnails decoded on the CPU")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     batches = [int(b) for b in args.batches.split(",")]
@@ -196,9 +286,20 @@ def main() -> int:
         if args.what == "facts":
             facts()
         elif args.what == "engine":
-            engine_only(args.engine, args.precision, args.providers, batches, args.seconds, args.model, args.device)
+            engine_only(
+                args.engine, args.precision, args.providers, batches, args.seconds, args.model, args.device, args.eager
+            )
         else:
-            served(args.engine, args.precision, args.providers, batches, args.seconds, args.model, args.device)
+            served(
+                args.engine,
+                args.precision,
+                args.providers,
+                batches,
+                args.seconds,
+                args.model,
+                args.device,
+                args.cpu_decode,
+            )
     except ImportError as exc:
         print(f"SKIP {args.what} {args.engine} {args.precision}: a library is missing: {exc}", flush=True)
     except Exception as exc:

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# One-shot GPU check: nvidia-smi facts, then engine-only and served throughput of ViT-B-32 (random
-# weights, no downloads) for every engine this machine can run, at batch 1/32/256 in fp32 and fp16.
+# One-shot GPU check: nvidia-smi facts, then for every engine this machine can run (torch with CUDA graphs
+# and eager, ONNX Runtime CUDA / TensorRT EP with I/O binding, native TensorRT), ViT-B-32 (random weights,
+# no downloads) at batch 1/32/256 in fp32 and fp16: build times, parity against torch fp32 on the CPU,
+# nvJPEG against CPU decoding, engine-only and served throughput (served with GPU and with CPU JPEG
+# decoding), and all visible GPUs served together when there are several. Finishes within 8 minutes.
 #
 # Usage: benchmarks/gpu_check.sh [WHEELS_DIR]      (or PHOTODEDUP_WHEELS=DIR)
 #   Run from anywhere; needs no network. When photodedup is not importable by $PYTHON, it is installed
@@ -58,7 +61,7 @@ else
 fi
 
 say "python environment"
-if ! "$PY" -c 'import photodedup.server.app, photodedup.client.bench, open_clip' >/dev/null 2>&1; then
+if ! "$PY" -c 'import photodedup.server.app, photodedup.loadgen.command, open_clip' >/dev/null 2>&1; then
   if [ ! -d "$WHEELS" ]; then
     echo "SKIP everything below: photodedup (or open_clip) is not importable by $PY and there is no wheel folder $WHEELS"
     echo "      fetch one with 'make gpu-wheels' on a machine with network and carry it here"
@@ -101,6 +104,10 @@ if [ -z "${GPU_CHECK_DRY_RUN:-}" ]; then
   fi
 fi
 
+if ! "$PY" -c 'from torchvision.io import decode_jpeg' >/dev/null 2>&1; then
+  echo "SKIP nvJPEG decoding: torchvision is not importable here; served JPEG thumbnails decode on the CPU"
+fi
+
 say "engine only (${ARGS[*]}, random weights)"
 for cfg in "${CONFIGS[@]}"; do
   engine=${cfg%%:*}; prov=${cfg##*:}
@@ -112,6 +119,12 @@ for cfg in "${CONFIGS[@]}"; do
   done
 done
 
+if [ -z "${GPU_CHECK_DRY_RUN:-}" ]; then
+  say "torch fp16 without CUDA graphs (eager), to compare"
+  run_step 40 90 "engine torch/cuda fp16 eager" \
+    "$PY" "$ROOT/benchmarks/gpu_check.py" engine --engine torch --precision fp16 --eager --seconds 4 "${ARGS[@]}"
+fi
+
 say "served through EmbedStream (224 px JPEG thumbnails, max batch = batch; ${ARGS[*]})"
 for cfg in "${CONFIGS[@]}"; do
   engine=${cfg%%:*}; prov=${cfg##*:}
@@ -121,6 +134,26 @@ for cfg in "${CONFIGS[@]}"; do
       "$PY" "$ROOT/benchmarks/gpu_check.py" served --engine "$engine" --providers "$prov" --precision "$prec" --seconds 5 "${ARGS[@]}"
   done
 done
+
+say "served, JPEG thumbnails decoded on the CPU instead of nvJPEG (torch fp16), to compare"
+if [ -z "${GPU_CHECK_DRY_RUN:-}" ]; then
+  run_step 60 150 "served torch/cuda fp16 cpu-decode" \
+    "$PY" "$ROOT/benchmarks/gpu_check.py" served --engine torch --precision fp16 --cpu-decode --seconds 5 "${ARGS[@]}"
+else
+  run_step 30 120 "served torch cpu-decode (dry run)" \
+    "$PY" "$ROOT/benchmarks/gpu_check.py" served --engine torch --precision fp32 --cpu-decode --seconds 2 "${ARGS[@]}"
+fi
+
+GPUS="$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)"
+if [ "${GPUS:-0}" -gt 1 ]; then
+  say "all $GPUS GPUs served together (torch fp16, batch 256)"
+  DEVS="$(seq -s, -f 'cuda:%g' 0 $((GPUS - 1)))"
+  run_step 60 150 "served torch fp16 on $DEVS" \
+    "$PY" "$ROOT/benchmarks/gpu_check.py" served --engine torch --precision fp16 --seconds 5 \
+    --device "$DEVS" --model ViT-B-32 --batches 256
+else
+  echo "SKIP multi-GPU served: ${GPUS:-0} CUDA device(s) here; benchmarks/bench_scheduling.py simulates 1 vs 4"
+fi
 
 say "nvidia-smi after the run"
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.used,temperature.gpu,clocks.sm --format=csv 2>&1

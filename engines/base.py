@@ -70,12 +70,24 @@ class EngineStatus:
     memory_used_bytes: int = 0  # held by this engine; 0 when unknown
 
 
+@dataclass(frozen=True)
+class BatchOutput:
+    """What `infer` returns when some images of a batch failed on the device (a JPEG that neither nvJPEG
+    nor the CPU could decode): vectors for every row, and an error for each failed row, so one bad file
+    fails only itself. Engines return a plain array when every image succeeded."""
+
+    vectors: np.ndarray
+    errors: dict[int, Exception]
+
+
 @runtime_checkable
 class Engine(Protocol):
     """load -> warmup -> (preprocess -> infer)* -> close.
 
     `preprocess` is CPU work and may run on any thread; `infer` runs on the engine's own device thread
-    (CUDA contexts stay on one thread). `infer` returns float32 [N, D], L2-normalised.
+    (CUDA contexts stay on one thread). `infer` returns float32 [N, D], L2-normalised (or a BatchOutput
+    when some images failed on the device). An engine whose `decodes_jpeg` is true also takes
+    `jpeg_route.DeviceJpeg` items in place of pixels and decodes them on its device.
     """
 
     name: ClassVar[str]

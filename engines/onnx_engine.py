@@ -16,6 +16,7 @@ import numpy as np
 
 from photodedup.engines.base import BaseEngine, EngineStatus
 from photodedup.engines.onnx_export import ensure_onnx
+from photodedup.engines.ort_binding import Binding, OrtValueRunner, TorchBindingRunner, choose_binding
 from photodedup.engines.ort_providers import choose_providers
 from photodedup.engines.selfcheck import ParityResult, check_parity
 from photodedup.errors import EngineUnavailableError
@@ -40,6 +41,8 @@ class OnnxEngine(BaseEngine):
         self._session: Any = None
         self._fp32_path: Path | None = None
         self._input = "pixel_values"
+        self.binding = Binding.HOST
+        self._runner: Any = None  # the I/O-binding runner when the session runs on a GPU
 
     def load(self) -> None:
         try:
@@ -106,12 +109,32 @@ class OnnxEngine(BaseEngine):
         if self.precision == "fp16" and "TensorrtExecutionProvider" not in self.providers:
             self.precision = "fp32"
         self._input = self._session.get_inputs()[0].name
+        self._bind(ort)
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def _bind(self, ort: Any) -> None:
+        """Inputs and outputs on the device when the session runs there (`ort_binding.py`)."""
+        torch = _torch_for(self.dev) if self.dev.kind == "cuda" else None
+        self.binding = choose_binding(self.dev, self.providers, torch_cuda=torch is not None)
+        output = self._session.get_outputs()[0].name
+        if self.binding is Binding.TORCH:  # pragma: no cover - needs CUDA
+            prep = self.info.preprocessing
+            self._runner = TorchBindingRunner(
+                torch, self._session, self._input, output, self.dev, self.info.embedding_dim, prep.mean, prep.std
+            )
+        elif self.binding is Binding.ORTVALUE:  # pragma: no cover - needs CUDA
+            self._runner = OrtValueRunner(ort, self._session, self._input, output, "cuda", self.dev.index)
+        else:
+            self._runner = None
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> Any:
+        if self.binding is Binding.TORCH:  # pragma: no cover - needs CUDA: uint8 to the device, normalised there
+            return self._runner.stack(list(images))
         prep = self.info.preprocessing
         return normalize_batch(images, prep.mean, prep.std)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: Any) -> np.ndarray:
+        if self._runner is not None:  # pragma: no cover - needs CUDA
+            return l2_normalize(self._runner(batch))
         (out,) = self._session.run(None, {self._input: batch})
         return l2_normalize(out)
 
@@ -138,12 +161,27 @@ class OnnxEngine(BaseEngine):
 
     def close(self) -> None:
         self._session = None
+        self._runner = None
 
     def status(self) -> EngineStatus:
-        detail = "providers=" + ",".join(self.providers)
+        detail = "providers=" + ",".join(self.providers) + f"; io={self.binding.value}"
         if self.int8_check is not None:
             detail += f"; int8 self-check passed: {self.int8_check.summary()}"
         return EngineStatus(
             detail=detail,
             memory_total_bytes=super().status().memory_total_bytes,
         )
+
+
+def _torch_for(device: Any) -> Any:
+    """torch, when it is installed and sees `device` (for I/O binding to its CUDA buffers); else None.
+    Only a CUDA session asks, so `--engine onnx` on CPU still never imports torch."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    if not torch.cuda.is_available() or device.index >= torch.cuda.device_count():
+        return None
+    return torch

@@ -70,6 +70,8 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         setting_option("onnx_providers"),
         setting_option("cache_dir", type=click.Path(file_okay=False)),
         setting_option("intra_op_threads", "--threads", type=int),
+        setting_option("cuda_graphs", "--cuda-graphs/--no-cuda-graphs"),
+        setting_option("gpu_decode", "--gpu-decode/--no-gpu-decode"),
     )(fn)
 
 

@@ -128,6 +128,15 @@ class ModelSettings(_Section):
         "engine: no export, no torch needed (the CPU image).",
     )
     intra_op_threads: int = Field(0, ge=0, description="Engine CPU threads; 0 means the runtime's default.")
+    cuda_graphs: bool = Field(
+        True,
+        description="PyTorch on CUDA: run each batch-size bucket as a captured CUDA graph (not yet run on a GPU).",
+    )
+    gpu_decode: bool = Field(
+        True,
+        description="PyTorch on CUDA: decode model-size JPEG thumbnails on the GPU with nvJPEG; other images "
+        "decode on the CPU (not yet run on a GPU).",
+    )
 
     @field_validator("devices", "onnx_providers", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 import numpy as np
 
-from photodedup.engines.base import Engine
+from photodedup.engines.base import BatchOutput, Engine
 from photodedup.errors import PhotodedupError, ShuttingDownError
 from photodedup.server.metrics import Metrics
 from photodedup.server.scheduling import BatchQueue, HeldBatch, WorkItem
@@ -132,7 +132,8 @@ class DynamicBatcher:
         executor = self._executors[device]
         start = time.perf_counter()
         try:
-            vectors = await loop.run_in_executor(executor, engine.infer, prepared)
+            output = await loop.run_in_executor(executor, engine.infer, prepared)
+            vectors, errors = (output.vectors, output.errors) if isinstance(output, BatchOutput) else (output, {})
             if len(vectors) != len(batch):
                 raise RuntimeError(f"engine returned {len(vectors)} vectors for {len(batch)} images")
         except asyncio.CancelledError:
@@ -146,8 +147,12 @@ class DynamicBatcher:
         self._metrics.executions.labels(device).inc()
         self._metrics.inference_items.labels(device).inc(len(batch))
         self._metrics.batch_size.labels(device).observe(len(batch))
-        for item, vec in zip(batch, vectors, strict=True):
-            if not item.future.done():
+        for i, (item, vec) in enumerate(zip(batch, vectors, strict=True)):
+            if item.future.done():
+                continue
+            if i in errors:  # this image alone failed on the device (e.g. a JPEG no decoder could read)
+                item.future.set_exception(errors[i])
+            else:
                 item.future.set_result(vec)
 
     async def close(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from photodedup.engines.jpeg_route import Decoder, DeviceJpeg, choose_decoder
 from photodedup.errors import InvalidImageError
 from photodedup.imaging import (
     check_pixels,
@@ -31,22 +32,31 @@ from photodedup.imaging import (
 )
 from photodedup.v1 import embed_pb2
 
-Decoded = np.ndarray | BaseException
-# Decoded pixels of one image, or why it cannot be decoded at all.
+Decoded = np.ndarray | DeviceJpeg | BaseException
+# Decoded pixels of one image, its JPEG bytes left for the engine's GPU to decode, or why it cannot be decoded.
 Cost = int | InvalidImageError
 
 MEASURE_CHUNK = 64
 DECODE_CHUNK = 16
 
 
-def measure_images(images: Sequence[embed_pb2.Image], size: int, max_pixels: int) -> list[Cost]:
-    """Header-only pass (pool thread): the decode cost of each image, or its error."""
+def measure_images(
+    images: Sequence[embed_pb2.Image], size: int, max_pixels: int, device_decode: bool = False
+) -> list[Cost]:
+    """Header-only pass (pool thread): the decode cost of each image, or its error. With `device_decode`,
+    a JPEG thumbnail that the engine's GPU will decode costs the CPU nothing."""
     out: list[Cost] = []
     for image in images:
         try:
             kind = image.WhichOneof("data")
             if kind == "raw":
                 out.append(size * size)
+            elif (
+                kind == "encoded"
+                and device_decode
+                and choose_decoder(image.encoded, size, True).decoder is Decoder.DEVICE
+            ):
+                out.append(0)
             elif kind == "encoded":
                 fast = thumbnail_jpeg_pixels(image.encoded, size, max_pixels)
                 if fast is not None:
@@ -67,13 +77,22 @@ def measure_images(images: Sequence[embed_pb2.Image], size: int, max_pixels: int
     return out
 
 
-def decode_images(images: Sequence[embed_pb2.Image], size: int, max_pixels: int) -> list[Decoded]:
-    """Decode one chunk of images (pool thread); failures come back as exceptions, per image."""
+def decode_images(
+    images: Sequence[embed_pb2.Image], size: int, max_pixels: int, device_decode: bool = False
+) -> list[Decoded]:
+    """Decode one chunk of images (pool thread); failures come back as exceptions, per image. With
+    `device_decode`, JPEG thumbnails that nvJPEG takes are passed on encoded (`jpeg_route.choose_decoder`)."""
     out: list[Decoded] = []
     for image in images:
         try:
             kind = image.WhichOneof("data")
-            if kind == "encoded":
+            if (
+                kind == "encoded"
+                and device_decode
+                and choose_decoder(image.encoded, size, True).decoder is Decoder.DEVICE
+            ):
+                out.append(DeviceJpeg(image.encoded))
+            elif kind == "encoded":
                 out.append(decode_for_model(image.encoded, size, max_pixels))
             elif kind == "raw":
                 out.append(raw_for_model(image.raw.rgb, image.raw.width, image.raw.height, size))

@@ -52,6 +52,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.device_decoded = Counter(
+            "photodedup_device_decoded_images",
+            "Images passed on encoded for the engine's GPU to decode (nvJPEG) instead of the CPU pool",
+            registry=r,
+        )
         self.preprocess_duration = Histogram(
             "photodedup_preprocess_duration_seconds",
             "Batch normalisation time before inference",

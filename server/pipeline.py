@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from photodedup.engines.base import Engine, ModelInfo
+from photodedup.engines.jpeg_route import DeviceJpeg
 from photodedup.errors import InvalidImageError, QueueFullError
 from photodedup.server.admission import Admission, Refusal, encoded_size
 from photodedup.server.batcher import DynamicBatcher
@@ -75,6 +76,8 @@ class Pipeline:
         self._metrics = metrics
         self.model_id = runtime.info.model_id
         self._size = runtime.info.preprocessing.input_size
+        # JPEG thumbnails skip the CPU only when every device that may take the batch decodes them itself.
+        self._device_decode = bool(runtime.engines) and all(getattr(e, "decodes_jpeg", False) for e in runtime.engines)
 
     def check_message(self, n: int, dtype: int) -> int:
         """The limits every request message must meet; returns the wire dtype of its answers."""
@@ -115,7 +118,9 @@ class Pipeline:
         size, max_pixels = self._size, self._settings.imaging.max_image_pixels
         measured = await asyncio.gather(
             *(
-                self.decoder.run(peer, 0, measure_images, images[i : i + MEASURE_CHUNK], size, max_pixels)
+                self.decoder.run(
+                    peer, 0, measure_images, images[i : i + MEASURE_CHUNK], size, max_pixels, self._device_decode
+                )
                 for i in range(0, len(images), MEASURE_CHUNK)
             )
         )
@@ -142,7 +147,9 @@ class Pipeline:
                 jobs.append(([i], cost))
         parts = await asyncio.gather(
             *(
-                self.decoder.run(peer, pixels, decode_images, [images[i] for i in idx], size, max_pixels)
+                self.decoder.run(
+                    peer, pixels, decode_images, [images[i] for i in idx], size, max_pixels, self._device_decode
+                )
                 for idx, pixels in jobs
             )
         )
@@ -150,6 +157,8 @@ class Pipeline:
             for i, d in zip(idx, part, strict=True):
                 out[i] = d
         self._metrics.decode_duration.observe(time.perf_counter() - start)
+        if self._device_decode:
+            self._metrics.device_decoded.inc(sum(isinstance(d, DeviceJpeg) for d in out))
         return [d if d is not None else InvalidImageError("not decoded") for d in out]
 
     async def admit(self, peer: str, images: Sequence[embed_pb2.Image], all_or_nothing: bool) -> list[Admitted]:
