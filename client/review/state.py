@@ -314,20 +314,15 @@ class ReviewState:
             if journal is None:
                 raise ReviewError("no such journal")
             result = undo(journal)
-            if result.restored:
-                self._reindex(result.restored)
+            self._reindex(journal, result.restored)
             return result
 
-    def _reindex(self, paths: Sequence[str]) -> None:
-        from photodedup.client.hashing import hash_file
-        from photodedup.client.scan import load_groups
+    def _reindex(self, journal: Path, restored: Sequence[str]) -> None:
+        """The index as the disk is after an undo (`refresh_after_undo`), then every group again from it."""
+        from photodedup.client.scan import load_groups, refresh_after_undo
 
-        results = []
-        for path in paths:
-            st = os.stat(path)
-            results.append(hash_file(path, st.st_size, st.st_mtime_ns, self.max_pixels))
         with Index(self.db) as index:
-            index.put_hashes(results, self.scan.id)
+            refresh_after_undo(index, journal, restored, self.max_pixels)
             groups = load_groups(index, self.scan.roots, self.scan.model_id, self.config, self.reference_dirs)
             done = index.done_groups()
         self._views, self._by_key = [], {}
