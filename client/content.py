@@ -21,6 +21,10 @@ BORDER_SHARE = 0.98
 BORDER_TOLERANCE = 14
 # Trimming never leaves less than this share of a side: a flat picture is content, not border.
 MIN_CONTENT_SHARE = 0.4
+# A border whose colour also covers this share of the picture inside it is the picture's own background
+# (the white margin of a text page), not a bar: it stays, for pictures under `PAGE_CONTRAST` (see `contrast`).
+BACKGROUND_SHARE = 0.3
+PAGE_CONTRAST = 12.5
 
 
 def _window_fractions() -> tuple[tuple[float, float, float, float], ...]:
@@ -60,12 +64,14 @@ def _border_depth(lines: np.ndarray, colour: np.ndarray, limit: int) -> int:
     return limit
 
 
-def content_box(rgb: np.ndarray, _depth: int = 0) -> tuple[int, int, int, int]:
+def content_box(rgb: np.ndarray, _depth: int = 0, keep_background: bool = False) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the picture inside uniform borders, in `rgb`'s pixels (H x W x 3).
 
     Each side is trimmed while its lines are of one colour (the median of its outermost line), so
     black, white or grey bars on any of the four sides go; the whole frame when nothing is trimmed or
-    when trimming would leave under `MIN_CONTENT_SHARE` of a side (a flat picture is all content).
+    when trimming would leave under `MIN_CONTENT_SHARE` of a side (a flat picture is all content). A side
+    whose colour is also the background inside (`BACKGROUND_SHARE`), such as a text page's white margin,
+    is not a bar and stays: trimming it would cut a page differently from its own cropped copy.
     """
     h, w = rgb.shape[:2]
     sides = {
@@ -74,18 +80,24 @@ def content_box(rgb: np.ndarray, _depth: int = 0) -> tuple[int, int, int, int]:
         "left": rgb.transpose(1, 0, 2),
         "right": rgb.transpose(1, 0, 2)[::-1],
     }
-    depth = {}
+    depth, colours = {}, {}
     for name, lines in sides.items():
-        colour = np.median(lines[0], axis=0).astype(np.int16)
+        colours[name] = np.median(lines[0], axis=0).astype(np.int16)
         span = h if name in ("top", "bottom") else w
-        depth[name] = _border_depth(lines, colour, span)
+        depth[name] = _border_depth(lines, colours[name], span)
     left, right = depth["left"], w - depth["right"]
     top, bottom = depth["top"], h - depth["bottom"]
     if right - left < MIN_CONTENT_SHARE * w or bottom - top < MIN_CONTENT_SHARE * h:
         return 0, 0, w, h
+    inside = rgb[top:bottom:4, left:right:4].astype(np.int16)
+    for name in [n for n in sides if depth[n] and keep_background]:
+        if (np.abs(inside - colours[name]).max(axis=2) <= BORDER_TOLERANCE).mean() >= BACKGROUND_SHARE:
+            depth[name] = 0
+    left, right = depth["left"], w - depth["right"]
+    top, bottom = depth["top"], h - depth["bottom"]
     if (left, top, right, bottom) != (0, 0, w, h) and _depth < 2:
         # Bars inside bars (white padding around a picture that had black ones): trim again.
-        il, it, ir, ib = content_box(rgb[top:bottom, left:right], _depth + 1)
+        il, it, ir, ib = content_box(rgb[top:bottom, left:right], _depth + 1, keep_background)
         if ir - il >= MIN_CONTENT_SHARE * w and ib - it >= MIN_CONTENT_SHARE * h:
             return left + il, top + it, left + ir, top + ib
     return left, top, right, bottom

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from photodedup.client.content import WINDOWS, content_box, contrast, corner_fill, window_hashes
+from photodedup.client.content import PAGE_CONTRAST, WINDOWS, content_box, contrast, corner_fill, window_hashes
 from photodedup.client.fidelity import fidelity
 from photodedup.client.walk import SNIFF_BYTES, sniff_format
 from photodedup.errors import InvalidImageError
@@ -170,7 +170,9 @@ def hash_bytes(
     if factor >= 2:  # what draft does for JPEG, for every other format: never hash 16 MP
         rgb = rgb.reduce(factor)
     try:
-        box = content_box(np.asarray(rgb))
+        pixels = np.asarray(rgb)
+        page = contrast(np.asarray(rgb.convert("L"))) < PAGE_CONTRAST
+        box = content_box(pixels, keep_background=page)
         sx, sy = width / rgb.width, height / rgb.height
         res.content = (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
         inside = np.asarray(rgb)[box[1] : box[3], box[0] : box[2]]

@@ -42,10 +42,11 @@ CELL_TOLERANCE = 0.16  # mean rank difference at which a cell disagrees
 # the smaller picture's own size; a cell disagrees on lightness at this mean difference (0..255 after
 # histogram matching) or on colour at these hue angles; at most STRICT_BAD_CELLS of cells may disagree.
 STRICT_SIDE = 256
-STRICT_GREY_LEVELS = 12.0
+STRICT_GREY_LEVELS = (12.0, 16.0)  # compared at native size / downscaled to STRICT_SIDE (aliasing)
 STRICT_HUE_DEGREES = (35.0, 50.0)  # strongly (chroma > 20) / moderately (chroma > 10) coloured cells
 STRICT_BAD_CELLS = 0.02
 STRICT_MAX_TILT = 10.0  # degrees of rotation the strict check accepts between two pictures
+FEATURE_POOR = 4 * MIN_INLIERS  # keypoints below which the strict check may align content boxes instead
 STRICT_ALWAYS_COLOUR_BELOW = 64  # px on the long side: below it a grey picture never matches a coloured one
 CANNOT_DECODE = "cannot decode"  # the one verdict reason that says nothing about the pair
 # Verdicts are stored in the index under this version (`client.verdicts`): bump it whenever the decision
@@ -53,7 +54,7 @@ CANNOT_DECODE = "cannot decode"  # the one verdict reason that says nothing abou
 VERIFIER_VERSION = (
     f"2:{VERIFY_SIDE}:{FEATURES}:{MIN_INLIERS}:{MIN_COVERAGE}:{MAX_BAD_CELLS}:{CELL_TOLERANCE}"
     f":{STRICT_SIDE}:{STRICT_GREY_LEVELS}:{STRICT_HUE_DEGREES}:{STRICT_BAD_CELLS}:{STRICT_MAX_TILT}"
-    f":{STRICT_ALWAYS_COLOUR_BELOW}"
+    f":{STRICT_ALWAYS_COLOUR_BELOW}:{FEATURE_POOR}"
 )
 
 
@@ -260,8 +261,12 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
         loose = _agreement(a, b, found)
         if not loose.same:
             return loose
+    elif min(len(a.points), len(b.points)) >= FEATURE_POOR and max(a.native, b.native) > STRICT_SIDE:
+        # Both are large with features that do not align (two text pages of one site): two pictures.
+        return found.verdict
     else:
-        # Content boxes laid on each other: copies of an icon or of a flat picture are resized, not cropped.
+        # Too few features to align (a flat sky), or both small (an icon, whose enlarged features
+        # repeat): content boxes laid on each other, since copies of such pictures are resized, not cropped.
         (ha, wa), (hb, wb) = a.gray.shape, b.gray.shape
         transform = np.array([[wb / wa, 0.0, 0.0], [0.0, hb / ha, 0.0]])
         a_inside = a.gray.size <= b.gray.size
@@ -314,6 +319,7 @@ def _strict_bad_cells(a: Picture, b: Picture, transform: np.ndarray) -> tuple[fl
     lightness[mask] = np.abs(_match_histogram(la[mask], lb[mask]) - lb[mask])
     ca = cv2.GaussianBlur(warped[..., 1:].astype(np.float32) - 128.0, (0, 0), 1.5)
     cb = cv2.GaussianBlur(target[..., 1:].astype(np.float32) - 128.0, (0, 0), 1.5)
+    levels = STRICT_GREY_LEVELS[0] if side < STRICT_SIDE else STRICT_GREY_LEVELS[1]
     strong, moderate = (np.cos(np.radians(d)) for d in STRICT_HUE_DEGREES)
     # A grey copy of a colour picture says nothing about colour: then lightness alone decides, except
     # for icon-sized pictures, whose themes ship grey, black and coloured variants of one glyph.
@@ -332,7 +338,7 @@ def _strict_bad_cells(a: Picture, b: Picture, transform: np.ndarray) -> tuple[fl
             if not cell.size or cell.mean() < 0.5:
                 continue
             total += 1
-            if float(lightness[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean()) > STRICT_GREY_LEVELS:
+            if float(lightness[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean()) > levels:
                 bad += 1
                 continue
             if colourless:

@@ -57,6 +57,7 @@ class GroupingConfig:
     # strict check confirms them (`client.verify.compare_strict`); without a verifier, not at all.
     weak_side: int = 64
     weak_contrast: float = 12.5
+    weak_candidates: int = 8  # closest loose candidates a weak picture keeps (see `find._near_tier`)
     # A pixel-turned match (a hash of one picture turned by 90/180/270 degrees against another) counts only
     # between pictures that are not weak, whose own turns are at least `turn_asymmetry` bits from them (a
     # turn-symmetric picture says nothing by matching turned), and when the turned distance is at least

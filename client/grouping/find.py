@@ -184,6 +184,14 @@ def _near_tier(
         loose = window_neighbours(
             [r.windows for r in owners], config.candidate_threshold, config.hamming_brute_force_max
         )
+        # A weak picture's window hashes meet those of every picture of one style (a theme's icons, an
+        # app's screens): it keeps only its `weak_candidates` closest loose candidates, so verification
+        # stays linear in the number of such pictures instead of growing with their pairs.
+        for a, row in loose.items():
+            if len(row) > config.weak_candidates and is_weak(owners[a], config):
+                keep = sorted(row.items(), key=lambda kv: (kv[1], kv[0]))[: config.weak_candidates]
+                loose[a] = dict(keep)
+        loose = {a: {b: d for b, d in row.items() if a in loose.get(b, {})} for a, row in loose.items()}
         for a, row in loose.items():
             for b, d in row.items():
                 i, j = ids[a], ids[b]

@@ -357,6 +357,27 @@ def test_a_copy_of_a_copy_is_a_candidate_of_the_centre_verified_against_it() -> 
     assert paths(find_groups([keep, copy, crop], cfg, verifier=verifier)) == [{"/keep.jpg", "/copy.jpg"}]
 
 
+def test_weak_pictures_keep_only_their_closest_loose_candidates() -> None:
+    """Icons of one theme are all loose candidates of one another: verification must stay linear in them."""
+    n = 40
+    icons = [
+        rec(f"/icons/{k}.png", dh=(1 << 63) >> k, ph=k << 40, width=48, height=48, windows=((k, 0),)) for k in range(n)
+    ]
+    calls: list[tuple[str, str]] = []
+
+    def verifier(a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
+        calls.append((a.path, b.path))
+        return False
+
+    cfg = GroupingConfig(near_threshold=1, candidate_threshold=30, weak_candidates=3)
+    assert find_groups(icons, cfg, verifier=verifier) == []
+    assert 0 < len(calls) <= n * cfg.weak_candidates
+    everything = GroupingConfig(near_threshold=1, candidate_threshold=30, weak_candidates=n)
+    calls.clear()
+    find_groups(icons, everything, verifier=verifier)
+    assert len(calls) > n * cfg.weak_candidates
+
+
 def test_similar_neighbours_that_fail_verification_are_a_series_never_a_target() -> None:
     e = np.eye(4, dtype=np.float32)
     a = rec("/burst1.jpg", dh=0, ph=0, embedding=e[0], width=1000)
