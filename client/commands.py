@@ -375,11 +375,15 @@ def apply(
 
 @click.command("undo")
 @click.argument("journal", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_db_option
 @handle_errors
-def undo_cmd(journal: Path) -> None:
-    """Put back every file an `apply` moved, trashed or linked, from its JOURNAL (also after a crash)."""
+def undo_cmd(journal: Path, db: str | None) -> None:
+    """Put back every file an `apply` moved, trashed or linked, from its JOURNAL (also after a crash);
+    the index learns that they are back, so report, apply and review see them at once."""
     from photodedup.client.actions import undo
+    from photodedup.client.index import Index
     from photodedup.client.report import printable
+    from photodedup.client.scan import refresh_after_undo
 
     result = undo(journal)
     for path, why in result.failed:
@@ -387,6 +391,12 @@ def undo_cmd(journal: Path) -> None:
     click.echo(
         f"Restored {len(result.restored)} files; {len(result.untouched)} needed nothing; {len(result.failed)} failed."
     )
+    settings = build_settings(db=db)
+    if Path(settings.scan.db).expanduser().is_file():
+        with Index(settings.scan.db) as index:
+            refresh_after_undo(index, journal, result.restored, settings.imaging.max_image_pixels)
+    else:
+        click.echo(f"photodedup: no index at {settings.scan.db}: the next scan finds the restored files", err=True)
     if result.failed:
         sys.exit(1)
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from photodedup.client.grouping import FileRecord, Group
+from photodedup.client.grouping.evidence import Evidence, hash_evidence
 
 _LOOSENESS = {"exact": 0, "near": 1, "similar": 2}
 
@@ -52,20 +54,30 @@ def _cosine(a: FileRecord, b: FileRecord) -> float | None:
     return max(0.0, 1.0 - float(x @ y) / denom)
 
 
+def _evidence(group: Group, keep: FileRecord, rec: FileRecord, tier: str) -> Evidence | None:
+    """What is known of `rec` against the new keeper `keep`: the old keeper has the new one's finding,
+    seen the other way round; others keep only how their hashes compare (nothing was verified between them)."""
+    if rec is group.keep:
+        found = next((m.evidence for m in group.members if m.record is keep), None)
+        return None if found is None else found.against_other(rec, keep)
+    return hash_evidence(keep, rec, math.inf) if tier == "near" else None
+
+
 def with_keeper(group: Group, keep: FileRecord) -> Group:
     """The same group with `keep` as its keeper; tiers and distances are measured to the new keeper.
 
     A member's tier becomes exact when its bytes equal the keeper's, else the looser of its own tier and
-    the new keeper's (both were within that tier of the old keeper)."""
+    the new keeper's (both were within that tier of the old keeper); its evidence is against the new keeper."""
     old = {m.record.path: m for m in group.members}
     keeper_member = old[group.keep.path]
     new_keeper_tier = str(old[keep.path].tier)
     tier_type: Any = type(old[keep.path].tier)
-    members = [dataclasses.replace(keeper_member, record=keep, distance=0.0)]
+    members = [dataclasses.replace(keeper_member, record=keep, distance=0.0, evidence=None)]
     for m in group.members:
         if m.record is keep:
             continue
         own = new_keeper_tier if m.record is group.keep else str(m.tier)
+        evidence = None
         if m.record.md5 == keep.md5:
             tier, distance = "exact", 0.0
         else:
@@ -74,6 +86,7 @@ def with_keeper(group: Group, keep: FileRecord) -> Group:
                 tier = "near"  # different bytes are never exact
             measured = _hamming(keep, m.record) if tier == "near" else _cosine(keep, m.record)
             distance = measured if measured is not None else float(m.distance)
-        members.append(dataclasses.replace(m, distance=distance, tier=tier_type(tier)))
+            evidence = _evidence(group, keep, m.record, tier)
+        members.append(dataclasses.replace(m, distance=distance, tier=tier_type(tier), evidence=evidence))
     members[1:] = sorted(members[1:], key=lambda mb: (mb.distance, mb.record.path))
     return dataclasses.replace(group, keep=keep, members=members)

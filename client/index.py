@@ -115,7 +115,20 @@ ALTER TABLE files ADD COLUMN contrast REAL;         -- grey standard deviation o
 UPDATE files SET mtime_ns = -1 WHERE error IS NULL;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1_RELEASE, _V2_REVIEW, _V3_CONTENT, _V4_VERDICTS, _V5_CONTRAST)
+# What verification found for a pair (`client.verdicts`: transform, inliers, coverage, disagreeing cells, which
+# check), as JSON, shown in review. Verdicts stored before it keep deciding; they simply show no detail.
+_V6_VERDICT_DETAIL = """
+ALTER TABLE verdicts ADD COLUMN detail TEXT;        -- JSON, oriented from side a to side b; NULL: not known
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    _V1_RELEASE,
+    _V2_REVIEW,
+    _V3_CONTENT,
+    _V4_VERDICTS,
+    _V5_CONTRAST,
+    _V6_VERDICT_DETAIL,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -556,12 +569,20 @@ class Index:
         rows = self.conn.execute("SELECT a, b, same FROM verdicts WHERE version=?", (version,))
         return {(a, b): bool(same) for a, b, same in rows}
 
-    def put_verdicts(self, version: str, items: Iterable[tuple[str, str, bool]]) -> None:
-        """Store verdicts in one transaction; verdicts of other verifier versions are dropped with them."""
+    def verdict_details(self, version: str) -> dict[tuple[str, str], str]:
+        """(a, b) -> what verifier `version` found for the pair (JSON), where it was stored."""
+        rows = self.conn.execute("SELECT a, b, detail FROM verdicts WHERE version=? AND detail IS NOT NULL", (version,))
+        return {(a, b): detail for a, b, detail in rows}
+
+    def put_verdicts(
+        self, version: str, items: Iterable[tuple[str, str, bool] | tuple[str, str, bool, str | None]]
+    ) -> None:
+        """Store verdicts (a, b, same[, detail JSON]) in one transaction; verdicts of other verifier versions
+        are dropped with them."""
         now = time.time()
         with self.transaction() as c:
             c.execute("DELETE FROM verdicts WHERE version<>?", (version,))
             c.executemany(
-                "INSERT OR REPLACE INTO verdicts (a, b, version, same, created) VALUES (?, ?, ?, ?, ?)",
-                ((a, b, version, int(same), now) for a, b, same in items),
+                "INSERT OR REPLACE INTO verdicts (a, b, version, same, created, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                ((it[0], it[1], version, int(it[2]), now, it[3] if len(it) > 3 else None) for it in items),
             )

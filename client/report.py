@@ -62,6 +62,11 @@ def _match(group: Group, member: Member) -> str:
     return "keep" if member.record.path == group.keep.path else member.tier
 
 
+def _evidence(member: Member) -> dict[str, Any]:
+    assert member.evidence is not None
+    return {**member.evidence.as_dict(), "summary": member.evidence.describe()}
+
+
 def to_dict(groups: Sequence[Group], stats: dict[str, Any]) -> dict[str, Any]:
     return {
         "groups": [
@@ -77,6 +82,8 @@ def to_dict(groups: Sequence[Group], stats: dict[str, Any]) -> dict[str, Any]:
                         "distance": round(float(m.distance), 6),
                         # how this file matches the keeper: keep, exact (same bytes), near or similar
                         "match": _match(g, m),
+                        # what was found against the keeper (hash distance and turn, crop box, tilt, ...)
+                        **({"evidence": _evidence(m)} if m.evidence is not None and m.record is not g.keep else {}),
                     }
                     for m in _members(g)
                 ],

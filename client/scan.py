@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from photodedup.client.embedders import EmbedOutcome, Mode
@@ -251,6 +252,35 @@ def _run_jobs(
 def _rate(n: int, t0: float) -> str:
     dt = time.monotonic() - t0
     return f"{n / dt:6.1f}/s" if dt > 0 else ""
+
+
+def refresh_after_undo(index: Index, journal: Path, restored: Sequence[str], max_pixels: int) -> int:
+    """Bring the index back in line with the disk after an undo of `journal`: the files put back are
+    hashed again under the last scan (in-process: an undo restores few files; the next scan embeds
+    them), and the places `apply` had moved them to are forgotten where they were indexed. Returns how
+    many files were hashed again."""
+    import os
+    import stat
+
+    from photodedup.client.actions import read_journal
+    from photodedup.client.actions.journal import Intent
+    from photodedup.client.hashing import hash_file
+
+    last = index.last_scan()
+    if last is None:
+        return 0
+    results = []
+    for path in dict.fromkeys(restored):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            results.append(hash_file(path, st.st_size, st.st_mtime_ns, max_pixels))
+    index.put_hashes(results, last.id)
+    moved_to = {e.action.dest for e in read_journal(journal) if isinstance(e, Intent) and e.action.dest}
+    index.forget(sorted(d for d in moved_to if d is not None and not os.path.lexists(d)))
+    return len(results)
 
 
 def grouping_config(settings: Settings) -> GroupingConfig:

@@ -6,14 +6,21 @@ the verifier's decision rule (`VERIFIER_VERSION`), so that is its key, with the 
 order: a pair is verified once whichever file grouping asks about first. A strict verdict (the check for
 weak pictures, `verify.compare_strict`) is a different question about the same pair: its key's first side
 carries a `strict:` prefix.
+
+Beside the yes or no, what verification found is stored (`detail`, JSON: the transform between the two,
+inliers, coverage, disagreeing cells, which check), oriented from the key's first side to its second, so
+review can say where a crop lies in its original without verifying again. It decides nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from typing import TYPE_CHECKING
 
-from photodedup.client.verify import CANNOT_DECODE, VERIFIER_VERSION, GeometricVerifier
+from photodedup.client.grouping.evidence import invert_affine
+from photodedup.client.verify import CANNOT_DECODE, VERIFIER_VERSION, GeometricVerifier, Verdict
 
 if TYPE_CHECKING:
     from photodedup.client.grouping import FileRecord
@@ -42,32 +49,80 @@ class StoredVerifier:
         self.verifier = verifier or GeometricVerifier()
         self.version = version or VERIFIER_VERSION
         self.known = index.verdicts(self.version)
-        self.pending: list[tuple[str, str, bool]] = []
+        self.details = index.verdict_details(self.version)
+        self.pending: list[tuple[str, str, bool, str | None]] = []
         self.hits = 0
         self.misses = 0
 
-    def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
-        """Are these two indexed files the same picture? Stored verdict first, else verified and stored."""
+    def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> Verdict:
+        """Are these two indexed files the same picture (`.same`), and what was found (a to b)? Stored
+        verdict first, else verified and stored. A verdict stored without detail comes back without it."""
         ka, kb = side_key(a), side_key(b)
-        key = (ka, kb) if ka <= kb else (kb, ka)
+        flipped = ka > kb  # the stored detail runs from the key's first side to its second
+        key = (kb, ka) if flipped else (ka, kb)
         if strict:
             key = ("strict:" + key[0], key[1])
         same = self.known.get(key)
         if same is not None:
             self.hits += 1
-            return same
+            return _oriented(_from_detail(same, self.details.get(key), strict), flipped)
         self.misses += 1
         verdict = self.verifier.verdict(a.path, a.content, b.path, b.content, strict)
         if verdict.reason == CANNOT_DECODE:
-            return False  # a file gone or unreadable since the scan: ask again next time
+            return verdict  # a file gone or unreadable since the scan: ask again next time
+        detail = _to_detail(_oriented(verdict, flipped))
         self.known[key] = verdict.same
-        self.pending.append((*key, verdict.same))
+        self.details[key] = detail
+        self.pending.append((*key, verdict.same, detail))
         if len(self.pending) >= FLUSH_EVERY:
             self.flush()
-        return verdict.same
+        return verdict
 
     def flush(self) -> None:
         """Write the verdicts found since the last flush, in one transaction."""
         if self.pending:
             self.index.put_verdicts(self.version, self.pending)
             self.pending = []
+
+
+def _oriented(verdict: Verdict, flipped: bool) -> Verdict:
+    """The verdict with its transform running the other way when `flipped`."""
+    if not flipped or verdict.transform is None:
+        return verdict
+    return dataclasses.replace(verdict, transform=invert_affine(verdict.transform))
+
+
+def _to_detail(verdict: Verdict) -> str:
+    return json.dumps(
+        {
+            "transform": verdict.transform,
+            "inliers": verdict.inliers,
+            "coverage": verdict.coverage,
+            "bad_cells": verdict.bad_cells,
+            "strict": verdict.strict,
+            "aligned_by": verdict.aligned_by,
+            "reason": verdict.reason,
+        }
+    )
+
+
+def _from_detail(same: bool, detail: str | None, strict: bool) -> Verdict:
+    """A stored verdict; without a stored detail (an older row) just its decision."""
+    if detail is None:
+        return Verdict(same, strict=strict)
+    try:
+        d = json.loads(detail)
+        transform = d.get("transform")
+        return Verdict(
+            same,
+            int(d.get("inliers", 0)),
+            float(d.get("coverage", 0.0)),
+            float(d.get("bad_cells", 1.0)),
+            str(d.get("reason", "")),
+            None if transform is None else tuple(float(v) for v in transform),
+            bool(d.get("strict", strict)),
+            str(d.get("aligned_by", "")),
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        log.debug("unreadable verdict detail %r: %s", detail, exc)
+        return Verdict(same, strict=strict)

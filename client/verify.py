@@ -19,6 +19,7 @@ picture's own resolution with no allowance for overlays, lightness compared afte
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import OrderedDict
@@ -70,6 +71,9 @@ class Picture:
     # long side, and the long side of the content as decoded (a 48 px icon is compared at 48 px).
     lab: np.ndarray | None = None
     native: int = 0
+    # `gray` pixel (x, y) lies at (x0 + sx * x, y0 + sy * y) in the file's upright full-size pixels: lets a
+    # verdict say where one picture lies in the other in terms a person can check.
+    to_upright: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
 
 
 @dataclass
@@ -81,6 +85,11 @@ class Verdict:
     coverage: float = 0.0
     bad_cells: float = 1.0
     reason: str = ""
+    # Where a lies on b once aligned: a 2x3 affine (row-major) from a's upright full-size pixels to b's;
+    # None when nothing aligned them. What is shown to people (crop box, tilt, scale), never decided on.
+    transform: tuple[float, ...] | None = None
+    strict: bool = False  # decided by `compare_strict` (the check for weak pictures)
+    aligned_by: str = ""  # "features" (RANSAC on ORB matches) or "content boxes" (laid on each other)
 
 
 def load_picture(path: str, content: tuple[int, int, int, int] | None = None, side: int = VERIFY_SIDE) -> Picture:
@@ -119,10 +128,12 @@ def load_picture(path: str, content: tuple[int, int, int, int] | None = None, si
                 Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.BOX,
             )
         gray = np.asarray(rgb.convert("L"))
+    box = content or (0, 0, full_w, full_h)
+    to_upright = (box[0], box[1], (box[2] - box[0]) / gray.shape[1], (box[3] - box[1]) / gray.shape[0])
     orb = cv2.ORB_create(nfeatures=FEATURES, fastThreshold=10)
     keypoints, descriptors = orb.detectAndCompute(gray, None)
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
-    return Picture(gray, points, descriptors, _hull_area(points), lab, native)
+    return Picture(gray, points, descriptors, _hull_area(points), lab, native, to_upright)
 
 
 def _upright_size(img: object) -> tuple[int, int]:
@@ -226,6 +237,16 @@ def _align(a: Picture, b: Picture) -> Alignment:
     return Alignment(transform, area_a <= area_b, Verdict(True, count, coverage))
 
 
+def _upright(a: Picture, b: Picture, transform: np.ndarray) -> tuple[float, ...]:
+    """`transform` (a's gray pixels to b's) as a map from a's upright full-size pixels to b's."""
+    ax, ay, asx, asy = a.to_upright
+    bx, by, bsx, bsy = b.to_upright
+    from_a = np.array([[1 / asx, 0.0, -ax / asx], [0.0, 1 / asy, -ay / asy], [0.0, 0.0, 1.0]])
+    to_b = np.array([[bsx, 0.0, bx], [0.0, bsy, by], [0.0, 0.0, 1.0]])
+    m = to_b @ np.vstack([np.asarray(transform, np.float64), [0.0, 0.0, 1.0]]) @ from_a
+    return tuple(float(v) for v in m[:2].ravel())
+
+
 def compare(a: Picture, b: Picture) -> Verdict:
     """Same picture up to a similarity transform, tone and small local edits (see module docstring)."""
     return _agreement(a, b, _align(a, b))
@@ -242,7 +263,15 @@ def _agreement(a: Picture, b: Picture, found: Alignment) -> Verdict:
         bad = _bad_cells(a, b, found.transform)
     else:
         bad = _bad_cells(b, a, cv2.invertAffineTransform(found.transform))
-    return Verdict(bad <= MAX_BAD_CELLS, v.inliers, v.coverage, bad, "" if bad <= MAX_BAD_CELLS else "content differs")
+    return Verdict(
+        bad <= MAX_BAD_CELLS,
+        v.inliers,
+        v.coverage,
+        bad,
+        "" if bad <= MAX_BAD_CELLS else "content differs",
+        _upright(a, b, found.transform),
+        aligned_by="features",
+    )
 
 
 def compare_strict(a: Picture, b: Picture) -> Verdict:
@@ -252,30 +281,33 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
 
     found = _align(a, b)
     transform, a_inside = found.transform, found.a_inside
+    aligned_by = "features"
     if transform is not None:
         # A weak picture and its turn are two pictures (an arrow up and an arrow right): only small tilts.
         if abs(np.degrees(np.arctan2(transform[1, 0], transform[0, 0]))) > STRICT_MAX_TILT:
             v = found.verdict
-            return Verdict(False, v.inliers, v.coverage, reason="turned (no evidence for a weak picture)")
+            return Verdict(False, v.inliers, v.coverage, reason="turned (no evidence for a weak picture)", strict=True)
         # Features aligned the two: what a copy must pass anyway (overlays aside, `compare`) comes first.
         loose = _agreement(a, b, found)
         if not loose.same:
-            return loose
+            return dataclasses.replace(loose, strict=True)
     elif min(len(a.points), len(b.points)) >= FEATURE_POOR and max(a.native, b.native) > STRICT_SIDE:
         # Both are large with features that do not align (two text pages of one site): two pictures.
-        return found.verdict
+        return dataclasses.replace(found.verdict, strict=True)
     else:
         # Too few features to align (a flat sky), or both small (an icon, whose enlarged features
         # repeat): content boxes laid on each other, since copies of such pictures are resized, not cropped.
         (ha, wa), (hb, wb) = a.gray.shape, b.gray.shape
         transform = np.array([[wb / wa, 0.0, 0.0], [0.0, hb / ha, 0.0]])
         a_inside = a.gray.size <= b.gray.size
+        aligned_by = "content boxes"
+    upright = _upright(a, b, transform)
     if not a_inside:
         a, b, transform = b, a, cv2.invertAffineTransform(transform)
     bad, counted = _strict_bad_cells(a, b, transform)
     same = counted and bad <= STRICT_BAD_CELLS
     reason = "" if same else ("too little overlap" if not counted else "content differs")
-    return Verdict(bool(same), found.verdict.inliers, found.verdict.coverage, bad, reason)
+    return Verdict(bool(same), found.verdict.inliers, found.verdict.coverage, bad, reason, upright, True, aligned_by)
 
 
 def _match_histogram(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -382,9 +414,10 @@ class GeometricVerifier:
                 self._cache.popitem(last=False)
         return pic
 
-    def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
-        """The grouping verifier: are these two indexed files the same picture? `strict` for weak ones."""
-        return self.verdict(a.path, a.content, b.path, b.content, strict).same
+    def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> Verdict:
+        """The grouping verifier: are these two indexed files the same picture (`.same`), and what was
+        found? `strict` for weak ones."""
+        return self.verdict(a.path, a.content, b.path, b.content, strict)
 
     def verdict(
         self,

@@ -34,12 +34,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import numpy as np
 
 from photodedup.client.grouping.cluster import Cluster, IgnoredPairs, centre_cluster
 from photodedup.client.grouping.config import GroupingConfig
 from photodedup.client.grouping.cosine import cosine_neighbours
+from photodedup.client.grouping.evidence import VerdictLog, evidence_for
 from photodedup.client.grouping.hamming import (
     hamming_bits,
     hamming_neighbours,
@@ -54,8 +56,9 @@ from photodedup.imaging import l2_normalize
 log = logging.getLogger(__name__)
 
 _TIER_ORDER = {Tier.EXACT: 0, Tier.NEAR: 1, Tier.SIMILAR: 2, Tier.SERIES: 3}
-# verifier(a, b, strict): are these the same picture? `strict` asks for the check for weak pictures.
-Verifier = Callable[..., bool]
+# verifier(a, b, strict): are these the same picture? `strict` asks for the check for weak pictures. It
+# returns a bool, or a verdict with `.same` whose detail becomes the members' evidence (`evidence.VerdictLog`).
+Verifier = Callable[..., Any]
 
 
 def find_groups(
@@ -87,9 +90,10 @@ def find_groups(
     keys = [keeper_key(r, config, protected[i]) for i, r in enumerate(records)]
     ignore = IgnoredPairs(ignored, [r.path for r in records])
     units = _exact_units(records, keys, ignore)
-    clusters = _near_tier(records, units, config, ignore, verifier)
-    clusters = _similar_tier(records, clusters, config, ignore, verifier)
-    groups = _assemble(records, clusters, protected)
+    found = VerdictLog(verifier) if verifier is not None else None  # keeps what verification found
+    clusters = _near_tier(records, units, config, ignore, found)
+    clusters = _similar_tier(records, clusters, config, ignore, found)
+    groups = _assemble(records, clusters, protected, found)
     log.debug("grouping: %d files -> %d groups", len(records), len(groups))
     return groups
 
@@ -295,8 +299,10 @@ def _similar_tier(
     return centre_cluster(merged, series, Tier.SERIES, ignore)
 
 
-def _assemble(records: Sequence[FileRecord], clusters: list[Cluster], protected: Sequence[bool]) -> list[Group]:
-    """Clusters of two or more become groups; each member's tier and distance are to the keeper itself."""
+def _assemble(
+    records: Sequence[FileRecord], clusters: list[Cluster], protected: Sequence[bool], found: VerdictLog | None = None
+) -> list[Group]:
+    """Clusters of two or more become groups; each member's tier, distance and evidence are to the keeper."""
     groups: list[Group] = []
     for c in clusters:
         if len(c.members) < 2:
@@ -307,7 +313,9 @@ def _assemble(records: Sequence[FileRecord], clusters: list[Cluster], protected:
         for m in c.members[1:]:
             rec = records[m]
             tier = Tier.EXACT if rec.md5 == keep.md5 and c.tier[m] is not Tier.SERIES else c.tier[m]
-            members.append(Member(rec, 0.0 if tier is Tier.EXACT else _distance(keep, rec, tier, c.distance[m]), tier))
+            distance = 0.0 if tier is Tier.EXACT else _distance(keep, rec, tier, c.distance[m])
+            evidence = None if tier is Tier.EXACT else evidence_for(keep, rec, tier is Tier.NEAR, c.distance[m], found)
+            members.append(Member(rec, distance, tier, evidence))
         members[1:] = sorted(members[1:], key=lambda mb: (mb.distance, mb.record.path))
         groups.append(Group(kind, keep, members, frozenset(records[m].path for m in c.members if protected[m])))
     groups.sort(key=lambda g: (_TIER_ORDER[g.kind], g.keep.path))

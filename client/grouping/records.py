@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from photodedup.client.grouping.evidence import Evidence
+
 
 class Tier(enum.StrEnum):
     """How a file matches its group's keeper; a group's kind is its loosest member's tier.
@@ -71,12 +73,14 @@ class Member:
     """A file in a group: `tier` and `distance` (0 exact, Hamming bits, cosine distance) are to the keeper.
 
     The keeper's own member has tier EXACT and distance 0; whether a member is the keeper is
-    `member.record is group.keep`.
+    `member.record is group.keep`. `evidence` is what was found against the keeper (hash distance and
+    turn, what verification measured), for people; None for the keeper, exact copies and when unknown.
     """
 
     record: FileRecord
     distance: float
     tier: Tier = Tier.EXACT
+    evidence: Evidence | None = None
 
 
 @dataclass

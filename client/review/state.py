@@ -213,8 +213,23 @@ class ReviewState:
         with Index(self.db) as index:
             ignored, choices = index.ignored(), index.keeper_choices()
         records = [m.record for m in view.group.members]
-        groups = find_groups(records, self.config, ignored=ignored, reference_dirs=self.reference_dirs)
+        groups = self._group(records, ignored)
         return self._replace(view, apply_keeper_choices(groups, choices))
+
+    def _group(self, records: list[FileRecord], ignored: Sequence[frozenset[str]] = ()) -> list[Group]:
+        """`find_groups` as the scan ran it: with the stored verdicts (members that joined through
+        verification stay, with what it found), verifying only pairs never asked about before."""
+        from photodedup.client.verdicts import StoredVerifier
+
+        with Index(self.db) as index:
+            verifier = StoredVerifier(index) if getattr(self.config, "verify", False) else None
+            try:
+                return find_groups(
+                    records, self.config, ignored=ignored, reference_dirs=self.reference_dirs, verifier=verifier
+                )
+            finally:
+                if verifier is not None:
+                    verifier.flush()
 
     def _replace(self, view: GroupView, groups: list[Group]) -> list[str]:
         at = self._views.index(view)
@@ -279,7 +294,7 @@ class ReviewState:
             records = [m.record for m in view.group.members if m.record.path not in gone]
             kept = [m for m in view.group.members if m.record.path not in gone]
             if view.group.keep.path in gone or len(kept) < 2:
-                groups = find_groups(records, self.config, reference_dirs=self.reference_dirs) if len(kept) >= 2 else []
+                groups = self._group(records) if len(kept) >= 2 else []
             else:
                 groups = [dataclasses.replace(view.group, members=kept)]
             self._replace(view, groups)
@@ -299,20 +314,15 @@ class ReviewState:
             if journal is None:
                 raise ReviewError("no such journal")
             result = undo(journal)
-            if result.restored:
-                self._reindex(result.restored)
+            self._reindex(journal, result.restored)
             return result
 
-    def _reindex(self, paths: Sequence[str]) -> None:
-        from photodedup.client.hashing import hash_file
-        from photodedup.client.scan import load_groups
+    def _reindex(self, journal: Path, restored: Sequence[str]) -> None:
+        """The index as the disk is after an undo (`refresh_after_undo`), then every group again from it."""
+        from photodedup.client.scan import load_groups, refresh_after_undo
 
-        results = []
-        for path in paths:
-            st = os.stat(path)
-            results.append(hash_file(path, st.st_size, st.st_mtime_ns, self.max_pixels))
         with Index(self.db) as index:
-            index.put_hashes(results, self.scan.id)
+            refresh_after_undo(index, journal, restored, self.max_pixels)
             groups = load_groups(index, self.scan.roots, self.scan.model_id, self.config, self.reference_dirs)
             done = index.done_groups()
         self._views, self._by_key = [], {}

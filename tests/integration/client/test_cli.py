@@ -230,9 +230,11 @@ def test_apply_move_then_undo_with_a_reference_folder(lib: dict, tmp_path: Path,
     assert _tree(ref) == ref_before
     assert json.loads(_cli(env, "report", *db, "--format", "json").stdout)["groups"] == []
 
-    run = _cli(env, "undo", str(journal))
+    run = _cli(env, "undo", str(journal), *db)
     assert run.returncode == 0 and f"Restored {moved} files" in run.stdout, run.stderr
     assert _tree(root) == before and _tree(ref) == ref_before
+    # The index knows the files are back: the report shows the group again without a rescan.
+    assert _grouped(json.loads(_cli(env, "report", *db, "--format", "json").stdout)) == _grouped({"groups": [group]})
 
 
 def test_apply_acts_on_the_groups_the_scan_showed(tmp_path: Path, model_cache: Path) -> None:

@@ -9,14 +9,17 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from review_library import make_library, synthetic_index
+from review_library import index_files, make_library, synthetic_index
 from starlette.testclient import TestClient
 
 from photodedup.client.index import Index
 from photodedup.client.review.app import create_app
 from photodedup.client.review.command import bind, open_review
 from photodedup.client.review.security import Secrets
+from photodedup.client.verify import VERIFIER_VERSION
 from photodedup.errors import PhotodedupError
+
+from scenes import crop, letterbox, scene
 
 TOKEN, CSRF = "t0ken-for-tests", "csrf-for-tests"
 
@@ -208,3 +211,43 @@ def test_the_index_gets_the_review_tables_by_migration(lib: tuple[Path, dict]) -
     db, _ = lib
     tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"keeper_choices", "done_groups"} <= tables
+
+
+def test_a_cropped_copy_shows_where_it_lies_in_its_original(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The group page says what verification found (the crop box) and what hashing trimmed (borders);
+    the finding is stored, so a restart and a regroup after a decision show it without verifying again."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    root, db = tmp_path / "photos", tmp_path / "state" / "index.sqlite3"
+    root.mkdir()
+    img = scene(40, (720, 540))
+    img.save(root / "original.jpg", quality=92)
+    crop(img, (0.12, 0.08, 0.9, 0.86)).save(root / "crop.jpg", quality=88)
+    letterbox(img, 0.12, (255, 255, 255)).save(root / "boxed.jpg", quality=88)
+    index_files(db, [root], [root / "original.jpg", root / "crop.jpg", root / "boxed.jpg"])
+
+    def group_page(client: TestClient) -> tuple[str, str]:
+        (key,) = _group_keys(client.get("/").text)
+        return key, html.unescape(client.get(f"/group/{key}").text)
+
+    client = _login(_client(db))
+    key, page = group_page(client)
+    assert "crop.jpg" in page and "crop of the keeper: x 12–90 %, y 8–86 %" in page and "inliers" in page
+    assert re.search(r"borders trimmed: 7\d\d×5\d\d inside \d+×\d+", page), page
+    with Index(db) as index:
+        assert index.verdict_details(VERIFIER_VERSION)  # stored beside the verdicts
+
+    again = _login(_client(db))  # a restart reads the stored finding
+    _, page = group_page(again)
+    assert "crop of the keeper: x 12–90 %, y 8–86 %" in page
+    # Dropping the letterboxed copy regroups the rest, with the crop still verified and described.
+    boxed = next(n for n in re.findall(r'data-number="(\d+)"', page) if _member_name(page, n) == "boxed.jpg")
+    r = again.post(f"/group/{key}/not-duplicates", data={"number": boxed, "csrf": CSRF})
+    assert r.status_code == 303
+    _, page = group_page(again)
+    assert "boxed.jpg" not in page and "crop of the keeper: x 12–90 %, y 8–86 %" in page
+
+
+def _member_name(page: str, number: str) -> str:
+    """The file name shown in the group page's figure `number`."""
+    figure = page.split(f'data-number="{number}"', 1)[1].split("</figure>", 1)[0]
+    return re.search(r'<div class="path">([^<]*)</div>', figure).group(1)  # type: ignore[union-attr]

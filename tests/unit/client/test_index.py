@@ -248,3 +248,17 @@ def test_an_index_at_schema_3_gains_the_verdicts_table_with_its_files_kept(tmp_p
         idx.put_verdicts("v1", [("m1", "m2@0,0,4,3", True), ("m1", "m3", False)])
     with Index(db) as idx:
         assert idx.verdicts("v1") == {("m1", "m2@0,0,4,3"): True, ("m1", "m3"): False}
+
+
+def test_an_index_at_schema_5_keeps_its_verdicts_and_gains_their_detail(tmp_path: Path) -> None:
+    """Schema 6 adds what verification found beside each verdict; verdicts of schema 5 stay, without it."""
+    db = tmp_path / "index.sqlite3"
+    _at_version(db, 5)
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO verdicts (a, b, version, same, created) VALUES ('m1', 'm2', 'v1', 1, 1.0)")
+    conn.commit()
+    conn.close()
+    with Index(db) as idx:
+        assert idx.verdicts("v1") == {("m1", "m2"): True} and idx.verdict_details("v1") == {}
+        idx.put_verdicts("v1", [("m1", "m3", True, '{"inliers": 40}')])
+        assert idx.verdict_details("v1") == {("m1", "m3"): '{"inliers": 40}'}

@@ -24,10 +24,14 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
         asked.append((path_a, path_b))
         if "gone" in path_a + path_b:
             return Verdict(False, reason=CANNOT_DECODE)
-        return Verdict(Path(path_a).name[0] == Path(path_b).name[0])
+        # what was found: path_a's upright pixels lie at half size, 10 px right, in path_b's
+        return Verdict(Path(path_a).name[0] == Path(path_b).name[0], 40, 0.8, 0.05, "", SHIFT, strict, "features")
 
     monkeypatch.setattr(GeometricVerifier, "verdict", verdict)
     return asked
+
+
+SHIFT = (0.5, 0.0, 10.0, 0.0, 0.5, 0.0)
 
 
 def rec(path: str, md5: str, content: tuple[int, int, int, int] | None = None) -> FileRecord:
@@ -38,13 +42,13 @@ def test_a_stored_verdict_is_not_verified_again(tmp_path: Path, calls: list) -> 
     a, a2, b = rec("/p/a.jpg", "m1"), rec("/p/a2.jpg", "m2"), rec("/p/b.jpg", "m3")
     with Index(tmp_path / "index.sqlite3") as index:
         first = StoredVerifier(index)
-        assert first(a, a2) and not first(a, b)
+        assert first(a, a2).same and not first(a, b).same
         first.flush()
         assert len(calls) == 2
     with Index(tmp_path / "index.sqlite3") as index:
         again = StoredVerifier(index)
         # Either order reads the same stored verdict.
-        assert again(a2, a) and not again(b, a) and again(a, a2)
+        assert again(a2, a).same and not again(b, a).same and again(a, a2).same
         assert len(calls) == 2 and again.hits == 3 and again.misses == 0
 
 
@@ -87,7 +91,7 @@ def test_a_file_that_cannot_be_decoded_is_not_stored(tmp_path: Path, calls: list
     a, gone = rec("/p/a.jpg", "m1"), rec("/p/gone.jpg", "m2")
     with Index(tmp_path / "index.sqlite3") as index:
         v = StoredVerifier(index)
-        assert not v(a, gone)
+        assert not v(a, gone).same
         v.flush()
         assert index.verdicts(v.version) == {}
 
@@ -100,3 +104,37 @@ def test_verdicts_are_written_in_batches(tmp_path: Path, calls: list, monkeypatc
         for f in files[1:]:
             v(files[0], f)
         assert len(index.verdicts(v.version)) == 4 and v.pending == []
+
+
+def test_what_verification_found_is_stored_and_read_back_either_way_round(tmp_path: Path, calls: list) -> None:
+    """The detail (transform, inliers, coverage, cells, which check) survives the index; asked the other
+    way round, the transform comes back inverted."""
+    a, b = rec("/p/a.jpg", "m2"), rec("/p/a2.jpg", "m1")  # stored flipped: m1 sorts first
+    with Index(tmp_path / "index.sqlite3") as index:
+        v = StoredVerifier(index)
+        fresh = v(a, b, strict=True)
+        v.flush()
+        assert fresh.transform == SHIFT and fresh.strict
+    with Index(tmp_path / "index.sqlite3") as index:
+        again = StoredVerifier(index)
+        same_way, other_way = again(a, b, strict=True), again(b, a, strict=True)
+        assert again.misses == 0 and len(calls) == 1
+    assert same_way.transform == pytest.approx(SHIFT)
+    assert other_way.transform == pytest.approx((2.0, 0.0, -20.0, 0.0, 2.0, 0.0))
+    for got in (same_way, other_way):
+        assert (got.inliers, got.coverage, got.bad_cells, got.strict, got.aligned_by) == (
+            40,
+            0.8,
+            0.05,
+            True,
+            "features",
+        )
+
+
+def test_a_verdict_stored_without_detail_still_decides_and_shows_none(tmp_path: Path, calls: list) -> None:
+    """Rows written before details were stored (schema 5) keep their decision and carry no detail."""
+    a, b = rec("/p/a.jpg", "m1"), rec("/p/a2.jpg", "m2")
+    with Index(tmp_path / "index.sqlite3") as index:
+        index.put_verdicts(StoredVerifier(index).version, [("m1", "m2", True)])
+        got = StoredVerifier(index)(a, b)
+    assert got.same and got.transform is None and got.aligned_by == "" and calls == []
