@@ -12,7 +12,7 @@ counted: the previous behaviour) and, on the negative set, czkawka and imagededu
    icon at several sizes (real copies); different names are mostly different pictures.
 
 Not part of CI (the negative set needs apt and chromium).
-Usage: bench_negatives.py NEG_DIR [--system DIR] [--no-write] [--no-comparators]
+Usage: bench_negatives.py NEG_DIR [--system DIR | --no-system] [--no-write] [--no-comparators]
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("negatives", type=Path)
     ap.add_argument("--system", type=Path, default=Path("/usr/share"))
+    ap.add_argument("--no-system", action="store_true", help="only the negative set (the system folder is slow)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--no-comparators", action="store_true", help="skip imagededup and czkawka")
     args = ap.parse_args()
@@ -137,11 +138,20 @@ pixel-turned match counted). Targets: at most 2 % of icons and 2 of 80 screensho
 | set | grouping | files grouped |
 |---|---|---|
 {chr(10).join(rows)}
-
-{system_section(args.system, config)}"""
+"""
     if not args.no_write:
         write_section("bench_negatives", section)
     print(section)
+    if args.no_system:
+        return
+    system = f"""## Different pictures in a system folder (`benchmarks/bench_negatives.py`)
+
+{machine_line(("Pillow", "opencv-python-headless"))}. One run.
+
+{system_section(args.system, config)}"""
+    if not args.no_write:
+        write_section("bench_negatives_system", system)
+    print(system)
 
 
 if __name__ == "__main__":

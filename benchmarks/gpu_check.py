@@ -4,6 +4,7 @@ runtime (a CUDA library that fails to load, a TensorRT build that aborts) cannot
   gpu_check.py facts
   gpu_check.py engine --engine torch --precision fp16 --batches 1,32,256 --seconds 5 [--eager]
   gpu_check.py served --engine torch --precision fp16 --batches 1,32,256 --seconds 6 [--cpu-decode]
+  gpu_check.py summary RUN_LOG     (the measured engine order for --engine auto on CUDA)
 
 Every result is one line starting with RESULT (throughput), BUILD (load / plan build / graph capture
 times) or PARITY (cosine against torch fp32 on the CPU with the same weights, and nvJPEG against CPU
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -266,9 +268,41 @@ def served(
         )
 
 
+_ENGINE_LINE = re.compile(r"^RESULT engine-only (\S+) (\S+)(?: (\S+))?\s+batch\s+(\d+):\s+([\d,]+) img/s")
+
+
+def engine_order(lines: list[str]) -> tuple[int, list[tuple[str, float]]]:
+    """From engine-only RESULT lines: the largest batch measured and, at that batch, each engine's best
+    rate (any precision, CUDA graphs or not), fastest first: the measured order for `--engine auto`."""
+    best: dict[int, dict[str, float]] = {}
+    for line in lines:
+        m = _ENGINE_LINE.match(line)
+        if m is None:
+            continue
+        engine = m.group(1).split("(")[0]
+        batch, rate = int(m.group(4)), float(m.group(5).replace(",", ""))
+        per = best.setdefault(batch, {})
+        per[engine] = max(rate, per.get(engine, 0.0))
+    if not best:
+        return 0, []
+    batch = max(best)
+    return batch, sorted(best[batch].items(), key=lambda kv: -kv[1])
+
+
+def summary(log_path: Path) -> None:
+    batch, order = engine_order(log_path.read_text(errors="replace").splitlines())
+    if not order:
+        print("SKIP engine order: no engine-only result to order", flush=True)
+        return
+    ranked = " > ".join(f"{name} {rate:,.0f}" for name, rate in order)
+    print(f"ORDER engine-only at batch {batch}, img/s: {ranked}", flush=True)
+    print(f"ORDER for engines/__init__.py: AUTO_ORDER['cuda'] = {[name for name, _ in order]}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["facts", "engine", "served"])
+    ap.add_argument("what", choices=["facts", "engine", "served", "summary"])
+    ap.add_argument("log", nargs="?", type=Path, help="summary: the run's output to read")
     ap.add_argument("--engine", default="torch", choices=["torch", "onnx", "tensorrt"])
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     ap.add_argument("--providers", default="cuda", help="ONNX Runtime providers for --engine onnx (tensorrt, cuda)")
@@ -285,6 +319,8 @@ def main() -> int:
     try:
         if args.what == "facts":
             facts()
+        elif args.what == "summary":
+            summary(args.log)
         elif args.what == "engine":
             engine_only(
                 args.engine, args.precision, args.providers, batches, args.seconds, args.model, args.device, args.eager

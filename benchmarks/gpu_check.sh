@@ -24,6 +24,7 @@ export PHOTODEDUP_CACHE_DIR="$WORK/cache"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 SECONDS=0
 trap 'rm -rf "$WORK"' EXIT
+exec > >(tee -a "$WORK/run.log") 2>&1  # the summary at the end reads the run's own output
 if [ -n "${GPU_CHECK_DRY_RUN:-}" ]; then
   ARGS=(--device cpu --model photodedup-tiny --batches 1,4)
   PREC=(fp32)
@@ -154,6 +155,9 @@ if [ "${GPUS:-0}" -gt 1 ]; then
 else
   echo "SKIP multi-GPU served: ${GPUS:-0} CUDA device(s) here; benchmarks/bench_scheduling.py simulates 1 vs 4"
 fi
+
+say "summary"
+"$PY" "$ROOT/benchmarks/gpu_check.py" summary "$WORK/run.log"
 
 say "nvidia-smi after the run"
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.used,temperature.gpu,clocks.sm --format=csv 2>&1
