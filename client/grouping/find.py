@@ -118,14 +118,19 @@ def _exact_units(records: Sequence[FileRecord], keys: Sequence[tuple], ignore: I
     return units
 
 
-def is_weak(record: FileRecord, config: GroupingConfig) -> bool:
-    """A picture whose hashes say little: tiny content, or too little contrast at the hashes' scale."""
+def is_tiny(record: FileRecord, config: GroupingConfig) -> bool:
+    """Content under `weak_side` px on its long side: an icon or glyph, never cropped into a copy."""
     if record.content is not None:
         left, top, right, bottom = record.content
         side = max(right - left, bottom - top)
     else:
         side = max(record.width, record.height)
-    if 0 < side < config.weak_side:
+    return 0 < side < config.weak_side
+
+
+def is_weak(record: FileRecord, config: GroupingConfig) -> bool:
+    """A picture whose hashes say little: tiny content, or too little contrast at the hashes' scale."""
+    if is_tiny(record, config):
         return True
     return record.contrast is not None and record.contrast < config.weak_contrast
 
@@ -185,8 +190,12 @@ def _near_tier(
     unverified: set[tuple[int, int]] = set()
     # A near threshold of 0 asks for identical hashes only: no loose net then either.
     if verifier is not None and config.candidate_threshold > config.near_threshold > 0:
+        # Tiny pictures cast no loose net: a glyph's crop is not a copy people make, and the window hashes
+        # of a theme's glyphs meet one another everywhere.
         loose = window_neighbours(
-            [r.windows for r in owners], config.candidate_threshold, config.hamming_brute_force_max
+            [() if is_tiny(r, config) else r.windows for r in owners],
+            config.candidate_threshold,
+            config.hamming_brute_force_max,
         )
         # A weak picture's window hashes meet those of every picture of one style (a theme's icons, an
         # app's screens): it keeps only its `weak_candidates` closest loose candidates, so verification

@@ -358,9 +358,11 @@ def test_a_copy_of_a_copy_is_a_candidate_of_the_centre_verified_against_it() -> 
 
 
 def test_weak_pictures_keep_only_their_closest_loose_candidates() -> None:
-    """Icons of one theme are all loose candidates of one another: verification must stay linear in them."""
+    """Screens of one app (low contrast) are all loose candidates of one another: verification must stay linear
+    in them. (Icon-sized pictures cast no loose net at all.)"""
     n = 40
-    icons = [
+    icons = [rec(f"/shots/{k}.png", dh=(1 << 63) >> k, ph=k << 40, contrast=5.0, windows=((k, 0),)) for k in range(n)]
+    tiny = [
         rec(f"/icons/{k}.png", dh=(1 << 63) >> k, ph=k << 40, width=48, height=48, windows=((k, 0),)) for k in range(n)
     ]
     calls: list[tuple[str, str]] = []
@@ -376,6 +378,8 @@ def test_weak_pictures_keep_only_their_closest_loose_candidates() -> None:
     calls.clear()
     find_groups(icons, everything, verifier=verifier)
     assert len(calls) > n * cfg.weak_candidates
+    calls.clear()
+    assert find_groups(tiny, everything, verifier=verifier) == [] and calls == []
 
 
 def test_similar_neighbours_that_fail_verification_are_a_series_never_a_target() -> None:
