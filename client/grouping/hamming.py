@@ -106,6 +106,19 @@ def hamming_join_mih(queries: np.ndarray, table: np.ndarray, threshold: int) -> 
     return q[first], t[first], d[first]
 
 
+def _symmetric(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> dict[int, dict[int, float]]:
+    """{i: {j: bits}} from found (a, b, distance) rows, both ways, the smallest distance per pair, no self-pairs."""
+    out: dict[int, dict[int, float]] = {}
+    for x0, y0, dist in zip(a.tolist(), b.tolist(), d.tolist(), strict=True):
+        if x0 == y0:
+            continue
+        for x, y in ((x0, y0), (y0, x0)):
+            row = out.setdefault(x, {})
+            if dist < row.get(y, math.inf):
+                row[y] = float(dist)
+    return out
+
+
 def hamming_neighbours(
     keys: Sequence[tuple[int, int]],
     threshold: int,
@@ -123,16 +136,8 @@ def hamming_neighbours(
     queries = as_keys(query_pairs)
     join = hamming_join_brute if len(keys) <= brute_force_max else hamming_join_mih
     q, t, d = join(queries, table, threshold)
-    out: dict[int, dict[int, float]] = {}
     owner = np.asarray(owners, dtype=np.int64)[q] if len(q) else q
-    for a, b, dist in zip(owner.tolist(), t.tolist(), d.tolist(), strict=True):
-        if a == b:
-            continue
-        for x, y in ((a, b), (b, a)):
-            row = out.setdefault(x, {})
-            if dist < row.get(y, math.inf):
-                row[y] = float(dist)
-    return out
+    return _symmetric(owner, t, d)
 
 
 def turned_neighbours(
@@ -148,15 +153,7 @@ def turned_neighbours(
     queries = as_keys([pair for extra in rotated for pair in extra])
     join = hamming_join_brute if len(keys) <= brute_force_max else hamming_join_mih
     q, t, d = join(queries, as_keys(keys), threshold)
-    out: dict[int, dict[int, float]] = {}
-    for a, b, dist in zip(np.asarray(owners, dtype=np.int64)[q].tolist(), t.tolist(), d.tolist(), strict=True):
-        if a == b:
-            continue
-        for x, y in ((a, b), (b, a)):
-            row = out.setdefault(x, {})
-            if dist < row.get(y, math.inf):
-                row[y] = float(dist)
-    return out
+    return _symmetric(np.asarray(owners, dtype=np.int64)[q], t, d)
 
 
 def window_neighbours(
@@ -175,13 +172,4 @@ def window_neighbours(
     table = as_keys([pair for i in query_owner for pair in windows[i]])
     join = hamming_join_brute if len(query_owner) <= brute_force_max else hamming_join_mih
     q, t, d = join(queries, table, threshold)
-    a, b = np.asarray(query_owner, dtype=np.int64)[q], table_owner[t]
-    out: dict[int, dict[int, float]] = {}
-    for x0, y0, dist in zip(a.tolist(), b.tolist(), d.tolist(), strict=True):
-        if x0 == y0:
-            continue
-        for x, y in ((x0, y0), (y0, x0)):
-            row = out.setdefault(x, {})
-            if dist < row.get(y, math.inf):
-                row[y] = float(dist)
-    return out
+    return _symmetric(np.asarray(query_owner, dtype=np.int64)[q], table_owner[t], d)
