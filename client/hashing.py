@@ -171,13 +171,14 @@ def hash_bytes(
         rgb = rgb.reduce(factor)
     try:
         pixels = np.asarray(rgb)
-        page = contrast(np.asarray(rgb.convert("L"))) < PAGE_CONTRAST
+        full_gray = rgb.convert("L")  # converted once: the page test and the hashes both read it
+        page = contrast(np.asarray(full_gray)) < PAGE_CONTRAST
         box = content_box(pixels, keep_background=page)
         sx, sy = width / rgb.width, height / rgb.height
         res.content = (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
         inside = np.asarray(rgb)[box[1] : box[3], box[0] : box[2]]
         res.picture_pixels = max(0, round(((box[2] - box[0]) * (box[3] - box[1]) - corner_fill(inside)) * sx * sy))
-        gray = rgb.crop(box).convert("L") if box != (0, 0, rgb.width, rgb.height) else rgb.convert("L")
+        gray = full_gray.crop(box) if box != (0, 0, rgb.width, rgb.height) else full_gray
         res.dhash, res.phash, res.rotated = hash_family(gray)
         res.windows = tuple((to_signed64(d), to_signed64(p)) for d, p in window_hashes(np.asarray(gray), WINDOWS))
         res.contrast = contrast(np.asarray(gray))
