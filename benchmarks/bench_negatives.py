@@ -12,7 +12,7 @@ counted: the previous behaviour) and, on the negative set, czkawka and imagededu
    icon at several sizes (real copies); different names are mostly different pictures.
 
 Not part of CI (the negative set needs apt and chromium).
-Usage: bench_negatives.py NEG_DIR [--system DIR | --no-system] [--no-write] [--no-comparators]
+Usage: bench_negatives.py NEG_DIR [--system DIR | --no-system] [--no-before] [--no-write] [--no-comparators]
 """
 
 from __future__ import annotations
@@ -91,22 +91,28 @@ def files(groups: list[Group]) -> int:
     return sum(len(g.members) for g in groups)
 
 
-def system_section(root: Path, config: GroupingConfig) -> str:
+def system_section(root: Path, config: GroupingConfig, before_too: bool = True) -> str:
     records, scan_s = scan(root)
     after, after_s = ours(records, config)
-    before, before_s = ours(records, no_weak_rule(config))
-    mixed_after, mixed_before = mixed_name_groups(after), mixed_name_groups(before)
+    if before_too:
+        before, before_s = ours(records, no_weak_rule(config))
+        mixed_before = mixed_name_groups(before)
+        before_row = f"| {len(before)} | {len(mixed_before)} | {files(mixed_before)} |"
+        timing = f"grouping\n{before_s:.0f} s before and {after_s:.0f} s after"
+    else:
+        before_row = "| not run | not run | not run |"
+        timing = f"grouping\n{after_s:.0f} s"
+    mixed_after = mixed_name_groups(after)
     largest = sorted(mixed_after, key=lambda g: (-len(g.members), g.keep.path))[:10]
     listed = "\n".join(
         f"| {len(g.members)} | {g.kind} | {', '.join(sorted({Path(m.record.path).name for m in g.members}))[:160]} |"
         for g in largest
     )
-    return f"""Every picture under `{root}` ({len(records)} decodable pictures; scan {scan_s:.0f} s, grouping
-{before_s:.0f} s before and {after_s:.0f} s after):
+    return f"""Every picture under `{root}` ({len(records)} decodable pictures; scan {scan_s:.0f} s, {timing}):
 
 | grouping | groups | groups mixing file names | files in them |
 |---|---|---|---|
-| photodedup, without the weak-picture rule | {len(before)} | {len(mixed_before)} | {files(mixed_before)} |
+| photodedup, without the weak-picture rule {before_row}
 | photodedup, default | {len(after)} | {len(mixed_after)} | {files(mixed_after)} |
 
 The ten largest groups that still mix file names (after):
@@ -124,6 +130,11 @@ def main() -> None:
     ap.add_argument("--no-system", action="store_true", help="only the negative set (the system folder is slow)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--no-comparators", action="store_true", help="skip imagededup and czkawka")
+    ap.add_argument(
+        "--no-before",
+        action="store_true",
+        help="on the system folder, skip the grouping without the weak-picture rule (about 20 minutes there)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = GroupingConfig.from_settings(Settings())
@@ -148,7 +159,7 @@ pixel-turned match counted). Targets: at most 2 % of icons and 2 of 80 screensho
 
 {machine_line(("Pillow", "opencv-python-headless"))}. One run.
 
-{system_section(args.system, config)}"""
+{system_section(args.system, config, not args.no_before)}"""
     if not args.no_write:
         write_section("bench_negatives_system", system)
     print(system)

@@ -49,13 +49,21 @@ STRICT_BAD_CELLS = 0.02
 STRICT_MAX_TILT = 10.0  # degrees of rotation the strict check accepts between two pictures
 FEATURE_POOR = 4 * MIN_INLIERS  # keypoints below which the strict check may align content boxes instead
 STRICT_ALWAYS_COLOUR_BELOW = 64  # px on the long side: below it a grey picture never matches a coloured one
+# Dark ink on a light ground (at least INK_BACKGROUND_SHARE of pixels within INK_LEVELS of the lightest level:
+# glyphs flattened onto white, logos, text on white) is compared by its ink, pixel by pixel (`_ink_distance`).
+INK_LEVELS = 8
+INK_BACKGROUND_SHARE = 0.2
+INK_MIN_STRENGTH = 40.0  # levels: fainter "ink" is shading (a cloud on a sky), not strokes
+INK_BLUR = 0.7  # px at the compared size: a copy's strokes move by their anti-aliasing, not more
+STRICT_INK_DISTANCE = 0.35
+INK_STRENGTH_RATIO = 1.6  # a grey glyph against a black one: the dimmed state, another picture
 CANNOT_DECODE = "cannot decode"  # the one verdict reason that says nothing about the pair
 # Verdicts are stored in the index under this version (`client.verdicts`): bump it whenever the decision
 # rule changes, so verdicts of the old rule are not reused. The tuning constants above are part of it.
 VERIFIER_VERSION = (
     f"2:{VERIFY_SIDE}:{FEATURES}:{MIN_INLIERS}:{MIN_COVERAGE}:{MAX_BAD_CELLS}:{CELL_TOLERANCE}"
     f":{STRICT_SIDE}:{STRICT_GREY_LEVELS}:{STRICT_HUE_DEGREES}:{STRICT_BAD_CELLS}:{STRICT_MAX_TILT}"
-    f":{STRICT_ALWAYS_COLOUR_BELOW}:{FEATURE_POOR}"
+    f":{STRICT_ALWAYS_COLOUR_BELOW}:{FEATURE_POOR}:{INK_LEVELS}:{INK_BACKGROUND_SHARE}:{INK_MIN_STRENGTH}:{INK_BLUR}:{STRICT_INK_DISTANCE}:{INK_STRENGTH_RATIO}"
 )
 
 
@@ -296,18 +304,32 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
         return dataclasses.replace(found.verdict, strict=True)
     else:
         # Too few features to align (a flat sky), or both small (an icon, whose enlarged features
-        # repeat): content boxes laid on each other, since copies of such pictures are resized, not cropped.
+        # repeat): content boxes laid on each other, since copies of such pictures are resized, not cropped;
+        # ink on a flat ground is laid on ink instead (`_ink_transform`).
         (ha, wa), (hb, wb) = a.gray.shape, b.gray.shape
         transform = np.array([[wb / wa, 0.0, 0.0], [0.0, hb / ha, 0.0]])
         a_inside = a.gray.size <= b.gray.size
         aligned_by = "content boxes"
+    ink_a, ink_b = ink_of(a), ink_of(b)
+    inked = ink_a is not None and ink_b is not None
+    if inked and aligned_by == "content boxes":
+        transform, aligned_by = _ink_transform(a, b, ink_a, ink_b), "ink"  # type: ignore[arg-type]
     upright = _upright(a, b, transform)
+    v = found.verdict
+    if inked and max(ink_a.strength, ink_b.strength) > INK_STRENGTH_RATIO * min(ink_a.strength, ink_b.strength):  # type: ignore[union-attr]
+        return Verdict(False, v.inliers, v.coverage, 1.0, "ink of another strength", upright, True, aligned_by)
     if not a_inside:
         a, b, transform = b, a, cv2.invertAffineTransform(transform)
-    bad, counted = _strict_bad_cells(a, b, transform)
-    same = counted and bad <= STRICT_BAD_CELLS
-    reason = "" if same else ("too little overlap" if not counted else "content differs")
-    return Verdict(bool(same), found.verdict.inliers, found.verdict.coverage, bad, reason, upright, True, aligned_by)
+    frame = _strict_frame(a, b, transform)
+    # Ink on a flat ground is compared pixel by pixel (`_ink_distance`); cells then judge colour only.
+    bad, counted = _strict_bad_cells(frame, lightness=not inked)
+    ink = _ink_distance(frame) if counted and inked else 0.0
+    same = counted and bad <= STRICT_BAD_CELLS and ink <= STRICT_INK_DISTANCE
+    if same or not counted:
+        reason = "" if same else "too little overlap"
+    else:
+        reason = "content differs" if bad > STRICT_BAD_CELLS else "ink differs"
+    return Verdict(bool(same), v.inliers, v.coverage, max(bad, ink), reason, upright, True, aligned_by)
 
 
 def _match_histogram(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -318,12 +340,20 @@ def _match_histogram(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.interp(quantile, np.linspace(0.0, 1.0, reference.size), np.sort(reference))
 
 
-def _strict_bad_cells(a: Picture, b: Picture, transform: np.ndarray) -> tuple[float, bool]:
-    """(share of cells that disagree, whether enough of b is covered) with a (the smaller) warped onto b.
+@dataclass
+class StrictFrame:
+    """Two pictures in one frame for the strict check: a (the smaller) warped onto b, in Lab, at the smaller
+    picture's own resolution; `inside` marks the pixels a covers."""
 
-    Compared in b's Lab frame, scaled to the smaller picture's own resolution (no detail is invented by
-    enlarging a 48 px icon), lightness after histogram matching, colour by hue where both cells are
-    coloured and by presence where one is strongly coloured and the other is not."""
+    warped: np.ndarray
+    target: np.ndarray
+    inside: np.ndarray
+    side: int
+
+
+def _strict_frame(a: Picture, b: Picture, transform: np.ndarray) -> StrictFrame:
+    """a (the smaller) warped onto b's Lab frame scaled to the smaller picture's own resolution: no detail is
+    invented by enlarging a 48 px icon."""
     import cv2
 
     assert a.lab is not None and b.lab is not None
@@ -339,16 +369,106 @@ def _strict_bad_cells(a: Picture, b: Picture, transform: np.ndarray) -> tuple[fl
     m = transform.astype(np.float64).copy()
     m[:, :2] *= to_gray_a
     m *= to_target
-    warped = cv2.warpAffine(a.lab, m, size, flags=cv2.INTER_LINEAR)
-    mask = cv2.warpAffine(np.full(a.lab.shape[:2], 255, np.uint8), m, size, flags=cv2.INTER_NEAREST) > 0
+    # Edge pixels repeat: blending in a black border made the last row of a small picture disagree.
+    warped = cv2.warpAffine(a.lab, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.warpAffine(np.full(a.lab.shape[:2], 255, np.uint8), m, size, flags=cv2.INTER_NEAREST) > 0
+    return StrictFrame(warped, target, inside, side)
+
+
+@dataclass
+class Ink:
+    """A picture mostly of one flat ground (a glyph, a logo, text on white): where its ink lies and how strong
+    it is, measured on its strict-scale lightness."""
+
+    background: float
+    strength: float  # typical departure of the ink from the ground (0..255)
+    centre: tuple[float, float]  # ink-weighted centroid (x, y), in `lab` pixels
+    spread: float  # ink-weighted radius of gyration, in `lab` pixels
+
+
+def _departure(lightness: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """(ground level, each pixel's departure from it, share of pixels on the ground). The ground is the
+    lightest level: transparency is flattened onto white (`imaging.load_rgb`), and in a tightly trimmed
+    glyph the ink can outnumber the ground, so the most common level is not it."""
+    light = lightness.astype(np.float32)
+    level = float(np.percentile(light, 99))
+    departure = level - light
+    return level, departure, float((departure <= INK_LEVELS).mean())
+
+
+def ink_of(pic: Picture) -> Ink | None:
+    """The picture's ink, or None when it is not mostly one flat ground (a photo, a sky, a gradient)."""
+    if pic.lab is None:
+        return None
+    background, departure, share = _departure(pic.lab[..., 0])
+    weights = np.where(departure > INK_LEVELS, departure, 0.0)
+    total = float(weights.sum())
+    if share < INK_BACKGROUND_SHARE or share > 0.999 or total == 0.0:
+        return None
+    strength = float(np.percentile(departure[departure > INK_LEVELS], 90))
+    if strength < INK_MIN_STRENGTH:
+        return None
+    ys, xs = np.mgrid[0 : weights.shape[0], 0 : weights.shape[1]]
+    cx, cy = float((weights * xs).sum()) / total, float((weights * ys).sum()) / total
+    spread = float(np.sqrt((weights * ((xs - cx) ** 2 + (ys - cy) ** 2)).sum() / total))
+    return Ink(background, strength, (cx, cy), max(spread, 0.5))
+
+
+def _ink_transform(a: Picture, b: Picture, ink_a: Ink, ink_b: Ink) -> np.ndarray:
+    """a's gray pixels onto b's, laying a's ink on b's by centroid and spread: content boxes of glyphs
+    rendered at two sizes differ by their anti-aliased fringe, a pixel that is a tenth of a 16 px glyph."""
+    assert a.lab is not None and b.lab is not None
+    ka = a.lab.shape[1] / a.gray.shape[1]  # a's gray pixels -> a's lab pixels
+    kb = b.gray.shape[1] / b.lab.shape[1]  # b's lab pixels -> b's gray pixels
+    scale = ink_b.spread / ink_a.spread
+    (ax, ay), (bx, by) = ink_a.centre, ink_b.centre
+    # gray_a -> lab_a (x * ka) -> lab_b (bx + (x - ax) * scale) -> gray_b (* kb)
+    return np.array(
+        [[ka * scale * kb, 0.0, (bx - ax * scale) * kb], [0.0, ka * scale * kb, (by - ay * scale) * kb]],
+        dtype=np.float64,
+    )
+
+
+def _ink_distance(frame: StrictFrame) -> float:
+    """Soft Jaccard distance (0..1) between the ink of two pictures on a flat ground, each normalised by its
+    own strength, counted in pixels, not in cells: two thin glyphs differ in a few strokes on a ground they
+    share, which cells averaging mostly background hide. 1.0 when one has ink and the other none."""
+    import cv2
+
+    maps = []
+    for lab in (frame.warped, frame.target):
+        _, departure, _ = _departure(lab[..., 0])
+        ink = np.where(departure > INK_LEVELS, departure, 0.0).astype(np.float32)
+        strong = ink[frame.inside & (ink > 0)]
+        if strong.size:
+            ink = np.clip(ink / float(np.percentile(strong, 90)), 0.0, 1.0)
+        maps.append(cv2.GaussianBlur(ink, (0, 0), INK_BLUR)[frame.inside])
+    union = float(np.maximum(*maps).sum())
+    if union == 0.0:
+        return 0.0  # two blank pictures
+    return float(np.abs(maps[0] - maps[1]).sum()) / union
+
+
+def _strict_bad_cells(frame: StrictFrame, lightness: bool = True) -> tuple[float, bool]:
+    """(share of cells that disagree, whether enough of b is covered) in the strict frame.
+
+    Lightness after histogram matching both ways (a flat picture matched onto a glyph would take on the
+    glyph's strokes; the glyph matched onto the flat one loses them), colour by hue where both cells are
+    coloured and by presence where one is strongly coloured and the other is not."""
+    import cv2
+
+    warped, target, mask, side = frame.warped, frame.target, frame.inside, frame.side
     h, w = target.shape[:2]
     grid = min(16, max(4, side // 3))
     if mask.mean() < 0.5:
         return 1.0, False
     la = cv2.GaussianBlur(warped[..., 0].astype(np.float32), (0, 0), 1.0)
     lb = cv2.GaussianBlur(target[..., 0].astype(np.float32), (0, 0), 1.0)
-    lightness = np.zeros((h, w), np.float32)
-    lightness[mask] = np.abs(_match_histogram(la[mask], lb[mask]) - lb[mask])
+    differs = np.zeros((h, w), np.float32)
+    differs[mask] = np.maximum(
+        np.abs(_match_histogram(la[mask], lb[mask]) - lb[mask]),
+        np.abs(_match_histogram(lb[mask], la[mask]) - la[mask]),
+    )
     ca = cv2.GaussianBlur(warped[..., 1:].astype(np.float32) - 128.0, (0, 0), 1.5)
     cb = cv2.GaussianBlur(target[..., 1:].astype(np.float32) - 128.0, (0, 0), 1.5)
     levels = STRICT_GREY_LEVELS[0] if side < STRICT_SIDE else STRICT_GREY_LEVELS[1]
@@ -370,7 +490,7 @@ def _strict_bad_cells(a: Picture, b: Picture, transform: np.ndarray) -> tuple[fl
             if not cell.size or cell.mean() < 0.5:
                 continue
             total += 1
-            if float(lightness[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean()) > levels:
+            if lightness and float(differs[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean()) > levels:
                 bad += 1
                 continue
             if colourless:

@@ -109,3 +109,38 @@ def sky(cloud_x: float) -> Image.Image:
     cloud = 45 * np.exp(-(((xx - cloud_x * w) / 90) ** 2 + ((yy - 0.4 * h) / 40) ** 2))
     noise = np.random.default_rng(int(cloud_x * 100)).normal(0, 1.5, (h, w, 1))
     return Image.fromarray(np.clip(base + cloud[..., None] + noise, 0, 255).astype(np.uint8))
+
+
+GLYPHS = ("chevron-left", "chevron-right", "battery-20", "battery-60", "signal", "signal-dim", "blank")
+
+
+def glyph(kind: str, size: int = 48, grey: int = 46) -> Image.Image:
+    """A monochrome symbolic glyph (thin strokes of one grey on transparent), rendered as a theme renders its
+    vector at each size: drawn 8 times larger and reduced, so two sizes of one kind are copies of one picture.
+    `signal-dim` is `signal` in the light grey themes use for a dimmed state; `blank` has no ink at all."""
+    scale = 8
+    big = Image.new("RGBA", (16 * scale, 16 * scale), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(big)
+    ink = (grey, grey, grey, 255)
+
+    def box(x0: float, y0: float, x1: float, y1: float) -> tuple[int, int, int, int]:
+        return round(x0 * scale), round(y0 * scale), round(x1 * scale), round(y1 * scale)
+
+    if kind.startswith("chevron"):
+        points = [(10.5, 2.5), (5, 8), (10.5, 13.5)]
+        if kind == "chevron-right":
+            points = [(16 - x, y) for x, y in points]
+        draw.line([(x * scale, y * scale) for x, y in points], fill=ink, width=2 * scale, joint="curve")
+    elif kind.startswith("battery"):
+        draw.rectangle(box(6, 1, 10, 2.5), fill=ink)
+        draw.rounded_rectangle(box(3.5, 2.5, 12.5, 15), radius=2 * scale, outline=ink, width=round(1.5 * scale))
+        level = int(kind.split("-")[1]) / 100
+        draw.rectangle(box(5.5, 13 - 8.5 * level, 10.5, 13), fill=ink)
+    elif kind.startswith("signal"):
+        if kind == "signal-dim":
+            ink = (190, 190, 190, 255)
+        for k in range(4):
+            draw.rounded_rectangle(box(1 + 3.8 * k, 11 - 3 * k, 3.6 + 3.8 * k, 15), radius=scale // 2, fill=ink)
+    elif kind != "blank":
+        raise ValueError(f"unknown glyph {kind!r}")
+    return big.resize((size, size), Image.Resampling.LANCZOS)

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from photodedup.client.hashing import hash_file
 from photodedup.client.verify import GeometricVerifier
 
-from scenes import crop, icon, letterbox, overlay, scene, sky
+from scenes import crop, glyph, icon, letterbox, overlay, scene, sky
 
 
 def save(img: Image.Image, path: Path, **kw: object) -> str:
@@ -108,3 +109,54 @@ def test_strict_check_rejects_different_weak_pictures(tmp_path: Path) -> None:
     for a, b in ((plus, minus), (minus, recoloured), (arrow, turned), skies):
         verdict = v.verdict(a, None, b, None, strict=True)
         assert not verdict.same, (a, b, verdict)
+
+
+GLYPH_COPIES = {
+    "16 px and 64 px renders": (("battery-20", 16, "png"), ("battery-20", 64, "png")),
+    "24 px and 48 px renders": (("chevron-left", 24, "png"), ("chevron-left", 48, "png")),
+    "32 px and 64 px renders": (("signal", 32, "png"), ("signal", 64, "png")),
+    "16 px and 32 px renders of the dim one": (("signal-dim", 16, "png"), ("signal-dim", 32, "png")),
+    "flattened to a JPEG": (("battery-60", 48, "png"), ("battery-60", 48, "jpg")),
+    "resized to 40 px and re-encoded": (("chevron-right", 64, "png"), ("chevron-right", 40, "jpg")),
+}
+
+
+def content_of(path: str) -> tuple[int, int, int, int] | None:
+    """The content box the scanner stores for a file (a glyph's transparent margin trimmed)."""
+    st = Path(path).stat()
+    return hash_file(path, st.st_size, st.st_mtime_ns, 10**8).content
+
+
+def save_glyph(kind: str, size: int, fmt: str, folder: Path) -> str:
+    img = glyph(kind, size)
+    if fmt == "jpg":
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return save(Image.alpha_composite(white, img).convert("RGB"), folder / f"{kind}{size}.jpg", quality=85)
+    return save(img, folder / f"{kind}{size}.png")
+
+
+@pytest.mark.parametrize("pair", GLYPH_COPIES.values(), ids=GLYPH_COPIES.keys())
+def test_strict_check_accepts_one_glyph_at_other_sizes(pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A theme's thin-stroke glyph rendered at another size, or flattened and re-encoded, is a copy."""
+    a, b = (save_glyph(*side, tmp_path) for side in pair)
+    verdict = GeometricVerifier().verdict(a, content_of(a), b, content_of(b), strict=True)
+    assert verdict.same, verdict
+
+
+GLYPH_PAIRS = {
+    "a chevron and its mirror": ("chevron-left", "chevron-right"),
+    "two battery levels": ("battery-20", "battery-60"),
+    "a glyph and its dimmed state": ("signal", "signal-dim"),
+    "a blank picture and a glyph": ("blank", "battery-20"),
+}
+
+
+@pytest.mark.parametrize("kinds", GLYPH_PAIRS.values(), ids=GLYPH_PAIRS.keys())
+@pytest.mark.parametrize("sizes", [(16, 16), (24, 48), (48, 48), (32, 96)], ids=lambda s: f"{s[0]}-{s[1]}px")
+def test_strict_check_rejects_different_thin_glyphs(kinds, sizes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Thin glyphs of one theme on a transparent ground differ in a few strokes or in the grey of their ink;
+    compared by cells that are mostly background they agreed (and a flat picture agreed with anything)."""
+    a = save_glyph(kinds[0], sizes[0], "png", tmp_path)
+    b = save_glyph(kinds[1], sizes[1], "png", tmp_path)
+    verdict = GeometricVerifier().verdict(a, content_of(a), b, content_of(b), strict=True)
+    assert not verdict.same, verdict
