@@ -197,7 +197,26 @@ class ServerSettings(_Section):
     max_decode_pixels: int = Field(
         120_000_000, ge=1, description="Pixels being decoded at once, server-wide (bounds decode memory)."
     )
-    max_concurrent_rpcs: int = Field(1024, ge=1, description="Calls open at once; more are refused at once.")
+    max_concurrent_rpcs: int = Field(
+        1024, ge=1, description="EmbedService calls open at once; more are refused at once (health never is)."
+    )
+    reserved_queue_share: float = Field(
+        0.25,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Share of the queue budget (images and bytes) kept for light callers: heavy callers are refused "
+            "once only this share is left, so a light caller is still admitted under a flood."
+        ),
+    )
+    light_caller_items: int = Field(
+        64,
+        ge=0,
+        description=(
+            "A caller (connection) with at most this many images in flight, the new ones included, is light "
+            "and may use the reserved share of the queue."
+        ),
+    )
     stream_idle_timeout_s: float = Field(
         300.0, ge=0, description="End a stream that sends nothing for this long with nothing in flight; 0 never."
     )

@@ -4,6 +4,11 @@ single image is decoded, so whatever is refused costs neither memory nor CPU.
 Budgets: items and encoded bytes in flight server-wide (the queue budget), items in flight per
 connection (one client cannot hold the whole queue), and decoded pixels per request. Streams add
 their own per-stream limit by not reading further (server/stream.py).
+
+A share of the queue budget is reserved for light callers: a caller (connection) whose images in flight,
+the new ones included, stay at or under `light_caller_items` may use the whole budget; a heavy caller only
+the shared part. So however many floods fill the queue, a client sending a few images is still admitted,
+and the fair queue (server/fairqueue.py) then serves it ahead of their backlog.
 """
 
 from __future__ import annotations
@@ -37,18 +42,33 @@ class Admission:
     """Server-wide and per-connection in-flight budgets. Single-threaded: used from the event loop only."""
 
     def __init__(self, settings: Settings) -> None:
-        self.max_items = settings.server.max_queue_size
-        self.max_bytes = settings.server.max_queue_bytes
-        self.max_per_connection = settings.server.max_inflight_per_connection
+        s = settings.server
+        self.max_items = s.max_queue_size
+        self.max_bytes = s.max_queue_bytes
+        self.max_per_connection = s.max_inflight_per_connection
+        self.reserved_items = int(s.max_queue_size * s.reserved_queue_share)
+        self.reserved_bytes = int(s.max_queue_bytes * s.reserved_queue_share)
+        self.light_items = s.light_caller_items
         self.items = 0
         self.bytes = 0
         self._per_peer: Counter[str] = Counter()
 
+    def _limits(self, peer: str, items: int) -> tuple[int, int]:
+        """The item and byte budgets open to `peer` with `items` more in flight: all of them for a light
+        caller, the shared part for a heavy one."""
+        if self._per_peer[peer] + items <= self.light_items:
+            return self.max_items, self.max_bytes
+        return self.max_items - self.reserved_items, self.max_bytes - self.reserved_bytes
+
     def refusal(self, peer: str, items: int, nbytes: int) -> Refusal | None:
         """Why `items` images of `nbytes` cannot be admitted now, or None when they can."""
-        if self.items + items > self.max_items:
-            return Refusal("queue_items", f"server busy ({self.items}/{self.max_items} images in flight); retry later")
-        if self.bytes + nbytes > self.max_bytes and self.items > 0:
+        max_items, max_bytes = self._limits(peer, items)
+        reserve = "" if max_items == self.max_items else f", the last {self.reserved_items} kept for light callers"
+        if self.items + items > max_items:
+            return Refusal(
+                "queue_items", f"server busy ({self.items}/{self.max_items} images in flight{reserve}); retry later"
+            )
+        if self.bytes + nbytes > max_bytes and self.items > 0:
             return Refusal("queue_bytes", f"server busy ({self.bytes >> 20} MiB of images in flight); retry later")
         if self._per_peer[peer] + items > self.max_per_connection:
             return Refusal(
@@ -75,9 +95,12 @@ class Admission:
         """How many of the leading images (by encoded size) fit the budgets now (streams take what fits)."""
         n = 0
         total = 0
-        room = min(self.max_items - self.items, self.max_per_connection - self._per_peer[peer])
+        room = self.max_per_connection - self._per_peer[peer]
         for size in sizes:
-            if n >= room or (self.bytes + total + size > self.max_bytes and self.items + n > 0):
+            max_items, max_bytes = self._limits(peer, n + 1)
+            if n >= room or self.items + n + 1 > max_items:
+                break
+            if self.bytes + total + size > max_bytes and self.items + n > 0:
                 break
             n += 1
             total += size

@@ -78,11 +78,11 @@ class DynamicBatcher:
         return self.queue.live_depth
 
     def submit(
-        self, arrays: Sequence[np.ndarray], all_or_nothing: bool = True
+        self, arrays: Sequence[np.ndarray], all_or_nothing: bool = True, caller: str = ""
     ) -> list[asyncio.Future[np.ndarray] | None]:
-        """Queue images; returns one future each. When the queue lacks room: all_or_nothing raises
-        QueueFullError, otherwise the images that do not fit get None."""
-        return self.queue.submit(arrays, all_or_nothing)
+        """Queue `caller`'s images (batches take callers round robin); returns one future each. When the
+        queue lacks room: all_or_nothing raises QueueFullError, otherwise the images that do not fit get None."""
+        return self.queue.submit(arrays, all_or_nothing, caller)
 
     async def _worker(self, engine: Engine) -> None:
         loop = asyncio.get_running_loop()

@@ -43,6 +43,8 @@ server_options = stack(
     setting_option("max_request_pixels", type=int),
     setting_option("max_decode_pixels", type=int),
     setting_option("max_concurrent_rpcs", type=int),
+    setting_option("reserved_queue_share", type=float),
+    setting_option("light_caller_items", type=int),
     setting_option("stream_idle_timeout_s", "--stream-idle-timeout", type=float),
     setting_option("onnx_model", type=click.Path(dir_okay=False)),
 )

@@ -170,7 +170,7 @@ class Pipeline:
         out: list[Admitted] = list(decoded)  # type: ignore[arg-type]
         arrays = [decoded[i] for i in good]
         try:
-            submitted = self.runtime.batcher.submit(arrays, all_or_nothing=all_or_nothing)  # type: ignore[arg-type]
+            submitted = self.runtime.batcher.submit(arrays, all_or_nothing=all_or_nothing, caller=peer)  # type: ignore[arg-type]
         except QueueFullError:
             raise
         except Exception as exc:  # shutting down

@@ -3,7 +3,9 @@
 Policy only (no engines, no threads): `DynamicBatcher` asks `BatchQueue.next_batch` for each device's next
 batch and runs it. The rules:
 
-- One bounded central queue, first in first out; images whose caller went away are skipped.
+- One bounded central queue, served round robin across callers (`fairqueue.FairQueue`: each connection's
+  images in order, one image per caller per turn), so a caller with one image is not queued behind another
+  caller's thousands; images whose caller went away are skipped.
 - A *free* device (nothing running) forms its batch: it waits for the first live image, then collects until
   `max_batch_size` or `max_queue_delay` after that image. Free devices form one batch at a time, in the
   order they became free, so a light load fills one batch instead of splitting into thin ones.
@@ -19,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from photodedup.errors import QueueFullError, ShuttingDownError
+from photodedup.server.fairqueue import FairQueue
 
 
 @dataclass(slots=True)
@@ -55,7 +57,7 @@ class BatchQueue:
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
-        self._queue: deque[WorkItem] = deque()
+        self._queue: FairQueue[WorkItem] = FairQueue()
         self._wakeup = asyncio.Event()
         self._held: list[HeldBatch] = []
         self._forming = asyncio.Lock()  # free devices form one batch at a time (FIFO)
@@ -77,15 +79,15 @@ class BatchQueue:
         return list(self._held)
 
     def submit(
-        self, arrays: Sequence[np.ndarray], all_or_nothing: bool = True
+        self, arrays: Sequence[np.ndarray], all_or_nothing: bool = True, caller: str = ""
     ) -> list[asyncio.Future[np.ndarray] | None]:
-        """Queue images; returns one future each. When the queue lacks room: all_or_nothing raises
-        QueueFullError, otherwise the images that do not fit get None."""
+        """Queue `caller`'s images; returns one future each. When the queue lacks room: all_or_nothing
+        raises QueueFullError, otherwise the images that do not fit get None."""
         if self.closed:
             raise ShuttingDownError("the server is shutting down")
         room = self.max_queue_size - len(self._queue)
         if room < len(arrays):  # items whose callers went away still sit in the deque: drop them first
-            self._queue = deque(item for item in self._queue if not item.future.done())
+            self._queue.retain(lambda item: not item.future.done())
             room = self.max_queue_size - len(self._queue)
         if all_or_nothing and len(arrays) > room:
             raise QueueFullError(f"queue full ({len(self._queue)}/{self.max_queue_size} images waiting); retry later")
@@ -97,7 +99,7 @@ class BatchQueue:
                 futures.append(None)
                 continue
             fut: asyncio.Future[np.ndarray] = loop.create_future()
-            self._queue.append(WorkItem(arr, fut, now))
+            self._queue.append(caller, WorkItem(arr, fut, now))
             futures.append(fut)
         if arrays:
             self._wakeup.set()

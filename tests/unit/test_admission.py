@@ -41,15 +41,58 @@ def test_budgets_refuse_before_work_and_come_back() -> None:
     assert adm.refusal("b", 1, 5000) is None
 
 
+def test_a_share_of_the_queue_is_kept_for_light_callers() -> None:
+    adm = _admission(
+        max_queue_size=100,
+        max_queue_bytes=10_000,
+        max_inflight_per_connection=80,
+        light_caller_items=4,
+        reserved_queue_share=0.25,
+    )
+    assert adm.refusal("flood", 76, 760) is not None  # a heavy caller gets the shared 75 only
+    adm.take("flood", 75, 750)
+    refused = adm.refusal("flood2", 10, 100)
+    assert refused is not None and refused.budget == "queue_items" and "light callers" in refused.message
+    assert adm.fits("flood2", [10] * 10) == 4  # a stream is admitted only as far as it stays light
+    assert adm.refusal("polite", 1, 10) is None  # a light caller still gets in
+    adm.take("polite", 1, 10)
+    assert adm.fits("polite2", [10] * 10) == 4  # a stream takes what keeps it light
+    assert adm.refusal("polite", 4, 40) is not None  # 5 in flight would make it heavy
+    adm.release("flood", 75, 750)
+    assert adm.refusal("flood2", 10, 100) is None  # the shared part is free again
+
+
+def test_the_byte_budget_keeps_the_same_share_for_light_callers() -> None:
+    adm = _admission(max_queue_size=1000, max_queue_bytes=2048, light_caller_items=2, reserved_queue_share=0.5)
+    adm.take("flood", 10, 1000)
+    refused = adm.refusal("flood2", 3, 100)
+    assert refused is not None and refused.budget == "queue_bytes"
+    assert adm.refusal("polite", 1, 800) is None
+
+
+def test_no_reserve_is_first_come_first_served() -> None:
+    adm = _admission(max_queue_size=10, reserved_queue_share=0.0, light_caller_items=0)
+    adm.take("a", 10, 10)
+    assert adm.refusal("b", 1, 1) is not None
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 8), st.integers(0, 400)), max_size=40))
 def test_admission_never_exceeds_its_budgets(requests: list[tuple[str, int, int]]) -> None:
-    adm = _admission(max_queue_size=16, max_queue_bytes=1024, max_inflight_per_connection=10)
+    adm = _admission(
+        max_queue_size=16,
+        max_queue_bytes=1024,
+        max_inflight_per_connection=10,
+        light_caller_items=3,
+        reserved_queue_share=0.25,
+    )
     held = []
     for peer, n, nbytes in requests:
         if adm.refusal(peer, n, nbytes) is None:
             adm.take(peer, n, nbytes)
             held.append((peer, n, nbytes))
+            if sum(h[1] for h in held if h[0] == peer) > 3:  # a heavy caller got in: only the shared 12
+                assert adm.items <= 12
         assert adm.items <= 16
         if len(held) > 1:
             assert adm.bytes <= 1024 + max(b for _, _, b in held)

@@ -1,0 +1,106 @@
+"""Fair service under a flood, against a real server: a share of the queue is kept for light callers, and
+batches take callers round robin, so a client with one image is admitted and served ahead of a heavy
+caller's backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from photodedup.server.app import EmbedServer
+from photodedup.v1 import embed_pb2, embed_pb2_grpc, wire
+
+from helpers import encode, photo, tiny_settings
+
+
+def own_connection(server: EmbedServer) -> grpc.aio.Channel:
+    """A channel with its own TCP connection (so the server sees another caller)."""
+    return grpc.aio.insecure_channel(
+        f"127.0.0.1:{server.port}", options=[*wire.channel_options(), ("grpc.use_local_subchannel_pool", 1)]
+    )
+
+
+def jpeg(seed: int) -> embed_pb2.Image:
+    return embed_pb2.Image(encoded=encode(photo(seed, (96, 72))))
+
+
+def sample(server: EmbedServer, name: str) -> float:
+    return server.metrics.registry.get_sample_value(name, {}) or 0.0
+
+
+def recording_gate(server: EmbedServer) -> tuple[threading.Event, list[np.ndarray]]:
+    """Hold every batch at a gate, and record the vectors each batch produced, in the order batches ran."""
+    engine = server._engines[0]
+    gate = threading.Event()
+    batches: list[np.ndarray] = []
+    real = engine.infer
+
+    def infer(batch: Any) -> Any:
+        gate.wait(120)
+        out = real(batch)
+        batches.append(np.asarray(getattr(out, "vectors", out), np.float32))
+        return out
+
+    engine.infer = infer  # type: ignore[method-assign]
+    return gate, batches
+
+
+async def test_a_light_caller_is_admitted_and_served_ahead_of_a_heavy_backlog(model_cache: Path) -> None:
+    server = EmbedServer(
+        tiny_settings(
+            model_cache,
+            max_queue_size=64,
+            reserved_queue_share=0.25,  # the heavy caller gets 48 of the 64
+            light_caller_items=4,
+            max_inflight_per_connection=64,
+            max_batch_size=4,
+            max_queue_delay_ms=0.0,
+        )
+    )
+    await server.start()
+    await server.load()
+    gate, batches = recording_gate(server)
+    try:
+        async with own_connection(server) as heavy_ch, own_connection(server) as light_ch:
+            heavy = embed_pb2_grpc.EmbedServiceStub(heavy_ch)
+            backlog = asyncio.ensure_future(heavy.Embed(embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(48)])))
+            for _ in range(3000):  # up to a minute on a loaded machine: the backlog is decoded and queued
+                if sample(server, "photodedup_decode_duration_seconds_count") == 1:
+                    break
+                await asyncio.sleep(0.02)
+            assert sample(server, "photodedup_inflight_items") == 48
+            # The heavy caller has the whole shared part: more from it is refused, before any work.
+            try:
+                await heavy.Embed(embed_pb2.EmbedRequest(images=[jpeg(100 + i) for i in range(8)]), timeout=30)
+                raise AssertionError("a heavy caller past the shared part must be refused")
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "light callers" in (err.details() or "")
+            # A light caller is still admitted from the reserve...
+            light_call = asyncio.ensure_future(
+                embed_pb2_grpc.EmbedServiceStub(light_ch).Embed(embed_pb2.EmbedRequest(images=[jpeg(999)]))
+            )
+            for _ in range(3000):
+                if sample(server, "photodedup_decode_duration_seconds_count") == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert sample(server, "photodedup_inflight_items") == 49
+            gate.set()
+            light = await light_call
+            heavy_reply = await backlog
+        assert light.results[0].WhichOneof("result") == "embedding"
+        assert all(r.WhichOneof("result") == "embedding" for r in heavy_reply.results)
+        # ...and served ahead of the backlog: its image ran in one of the first three batches (the running
+        # one and the one formed ahead were full of the heavy caller's images when it arrived), not the last.
+        vector = wire.decode_embedding(light.results[0].embedding)
+        where = [i for i, b in enumerate(batches) if np.any(np.all(np.isclose(b, vector, atol=1e-5), axis=1))]
+        assert len(batches) == 13 and sum(len(b) for b in batches) == 49
+        assert where and where[0] <= 2, where
+    finally:
+        gate.set()
+        await server.stop(0)
