@@ -121,6 +121,12 @@ _V6_VERDICT_DETAIL = """
 ALTER TABLE verdicts ADD COLUMN detail TEXT;        -- JSON, oriented from side a to side b; NULL: not known
 """
 
+# Picture pixels counted as the frame less added bars and filled corners (`content.picture_pixels`) instead of
+# the content box, which also trims a plain background; files hashed before are hashed again by the next scan.
+_V7_PICTURE_PIXELS = """
+UPDATE files SET mtime_ns = -1 WHERE error IS NULL;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _V1_RELEASE,
     _V2_REVIEW,
@@ -128,6 +134,7 @@ MIGRATIONS: tuple[str, ...] = (
     _V4_VERDICTS,
     _V5_CONTRAST,
     _V6_VERDICT_DETAIL,
+    _V7_PICTURE_PIXELS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

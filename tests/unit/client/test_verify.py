@@ -108,3 +108,16 @@ def test_strict_check_rejects_different_weak_pictures(tmp_path: Path) -> None:
     for a, b in ((plus, minus), (minus, recoloured), (arrow, turned), skies):
         verdict = v.verdict(a, None, b, None, strict=True)
         assert not verdict.same, (a, b, verdict)
+
+
+def test_ranks_order_by_value_then_position_whatever_the_dtype() -> None:
+    """The agreement check ranks uint8 pixels directly (a radix sort): the same ranks as sorting floats."""
+    import numpy as np
+
+    from photodedup.client.verify import _ranks
+
+    values = np.random.default_rng(3).integers(0, 256, 5000).astype(np.uint8)
+    ranks = _ranks(values)
+    assert np.array_equal(ranks, _ranks(values.astype(np.float32)))
+    order = np.lexsort((np.arange(values.size), values))  # by value, ties by position
+    assert np.array_equal(np.argsort(ranks), order)
