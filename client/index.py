@@ -399,7 +399,8 @@ class Index:
         return out
 
     def forget_unseen(self, roots: Sequence[str], scan_id: int, unreadable: Sequence[str] = ()) -> int:
-        """Drop files under `roots` that this scan's complete walk did not find (deleted or moved).
+        """Drop files under `roots` that this scan's complete walk did not find (deleted or moved), and the
+        verification verdicts no file's content can use any more.
 
         Files under `unreadable` folders (permission denied, an unmounted drive) are kept: not seeing
         them is not evidence that they are gone."""
@@ -410,6 +411,12 @@ class Index:
             for lo, hi in self._ranges(roots):
                 cur = c.execute("DELETE FROM files WHERE path >= ? AND path < ? AND seen_scan != ?", (lo, hi, scan_id))
                 removed += cur.rowcount
+            # Verdicts are keyed by content ("md5" or "md5@box"): once no file has a side's bytes any more
+            # (deleted, or edited into new bytes) the pair can never be asked again.
+            c.execute(
+                "DELETE FROM verdicts WHERE substr(a, 1, 32) NOT IN (SELECT md5 FROM files WHERE md5 IS NOT NULL)"
+                " OR substr(b, 1, 32) NOT IN (SELECT md5 FROM files WHERE md5 IS NOT NULL)"
+            )
         return removed
 
     @staticmethod
