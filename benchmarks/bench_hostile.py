@@ -3,7 +3,7 @@ RSS and a well-behaved client's latency during each, the 1M-empty-items message,
 
 Peak RSS is the kernel's high-water mark (VmHWM), reset before each load (/proc/PID/clear_refs), so each
 row is that load's own peak. A polite client sends one 224 px thumbnail per Embed every 100 ms on its own
-connection throughout; its p99 is the "well-behaved client" column.
+connection, from its own process, throughout; its p99 is the "well-behaved client" column.
 
 Usage: bench_hostile.py [--only flood,mixed,idle,bombs,empty,sigterm] [--no-write]
 """
@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import io
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -84,43 +85,59 @@ def channel(address: str) -> grpc.aio.Channel:
 
 
 class Polite:
-    """One thumbnail per Embed every 100 ms on its own connection; records latencies and errors."""
+    """One thumbnail per Embed every 100 ms on its own connection, in its own process (a well-behaved client
+    is not the flood's process: sharing its event loop would time the flood's own serialisation); records
+    latencies and errors."""
 
     def __init__(self, address: str, thumb: bytes) -> None:
         self.address = address
-        self.request = embed_pb2.EmbedRequest(images=[embed_pb2.Image(encoded=thumb)])
+        self.thumb = thumb
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        ctx = multiprocessing.get_context("spawn")
+        self._ready, self._stop, self._results = ctx.Event(), ctx.Event(), ctx.Queue()
+        self._proc = ctx.Process(
+            target=_polite_process, args=(address, thumb, self._ready, self._stop, self._results), daemon=True
+        )
 
-    async def _run(self) -> None:
-        async with channel(self.address) as ch:
-            stub = embed_pb2_grpc.EmbedServiceStub(ch)
-            while not self._stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    reply = await stub.Embed(self.request, timeout=30)
-                    if reply.results[0].WhichOneof("result") != "embedding":
-                        self.errors[wire.status_name(reply.results[0].error.code)] += 1
-                except grpc.aio.AioRpcError as exc:
-                    self.errors[exc.code().name] += 1
-                self.latencies.append(time.perf_counter() - t0)
-                try:
-                    await asyncio.wait_for(self._stop.wait(), 0.1)
-                except TimeoutError:
-                    pass
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+    async def start(self) -> None:
+        """Start the client and wait until it is connected (its first, warm-up call is not counted)."""
+        self._proc.start()
+        if not await asyncio.to_thread(self._ready.wait, 120):
+            raise RuntimeError("the polite client did not start")
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            await self._task
+        self.latencies, errors = await asyncio.to_thread(self._results.get, True, 120)
+        self.errors = Counter(errors)
+        await asyncio.to_thread(self._proc.join, 30)
 
     def p99_ms(self) -> float:
         return float(np.percentile(self.latencies, 99) * 1000) if self.latencies else float("nan")
+
+
+def _polite_process(address: str, thumb: bytes, ready: Any, stop: Any, results: Any) -> None:
+    async def run() -> tuple[list[float], dict[str, int]]:
+        request = embed_pb2.EmbedRequest(images=[embed_pb2.Image(encoded=thumb)])
+        latencies: list[float] = []
+        errors: Counter[str] = Counter()
+        async with channel(address) as ch:
+            stub = embed_pb2_grpc.EmbedServiceStub(ch)
+            await stub.Embed(request, timeout=60)
+            ready.set()
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    reply = await stub.Embed(request, timeout=30)
+                    if reply.results[0].WhichOneof("result") != "embedding":
+                        errors[wire.status_name(reply.results[0].error.code)] += 1
+                except grpc.aio.AioRpcError as exc:
+                    errors[exc.code().name] += 1
+                latencies.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.1)
+        return latencies, dict(errors)
+
+    results.put(asyncio.run(run()))
 
 
 async def embed(address: str, images: list[bytes], counts: Counter[str]) -> None:
@@ -160,8 +177,8 @@ async def measured(srv: ServerProcess, thumb: bytes, load: Any) -> dict[str, Any
     reset_peak(srv.pid)
     before = rss_mb(srv.pid, "VmRSS")
     polite = Polite(srv.address, thumb)
+    await polite.start()
     t0 = time.perf_counter()
-    polite.start()
     try:
         detail = await load()
     finally:

@@ -1,8 +1,11 @@
 """Scan speed on camera-sized JPEGs: photodedup beside czkawka and imagededup, in the same run.
 
-Builds a folder of 12-16 MP JPEGs from the large photos a Debian machine has (lxqt wallpapers; any
-folder with --photos), each a different crop/shift with its own sensor noise, plus a few exact copies
-and re-encodes so there is something to find. Then runs, as separate processes, each tool's
+Builds a folder of 12-16 MP JPEGs, each a different photo: generated scenes (`photodedup.testing`)
+with sensor noise, saved at q92, so they decode like camera files (~4 MB each) and, like a camera
+folder, hold no crops of each other; plus exact copies and re-encodes of every eighth so there is
+something to find. `--photos DIR` builds it from crops of the large photos in DIR instead (e.g. the
+lxqt wallpapers): every file is then a crop of a few sources, the worst case for the loose stage and
+its verification, since crops of one picture are copies. Then runs, as separate processes, each tool's
 duplicate search over the folder and reports files/s and peak memory (process tree): `photodedup scan`
 with default flags (offline: the similar tier is settled as skipped before hashing) and with
 `--no-similar` on a fresh index (first scan) and again on the same index (unchanged rescan), czkawka's
@@ -10,7 +13,7 @@ Python bindings (image similarity, default settings, fresh cache), imagededup's 
 (`encode_images` + `find_duplicates`), and `czkawka_cli image` when it is on PATH. Wall time includes
 interpreter start-up for every tool; median of `--repeat` runs.
 
-Usage: bench_scan.py [--files 48] [--repeat 3] [--photos DIR] [--no-write]
+Usage: bench_scan.py [--files 600] [--repeat 3] [--photos DIR] [--no-write]
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from record import machine_line, write_section  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PHOTOS = Path("/usr/share/lxqt/wallpapers")
 SIZES = ((4000, 3000), (4608, 3456))  # 12 MP and 16 MP
 
 
@@ -50,28 +52,55 @@ def source_photos(folder: Path) -> list[Image.Image]:
     return out
 
 
-def build_library(root: Path, photos: list[Image.Image], n: int, seed: int = 0) -> int:
-    """n camera-sized JPEGs (distinct crops + noise), plus exact copies and re-encodes of a few; returns files."""
+def _camera_photo(args: tuple[Path, int, int]) -> Path:
+    """One distinct camera-sized JPEG: a generated scene with its own sensor noise (a worker's job)."""
+    from photodedup.testing import synthetic_photo
+
+    root, i, seed = args
+    w, h = SIZES[i % len(SIZES)]
+    rng = np.random.default_rng(seed * 100_003 + i)
+    arr = synthetic_photo(seed * 100_003 + i, (w, h)).astype(np.int16) + rng.normal(0, 3, (h, w, 1)).astype(np.int16)
+    folder = root / f"DCIM/{100 + i // 20}CANON"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"IMG_{i:04d}.JPG"
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, quality=92)
+    return path
+
+
+def _cropped_photo(src: Image.Image, rng: np.random.Generator, i: int) -> Image.Image:
+    w, h = SIZES[i % len(SIZES)]
+    crop = 0.75 + 0.2 * rng.random()
+    cw, ch = int(src.width * crop), int(src.height * crop)
+    x0, y0 = rng.integers(0, src.width - cw + 1), rng.integers(0, src.height - ch + 1)
+    img = src.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.Resampling.BICUBIC)
+    arr = np.asarray(img, dtype=np.int16) + rng.normal(0, 3, (h, w, 1)).astype(np.int16)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def build_library(root: Path, photos: list[Image.Image] | None, n: int, seed: int = 0) -> int:
+    """n camera-sized JPEGs plus exact copies and re-encodes of every eighth; returns the number of files.
+
+    Distinct generated photos without `photos`; crops of `photos` (copies of each other) with them."""
+    import multiprocessing
+
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for i in range(n):
-        src = photos[i % len(photos)]
-        w, h = SIZES[i % len(SIZES)]
-        crop = 0.75 + 0.2 * rng.random()
-        cw, ch = int(src.width * crop), int(src.height * crop)
-        x0, y0 = rng.integers(0, src.width - cw + 1), rng.integers(0, src.height - ch + 1)
-        img = src.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.Resampling.BICUBIC)
-        arr = np.asarray(img, dtype=np.int16) + rng.normal(0, 3, (h, w, 1)).astype(np.int16)
-        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-        folder = root / f"DCIM/{100 + i // 20}CANON"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"IMG_{i:04d}.JPG"
-        img.save(path, quality=92)
-        count += 1
+    if photos is None:
+        with multiprocessing.get_context("spawn").Pool() as pool:
+            paths = pool.map(_camera_photo, [(root, i, seed) for i in range(n)], chunksize=4)
+    else:
+        paths = []
+        for i in range(n):
+            folder = root / f"DCIM/{100 + i // 20}CANON"
+            folder.mkdir(parents=True, exist_ok=True)
+            paths.append(folder / f"IMG_{i:04d}.JPG")
+            _cropped_photo(photos[i % len(photos)], rng, i).save(paths[-1], quality=92)
+    count = len(paths)
+    for i, path in enumerate(paths):
         if i % 8 == 0:
             shutil.copyfile(path, root / f"copy_IMG_{i:04d}.JPG")
-            img.save(root / f"reencoded_IMG_{i:04d}.jpg", quality=75)
+            with Image.open(path) as img:
+                img.save(root / f"reencoded_IMG_{i:04d}.jpg", quality=75)
             count += 2
     return count
 
@@ -102,11 +131,11 @@ m.find_duplicates(encoding_map=enc)
 """
 
 
-def run(files: int, repeat: int, photos: Path, write: bool) -> str:
+def run(files: int, repeat: int, photos: Path | None, write: bool) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / "library"
-        log.info("building %d camera-sized JPEGs from %s", files, photos)
-        total = build_library(lib, source_photos(photos), files)
+        log.info("building %d camera-sized JPEGs from %s", files, photos or "generated scenes")
+        total = build_library(lib, source_photos(photos) if photos else None, files)
         megabytes = sum(p.stat().st_size for p in lib.rglob("*") if p.is_file()) / 1e6
         base = [
             sys.executable,
@@ -198,8 +227,13 @@ def run(files: int, repeat: int, photos: Path, write: bool) -> str:
             "",
             f"{machine_line(('Pillow', 'simplejpeg', 'ImageHash', 'imagededup'))}. {total} JPEGs "
             f"({megabytes:,.0f} MB): "
-            f"{files} distinct 12 MP / 16 MP photos made from {photos} (crops, sensor noise, q92) plus exact copies "
-            "and q75 re-encodes of every eighth. Each tool runs as its own process over the folder; wall time "
+            + (
+                f"{files} 12 MP / 16 MP crops of the photos in {photos} (sensor noise, q92: copies of each other) "
+                if photos
+                else f"{files} distinct 12 MP / 16 MP generated photos (sensor noise, q92) "
+            )
+            + "plus exact copies and q75 re-encodes of every eighth. Each tool runs as its own process over "
+            "the folder; wall time "
             f"includes interpreter start-up; median of {repeat} runs. photodedup decodes each JPEG once at reduced "
             "size (DCT scaling) on every core; imagededup decodes every file in full.",
             "",
@@ -216,9 +250,9 @@ def run(files: int, repeat: int, photos: Path, write: bool) -> str:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--files", type=int, default=48)
+    ap.add_argument("--files", type=int, default=600)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
+    ap.add_argument("--photos", type=Path, default=None, help="crop these photos instead of generating scenes")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     print(run(args.files, args.repeat, args.photos, not args.no_write))

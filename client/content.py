@@ -2,8 +2,9 @@
 
 Two jobs of one kind (geometry of the content), both run on the scanner's reduced decode:
 - `content_box` trims uniform borders (letterbox, padding; any solid colour, one to four sides), so
-  the hashes and the keeper's resolution see the picture, not the bars; `corner_fill` measures the
-  filled corners of a rotated-and-expanded copy, which add frame but no picture either;
+  the hashes see the picture, not the bars; `picture_pixels` counts what the keeper compares: the frame
+  less added bars (`added_bars`: a uniform band ending at a hard edge) and the filled corners of a
+  rotated-and-expanded copy (`corner_fill`), which add frame but no picture;
 - `window_hashes` hashes sub-windows of the content (centre, corner and one-side crops at a few
   scales), so a cropped copy's whole-picture hash meets the window of its original that it is.
 The hashes are bit-for-bit ImageHash's dHash and pHash of the cropped window, computed for all windows
@@ -25,6 +26,11 @@ MIN_CONTENT_SHARE = 0.4
 # (the white margin of a text page), not a bar: it stays, for pictures under `PAGE_CONTRAST` (see `contrast`).
 BACKGROUND_SHARE = 0.3
 PAGE_CONTRAST = 12.5
+# An added bar ends at a hard edge: at least this share of the line inside it differs from its colour.
+HARD_EDGE_SHARE = 0.5
+# A filled corner's edge is the straight side of a turned picture: its runs along the lines stray from a
+# straight line by at most this many pixels (median deviation, plus 3 % of the longest run).
+CORNER_SLACK = 1.5
 
 
 def _window_fractions() -> tuple[tuple[float, float, float, float], ...]:
@@ -103,18 +109,62 @@ def content_box(rgb: np.ndarray, _depth: int = 0, keep_background: bool = False)
     return left, top, right, bottom
 
 
-def _run(line: np.ndarray, colour: np.ndarray) -> int:
-    """Leading pixels of `line` (n x 3) within tolerance of `colour`."""
-    off = np.nonzero(np.abs(line.astype(np.int16) - colour).max(axis=1) > BORDER_TOLERANCE)[0]
-    return int(off[0]) if len(off) else len(line)
+def added_bars(rgb: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the frame less its added bars, in `rgb`'s pixels (H x W x 3).
+
+    `content_box` trims every uniform margin, which is right for matching but not for counting what a
+    file holds: the white background of a product shot is picture, the black bars of a letterboxed copy
+    are not. A bar ends at a hard edge, where most of the next line differs from its colour; a natural
+    background ends where the subject touches it, a few pixels of the line (`HARD_EDGE_SHARE`). Bars
+    inside bars (white padding around black ones) are peeled one level at a time.
+    """
+    h, w = rgb.shape[:2]
+    left, top, right, bottom = 0, 0, w, h
+    for _ in range(3):
+        region = rgb[top:bottom, left:right]
+        sides = {
+            "top": region,
+            "bottom": region[::-1],
+            "left": region.transpose(1, 0, 2),
+            "right": region.transpose(1, 0, 2)[::-1],
+        }
+        cut = dict.fromkeys(sides, 0)
+        for name, lines in sides.items():
+            colour = np.median(lines[0], axis=0).astype(np.int16)
+            depth = _border_depth(lines, colour, len(lines))
+            # The line after the first mixed one: an encoder's ringing blurs the edge by a pixel.
+            inner = min(depth + 1, len(lines) - 1)
+            if depth and inner > depth:
+                far = (np.abs(lines[inner].astype(np.int16) - colour).max(axis=1) > BORDER_TOLERANCE).mean()
+                if far >= HARD_EDGE_SHARE:
+                    cut[name] = depth
+        if not any(cut.values()):
+            break
+        new_left, new_top = left + cut["left"], top + cut["top"]
+        new_right, new_bottom = right - cut["right"], bottom - cut["bottom"]
+        if new_right - new_left < MIN_CONTENT_SHARE * w or new_bottom - new_top < MIN_CONTENT_SHARE * h:
+            break
+        left, top, right, bottom = new_left, new_top, new_right, new_bottom
+    return left, top, right, bottom
+
+
+def picture_pixels(rgb: np.ndarray) -> int:
+    """Pixels of `rgb` (H x W x 3) that are picture: the frame less added bars and filled corners.
+
+    What the keeper compares as resolution: a letterboxed or padded copy gains frame, a tilted copy
+    loses corners, and neither gains picture; a product shot keeps its background."""
+    left, top, right, bottom = added_bars(rgb)
+    inside = rgb[top:bottom, left:right]
+    return max(0, (right - left) * (bottom - top) - corner_fill(inside))
 
 
 def corner_fill(rgb: np.ndarray) -> int:
     """Pixels of the four filled corner triangles a rotate-and-expand leaves, in `rgb`'s pixels; 0 if none.
 
-    All four corners of one colour, each the right angle of a triangle of it whose legs run along the
-    edges (a small tilt makes one leg long and one short): the frame of a straightened or tilted copy,
-    whose picture is that much smaller than its frame."""
+    All four corners of one colour, each a triangle of it whose hypotenuse is straight (its run along
+    each line shrinks linearly to nothing), opposite corners alike: the frame of a straightened or tilted
+    copy, whose picture is that much smaller than its frame. A background that merely reaches the corners
+    (a subject on white) has ragged edges, and a bar has no tip."""
     h, w = rgb.shape[:2]
     if h < 16 or w < 16:
         return 0
@@ -122,17 +172,51 @@ def corner_fill(rgb: np.ndarray) -> int:
     corners = (rgb[0, -1], rgb[-1, 0], rgb[-1, -1])
     if any(np.abs(c.astype(np.int16) - colour).max() > BORDER_TOLERANCE for c in corners):
         return 0
-    top, bottom, left, right = rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]
-    legs = [
-        (_run(top, colour), _run(left, colour)),
-        (_run(top[::-1], colour), _run(right, colour)),
-        (_run(bottom, colour), _run(left[::-1], colour)),
-        (_run(bottom[::-1], colour), _run(right[::-1], colour)),
-    ]
-    if any(not (2 <= a < w and 2 <= b < h) for a, b in legs):
+    fill = np.abs(rgb.astype(np.int16) - colour).max(axis=2) <= BORDER_TOLERANCE
+    # An expanded frame rounds up: a line or two of pure fill can run along an edge before the corners.
+    rows, cols = fill.all(axis=1), fill.all(axis=0)
+    top, bottom = _leading(rows), h - _leading(rows[::-1])
+    left, right = _leading(cols), w - _leading(cols[::-1])
+    if max(top, h - bottom, left, w - right) > 3 or bottom - top < 16 or right - left < 16:
         return 0
-    area = int(sum(a * b / 2 for a, b in legs))
-    return area if area < 0.5 * w * h else 0
+    full = h * w - (bottom - top) * (right - left)
+    fill = fill[top:bottom, left:right]
+    areas = []
+    for corner in (fill, fill[::-1, ::-1], fill[:, ::-1], fill[::-1]):  # TL, BR, TR, BL, each turned to TL
+        # Profile the triangle along its longer leg: there it is many lines of a few pixels each.
+        profiles = [_profile(corner), _profile(corner.T)]
+        seg = max(profiles, key=len)
+        if not _straight_tip(seg):
+            return 0
+        areas.append(float(seg.sum()))
+    tl, br, tr, bl = areas
+    if abs(tl - br) > 0.35 * max(tl, br) or abs(tr - bl) > 0.35 * max(tr, bl):
+        return 0
+    area = full + sum(areas)
+    return int(area) if area < 0.5 * w * h else 0
+
+
+def _profile(fill: np.ndarray) -> np.ndarray:
+    """Run of fill from the left along each line from the top, up to the first line that has none."""
+    runs = np.where(fill.all(axis=1), fill.shape[1], np.argmin(fill, axis=1))
+    tip = int(np.argmin(runs > 0)) if (runs == 0).any() else len(runs)
+    return runs[:tip].astype(np.float64)
+
+
+def _straight_tip(seg: np.ndarray) -> bool:
+    """True when run lengths shrink along a straight line to (nearly) nothing: a triangle's hypotenuse.
+
+    Judged on the median deviation: dark picture next to a black fill lengthens a few runs."""
+    if len(seg) < 3 or seg[0] < 2 or seg[-1] > 0.25 * seg[0] + 2:
+        return False
+    y = np.arange(len(seg))
+    slope, icpt = np.polyfit(y, seg, 1)
+    return bool(slope < 0 and np.median(np.abs(seg - (slope * y + icpt))) <= CORNER_SLACK + 0.03 * seg[0])
+
+
+def _leading(flags: np.ndarray) -> int:
+    """How many leading entries of a boolean array are True."""
+    return int(np.argmin(flags)) if not flags.all() else len(flags)
 
 
 def contrast(gray: np.ndarray) -> float:

@@ -353,6 +353,9 @@ class RemoteEmbedder:
                     return
             session = _StreamSession(self, state)
             reason = session.run(stub)
+            if session.closed_idle:  # the server's idle timeout: not a failure; reopen when there is work
+                self._wait_for_work(state)
+                continue
             if reason is None:
                 continue
             state.failures += 1
@@ -363,6 +366,13 @@ class RemoteEmbedder:
                 return
             log.info("stream to %s failed (%s); retrying", state.address, reason)
             time.sleep(backoff_s(state.failures, base=0.2))
+
+    def _wait_for_work(self, state: _ServerState) -> None:
+        """Until images wait to be sent (or the scan ends): a stream opened with nothing to send would only
+        be closed as idle again."""
+        with self._cond:
+            while not (self._work or state.down or self._closing or self._all_down_reason is not None):
+                self._cond.wait(timeout=0.5)
 
     def _handle(self, item: _Item, res: object, model_id: str) -> None:
         from photodedup.v1 import wire
@@ -421,9 +431,12 @@ class _StreamSession:
         self._stalled = threading.Event()
         self._done_watching = threading.Event()
         self._progress = time.monotonic()
+        self.closed_idle = False  # the server ended the stream for sitting idle (see `run`)
 
     def run(self, stub: Any) -> str | None:
         import grpc
+
+        from photodedup.v1 import wire
 
         call = stub.EmbedStream(self._requests())
         threading.Thread(
@@ -440,6 +453,12 @@ class _StreamSession:
                         self._owner._handle(item, res, reply.model_id)
         except grpc.RpcError as exc:
             reason = f"{self._state.address}: {exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+            if wire.closed_as_idle(exc):
+                # Nothing was in flight on the server's side: images sent meanwhile were never read, so
+                # they go back on the queue without using up a try, and the stream is reopened.
+                self.closed_idle = True
+                self._requeue_unanswered(reason, count_try=False)
+                return None
             if self._stalled.is_set():
                 reason = f"{self._state.address}: no answer for {self._owner.timeout_s:g} s"
             self._requeue_unanswered(reason)
@@ -485,11 +504,13 @@ class _StreamSession:
                 call.cancel()
                 return
 
-    def _requeue_unanswered(self, reason: str) -> int:
+    def _requeue_unanswered(self, reason: str, count_try: bool = True) -> int:
         with self._lock:
             self._dead.set()
             left = list(self._pending.values())
             self._pending.clear()
         for it in left:
+            if not count_try:
+                it.attempts -= 1
             self._owner._requeue(it, reason)
         return len(left)

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from photodedup.client.content import PAGE_CONTRAST, WINDOWS, content_box, contrast, corner_fill, window_hashes
+from photodedup.client.content import PAGE_CONTRAST, WINDOWS, content_box, contrast, picture_pixels, window_hashes
 from photodedup.client.fidelity import fidelity
 from photodedup.client.walk import SNIFF_BYTES, sniff_format
 from photodedup.errors import InvalidImageError
@@ -62,7 +62,8 @@ class HashResult:
     # The picture inside uniform borders, (left, top, right, bottom) in upright full-size pixels; the
     # hashes above are of this box. None when not computed.
     content: tuple[int, int, int, int] | None = None
-    # Pixels of the picture itself: the content box less any filled corners of a rotated copy.
+    # Pixels of the picture itself: the frame less added bars and any filled corners of a rotated copy
+    # (`content.picture_pixels`; a plain background the content box trims is still picture).
     picture_pixels: int | None = None
     # (dhash, phash) of sub-windows of the content (`content.WINDOWS`), signed like the others: lets
     # grouping find cropped copies.
@@ -176,8 +177,7 @@ def hash_bytes(
         box = content_box(pixels, keep_background=page)
         sx, sy = width / rgb.width, height / rgb.height
         res.content = (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
-        inside = np.asarray(rgb)[box[1] : box[3], box[0] : box[2]]
-        res.picture_pixels = max(0, round(((box[2] - box[0]) * (box[3] - box[1]) - corner_fill(inside)) * sx * sy))
+        res.picture_pixels = round(picture_pixels(pixels) * sx * sy)
         gray = full_gray.crop(box) if box != (0, 0, rgb.width, rgb.height) else full_gray
         res.dhash, res.phash, res.rotated = hash_family(gray)
         res.windows = tuple((to_signed64(d), to_signed64(p)) for d, p in window_hashes(np.asarray(gray), WINDOWS))

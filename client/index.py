@@ -121,6 +121,12 @@ _V6_VERDICT_DETAIL = """
 ALTER TABLE verdicts ADD COLUMN detail TEXT;        -- JSON, oriented from side a to side b; NULL: not known
 """
 
+# Picture pixels counted as the frame less added bars and filled corners (`content.picture_pixels`) instead of
+# the content box, which also trims a plain background; files hashed before are hashed again by the next scan.
+_V7_PICTURE_PIXELS = """
+UPDATE files SET mtime_ns = -1 WHERE error IS NULL;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _V1_RELEASE,
     _V2_REVIEW,
@@ -128,6 +134,7 @@ MIGRATIONS: tuple[str, ...] = (
     _V4_VERDICTS,
     _V5_CONTRAST,
     _V6_VERDICT_DETAIL,
+    _V7_PICTURE_PIXELS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -392,7 +399,8 @@ class Index:
         return out
 
     def forget_unseen(self, roots: Sequence[str], scan_id: int, unreadable: Sequence[str] = ()) -> int:
-        """Drop files under `roots` that this scan's complete walk did not find (deleted or moved).
+        """Drop files under `roots` that this scan's complete walk did not find (deleted or moved), and the
+        verification verdicts no file's content can use any more.
 
         Files under `unreadable` folders (permission denied, an unmounted drive) are kept: not seeing
         them is not evidence that they are gone."""
@@ -403,6 +411,12 @@ class Index:
             for lo, hi in self._ranges(roots):
                 cur = c.execute("DELETE FROM files WHERE path >= ? AND path < ? AND seen_scan != ?", (lo, hi, scan_id))
                 removed += cur.rowcount
+            # Verdicts are keyed by content ("md5" or "md5@box"): once no file has a side's bytes any more
+            # (deleted, or edited into new bytes) the pair can never be asked again.
+            c.execute(
+                "DELETE FROM verdicts WHERE substr(a, 1, 32) NOT IN (SELECT md5 FROM files WHERE md5 IS NOT NULL)"
+                " OR substr(b, 1, 32) NOT IN (SELECT md5 FROM files WHERE md5 IS NOT NULL)"
+            )
         return removed
 
     @staticmethod

@@ -197,7 +197,9 @@ class ServerSettings(_Section):
     max_decode_pixels: int = Field(
         120_000_000, ge=1, description="Pixels being decoded at once, server-wide (bounds decode memory)."
     )
-    max_concurrent_rpcs: int = Field(1024, ge=1, description="Calls open at once; more are refused at once.")
+    max_concurrent_rpcs: int = Field(
+        1024, ge=1, description="EmbedService calls open at once; more are refused at once (health never is)."
+    )
     reserved_queue_share: float = Field(
         0.25,
         ge=0.0,

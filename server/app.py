@@ -15,6 +15,7 @@ from photodedup.engines import create_engine
 from photodedup.engines.base import Engine
 from photodedup.server.auth import TokenAuthInterceptor, TokenFile
 from photodedup.server.batcher import DynamicBatcher
+from photodedup.server.calls import CallLimitInterceptor
 from photodedup.server.errors import ErrorMappingInterceptor
 from photodedup.server.metrics import Metrics
 from photodedup.server.pipeline import Runtime
@@ -45,6 +46,8 @@ class EmbedServer:
         self.tokens = TokenFile(settings.server.auth_token_file) if settings.server.auth_token_file else None
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
+        # EmbedService calls only: a health check is never refused because of load.
+        self.calls = CallLimitInterceptor(settings.server.max_concurrent_rpcs, self.metrics)
         self._engines: list[Engine] = []
         self._batcher: DynamicBatcher | None = None
 
@@ -52,12 +55,10 @@ class EmbedServer:
         """Bind and start answering (health NOT_SERVING); returns the bound gRPC port."""
         s = self.settings
         errors = ErrorMappingInterceptor(self.metrics, s.server.max_items_per_request)
-        interceptors: list[grpc.aio.ServerInterceptor] = [errors]
+        interceptors: list[grpc.aio.ServerInterceptor] = [self.calls, errors]
         if self.tokens is not None:
             interceptors.insert(0, TokenAuthInterceptor(self.tokens, self.metrics))
-        server = grpc.aio.server(
-            interceptors=interceptors, options=server_options(s), maximum_concurrent_rpcs=s.server.max_concurrent_rpcs
-        )
+        server = grpc.aio.server(interceptors=interceptors, options=server_options(s))
         embed_pb2_grpc.add_EmbedServiceServicer_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((wire.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

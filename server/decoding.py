@@ -1,8 +1,8 @@
 """Decoding request images on the pool, fairly and within a pixel budget.
 
 Each image is first measured from its header (cheap), so its decode cost in pixels is known before any
-pixel is decoded. Decode jobs then run on at most `lanes` pool threads: round robin across callers
-(connections), so a client with many large images waits behind its own work, not another's; large
+pixel is decoded. Decode jobs then run on at most `lanes` pool threads: fair queueing across callers
+(connections) by cost, so a client with many large images waits behind its own work, not another's; large
 decodes never take the last lane, so small images always have one; and the pixels being decoded at
 once stay under a budget, which bounds decode memory (an 80 MP PNG costs 80 MP of working memory, not
 a multiple of it: see `photodedup.imaging.load_rgb`).
@@ -11,7 +11,7 @@ a multiple of it: see `photodedup.imaging.load_rgb`).
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -38,6 +38,9 @@ Cost = int | InvalidImageError
 
 MEASURE_CHUNK = 64
 DECODE_CHUNK = 16
+# What a pool job costs in fair-queueing terms besides its pixels (the hand-off, the header pass), so
+# header-only jobs (0 pixels) still count against their caller's share.
+JOB_OVERHEAD_PIXELS = 100_000
 
 
 def measure_images(
@@ -112,11 +115,26 @@ class _Job:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     future: asyncio.Future[Any] = field(repr=False)
+    start_tag: float = 0.0  # start-time fair queueing: the caller's share of the pool used before this job
+    finish_tag: float = 0.0  # start_tag plus this job's cost
+    seq: int = 0  # arrival order, to break ties
+
+
+def _order(job: _Job) -> tuple[float, float, int]:
+    """Smallest start tag first; among equal starts the cheaper job (a light caller's image goes ahead of
+    a flood's chunk that has the same claim), then arrival."""
+    return (job.start_tag, job.finish_tag, job.seq)
 
 
 class FairDecoder:
-    """Runs decode jobs on a pool: round robin across callers, cost-aware lanes, a pixel budget.
-    Used from the event loop only."""
+    """Runs decode jobs on a pool: fair across callers, cost-aware lanes, a pixel budget.
+    Used from the event loop only.
+
+    Fairness is start-time fair queueing (SFQ) by cost: each job is tagged with where its caller's use of
+    the pool stands (its previous job's finish tag, or the pool's virtual time if the caller was idle), and
+    the runnable job with the smallest tag goes next, the cheaper one among equal tags. A caller that
+    arrives with one image is therefore served as soon as a lane frees, not after a turn of every busy
+    caller, and backlogged callers share the pool equally by cost."""
 
     def __init__(self, pool: Executor, lanes: int, max_pixels_in_flight: int, large_pixels: int) -> None:
         self._pool = pool
@@ -124,7 +142,10 @@ class FairDecoder:
         self.large_lanes = max(1, self.lanes - 1)
         self.max_pixels_in_flight = max_pixels_in_flight
         self.large_pixels = large_pixels
-        self._waiting: OrderedDict[str, deque[_Job]] = OrderedDict()
+        self._waiting: dict[str, deque[_Job]] = {}
+        self._finish: dict[str, float] = {}  # per caller: finish tag of its last job queued
+        self._vtime = 0.0  # start tag of the job dispatched last
+        self._seq = 0
         self._running = 0
         self._running_large = 0
         self._pixels = 0
@@ -136,6 +157,10 @@ class FairDecoder:
     async def run(self, caller: str, cost: int, fn: Callable[..., Any], *args: Any) -> Any:
         """Run fn(*args) on the pool when fairness and the budgets allow; returns its result."""
         job = _Job(caller, cost, fn, args, asyncio.get_running_loop().create_future())
+        job.start_tag = max(self._vtime, self._finish.get(caller, 0.0))
+        job.finish_tag = self._finish[caller] = job.start_tag + cost + JOB_OVERHEAD_PIXELS
+        self._seq += 1
+        job.seq = self._seq
         self._waiting.setdefault(caller, deque()).append(job)
         self._dispatch()
         return await job.future
@@ -148,9 +173,8 @@ class FairDecoder:
         return self._running == 0 or self._pixels + job.cost <= self.max_pixels_in_flight
 
     def _dispatch(self) -> None:
-        progress = True
-        while progress and self._running < self.lanes and self._waiting:
-            progress = False
+        while self._running < self.lanes and self._waiting:
+            best: _Job | None = None
             for caller in list(self._waiting):
                 queue = self._waiting[caller]
                 while queue and queue[0].future.done():  # its caller went away
@@ -158,15 +182,24 @@ class FairDecoder:
                 if not queue:
                     del self._waiting[caller]
                     continue
-                if not self._runnable(queue[0]):
-                    continue
-                job = queue.popleft()
-                self._waiting.move_to_end(caller)  # round robin: this caller goes last
-                if not queue:
-                    del self._waiting[caller]
-                self._start(job)
-                progress = True
+                head = queue[0]
+                if self._runnable(head) and (best is None or _order(head) < _order(best)):
+                    best = head
+            if best is None:
                 break
+            queue = self._waiting[best.caller]
+            queue.popleft()
+            if not queue:
+                del self._waiting[best.caller]
+            self._vtime = max(self._vtime, best.start_tag)
+            self._forget_idle()
+            self._start(best)
+
+    def _forget_idle(self) -> None:
+        """Drop the tags of callers with nothing queued whose use of the pool is behind the virtual time
+        (they would start at the virtual time anyway), so the table does not grow with every connection."""
+        if len(self._finish) > 2 * len(self._waiting) + 64:
+            self._finish = {c: f for c, f in self._finish.items() if c in self._waiting or f > self._vtime}
 
     def _start(self, job: _Job) -> None:
         large = job.cost > self.large_pixels

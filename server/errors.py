@@ -22,6 +22,7 @@ from photodedup.errors import (
 )
 from photodedup.server.metrics import Metrics
 from photodedup.server.parsing import Unparsed, bounded_parser
+from photodedup.v1 import wire
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         except PhotodedupError as exc:
             code = status_for(exc)
             self._log.log(logging.INFO, f"{method}/{code.name}", "%s: %s: %s", method, code.name, exc)
-            await context.abort(code, str(exc))
+            trailers = (wire.STREAM_IDLE_TRAILER,) if isinstance(exc, StreamIdleError) else ()
+            await context.abort(code, str(exc), trailing_metadata=trailers)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise

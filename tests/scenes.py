@@ -39,6 +39,18 @@ def scene(seed: int, size: tuple[int, int] = (640, 480), movers: int = 0, mover_
     return Image.fromarray(np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
 
 
+def studio(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
+    """A subject on a plain white background that it reaches only at the bottom, like a product shot."""
+    from PIL import ImageDraw
+
+    w, h = size
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).ellipse((w * 0.2, h * 0.1, w * 0.8, h * 1.3), fill=255)
+    out = Image.new("RGB", size, (255, 255, 255))
+    out.paste(scene(seed, size), (0, 0), mask)
+    return out
+
+
 def crop(img: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
     w, h = img.size
     return img.crop((int(box[0] * w), int(box[1] * h), int(box[2] * w), int(box[3] * h)))

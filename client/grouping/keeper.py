@@ -1,10 +1,11 @@
 """Keeper policy: which file of a group is kept, the one most likely to be the original.
 
-Rules, in the configured order (default `config.KEEP_POLICY`): resolution (content pixels, borders
-excluded), camera (EXIF make/model present), quality (estimated JPEG quality; a lossless file carrying
-JPEG block traces is a converted copy and ranks last), colour (a grey copy loses), borders (a copy with
-bars added loses to the same picture without), oldest (capture
-time, else modification time), size, format, shortest_path. Reference folders come first of all.
+Rules, in the configured order (default `config.KEEP_POLICY`): resolution (picture pixels: the frame
+less added bars and a tilted copy's filled corners; a plain background counts), camera (EXIF make/model
+present), quality (estimated JPEG quality; a lossless file carrying JPEG block traces is a converted copy
+and ranks last), colour (a grey copy loses), borders (a copy with bars added loses to the same picture
+without), oldest (capture time, else modification time), size, format, shortest_path. Reference folders
+come first of all.
 """
 
 from __future__ import annotations

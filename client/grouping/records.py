@@ -44,7 +44,7 @@ class FileRecord:
     rotated_hashes: tuple[tuple[int, int], ...] = ()
     # The picture inside uniform borders, (left, top, right, bottom) in upright pixels; None: whole frame.
     content: tuple[int, int, int, int] | None = None
-    # Pixels of the picture itself (content box less the filled corners of a rotated copy); None: unknown.
+    # Pixels of the picture itself (frame less added bars and a rotated copy's filled corners); None: unknown.
     picture_pixels: int | None = None
     # (dhash, phash) of sub-windows of the content, the full frame first (`client.content.WINDOWS`):
     # a cropped copy's full-frame window meets one of its original's. Empty when not computed.

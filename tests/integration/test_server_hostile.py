@@ -324,3 +324,56 @@ async def test_calls_over_the_concurrent_rpc_cap_are_refused_before_any_work(mod
     finally:
         release.set()
         await server.stop(0)
+
+
+async def test_health_and_reflection_are_never_refused_by_the_call_cap(model_cache: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    server = await start(model_cache, max_concurrent_rpcs=2)
+    release = asyncio.Event()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = embed_pb2_grpc.EmbedServiceStub(channel)
+
+            async def quiet() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+                await release.wait()
+                return
+                yield  # pragma: no cover
+
+            open_calls = [stub.EmbedStream(quiet()) for _ in range(2)]
+            for _ in range(3000):  # up to a minute on a loaded machine: both streams are open
+                if server.calls.open == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert server.calls.open == 2
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetInfo(embed_pb2.GetInfoRequest(), timeout=30)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            health = health_pb2_grpc.HealthStub(channel)
+            watches = [health.Watch(health_pb2.HealthCheckRequest(service=wire.SERVICE_NAME)) for _ in range(3)]
+            for watch in watches:  # open health watches hold no EmbedService slot either
+                assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            checks = await asyncio.gather(
+                *(health.Check(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(5))
+            )
+            assert all(c.status == health_pb2.HealthCheckResponse.SERVING for c in checks)
+            reflect = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+            services = [s.name async for r in reflect for s in r.list_services_response.service]
+            assert wire.SERVICE_NAME in services
+            for watch in watches:
+                watch.cancel()
+            release.set()
+            for call in open_calls:
+                assert [r async for r in call] == []
+            assert server.calls.open == 0
+            assert (await stub.GetInfo(embed_pb2.GetInfoRequest(), timeout=30)).model_id  # room again
+        refused = server.metrics.registry.get_sample_value(
+            "photodedup_requests_total", {"method": "GetInfo", "code": "RESOURCE_EXHAUSTED"}
+        )
+        assert refused == 1
+    finally:
+        release.set()
+        await server.stop(0)

@@ -127,6 +127,37 @@ async def test_small_images_are_not_starved_by_large_ones() -> None:
         pool.shutdown()
 
 
+async def test_a_caller_arriving_with_one_image_goes_ahead_of_busy_callers_backlogs() -> None:
+    pool = ThreadPoolExecutor(1)
+    decoder = FairDecoder(pool, lanes=1, max_pixels_in_flight=10**9, large_pixels=10**9)
+    order: list[str] = []
+    gate = threading.Event()
+
+    def work(name: str) -> str:
+        gate.wait(30)
+        order.append(name)
+        return name
+
+    try:
+        busy = [
+            asyncio.create_task(decoder.run(f"flood{c}", 1_000_000, work, f"flood{c}.{i}"))
+            for i in range(5)
+            for c in range(3)
+        ]
+        await asyncio.sleep(0.05)  # the first job holds the only lane
+        polite = asyncio.create_task(decoder.run("polite", 50_000, work, "polite"))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(polite, *busy)
+        # Round robin would have run a job of each other flood first. The floods then share the lane in turn,
+        # each caller's own jobs in order.
+        rest = [f"flood{c}.{i}" for i in range(1, 5) for c in range(3)]
+        assert order == ["flood0.0", "polite", "flood1.0", "flood2.0", *rest]
+    finally:
+        gate.set()
+        pool.shutdown()
+
+
 async def test_pixels_in_flight_stay_under_the_budget() -> None:
     pool = ThreadPoolExecutor(4)
     decoder = FairDecoder(pool, lanes=4, max_pixels_in_flight=100, large_pixels=1000)

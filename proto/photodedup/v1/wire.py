@@ -106,6 +106,20 @@ def is_retryable(code: int) -> bool:
     return status_of(code) in RETRYABLE_CODES
 
 
+# Trailing metadata of a stream the server ended because it sat idle (nothing sent, nothing in flight): the
+# client opens a new stream when it has images again; nothing it sent has failed.
+STREAM_IDLE_TRAILER = ("photodedup-stream-idle", "1")
+
+
+def closed_as_idle(exc: grpc.RpcError) -> bool:
+    """Whether a stream's error is the server closing it as idle (sync or asyncio client)."""
+    try:
+        trailers = exc.trailing_metadata() or ()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - an error without trailers (e.g. a local failure) is not an idle close
+        return False
+    return any((m[0], m[1]) == STREAM_IDLE_TRAILER for m in trailers)
+
+
 # ---------------------------------------------------------------------------------------------- GetInfo probe
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from photodedup.client.grouping import Tier
+from photodedup.client.grouping import Tier, keeper_key
 from photodedup.client.index import Index
 from photodedup.client.scan import grouping_config, load_groups, run_scan
 from photodedup.settings import Settings
 
-from scenes import crop, letterbox, overlay, scene
+from scenes import crop, letterbox, overlay, scene, studio
 
 EDITS = {
     "crop.jpg": lambda im: crop(im, (0.12, 0.08, 0.9, 0.86)),
@@ -64,6 +64,29 @@ def test_edited_copies_group_with_their_original_which_is_kept(tmp_path: Path) -
     found = {g.keep.path: {m.record.path for m in g.members} for g in groups}
     assert {k: {str(p) for p in v} for k, v in truth.items()} == found
     assert all(g.kind is Tier.NEAR for g in groups)
+
+
+def test_a_studio_shot_ranks_above_its_tilted_and_letterboxed_copies(tmp_path: Path) -> None:
+    """No camera EXIF to go by: the plain background is picture, which the copies do not add to.
+
+    The content box trims the background for matching; counting only it made the original look smaller
+    than a tilted copy, whose filled corners stop the trim. The policy now ranks the original first."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    img = studio(44, (720, 540))
+    img.save(lib / "original.jpg", quality=90)
+    img.rotate(3, resample=Image.Resampling.BICUBIC, expand=True).save(lib / "tilted.jpg", quality=90)
+    letterbox(img, 0.12, (0, 0, 0)).save(lib / "boxed.jpg", quality=90)
+    settings = Settings()
+    with Index(tmp_path / "index.sqlite3") as index:
+        summary = run_scan([str(lib)], settings, index, mode="none", progress=False)
+        records = list(index.records(summary.roots, None))
+    config = grouping_config(settings)
+    ranked = sorted(records, key=lambda r: keeper_key(r, config))
+    assert [Path(r.path).name for r in ranked][0] == "original.jpg"
+    by_name = {Path(r.path).name: r for r in records}
+    assert by_name["boxed.jpg"].picture_pixels == by_name["original.jpg"].picture_pixels == 720 * 540
+    assert abs(by_name["tilted.jpg"].picture_pixels - 720 * 540) <= 0.03 * 720 * 540
 
 
 def test_without_verification_crops_are_missed(tmp_path: Path) -> None:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from photodedup.client.content import WINDOWS, content_box, window_hashes
+from photodedup.client.content import WINDOWS, content_box, corner_fill, picture_pixels, window_hashes
 from photodedup.client.grouping import hamming_bits
 
 from helpers import photo
-from scenes import scene
+from scenes import scene, studio
 
 COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "teal": (20, 140, 150)}
 
@@ -53,6 +53,33 @@ def test_no_border_keeps_the_frame() -> None:
 def test_flat_picture_is_content_not_border() -> None:
     sky = np.full((200, 300, 3), (90, 140, 220), dtype=np.uint8)
     assert content_box(sky) == (0, 0, 300, 200)
+
+
+def test_added_bars_are_not_picture() -> None:
+    for colour in COLOURS.values():
+        rgb = bordered(scene(1, (300, 200)), colour, 30, 12, 30, 12)
+        assert abs(picture_pixels(rgb) - 300 * 200) <= 300 + 200, colour
+
+
+def test_a_product_shots_background_is_picture() -> None:
+    """Trimmed for matching (the margins are uniform), but every pixel of the frame counts as held."""
+    rgb = np.asarray(studio(3, (300, 200)))
+    assert content_box(rgb) != (0, 0, 300, 200)
+    assert corner_fill(rgb) == 0
+    assert picture_pixels(rgb) == 300 * 200
+
+
+def test_bars_around_a_product_shot_are_peeled_not_its_background() -> None:
+    rgb = bordered(studio(3, (300, 200)), (0, 0, 0), 40, 0, 40, 0)
+    assert abs(picture_pixels(rgb) - 300 * 200) <= 2 * 200
+
+
+@pytest.mark.parametrize("angle", [2.0, -4.0])
+def test_a_tilted_copy_holds_its_pictures_pixels_not_its_frames(angle: float) -> None:
+    tilted = scene(1, (300, 200)).rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+    got = picture_pixels(np.asarray(tilted))
+    assert got < 0.97 * tilted.width * tilted.height
+    assert abs(got - 300 * 200) <= 0.04 * 300 * 200, got
 
 
 def test_full_frame_window_is_imagehash_recipe_on_cells() -> None:

@@ -71,6 +71,17 @@ def test_needing_embedding_and_refusals(index: Index) -> None:
     assert [p for p, *_ in index.needing_embedding(["/p"], "m1")] == ["/p/a.jpg"]
 
 
+def test_verdicts_go_when_no_file_has_their_content_any_more(index: Index) -> None:
+    a, b, c = "a" * 32, "b" * 32, "c" * 32
+    first = index.start_scan(["/p"], None, {})
+    index.put_hashes([_res("/p/a.jpg", md5=a), _res("/p/b.jpg", md5=b), _res("/p/c.jpg", md5=c)], first)
+    index.put_verdicts("v1", [(a, b, True), (a + "@0,0,9,9", c, False), (b, c, False)])
+    second = index.start_scan(["/p"], None, {})
+    index.mark_seen(["/p/a.jpg", "/p/b.jpg"], second)  # c.jpg was deleted
+    index.forget_unseen(["/p"], second)
+    assert index.verdicts("v1") == {(a, b): True}
+
+
 def test_forget_unseen_only_below_the_scanned_roots(index: Index) -> None:
     first = index.start_scan(["/p"], None, {})
     index.put_hashes([_res(p) for p in ("/p/a.jpg", "/p/x/b.jpg", "/pq/c.jpg", "/other/d.jpg", "/p")], first)

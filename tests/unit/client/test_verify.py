@@ -160,3 +160,16 @@ def test_strict_check_rejects_different_thin_glyphs(kinds, sizes, tmp_path: Path
     b = save_glyph(kinds[1], sizes[1], "png", tmp_path)
     verdict = GeometricVerifier().verdict(a, content_of(a), b, content_of(b), strict=True)
     assert not verdict.same, verdict
+
+
+def test_ranks_order_by_value_then_position_whatever_the_dtype() -> None:
+    """The agreement check ranks uint8 pixels directly (a radix sort): the same ranks as sorting floats."""
+    import numpy as np
+
+    from photodedup.client.verify import _ranks
+
+    values = np.random.default_rng(3).integers(0, 256, 5000).astype(np.uint8)
+    ranks = _ranks(values)
+    assert np.array_equal(ranks, _ranks(values.astype(np.float32)))
+    order = np.lexsort((np.arange(values.size), values))  # by value, ties by position
+    assert np.array_equal(np.argsort(ranks), order)
