@@ -14,7 +14,8 @@ DCT scaling) and cached per run, rather than stored in the index; docs/BENCHMARK
 where a hash distance says little and features match shared outlines: the same alignment (RANSAC, or
 the content boxes laid on each other when features cannot align them), then agreement at the smaller
 picture's own resolution with no allowance for overlays, lightness compared after histogram matching
-(tone still does not count) and colour compared cell by cell (a recoloured icon is another icon).
+(tone still does not count) and colour compared cell by cell (a recoloured icon is another icon); dark ink on a
+light ground (a glyph, a logo) must also agree pixel by pixel, in shape and strength (`_ink_distance`).
 """
 
 from __future__ import annotations
@@ -287,7 +288,8 @@ def _agreement(a: Picture, b: Picture, found: Alignment) -> Verdict:
 
 def compare_strict(a: Picture, b: Picture) -> Verdict:
     """The check for weak pictures (module docstring): aligned by features where they align the two,
-    else content box on content box, then every cell must agree in lightness and colour."""
+    else content box on content box, then every cell must agree in lightness and colour, and ink on a light
+    ground pixel by pixel."""
     import cv2
 
     found = _align(a, b)
