@@ -21,8 +21,6 @@ from photodedup.v1 import wire
 
 log = logging.getLogger(__name__)
 
-_PREFIX = f"/{wire.SERVICE_NAME}/"
-
 
 class TokenFile:
     """The allowed tokens, loaded from `path`; `reload` keeps the old set when the file cannot be read."""
@@ -85,13 +83,12 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method or ""
-        if not method.startswith(_PREFIX):
+        short = wire.embed_method(handler_call_details.method)
+        if short is None:
             return await continuation(handler_call_details)
         token = bearer_token(handler_call_details.invocation_metadata)
         if token is not None and self._tokens.allows(token):
             return await continuation(handler_call_details)
-        short = method.rsplit("/", 1)[-1]
         self._metrics.requests.labels(short, grpc.StatusCode.UNAUTHENTICATED.name).inc()
         self._metrics.auth_failures.inc()
         message = "missing bearer token" if token is None else "invalid bearer token"

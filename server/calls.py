@@ -15,8 +15,7 @@ from typing import Any
 import grpc
 
 from photodedup.server.metrics import Metrics
-
-SERVICE_PREFIX = "/photodedup."
+from photodedup.v1 import wire
 
 
 class CallLimitInterceptor(grpc.aio.ServerInterceptor):
@@ -33,10 +32,9 @@ class CallLimitInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method or ""
-        if handler is None or not method.startswith(SERVICE_PREFIX):
+        short = wire.embed_method(handler_call_details.method)
+        if handler is None or short is None:
             return handler
-        short = method.rsplit("/", 1)[-1]
         if handler.unary_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
                 self._unary(short, handler.unary_unary),

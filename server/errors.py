@@ -99,10 +99,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method or ""
-        if handler is None or not method.startswith("/photodedup."):
+        short = wire.embed_method(handler_call_details.method)
+        if handler is None or short is None:
             return handler
-        short = method.rsplit("/", 1)[-1]
         parse = bounded_parser(handler.request_deserializer, self._max_items)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(

@@ -48,3 +48,13 @@ def test_status_codes_convert_both_ways() -> None:
     assert not wire.is_retryable(wire.code_value(grpc.StatusCode.INVALID_ARGUMENT))
     err = wire.item_error("a", grpc.StatusCode.INVALID_ARGUMENT, "bad").error
     assert (err.code, err.message) == (wire.code_value(grpc.StatusCode.INVALID_ARGUMENT), "bad")
+
+
+def test_embed_method_names_only_the_embedding_services_methods() -> None:
+    from photodedup.v1 import wire
+
+    assert wire.embed_method(wire.EMBED_METHOD) == "Embed"
+    assert wire.embed_method(wire.STREAM_METHOD) == "EmbedStream"
+    assert wire.embed_method("/grpc.health.v1.Health/Check") is None
+    assert wire.embed_method("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo") is None
+    assert wire.embed_method(None) is None

@@ -19,6 +19,16 @@ SERVICE_NAME: str = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_n
 EMBED_METHOD = f"/{SERVICE_NAME}/Embed"
 STREAM_METHOD = f"/{SERVICE_NAME}/EmbedStream"
 INFO_METHOD = f"/{SERVICE_NAME}/GetInfo"
+SERVICE_PREFIX = f"/{SERVICE_NAME}/"
+
+
+def embed_method(path: str | None) -> str | None:
+    """The short name ("Embed") of an EmbedService method path, None for any other service's (health,
+    reflection): the server's interceptors limit, authenticate and count only the embedding service."""
+    if not path or not path.startswith(SERVICE_PREFIX):
+        return None
+    return path[len(SERVICE_PREFIX) :]
+
 
 # Largest message either side sends or accepts (a 1,024-image request of ~15 KB thumbnails is ~16 MB).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
