@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +293,25 @@ async def test_an_idle_stream_is_ended_but_not_while_its_images_are_in_flight(mo
         await server.stop(0)
 
 
+async def open_quiet_streams(
+    stub: embed_pb2_grpc.EmbedServiceStub, release: asyncio.Event, n: int, opened: Callable[[], int]
+) -> list[Any]:
+    """`n` EmbedStream calls that send nothing until `release`, once `opened()` says the server holds them."""
+
+    async def quiet() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
+        await release.wait()
+        return
+        yield  # pragma: no cover
+
+    calls = [stub.EmbedStream(quiet()) for _ in range(n)]
+    for _ in range(3000):  # up to a minute on a loaded machine
+        if opened() == n:
+            break
+        await asyncio.sleep(0.02)
+    assert opened() == n
+    return calls
+
+
 async def test_calls_over_the_concurrent_rpc_cap_are_refused_before_any_work(model_cache: Path) -> None:
     server = await start(model_cache, max_concurrent_rpcs=2)
     release = asyncio.Event()
@@ -300,17 +319,7 @@ async def test_calls_over_the_concurrent_rpc_cap_are_refused_before_any_work(mod
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = embed_pb2_grpc.EmbedServiceStub(channel)
 
-            async def quiet() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
-                await release.wait()
-                return
-                yield  # pragma: no cover
-
-            open_calls = [stub.EmbedStream(quiet()) for _ in range(2)]
-            for _ in range(3000):  # up to a minute on a loaded machine: both streams reach the servicer
-                if server._servicer._active == 2:
-                    break
-                await asyncio.sleep(0.02)
-            assert server._servicer._active == 2
+            open_calls = await open_quiet_streams(stub, release, 2, lambda: server._servicer._active)
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(16)]), timeout=30)
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -336,17 +345,7 @@ async def test_health_and_reflection_are_never_refused_by_the_call_cap(model_cac
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = embed_pb2_grpc.EmbedServiceStub(channel)
 
-            async def quiet() -> AsyncIterator[embed_pb2.EmbedStreamRequest]:
-                await release.wait()
-                return
-                yield  # pragma: no cover
-
-            open_calls = [stub.EmbedStream(quiet()) for _ in range(2)]
-            for _ in range(3000):  # up to a minute on a loaded machine: both streams are open
-                if server.calls.open == 2:
-                    break
-                await asyncio.sleep(0.02)
-            assert server.calls.open == 2
+            open_calls = await open_quiet_streams(stub, release, 2, lambda: server.calls.open)
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.GetInfo(embed_pb2.GetInfoRequest(), timeout=30)
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
