@@ -70,6 +70,16 @@ def _border_depth(lines: np.ndarray, colour: np.ndarray, limit: int) -> int:
     return limit
 
 
+def _sides(rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """The picture seen from each side: axis 0 runs inward from that edge, each line a row of RGB pixels."""
+    return {
+        "top": rgb,
+        "bottom": rgb[::-1],
+        "left": rgb.transpose(1, 0, 2),
+        "right": rgb.transpose(1, 0, 2)[::-1],
+    }
+
+
 def content_box(rgb: np.ndarray, _depth: int = 0, keep_background: bool = False) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the picture inside uniform borders, in `rgb`'s pixels (H x W x 3).
 
@@ -80,12 +90,7 @@ def content_box(rgb: np.ndarray, _depth: int = 0, keep_background: bool = False)
     is not a bar and stays: trimming it would cut a page differently from its own cropped copy.
     """
     h, w = rgb.shape[:2]
-    sides = {
-        "top": rgb,
-        "bottom": rgb[::-1],
-        "left": rgb.transpose(1, 0, 2),
-        "right": rgb.transpose(1, 0, 2)[::-1],
-    }
+    sides = _sides(rgb)
     depth, colours = {}, {}
     for name, lines in sides.items():
         colours[name] = np.median(lines[0], axis=0).astype(np.int16)
@@ -122,12 +127,7 @@ def added_bars(rgb: np.ndarray) -> tuple[int, int, int, int]:
     left, top, right, bottom = 0, 0, w, h
     for _ in range(3):
         region = rgb[top:bottom, left:right]
-        sides = {
-            "top": region,
-            "bottom": region[::-1],
-            "left": region.transpose(1, 0, 2),
-            "right": region.transpose(1, 0, 2)[::-1],
-        }
+        sides = _sides(region)
         cut = dict.fromkeys(sides, 0)
         for name, lines in sides.items():
             colour = np.median(lines[0], axis=0).astype(np.int16)
