@@ -50,6 +50,12 @@ class GroupingConfig:
     # (or full frame) of another picture is a candidate; it joins only if the verifier confirms it.
     # Off when it is not above near_threshold, or near_threshold is 0 (identical hashes only).
     candidate_threshold: int = 30
+    # ... and agrees within this many bits on one of the pair's eight 16-bit substrings, which every pair
+    # within 8 * (radius + 1) - 1 = 15 bits does. Multi-index search answers that rule exactly with 17
+    # probes per substring instead of 697 for the whole 30-bit ball, whose candidates grow as the square
+    # of the library (5,000 pictures: a minute). On the dev set the rule keeps 539 of the 541 pairs
+    # within 30 bits (the two lost are a random crop and a small rotation; `benchmarks/bench_quality.py`).
+    candidate_radius: int = 1
     verify: bool = True  # the scanner passes a geometric verifier to find_groups
     # Weak pictures: a hash distance says little about a picture whose content is under `weak_side` px on
     # its long side (icons, thumbnails of graphics) or whose 32 x 32 reduction has a grey standard

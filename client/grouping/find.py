@@ -196,6 +196,7 @@ def _near_tier(
             [() if is_tiny(r, config) else r.windows for r in owners],
             config.candidate_threshold,
             config.hamming_brute_force_max,
+            config.candidate_radius,
         )
         # A weak picture's window hashes meet those of every picture of one style (a theme's icons, an
         # app's screens): it keeps only its `weak_candidates` closest loose candidates, so verification

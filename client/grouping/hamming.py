@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 MASK64 = (1 << 64) - 1
+_CHUNKS = 8  # multi-index hashing splits the 128 bits into eight 16-bit substrings
 
 
 def popcount64(values: np.ndarray) -> np.ndarray:
@@ -40,12 +41,25 @@ def hamming_bits(a: tuple[int, int], b: tuple[int, int]) -> int:
     return int(key_distances(as_keys([a]), as_keys([b]))[0])
 
 
-def hamming_join_brute(queries: np.ndarray, table: np.ndarray, threshold: int) -> tuple[np.ndarray, ...]:
-    """All (query, table, distance) within `threshold`, comparing every pair: for small sets and tests."""
+def _substring_bits(diff: np.ndarray) -> np.ndarray:
+    """Bits set in each of the eight 16-bit substrings of (n, 2) uint64 XORs: (n, 8)."""
+    return popcount64(np.ascontiguousarray(diff).view(np.uint16).astype(np.uint64)).reshape(len(diff), _CHUNKS)
+
+
+def hamming_join_brute(
+    queries: np.ndarray, table: np.ndarray, threshold: int, radius: int | None = None
+) -> tuple[np.ndarray, ...]:
+    """All (query, table, distance) within `threshold`, comparing every pair: for small sets and tests.
+
+    With `radius`, a pair must also agree within `radius` bits on one of its eight 16-bit substrings:
+    the rule `hamming_join_mih` answers exactly, so both give the same pairs."""
     qs, ts, ds = [], [], []
     for qi in range(len(queries)):
         d = key_distances(table, queries[qi : qi + 1])
         hit = np.nonzero(d <= threshold)[0]
+        if radius is not None and len(hit):
+            close = _substring_bits(table[hit] ^ queries[qi : qi + 1]).min(axis=1) <= radius
+            hit = hit[close]
         qs.append(np.full(len(hit), qi, dtype=np.int64))
         ts.append(hit.astype(np.int64))
         ds.append(d[hit])
@@ -55,7 +69,6 @@ def hamming_join_brute(queries: np.ndarray, table: np.ndarray, threshold: int) -
     return np.concatenate(qs), np.concatenate(ts), np.concatenate(ds)
 
 
-_CHUNKS = 8  # 128 bits as eight 16-bit substrings
 _masks_cache: dict[int, np.ndarray] = {}
 
 
@@ -66,22 +79,28 @@ def _chunk_masks(radius: int) -> np.ndarray:
     return _masks_cache[radius]
 
 
-def hamming_join_mih(queries: np.ndarray, table: np.ndarray, threshold: int) -> tuple[np.ndarray, ...]:
+def hamming_join_mih(
+    queries: np.ndarray, table: np.ndarray, threshold: int, radius: int | None = None
+) -> tuple[np.ndarray, ...]:
     """Multi-index hashing: exact results without comparing all pairs.
 
     By pigeonhole, two keys within `threshold` bits agree within `threshold // 8` bits on at least one of
     the eight 16-bit substrings; candidates are looked up per substring in sorted buckets (vectorised
-    over all queries) and then checked on the full 128 bits.
+    over all queries) and then checked on the full 128 bits. A smaller `radius` answers the narrower rule
+    of `hamming_join_brute(..., radius)` exactly: every pair within 8 * (radius + 1) - 1 bits, and pairs
+    up to `threshold` that agree that closely on some substring. The work grows with the probes per
+    substring (697 at radius 3, 17 at radius 1), times the table's bucket size.
     """
-    radius = threshold // _CHUNKS
+    radius = threshold // _CHUNKS if radius is None else min(radius, threshold // _CHUNKS)
     masks = _chunk_masks(radius)
     found_q, found_t, found_d = [], [], []
     for chunk in range(_CHUNKS):
         col, shift = chunk // 4, np.uint64((chunk % 4) * 16)
-        tv = ((table[:, col] >> shift) & np.uint64(0xFFFF)).astype(np.int64)
+        tv = ((table[:, col] >> shift) & np.uint64(0xFFFF)).astype(np.uint16)
         qv = ((queries[:, col] >> shift) & np.uint64(0xFFFF)).astype(np.int64)
-        order = np.argsort(tv, kind="stable")
-        starts = np.searchsorted(tv[order], np.arange((1 << 16) + 1))
+        order = np.argsort(tv, kind="stable")  # a radix sort on 16-bit values
+        starts = np.zeros((1 << 16) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(tv, minlength=1 << 16), out=starts[1:])
         for mask in masks.astype(np.int64):
             probe = qv ^ mask
             lo, hi = starts[probe], starts[probe + 1]
@@ -156,20 +175,32 @@ def turned_neighbours(
     return _symmetric(np.asarray(owners, dtype=np.int64)[q], t, d)
 
 
+def window_array(windows: Sequence[tuple[int, int]] | np.ndarray) -> np.ndarray:
+    """A record's window hashes as an (n, 2) uint64 array, whether stored as an array or as int pairs."""
+    if isinstance(windows, np.ndarray):
+        return windows.reshape(-1, 2).astype(np.uint64, copy=False)
+    return as_keys(windows)
+
+
 def window_neighbours(
-    windows: Sequence[Sequence[tuple[int, int]]], threshold: int, brute_force_max: int = 2048
+    windows: Sequence[Sequence[tuple[int, int]] | np.ndarray],
+    threshold: int,
+    brute_force_max: int = 2048,
+    radius: int | None = None,
 ) -> dict[int, dict[int, float]]:
     """Symmetric neighbour map {i: {j: bits}}: i's full-frame window within `threshold` of any window of j.
 
     `windows[i]` are record i's window hashes with the full frame first (`client.content.WINDOWS`), so a
     crop's full frame meets the window of its original that it is. Records without windows are skipped.
+    `radius` narrows the rule as in `hamming_join_mih`: the search is exact for it whichever way it runs.
     """
-    query_owner = [i for i, w in enumerate(windows) if w]
+    query_owner = [i for i, w in enumerate(windows) if len(w)]
     if len(query_owner) < 2:
         return {}
-    queries = as_keys([windows[i][0] for i in query_owner])
-    table_owner = np.asarray([i for i in query_owner for _ in windows[i]], dtype=np.int64)
-    table = as_keys([pair for i in query_owner for pair in windows[i]])
-    join = hamming_join_brute if len(query_owner) <= brute_force_max else hamming_join_mih
-    q, t, d = join(queries, table, threshold)
+    arrays = [window_array(windows[i]) for i in query_owner]
+    table = np.concatenate(arrays)
+    queries = np.stack([a[0] for a in arrays])
+    table_owner = np.repeat(np.asarray(query_owner, dtype=np.int64), [len(a) for a in arrays])
+    join = hamming_join_brute if len(table) <= brute_force_max else hamming_join_mih
+    q, t, d = join(queries, table, threshold, radius)
     return _symmetric(np.asarray(query_owner, dtype=np.int64)[q], table_owner[t], d)

@@ -47,8 +47,9 @@ class FileRecord:
     # Pixels of the picture itself (frame less added bars and a rotated copy's filled corners); None: unknown.
     picture_pixels: int | None = None
     # (dhash, phash) of sub-windows of the content, the full frame first (`client.content.WINDOWS`):
-    # a cropped copy's full-frame window meets one of its original's. Empty when not computed.
-    windows: tuple[tuple[int, int], ...] = ()
+    # a cropped copy's full-frame window meets one of its original's. Empty when not computed. The index
+    # gives an (n, 2) uint64 array (compact for large libraries); int pairs are accepted too.
+    windows: tuple[tuple[int, int], ...] | np.ndarray = ()
     # Keeper signals (`client.fidelity`): camera EXIF present, estimated quality (0: a lossless file
     # carrying JPEG block traces), a grey picture. None when not computed.
     camera: bool | None = None

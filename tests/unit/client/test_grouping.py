@@ -21,6 +21,7 @@ from photodedup.client.grouping import (
     hamming_neighbours,
     is_weak,
     keeper_key,
+    window_neighbours,
 )
 from photodedup.settings import Settings
 
@@ -251,6 +252,46 @@ def test_multi_index_hashing_equals_brute_force(threshold: int) -> None:
     assert mih == brute
     assert len(brute) > len(keys)  # the planted pairs are there, not just self-matches
     assert hamming_neighbours(keys, threshold, brute_force_max=0) == hamming_neighbours(keys, threshold)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_narrowed_multi_index_search_answers_its_rule_exactly(radius: int) -> None:
+    """With a substring radius, the indexed search finds exactly the pairs within the threshold that agree
+    within `radius` bits on one 16-bit substring (as brute force says), every pair within 8 * (radius + 1) - 1
+    bits among them, and fewer than the whole ball."""
+    rng = random.Random(radius)
+    keys = []
+    for _ in range(300):
+        base = (rng.getrandbits(64), rng.getrandbits(64))
+        keys.append(base)
+        for _ in range(rng.randint(1, 3)):
+            d, p = base
+            for b in rng.sample(range(128), rng.randint(0, 34)):
+                if b < 64:
+                    d ^= 1 << b
+                else:
+                    p ^= 1 << (b - 64)
+            keys.append((d, p))
+    arr = np.array(keys, dtype=np.uint64)
+
+    def pairs(join: object, r: int | None) -> set[tuple[int, int, int]]:
+        return set(zip(*(a.tolist() for a in join(arr, arr, 30, r)), strict=True))  # type: ignore[operator]
+
+    narrowed = pairs(hamming_join_mih, radius)
+    assert narrowed == pairs(hamming_join_brute, radius)
+    whole = pairs(hamming_join_brute, None)
+    assert narrowed < whole
+    assert {p for p in whole if p[2] <= 8 * (radius + 1) - 1} <= narrowed
+
+
+def test_window_search_reads_stored_window_arrays_as_int_pairs() -> None:
+    """The index hands windows over as uint64 arrays, tests as int pairs: the loose search reads both alike."""
+    windows = [((0, 0), (flip(0, range(40)), 0)), ((flip(0, range(40)) ^ 0b11, 0),), (((1 << 64) - 1, 5),)]
+    as_arrays = [np.array(w, dtype=np.uint64) for w in windows]
+    expected = {0: {1: 2.0}, 1: {0: 2.0}}
+    for brute_max in (0, 2048):
+        assert window_neighbours(windows, 12, brute_max, radius=1) == expected
+        assert window_neighbours(as_arrays, 12, brute_max, radius=1) == expected
 
 
 def test_ann_finds_what_exact_search_finds_on_small_data() -> None:
