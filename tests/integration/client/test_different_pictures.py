@@ -12,7 +12,7 @@ from photodedup.client.index import Index
 from photodedup.client.scan import grouping_config, load_groups, run_scan
 from photodedup.settings import Settings
 
-from scenes import icon, page, scene, sky
+from scenes import glyph, icon, page, scene, sky
 
 
 def build(root: Path) -> None:
@@ -62,3 +62,36 @@ def test_without_the_weak_picture_rule_hashes_alone_group_different_pictures(tmp
     right = ({"page1.png", "page1_copy.jpg", "page1_no_status_bar.png"}, {"photo.jpg", "photo_turned.jpg"})
     wrong = [n for n in names if n not in right]
     assert wrong, names
+
+
+def build_glyphs(root: Path) -> None:
+    """A theme's 64 and 96 px glyphs: within the near threshold of one another, yet different pictures."""
+    root.mkdir()
+    for kind in ("battery-20", "battery-60", "plus", "plus-bold"):
+        glyph(kind, 96).save(root / f"{kind}.png")
+    flat = glyph("battery-60", 96)
+    flat = Image.alpha_composite(Image.new("RGBA", flat.size, (255, 255, 255, 255)), flat).convert("RGB")
+    flat.save(root / "battery-60-flattened.png")
+    glyph("plus-bold", 64).save(root / "plus-bold-64.png")
+
+
+def test_glyphs_below_128_px_join_only_through_the_strict_check(tmp_path: Path) -> None:
+    """96 px battery levels (18 bits apart) and a thin and a bold plus are two pictures each: icon-sized
+    pictures up to 128 px are weak, so the strict check decides; with the old 64 px bound hashes alone did."""
+    build_glyphs(tmp_path / "lib")
+    with Index(tmp_path / "index.sqlite3") as index:
+        summary = run_scan([str(tmp_path / "lib")], Settings(), index, mode="none", progress=False)
+        records = list(index.records(summary.roots, None))
+    from photodedup.client.grouping import find_groups
+    from photodedup.client.verify import GeometricVerifier
+
+    def names(config: GroupingConfig) -> list[set[str]]:
+        groups = find_groups(records, config, verifier=GeometricVerifier())
+        return [{Path(m.record.path).name for m in g.members} for g in groups]
+
+    found = names(GroupingConfig())
+    assert {"battery-60.png", "battery-60-flattened.png"} in found
+    for group in found:
+        assert not {"battery-20.png", "battery-60.png"} <= group and not {"plus.png", "plus-bold.png"} <= group
+    old = names(GroupingConfig(weak_side=64))
+    assert any({"battery-20.png", "battery-60.png"} <= g or {"plus.png", "plus-bold.png"} <= g for g in old), old

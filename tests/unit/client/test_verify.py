@@ -138,8 +138,9 @@ def save_glyph(kind: str, size: int, fmt: str, folder: Path, **style: object) ->
 
 @pytest.mark.xfail(
     strict=True,
-    reason="not solved: content boxes of a glyph at two sizes differ by the anti-aliased fringe, a pixel that is a "
-    "tenth of a 16 px glyph, and the cells disagree (docs/BENCHMARKS.md, system folder)",
+    reason="not solved: a glyph rendered at two sizes differs in its anti-aliased fringe, a pixel that is a tenth of "
+    "a 16 px glyph, and the cells disagree; refining the content-box alignment sub-pixel (ECC) did not help "
+    "(docs/BENCHMARKS.md, system folder)",
 )
 @pytest.mark.parametrize("pair", GLYPH_COPIES.values(), ids=GLYPH_COPIES.keys())
 def test_strict_check_accepts_one_glyph_at_other_sizes(pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
