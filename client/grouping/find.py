@@ -15,7 +15,8 @@ Tiers, in order, each working on the result of the one before:
    Evidence scales with information: when either picture is weak (tiny content, or too little contrast
    for its hash bits to mean much: icons, text pages, sky), no hash distance suffices; the pair joins only
    if the verifier's strict check confirms it (every aligned cell agrees in lightness and colour), and
-   without a verifier not at all. Pictures under `min_pixels` join exact groups only.
+   without a verifier not at all. So does a pair of pictures both under `icon_side` px (a theme's glyphs).
+   Pictures under `min_pixels` join exact groups only.
 3. similar: embedding cosine distance <= `similar_threshold`, between the keepers of the groups so far.
    With a verifier, a neighbour that fails verification is not a duplicate: it is offered as `series`
    (same scene, different shot), a group kind that actions never touch.
@@ -120,12 +121,20 @@ def _exact_units(records: Sequence[FileRecord], keys: Sequence[tuple], ignore: I
 
 def is_tiny(record: FileRecord, config: GroupingConfig) -> bool:
     """Content under `weak_side` px on its long side: an icon or glyph, never cropped into a copy."""
+    return 0 < _side(record) < config.weak_side
+
+
+def _side(record: FileRecord) -> int:
+    """Long side of the content (the whole frame when hashing found no borders)."""
     if record.content is not None:
         left, top, right, bottom = record.content
-        side = max(right - left, bottom - top)
-    else:
-        side = max(record.width, record.height)
-    return 0 < side < config.weak_side
+        return max(right - left, bottom - top)
+    return max(record.width, record.height)
+
+
+def both_icons(a: FileRecord, b: FileRecord, config: GroupingConfig) -> bool:
+    """Both pictures are under `icon_side` px: a theme's glyphs at 64 and 96 px, whose hashes meet."""
+    return all(0 < _side(r) < config.icon_side for r in (a, b))
 
 
 def is_weak(record: FileRecord, config: GroupingConfig) -> bool:
@@ -237,13 +246,14 @@ def _near_tier(
         """Strict hash neighbours join as before; loose candidates only when verified against the centre;
         a pair with a weak picture only when the strict check confirms it."""
         a, b = records[units[i].members[0]], records[units[j].members[0]]
-        if i in weak or j in weak:
+        if i in weak or j in weak or both_icons(a, b, config):
             return verifier is not None and verifier(a, b, strict=True)
         if (i, j) not in unverified:
             return True
         return verifier(a, b)  # type: ignore[misc]
 
-    return centre_cluster(units, neighbours, Tier.NEAR, ignore, confirmed if unverified or weak else None)
+    icons = any(0 < _side(r) < config.icon_side for r in owners)
+    return centre_cluster(units, neighbours, Tier.NEAR, ignore, confirmed if unverified or weak or icons else None)
 
 
 def _similar_tier(

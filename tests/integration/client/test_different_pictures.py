@@ -76,8 +76,8 @@ def build_glyphs(root: Path) -> None:
 
 
 def test_glyphs_below_128_px_join_only_through_the_strict_check(tmp_path: Path) -> None:
-    """96 px battery levels (18 bits apart) and a thin and a bold plus are two pictures each: icon-sized
-    pictures up to 128 px are weak, so the strict check decides; with the old 64 px bound hashes alone did."""
+    """96 px battery levels (18 bits apart) and a thin and a bold plus are two pictures each: a pair of pictures
+    both under `icon_side` (128) px is icon-sized, so the strict check decides; without that, hashes alone did."""
     build_glyphs(tmp_path / "lib")
     with Index(tmp_path / "index.sqlite3") as index:
         summary = run_scan([str(tmp_path / "lib")], Settings(), index, mode="none", progress=False)
@@ -93,5 +93,5 @@ def test_glyphs_below_128_px_join_only_through_the_strict_check(tmp_path: Path) 
     assert {"battery-60.png", "battery-60-flattened.png"} in found
     for group in found:
         assert not {"battery-20.png", "battery-60.png"} <= group and not {"plus.png", "plus-bold.png"} <= group
-    old = names(GroupingConfig(weak_side=64))
+    old = names(GroupingConfig(icon_side=0))
     assert any({"battery-20.png", "battery-60.png"} <= g or {"plus.png", "plus-bold.png"} <= g for g in old), old
