@@ -89,7 +89,7 @@ def test_glyphs_below_128_px_join_only_through_the_strict_check(tmp_path: Path) 
         groups = find_groups(records, config, verifier=GeometricVerifier())
         return [{Path(m.record.path).name for m in g.members} for g in groups]
 
-    found = names(GroupingConfig())
+    found = names(GroupingConfig(icon_side=128))
     assert {"battery-60.png", "battery-60-flattened.png"} in found
     for group in found:
         assert not {"battery-20.png", "battery-60.png"} <= group and not {"plus.png", "plus-bold.png"} <= group
