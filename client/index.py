@@ -127,6 +127,17 @@ _V7_PICTURE_PIXELS = """
 UPDATE files SET mtime_ns = -1 WHERE error IS NULL;
 """
 
+# The last grouping answer per scope (roots and model), under a digest of everything it was computed from
+# (`client.groupcache`): an unchanged library is not grouped again.
+_V8_GROUPS = """
+CREATE TABLE groups_cache (
+    scope TEXT PRIMARY KEY,     -- JSON [roots, model id]
+    digest TEXT NOT NULL,       -- of the records, settings, decisions and grouping code it came from
+    groups BLOB NOT NULL,       -- zlib-compressed JSON
+    created REAL NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _V1_RELEASE,
     _V2_REVIEW,
@@ -135,6 +146,7 @@ MIGRATIONS: tuple[str, ...] = (
     _V5_CONTRAST,
     _V6_VERDICT_DETAIL,
     _V7_PICTURE_PIXELS,
+    _V8_GROUPS,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -589,6 +601,20 @@ class Index:
 
     def done_groups(self) -> set[str]:
         return {row[0] for row in self.conn.execute("SELECT members_key FROM done_groups")}
+
+    # -- the last grouping answer (client.groupcache) ----------------------------------------------
+
+    def stored_groups(self, scope: str) -> tuple[str, bytes] | None:
+        """(digest, groups blob) stored for `scope`, or None."""
+        row = self.conn.execute("SELECT digest, groups FROM groups_cache WHERE scope=?", (scope,)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
+
+    def store_groups(self, scope: str, digest: str, blob: bytes) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO groups_cache (scope, digest, groups, created) VALUES (?, ?, ?, ?)",
+                (scope, digest, blob, time.time()),
+            )
 
     # -- geometric verification verdicts ----------------------------------------------------------
 

@@ -11,6 +11,7 @@ the last second of work and the next scan carries on from there.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from photodedup.errors import PhotodedupError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from photodedup.client.grouping import Group, GroupingConfig
+    from photodedup.client.grouping import FileRecord, Group, GroupingConfig
     from photodedup.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -290,28 +291,20 @@ def grouping_config(settings: Settings) -> GroupingConfig:
     return GroupingConfig.from_settings(settings)
 
 
-def load_groups(
+def _group(
     index: Index,
-    roots: Sequence[str],
-    model_id: str | None,
+    records: list[FileRecord],
     config: GroupingConfig,
-    reference_dirs: Sequence[str] = (),
+    ignored: list[frozenset[str]],
+    refs: list[str],
 ) -> list[Group]:
-    """Group every indexed image under `roots` (and the reference folders), honouring ignore decisions.
-
-    With `config.verify`, loose candidates and similar neighbours are confirmed geometrically
-    (`client.verify`), reusing the verdicts stored in the index (`client.verdicts`)."""
-    import os
-
+    """Group afresh, verifying with the verdicts stored in the index (and storing new ones)."""
     from photodedup.client.grouping import find_groups
     from photodedup.client.verdicts import StoredVerifier
 
-    refs = [os.path.abspath(os.path.expanduser(r)) for r in reference_dirs]
-    all_roots = list(dict.fromkeys([*roots, *refs]))
-    records = list({r.path: r for r in index.records(all_roots, model_id)}.values())  # roots may nest
     verifier = StoredVerifier(index) if config.verify else None
     try:
-        groups = find_groups(records, config, ignored=index.ignored(), reference_dirs=refs, verifier=verifier)
+        groups = find_groups(records, config, ignored=ignored, reference_dirs=refs, verifier=verifier)
     finally:
         if verifier is not None:
             verifier.flush()  # verdicts found before an interruption are kept too
@@ -322,6 +315,43 @@ def load_groups(
             verifier.misses,
             verifier.verifier.decodes,
         )
+    return groups
+
+
+def load_groups(
+    index: Index,
+    roots: Sequence[str],
+    model_id: str | None,
+    config: GroupingConfig,
+    reference_dirs: Sequence[str] = (),
+) -> list[Group]:
+    """Group every indexed image under `roots` (and the reference folders), honouring ignore decisions.
+
+    With `config.verify`, loose candidates and similar neighbours are confirmed geometrically
+    (`client.verify`), reusing the verdicts stored in the index (`client.verdicts`); an unchanged library
+    gets the groups computed last time (`client.groupcache`)."""
+    import os
+
+    from photodedup.client import groupcache
+
+    refs = [os.path.abspath(os.path.expanduser(r)) for r in reference_dirs]
+    all_roots = list(dict.fromkeys([*roots, *refs]))
+    records = list({r.path: r for r in index.records(all_roots, model_id)}.values())  # roots may nest
+    ignored = index.ignored()
+    scope = groupcache.scope_key(all_roots, model_id)
+    digest = groupcache.grouping_digest(records, config, ignored, refs)
+    groups = groupcache.load(index, scope, digest, records)
+    if groups is None:
+        groups = _group(index, records, config, ignored, refs)
+        groups_stored = True
+        try:
+            groupcache.store(index, scope, digest, groups)
+        except sqlite3.OperationalError as exc:  # a read-only or busy index: the answer stands, unkept
+            groups_stored = False
+            log.warning("groups not kept in the index: %s", exc)
+        log.debug("groups computed (%s)", "kept" if groups_stored else "not kept")
+    else:
+        log.info("groups unchanged since the last grouping: %d files, %d groups", len(records), len(groups))
     from photodedup.client.decisions import apply_keeper_choices
 
     return apply_keeper_choices(groups, index.keeper_choices())  # keepers chosen in `photodedup review`

@@ -176,3 +176,36 @@ def test_an_unchanged_rescan_imports_neither_torch_nor_open_clip(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "IMPORTED []" in out.stdout, out.stdout + out.stderr
     assert "Embeddings: " + str(first.model_id) in out.stderr
+
+
+def _shape(groups: list) -> list:
+    """What a group says, by path (records hold arrays, which do not compare as values)."""
+    return [(g.kind, g.keep.path, [(m.record.path, m.tier, m.distance, m.evidence) for m in g.members]) for g in groups]
+
+
+def test_an_unchanged_library_is_not_grouped_again_until_something_changes(
+    library: dict[str, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second grouping of an unchanged index is the kept answer; a "not duplicates" decision, a setting or
+    an edited file makes it group afresh."""
+    import photodedup.client.scan as scan
+
+    db, root, settings = tmp_path / "db.sqlite3", library["root"][0], Settings()
+    first_summary, first = _scan(settings, root, db)
+    computed: list[int] = []
+    real = scan._group
+    monkeypatch.setattr(scan, "_group", lambda *a: computed.append(1) or real(*a))
+    summary, again = _scan(settings, root, db)
+    assert summary.unchanged > 0 and not computed
+    assert _shape(again) == _shape(first) and len(again) == 1
+    with Index(db) as index:
+        a, b = sorted(m.record.path for m in first[0].members)[:2]
+        index.add_ignore([a, b])
+    _, split = _scan(settings, root, db)
+    assert len(computed) == 1 and _shape(split) != _shape(first)
+    stricter = settings.grouping.model_copy(update={"near_threshold": 3})
+    _scan(settings.model_copy(update={"grouping": stricter}), root, db)
+    assert len(computed) == 2
+    photo(14, (480, 360)).save(library["others"][0], quality=90)
+    _scan(settings, root, db)
+    assert len(computed) == 3

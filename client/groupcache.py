@@ -1,0 +1,153 @@
+"""The last grouping answer, kept in the index under a digest of everything it was computed from.
+
+Grouping is a pure function of the records (what the index knows of each file), the configuration, the
+"not duplicates" decisions, the reference folders and the code that groups and verifies. An unchanged rescan
+would redo the near tier's searches and the loose window join (seconds for ten thousand pictures) only to
+get the same groups; `load` hands back the stored answer when, and only when, the digest of those inputs
+matches byte for byte. Any change to a file, a decision, a setting or the grouping code makes a new digest,
+and the groups are computed again and stored in place of the old ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import logging
+import zlib
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from photodedup.client.grouping import FileRecord, Group, GroupingConfig, Member, Tier
+from photodedup.client.grouping.evidence import Evidence
+from photodedup.client.grouping.hamming import window_array
+
+if TYPE_CHECKING:
+    from photodedup.client.index import Index
+
+log = logging.getLogger(__name__)
+
+# Modules whose code decides groups: a change to any of them (an upgrade, a fix) is a change of input.
+_DECIDING_CODE = ("photodedup.client.grouping", "photodedup.client.verify", "photodedup.client.verdicts")
+_code_digest: str | None = None
+
+
+def _code() -> str:
+    """Digest of the grouping and verification source, read once per process."""
+    global _code_digest
+    if _code_digest is None:
+        from photodedup import __version__
+
+        h = hashlib.blake2b(digest_size=16)
+        h.update(__version__.encode())
+        for name in _DECIDING_CODE:
+            spec = importlib.util.find_spec(name)
+            origin = Path(spec.origin) if spec is not None and spec.origin else None
+            if origin is None or not origin.is_file():
+                continue  # no readable source (a frozen build): the version above stands in
+            files = sorted(origin.parent.glob("*.py")) if origin.name == "__init__.py" else [origin]
+            for f in files:
+                h.update(f.name.encode() + b"\0" + f.read_bytes())
+        _code_digest = h.hexdigest()
+    return _code_digest
+
+
+def grouping_digest(
+    records: Sequence[FileRecord],
+    config: GroupingConfig,
+    ignored: Collection[frozenset[str]],
+    reference_dirs: Sequence[str],
+) -> str:
+    """A digest of every input of `find_groups` (records in order, each field grouping reads)."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(_code().encode())
+    h.update(repr(config).encode())
+    h.update(repr(sorted(sorted(pair) for pair in ignored)).encode())
+    h.update(repr(list(reference_dirs)).encode())
+    for r in records:
+        h.update(
+            repr(
+                (
+                    r.path,
+                    r.size,
+                    r.width,
+                    r.height,
+                    r.md5,
+                    r.dhash,
+                    r.phash,
+                    r.exif_time,
+                    r.mtime,
+                    r.format,
+                    r.rotated_hashes,
+                    r.content,
+                    r.picture_pixels,
+                    r.camera,
+                    r.quality,
+                    r.grey,
+                    r.contrast,
+                    None if r.embedding is None else r.embedding.shape,
+                )
+            ).encode()
+        )
+        h.update(window_array(r.windows).tobytes())
+        if r.embedding is not None:
+            h.update(np.ascontiguousarray(r.embedding).tobytes())
+    return h.hexdigest()
+
+
+def _evidence_out(e: Evidence | None) -> dict[str, Any] | None:
+    return None if e is None else dataclasses.asdict(e)
+
+
+def _evidence_in(d: dict[str, Any] | None) -> Evidence | None:
+    if d is None:
+        return None
+    return Evidence(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def _encode(groups: Sequence[Group]) -> bytes:
+    out = [
+        {
+            "kind": str(g.kind),
+            "keep": g.keep.path,
+            "protected": sorted(g.protected),
+            "members": [[m.record.path, m.distance, str(m.tier), _evidence_out(m.evidence)] for m in g.members],
+        }
+        for g in groups
+    ]
+    return zlib.compress(json.dumps(out, separators=(",", ":")).encode(), 6)
+
+
+def _decode(blob: bytes, records: Sequence[FileRecord]) -> list[Group]:
+    by_path = {r.path: r for r in records}
+    groups = []
+    for g in json.loads(zlib.decompress(blob)):
+        members = [Member(by_path[p], float(d), Tier(t), _evidence_in(e)) for p, d, t, e in g["members"]]
+        groups.append(Group(Tier(g["kind"]), by_path[g["keep"]], members, frozenset(g["protected"])))
+    return groups
+
+
+def scope_key(roots: Sequence[str], model_id: str | None) -> str:
+    """Which grouping this is: one answer is kept per set of roots and model."""
+    return json.dumps([sorted(roots), model_id or ""])
+
+
+def load(index: Index, scope: str, digest: str, records: Sequence[FileRecord]) -> list[Group] | None:
+    """The stored groups of `scope` if they were computed from inputs with this `digest`; else None."""
+    stored = index.stored_groups(scope)
+    if stored is None or stored[0] != digest:
+        return None
+    try:
+        return _decode(stored[1], records)
+    except (KeyError, ValueError, TypeError, zlib.error) as exc:  # unreadable: compute again
+        log.warning("stored groups unreadable, grouping again: %s", exc)
+        return None
+
+
+def store(index: Index, scope: str, digest: str, groups: Sequence[Group]) -> None:
+    """Keep `groups` as the answer for `scope` and `digest`, replacing the previous one."""
+    index.store_groups(scope, digest, _encode(groups))
