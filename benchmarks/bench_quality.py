@@ -29,6 +29,7 @@ from typing import Any
 
 from photodedup.client.grouping import Group, GroupingConfig, find_groups
 from photodedup.client.index import Index
+from photodedup.client.lineage import prefer_sources
 from photodedup.client.scan import run_scan
 from photodedup.client.verify import MAX_BAD_CELLS, MIN_COVERAGE, MIN_INLIERS, GeometricVerifier
 from photodedup.settings import Settings
@@ -158,6 +159,9 @@ def main() -> None:
         started = time.perf_counter()
         groups = find_groups(records, config, verifier=verifier)
         timings[label] = time.perf_counter() - started
+        started = time.perf_counter()
+        groups = prefer_sources(groups, config)  # the keeper's lineage, as the scan applies it
+        timings[f"lineage, {label}"] = time.perf_counter() - started
         if verifier is not None:
             timings["pairs"], timings["decodes"] = verifier.pairs, verifier.decodes
         runs.append(
@@ -171,7 +175,7 @@ def main() -> None:
             )
         )
     started = time.perf_counter()
-    without_rule = find_groups(records, no_weak_rule(config), verifier=GeometricVerifier())
+    without_rule = prefer_sources(find_groups(records, no_weak_rule(config), verifier=GeometricVerifier()), config)
     timings["without the weak-picture rule"] = time.perf_counter() - started
     runs.append(
         (
@@ -239,7 +243,8 @@ def main() -> None:
 photos), scored by its score.py. Pair precision/recall/F1 over all pairs; the per-edit columns are the recall
 of original↔copy pairs. Our rows are the default offline scan (`run_scan`, no model) grouped by
 `find_groups`; "default" verifies loose candidates geometrically (`client/verify.py`), "no verification"
-is the same scan with hashes alone, "hashes only (old keeper)" is the previous release's behaviour. One run.
+is the same scan with hashes alone (both with the keeper's lineage test, as the scan runs it), "hashes only
+(old keeper)" is the previous release's behaviour. One run.
 
 {chr(10).join(lines)}
 
@@ -256,7 +261,8 @@ Cost: the first scan took {scan_s:.1f} s; grouping took {timings["no verificatio
 verification and {timings["default"]:.2f} s with it ({int(timings["pairs"])} candidate pairs verified,
 {int(timings["decodes"])} pictures decoded), so verification added {overhead:.1f} s,
 {overhead / scan_s:.0%} of the scan. It scales with the loose candidates (those within
-{config.candidate_threshold} window bits), not with all pairs.
+{config.candidate_threshold} window bits), not with all pairs. The keeper's lineage test
+(`client/lineage.py`, after grouping) took {timings["lineage, default"]:.2f} s.
 
 Decision boundary: of {edge["candidates"]} verified candidates, {edge["unrelated"]} were unrelated
 photos and {edge["unrelated_accepted"]} of them were accepted; the strongest unrelated pair had

@@ -32,7 +32,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Modules whose code decides groups: a change to any of them (an upgrade, a fix) is a change of input.
-_DECIDING_CODE = ("photodedup.client.grouping", "photodedup.client.verify", "photodedup.client.verdicts")
+_DECIDING_CODE = (
+    "photodedup.client.grouping",
+    "photodedup.client.verify",
+    "photodedup.client.verdicts",
+    "photodedup.client.lineage",
+)
 _code_digest: str | None = None
 
 

@@ -15,7 +15,9 @@ where a hash distance says little and features match shared outlines: the same a
 the content boxes laid on each other when features cannot align them), then agreement at the smaller
 picture's own resolution with no allowance for overlays, lightness compared after histogram matching
 (tone still does not count) and colour compared cell by cell (a recoloured icon is another icon); dark ink on a
-light ground (a glyph, a logo) must also agree pixel by pixel, in shape and strength (`_ink_distance`).
+light ground (a glyph, a logo) must also agree pixel by pixel, in shape and strength (`_ink_distance`), and
+icon-sized pictures must agree in raw colour, tone included, over any large connected region (`_colour_region`:
+a theme's grey and black, or green and yellow, variants of one shape are two icons).
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ INK_MIN_STRENGTH = 40.0  # levels: fainter "ink" is shading (a cloud on a sky), 
 INK_BLUR = 0.7  # px at the compared size: a copy's strokes move by their anti-aliasing, not more
 STRICT_INK_DISTANCE = 0.35
 INK_STRENGTH_RATIO = 1.6  # a grey glyph against a black one: the dimmed state, another picture
+# Icon-sized pictures (compared below STRICT_ALWAYS_COLOUR_BELOW px) are also compared in raw colour, tone
+# included: a theme's grey and black bubbles or green and yellow arrows are two icons, which histogram
+# matching makes agree. One connected region where the two differ by more than STRICT_COLOUR_DELTA (OpenCV's
+# 8-bit Lab units) over more than STRICT_COLOUR_REGION of the compared area rejects the pair; a copy's
+# resampling and JPEG noise disagree in scattered pixels and thin fringes (at most 0.12 on the system folder).
+STRICT_COLOUR_DELTA = 30.0
+STRICT_COLOUR_REGION = 0.2
 CANNOT_DECODE = "cannot decode"  # the one verdict reason that says nothing about the pair
 # Verdicts are stored in the index under this version (`client.verdicts`): bump it whenever the decision
 # rule changes, so verdicts of the old rule are not reused. The tuning constants above are part of it.
@@ -65,6 +74,7 @@ VERIFIER_VERSION = (
     f"2:{VERIFY_SIDE}:{FEATURES}:{MIN_INLIERS}:{MIN_COVERAGE}:{MAX_BAD_CELLS}:{CELL_TOLERANCE}"
     f":{STRICT_SIDE}:{STRICT_GREY_LEVELS}:{STRICT_HUE_DEGREES}:{STRICT_BAD_CELLS}:{STRICT_MAX_TILT}"
     f":{STRICT_ALWAYS_COLOUR_BELOW}:{FEATURE_POOR}:{INK_LEVELS}:{INK_BACKGROUND_SHARE}:{INK_MIN_STRENGTH}:{INK_BLUR}:{STRICT_INK_DISTANCE}:{INK_STRENGTH_RATIO}"
+    f":{STRICT_COLOUR_DELTA}:{STRICT_COLOUR_REGION}"
 )
 
 
@@ -326,11 +336,14 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
     # Ink on a light ground is also compared pixel by pixel (`_ink_distance`), on top of the cells.
     bad, counted = _strict_bad_cells(frame)
     ink = _ink_distance(frame) if counted and inked else 0.0
-    same = counted and bad <= STRICT_BAD_CELLS and ink <= STRICT_INK_DISTANCE
+    region = _colour_region(frame) if counted and frame.side < STRICT_ALWAYS_COLOUR_BELOW else 0.0
+    same = counted and bad <= STRICT_BAD_CELLS and ink <= STRICT_INK_DISTANCE and region <= STRICT_COLOUR_REGION
     if same or not counted:
         reason = "" if same else "too little overlap"
+    elif bad > STRICT_BAD_CELLS:
+        reason = "content differs"
     else:
-        reason = "content differs" if bad > STRICT_BAD_CELLS else "ink differs"
+        reason = "ink differs" if ink > STRICT_INK_DISTANCE else "colour or tone differs"
     return Verdict(bool(same), v.inliers, v.coverage, max(bad, ink), reason, upright, True, aligned_by)
 
 
@@ -429,6 +442,21 @@ def _ink_distance(frame: StrictFrame) -> float:
     if union == 0.0:
         return 0.0  # two blank pictures
     return float(np.abs(maps[0] - maps[1]).sum()) / union
+
+
+def _colour_region(frame: StrictFrame) -> float:
+    """Share of the compared area taken by the largest connected region where the two pictures differ in raw
+    Lab colour (tone counted) by more than STRICT_COLOUR_DELTA: a whole shape in another grey or hue, which the
+    tone-free cells accept; a copy differs in scattered pixels and thin fringes."""
+    import cv2
+
+    warped = cv2.GaussianBlur(frame.warped.astype(np.float32), (0, 0), 0.6)
+    target = cv2.GaussianBlur(frame.target.astype(np.float32), (0, 0), 0.6)
+    differs = (np.linalg.norm(warped - target, axis=2) > STRICT_COLOUR_DELTA) & frame.inside
+    count, _, stats, _ = cv2.connectedComponentsWithStats(differs.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return 0.0
+    return float(stats[1:, cv2.CC_STAT_AREA].max()) / max(int(frame.inside.sum()), 1)
 
 
 def _strict_bad_cells(frame: StrictFrame) -> tuple[float, bool]:

@@ -126,14 +126,16 @@ def sky(cloud_x: float) -> Image.Image:
 GLYPHS = ("chevron-left", "chevron-right", "battery-20", "battery-60", "signal", "signal-dim", "blank")
 
 
-def glyph(kind: str, size: int = 48, grey: int = 46) -> Image.Image:
+def glyph(kind: str, size: int = 48, grey: int = 46, colour: tuple[int, int, int] | None = None) -> Image.Image:
     """A monochrome symbolic glyph (thin strokes of one grey on transparent), rendered as a theme renders its
     vector at each size: drawn 8 times larger and reduced, so two sizes of one kind are copies of one picture.
-    `signal-dim` is `signal` in the light grey themes use for a dimmed state; `blank` has no ink at all."""
+    `signal-dim` is `signal` in the light grey themes use for a dimmed state; `blank` has no ink at all;
+    `bubble` is a filled speech bubble (mostly ink, little ground); `plus` and `plus-bold` differ in stroke
+    width; `colour` inks the glyph in a hue instead of `grey`."""
     scale = 8
     big = Image.new("RGBA", (16 * scale, 16 * scale), (0, 0, 0, 0))
     draw = ImageDraw.Draw(big)
-    ink = (grey, grey, grey, 255)
+    ink = (*(colour or (grey, grey, grey)), 255)
 
     def box(x0: float, y0: float, x1: float, y1: float) -> tuple[int, int, int, int]:
         return round(x0 * scale), round(y0 * scale), round(x1 * scale), round(y1 * scale)
@@ -153,6 +155,13 @@ def glyph(kind: str, size: int = 48, grey: int = 46) -> Image.Image:
             ink = (190, 190, 190, 255)
         for k in range(4):
             draw.rounded_rectangle(box(1 + 3.8 * k, 11 - 3 * k, 3.6 + 3.8 * k, 15), radius=scale // 2, fill=ink)
+    elif kind == "bubble":
+        draw.rounded_rectangle(box(0.5, 1.5, 15.5, 12), radius=3 * scale, fill=ink)
+        draw.polygon([(x * scale, y * scale) for x, y in ((3, 11), (7, 11), (3, 15))], fill=ink)
+    elif kind in ("plus", "plus-bold"):
+        half = 1.5 if kind == "plus-bold" else 0.5
+        draw.rectangle(box(1, 8 - half, 15, 8 + half), fill=ink)
+        draw.rectangle(box(8 - half, 1, 8 + half, 15), fill=ink)
     elif kind != "blank":
         raise ValueError(f"unknown glyph {kind!r}")
     return big.resize((size, size), Image.Resampling.LANCZOS)

@@ -217,16 +217,18 @@ class ReviewState:
         return self._replace(view, apply_keeper_choices(groups, choices))
 
     def _group(self, records: list[FileRecord], ignored: Sequence[frozenset[str]] = ()) -> list[Group]:
-        """`find_groups` as the scan ran it: with the stored verdicts (members that joined through
-        verification stay, with what it found), verifying only pairs never asked about before."""
+        """`find_groups` (and the keeper's lineage) as the scan ran it: with the stored verdicts (members that
+        joined through verification stay, with what it found), verifying only pairs never asked about before."""
+        from photodedup.client.lineage import prefer_sources
         from photodedup.client.verdicts import StoredVerifier
 
         with Index(self.db) as index:
             verifier = StoredVerifier(index) if getattr(self.config, "verify", False) else None
             try:
-                return find_groups(
+                found = find_groups(
                     records, self.config, ignored=ignored, reference_dirs=self.reference_dirs, verifier=verifier
                 )
+                return prefer_sources(found, self.config)
             finally:
                 if verifier is not None:
                     verifier.flush()

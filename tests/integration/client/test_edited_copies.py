@@ -116,11 +116,35 @@ def test_grouping_an_unchanged_library_again_verifies_nothing(tmp_path: Path, mo
     settings = Settings()
     found, verified = [], []
     with Index(tmp_path / "index.sqlite3") as index:
-        for _ in range(2):
+        for k in range(2):
             summary = run_scan([str(tmp_path / "lib")], settings, index, mode="none", progress=False)
+            if k:  # an unrelated decision: the groups are computed again, the verdicts are reused
+                index.add_ignore([str(tmp_path / "lib" / "others" / "other0.jpg"), str(tmp_path / "lib" / "x.jpg")])
             groups = load_groups(index, summary.roots, summary.model_id, grouping_config(settings))
             found.append({g.keep.path: {m.record.path for m in g.members} for g in groups})
             verified.append(len(calls))
             calls.clear()
     assert found[0] == found[1] == {k: {str(p) for p in v} for k, v in truth.items()}
     assert verified[0] > 0 and verified[1] == 0, verified
+
+
+def test_the_copy_the_others_were_made_from_is_kept_when_no_rule_tells_them_apart(tmp_path: Path) -> None:
+    """Same size, no camera EXIF, qualities in one step: the policy alone would keep the oldest file, a copy.
+    The re-compression test finds the JPEG the turned and re-saved copies were made from."""
+    import os
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    scene(45, (720, 540)).save(lib / "original.jpg", quality=90)
+    decoded = Image.open(lib / "original.jpg").convert("RGB")
+    decoded.transpose(Image.Transpose.ROTATE_90).save(lib / "turned.jpg", quality=90)
+    decoded.save(lib / "resaved.jpg", quality=88)
+    for age, name in enumerate(("original.jpg", "turned.jpg", "resaved.jpg")):
+        os.utime(lib / name, (1_600_000_000 - age * 86_400,) * 2)  # the copies look older
+    settings = Settings()
+    with Index(tmp_path / "index.sqlite3") as index:
+        summary = run_scan([str(lib)], settings, index, mode="none", progress=False)
+        (group,) = load_groups(index, summary.roots, summary.model_id, grouping_config(settings))
+    assert {Path(m.record.path).name for m in group.members} == {"original.jpg", "turned.jpg", "resaved.jpg"}
+    assert Path(group.keep.path).name == "original.jpg"
+    assert group.members[0].record is group.keep and all(m.distance >= 0 for m in group.members)

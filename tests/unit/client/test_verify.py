@@ -127,12 +127,13 @@ def content_of(path: str) -> tuple[int, int, int, int] | None:
     return hash_file(path, st.st_size, st.st_mtime_ns, 10**8).content
 
 
-def save_glyph(kind: str, size: int, fmt: str, folder: Path) -> str:
-    img = glyph(kind, size)
+def save_glyph(kind: str, size: int, fmt: str, folder: Path, **style: object) -> str:
+    img = glyph(kind, size, **style)  # type: ignore[arg-type]
+    name = f"{kind}{size}{'-'.join(str(v) for v in style.values())}"
     if fmt == "jpg":
         white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        return save(Image.alpha_composite(white, img).convert("RGB"), folder / f"{kind}{size}.jpg", quality=85)
-    return save(img, folder / f"{kind}{size}.png")
+        return save(Image.alpha_composite(white, img).convert("RGB"), folder / f"{name}.jpg", quality=85)
+    return save(img, folder / f"{name}.png")
 
 
 @pytest.mark.xfail(
@@ -165,6 +166,38 @@ def test_strict_check_rejects_different_thin_glyphs(kinds, sizes, tmp_path: Path
     b = save_glyph(kinds[1], sizes[1], "png", tmp_path)
     verdict = GeometricVerifier().verdict(a, content_of(a), b, content_of(b), strict=True)
     assert not verdict.same, verdict
+
+
+ICON_VARIANTS = {
+    "a black and a grey bubble": (("bubble", {}), ("bubble", {"grey": 150})),
+    "a green and a yellow bubble": (("bubble", {"colour": (80, 170, 60)}), ("bubble", {"colour": (230, 200, 40)})),
+    "a thin and a bold plus": (("plus", {}), ("plus-bold", {})),
+}
+
+
+@pytest.mark.parametrize("variants", ICON_VARIANTS.values(), ids=ICON_VARIANTS.keys())
+@pytest.mark.parametrize("sizes", [(16, 16), (24, 24), (32, 32), (24, 16)], ids=lambda s: f"{s[0]}-{s[1]}px")
+def test_strict_check_rejects_icons_in_another_tone_or_hue(variants, sizes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A theme's status variants of one shape (a grey "idle" and a black "available" bubble, a green and a
+    yellow arrow, a thin and a bold plus) agree once tone is matched away; at icon size tone and hue count.
+    The grey bubble at 16 and 32 px is what only the colour-region rule rejects; the rest guard it."""
+    (kind_a, style_a), (kind_b, style_b) = variants
+    a = save_glyph(kind_a, sizes[0], "png", tmp_path, **style_a)
+    b = save_glyph(kind_b, sizes[1], "png", tmp_path, **style_b)
+    verdict = GeometricVerifier().verdict(a, content_of(a), b, content_of(b), strict=True)
+    assert not verdict.same, verdict
+
+
+@pytest.mark.parametrize("kind", ["bubble", "plus-bold"])
+def test_strict_check_accepts_an_icon_and_its_flattened_copy(kind: str, tmp_path: Path) -> None:
+    """The colour-region rule leaves copies alone: one icon flattened onto white (as a JPEG it is the open
+    gap marked in `test_strict_check_accepts_one_glyph_at_other_sizes`)."""
+    a = save_glyph(kind, 24, "png", tmp_path)
+    img = glyph(kind, 24)
+    white = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img).convert("RGB")
+    b = save(white, tmp_path / "flat.png")
+    verdict = GeometricVerifier().verdict(a, content_of(a), b, content_of(b), strict=True)
+    assert verdict.same, verdict
 
 
 def test_ranks_order_by_value_then_position_whatever_the_dtype() -> None:

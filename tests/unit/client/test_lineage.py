@@ -1,0 +1,84 @@
+"""The re-compression test: which JPEG copy was made from which, and the keeper it gives a group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fakes import record
+from PIL import Image
+
+from photodedup.client.grouping import GroupingConfig, Tier, find_groups
+from photodedup.client.lineage import Lineage, lineage, prefer_sources
+
+from helpers import photo
+
+
+@pytest.fixture
+def original(tmp_path: Path) -> tuple[Image.Image, str]:
+    img = photo(21, (480, 360))
+    path = tmp_path / "original.jpg"
+    img.save(path, quality=90)
+    return Image.open(path).convert("RGB"), str(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "quality"),
+    [
+        (lambda im: im, 75),
+        (lambda im: im.transpose(Image.Transpose.ROTATE_90), 88),
+        (lambda im: im.point(lambda v: min(255, v + 20)), 85),
+    ],
+    ids=["re-encoded", "turned", "brightened"],
+)
+def test_a_copy_made_from_a_jpeg_is_told_from_its_source(original, tmp_path: Path, edit, quality) -> None:  # type: ignore[no-untyped-def]
+    decoded, source = original
+    copy = tmp_path / "copy.jpg"
+    edit(decoded).save(copy, quality=quality)
+    forward, backward = lineage(source, str(copy)), lineage(str(copy), source)
+    assert forward.source == 1 and forward.b_from_a < forward.a_from_b, forward
+    assert backward.source == -1, backward
+
+
+def test_pictures_that_are_not_copies_or_not_jpegs_say_nothing(original, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    decoded, source = original
+    other = tmp_path / "other.jpg"
+    photo(22, (480, 360)).save(other, quality=75)
+    png = tmp_path / "copy.png"
+    decoded.save(png)
+    assert lineage(source, str(other)).source == 0
+    assert lineage(source, str(png)).source == 0
+    assert lineage(source, str(tmp_path / "missing.jpg")).source == 0
+
+
+def _group(tmp_path: Path, protected: bool = False):  # type: ignore[no-untyped-def]
+    keep = record(tmp_path / "a-copy.jpg", mtime=1.0, dhash=0, phash=0, quality=90)
+    source = record(tmp_path / "b-source.jpg", mtime=2.0, dhash=1, phash=0, quality=90)
+    smaller = record(tmp_path / "c-small.jpg", mtime=3.0, dhash=3, phash=0, quality=90, width=90, height=90)
+    refs = [str(tmp_path)] if protected else []
+    (group,) = find_groups([keep, source, smaller], GroupingConfig(near_threshold=4), reference_dirs=refs)
+    assert group.keep is keep and group.kind is Tier.NEAR
+    return group, source
+
+
+def test_a_keeper_made_from_a_tied_copy_gives_way_to_it(tmp_path: Path) -> None:
+    group, source = _group(tmp_path)
+    asked: list[tuple[str, str]] = []
+
+    def test(a: str, b: str) -> Lineage:
+        asked.append((a, b))
+        return Lineage(-1 if b == source.path else 0, 2.0, 0.5)
+
+    (changed,) = prefer_sources([group], GroupingConfig(near_threshold=4), test)
+    assert changed.keep is source and changed.members[0].record is source
+    assert {m.record.path for m in changed.members} == {m.record.path for m in group.members}
+    # Only the copy that ties on the content rules was tested (the smaller picture was not).
+    assert asked == [(group.keep.path, source.path)]
+    (same,) = prefer_sources([group], GroupingConfig(near_threshold=4), lambda a, b: Lineage(0, 1.0, 1.0))
+    assert same.keep is group.keep
+
+
+def test_a_keeper_in_a_reference_folder_stays(tmp_path: Path) -> None:
+    group, source = _group(tmp_path, protected=True)
+    (same,) = prefer_sources([group], GroupingConfig(near_threshold=4), lambda a, b: Lineage(-1, 2.0, 0.5))
+    assert same.keep is group.keep
