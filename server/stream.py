@@ -11,8 +11,8 @@ forgotten or frozen client does not hold a call slot for ever.
 
 Past its first message, a stream is not read while a message the size of its connection's last one would be
 refused (server/admission.py `read_refusal`): the bytes wait with the client instead of being read and refused
-image by image. A stream that had to wait holds the expected budget while it reads, so the streams that wake
-together on a release are not all read at once.
+image by image. A stream that had to wait holds the expected budget while its message arrives (at most
+ROOM_CHECK_S), so the streams that wake together on a release are not all read at once.
 """
 
 from __future__ import annotations
@@ -143,12 +143,19 @@ class StreamSession:
         while not self._draining and admission.read_refusal(self._peer) is not None:
             await admission.wait_for_release(ROOM_CHECK_S)
         self._idle_since = asyncio.get_running_loop().time()  # the wait was the server's, not the client's
+        # Hold the expected budget while the message arrives (a client held back has usually sent it already),
+        # and never longer than ROOM_CHECK_S: a client that stops sending must not keep it from others.
         items, nbytes = admission.expected(self._peer)
         admission.take(self._peer, items, nbytes)
+        reading = asyncio.ensure_future(self._next(messages))
         try:
-            return await self._next(messages)
+            await asyncio.wait({reading}, timeout=ROOM_CHECK_S)
+        except BaseException:
+            reading.cancel()
+            raise
         finally:
             admission.release(self._peer, items, nbytes)
+        return await reading
 
     async def _next(self, messages: AsyncIterator[embed_pb2.EmbedStreamRequest]) -> embed_pb2.EmbedStreamRequest | None:
         """The next request message (None when the client is done), or StreamIdleError once nothing has

@@ -190,3 +190,65 @@ async def test_a_stream_is_not_read_while_its_next_message_would_be_refused(mode
     finally:
         gate.set()
         await server.stop(0)
+
+
+async def test_a_held_back_stream_that_then_sends_nothing_keeps_no_budget(model_cache: Path) -> None:
+    server = EmbedServer(
+        tiny_settings(
+            model_cache,
+            max_queue_size=64,
+            reserved_queue_share=0.25,
+            light_caller_items=4,
+            max_inflight_per_connection=64,
+            max_batch_size=4,
+            max_queue_delay_ms=0.0,
+        )
+    )
+    await server.start()
+    await server.load()
+    gate, _ = recording_gate(server)
+    try:
+        async with own_connection(server) as heavy_ch, own_connection(server) as stream_ch:
+            backlog = asyncio.ensure_future(
+                embed_pb2_grpc.EmbedServiceStub(heavy_ch).Embed(
+                    embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(48)])
+                )
+            )
+            for _ in range(3000):
+                if sample(server, "photodedup_inflight_items") == 48:
+                    break
+                await asyncio.sleep(0.02)
+            quiet = asyncio.Event()
+
+            async def requests() -> Any:
+                yield embed_pb2.EmbedStreamRequest(
+                    items=[embed_pb2.StreamItem(id=str(i), image=jpeg(300 + i)) for i in range(8)]
+                )
+                await quiet.wait()  # then nothing more, with the stream left open
+
+            call = embed_pb2_grpc.EmbedServiceStub(stream_ch).EmbedStream(requests(), timeout=120)
+            answers = 0
+            while answers < 4:  # the part that did not fit is refused; the stream now waits for room
+                answers += len((await call.read()).results)
+            admission = server._servicer.admission
+            for _ in range(3000):
+                if any(not w.done() for w in admission._release_waiters):
+                    break
+                await asyncio.sleep(0.02)
+            gate.set()
+            await backlog
+            while answers < 8:
+                answers += len((await call.read()).results)
+            # Room came back, the stream took its expected budget to read, and its client sent nothing: the
+            # budget is given back at once, not when the stream ends.
+            for _ in range(3000):
+                if sample(server, "photodedup_inflight_items") == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert sample(server, "photodedup_inflight_items") == 0
+            assert not call.done()
+            quiet.set()
+            call.cancel()
+    finally:
+        gate.set()
+        await server.stop(0)
