@@ -518,9 +518,13 @@ def _strict_bad_cells(frame: StrictFrame) -> tuple[float, bool]:
 
 
 class GeometricVerifier:
-    """Verifies pairs of files, decoding each at most once per run (bounded cache, thread-safe)."""
+    """Verifies pairs of files, decoding each at most once per run (bounded cache, thread-safe).
 
-    def __init__(self, cache_size: int = 2048) -> None:
+    A cached picture holds ~360 KB (the 512 px grey decode, the Lab strict frame, 600 descriptors): the
+    cache keeps the last 256 (~90 MB); 2,048 held ~740 MB, most of a 12,000-file scan's 970 MB peak.
+    Candidates are verified centre by centre, so the centre being verified stays cached."""
+
+    def __init__(self, cache_size: int = 256) -> None:
         self._cache: OrderedDict[str, Picture | None] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
