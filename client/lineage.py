@@ -21,10 +21,14 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from photodedup.client.grouping import FileRecord, Group, GroupingConfig, Tier, keeper_key
+
+if TYPE_CHECKING:
+    from photodedup.client.index import Index
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +160,37 @@ def _content_key(record: FileRecord, config: GroupingConfig) -> tuple:
     return keeper_key(record, dataclasses.replace(config, keep_policy=tuple(rules)))[:-1]
 
 
+def lineage_of(a: FileRecord, b: FileRecord) -> int:
+    """`lineage(a.path, b.path).source`: the test on two records, without a store."""
+    return lineage(a.path, b.path).source
+
+
+class StoredLineage:
+    """`lineage_of` that keeps its answers in the index, keyed by both files' MD5s and `LINEAGE_VERSION`:
+    a pair of photos is decoded and re-encoded once, not on every regrouping."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.known = index.lineages(LINEAGE_VERSION)
+        self.new: dict[tuple[str, str], int] = {}
+
+    def __call__(self, a: FileRecord, b: FileRecord) -> int:
+        flip = a.md5 > b.md5
+        key = (b.md5, a.md5) if flip else (a.md5, b.md5)
+        source = self.known.get(key)
+        if source is None:
+            source = lineage(b.path, a.path).source if flip else lineage(a.path, b.path).source
+            self.known[key] = self.new[key] = source
+        return -source if flip else source
+
+    def flush(self) -> None:
+        if self.new:
+            self.index.put_lineages(LINEAGE_VERSION, [(a, b, s) for (a, b), s in self.new.items()])
+            self.new.clear()
+
+
 def prefer_sources(
-    groups: Sequence[Group], config: GroupingConfig, test: Callable[[str, str], Lineage] = lineage
+    groups: Sequence[Group], config: GroupingConfig, test: Callable[[FileRecord, FileRecord], int] = lineage_of
 ) -> list[Group]:
     """Groups whose keeper the re-compression test shows to be made from a near copy that ties with it on
     the content rules get that copy as keeper (the original, not its re-encode, turn or brightened copy).
@@ -186,7 +219,7 @@ def prefer_sources(
         )
         current = keep
         for rec in tied:
-            if rec.md5 != current.md5 and test(current.path, rec.path).source == -1:
+            if rec.md5 != current.md5 and test(current, rec) == -1:
                 current = rec  # the current choice was made from this copy
         if current is not keep:
             changed += 1
