@@ -39,6 +39,9 @@ MARGIN = 0.3  # grey levels of median block error
 WINDOW = 256  # pixels per side of the sampled windows (a multiple of the 16 px MCU)
 WINDOWS_PER_SIDE = 3
 MAX_PIXELS = 40_000_000  # larger pictures are not tested (two full decodes)
+# Members tested per group: a folder of many same-looking copies (a burst re-saved, an export run twice)
+# costs a few tests, not one per file.
+MAX_TESTS_PER_GROUP = 4
 # The two must be copies: their 32 x 32 grey reductions, after the dihedral turn, correlate this well
 # (correlation, so brightened and toned copies count).
 MIN_CORRELATION = 0.9
@@ -134,6 +137,8 @@ def lineage(path_a: str, path_b: str) -> Lineage:
             if not fits or max(fits)[0] < MIN_CORRELATION:
                 return unknown
             k = max(fits)[1]
+            if np.array_equal(_dihedral(a, k), b):
+                return unknown  # the same pixels (a file re-tagged, a comment added): nothing to tell
             b_from_a = _remake_error(_dihedral(a, k), b, ib)
             a_from_b = _remake_error(_dihedral(b, _INVERSE[k]), a, ia)
     except (OSError, ValueError, SyntaxError) as exc:  # unreadable now: say nothing
@@ -195,8 +200,9 @@ def prefer_sources(
     """Groups whose keeper the re-compression test shows to be made from a near copy that ties with it on
     the content rules get that copy as keeper (the original, not its re-encode, turn or brightened copy).
 
-    Only JPEG near copies of the keeper's own size (any turn) are tested; a keeper under a reference folder
-    stays; what the test cannot tell leaves the policy's choice."""
+    Only JPEG near copies of the keeper's own size (any turn) are tested, at most `MAX_TESTS_PER_GROUP` per
+    group, best-ranked first; a keeper under a reference folder stays; what the test cannot tell leaves the
+    policy's choice."""
     from photodedup.client.decisions import with_keeper
 
     out, changed = [], 0
@@ -218,7 +224,7 @@ def prefer_sources(
             key=lambda r: keeper_key(r, config),
         )
         current = keep
-        for rec in tied:
+        for rec in tied[:MAX_TESTS_PER_GROUP]:
             if rec.md5 != current.md5 and test(current, rec) == -1:
                 current = rec  # the current choice was made from this copy
         if current is not keep:

@@ -100,3 +100,21 @@ def test_answers_are_kept_in_the_index_by_content_either_way_round(original, tmp
         monkeypatch.setattr(module, "lineage", lambda *args: pytest.fail("asked again"))
         again = StoredLineage(index)
         assert again(a, b) == 1 and again(b, a) == -1
+
+
+def test_many_same_looking_copies_cost_a_few_tests(tmp_path: Path) -> None:
+    """A burst of 40 pixel-identical re-saves ties on every rule: the group is settled with a few tests."""
+    from photodedup.client.lineage import MAX_TESTS_PER_GROUP
+
+    copies = [record(tmp_path / f"{k:02d}.jpg", mtime=float(k), quality=90) for k in range(40)]
+    (group,) = find_groups(copies, GroupingConfig(near_threshold=4))
+    asked: list[str] = []
+    prefer_sources([group], GroupingConfig(near_threshold=4), lambda a, b: asked.append(b.path) or 0)
+    assert 0 < len(asked) <= MAX_TESTS_PER_GROUP
+
+
+def test_the_same_pixels_under_two_names_say_nothing(original, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, source = original
+    retagged = tmp_path / "retagged.jpg"
+    retagged.write_bytes(Path(source).read_bytes() + b"\x00")  # other bytes after the image, same pixels
+    assert lineage(source, str(retagged)).source == 0
