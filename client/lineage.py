@@ -41,7 +41,7 @@ WINDOWS_PER_SIDE = 3
 MAX_PIXELS = 40_000_000  # larger pictures are not tested (two full decodes)
 # Members tested per group: a folder of many same-looking copies (a burst re-saved, an export run twice)
 # costs a few tests, not one per file.
-MAX_TESTS_PER_GROUP = 4
+MAX_TESTS_PER_GROUP = 8
 # The two must be copies: their 32 x 32 grey reductions, after the dihedral turn, correlate this well
 # (correlation, so brightened and toned copies count).
 MIN_CORRELATION = 0.9
