@@ -20,6 +20,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -49,6 +50,15 @@ def rss_mb(pid: int, field: str) -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def unread_refusals(srv: ServerProcess) -> int:
+    """EmbedService calls the server refused before reading their request (its metrics endpoint)."""
+    with urllib.request.urlopen(f"http://{srv.metrics_address}/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("photodedup_unread_refusals_total "):
+                return int(float(line.split()[1]))
+    return 0
 
 
 def reset_peak(pid: int) -> None:
@@ -176,6 +186,7 @@ async def measured(srv: ServerProcess, thumb: bytes, load: Any) -> dict[str, Any
     """Run `load()` with the polite client alongside; the server's peak RSS over it."""
     reset_peak(srv.pid)
     before = rss_mb(srv.pid, "VmRSS")
+    unread = unread_refusals(srv)
     polite = Polite(srv.address, thumb)
     await polite.start()
     t0 = time.perf_counter()
@@ -191,6 +202,7 @@ async def measured(srv: ServerProcess, thumb: bytes, load: Any) -> dict[str, Any
         "polite_n": len(polite.latencies),
         "polite_errors": dict(polite.errors),
         "detail": detail,
+        "unread": unread_refusals(srv) - unread,
     }
 
 
@@ -390,7 +402,9 @@ async def run(only: set[str], cache: Path) -> list[str]:
             rows.append(
                 f"| {name} | {r['peak_mb']:.0f} MB (idle {r['before_mb']:.0f}) | "
                 f"{r['polite_p99_ms']:.0f} ms ({r['polite_n']}{errs}) "
-                f"| {r['seconds']:.1f} s | {r['detail']} |"
+                f"| {r['seconds']:.1f} s | {r['detail']}"
+                + (f" ({r['unread']} of the calls refused before their request was read)" if r["unread"] else "")
+                + " |"
             )
         if "empty" in only:
             reset_peak(srv.pid)

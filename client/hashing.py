@@ -173,7 +173,8 @@ def hash_bytes(
     try:
         pixels = np.asarray(rgb)
         full_gray = rgb.convert("L")  # converted once: the page test and the hashes both read it
-        page = contrast(np.asarray(full_gray)) < PAGE_CONTRAST
+        full_contrast = contrast(np.asarray(full_gray))
+        page = full_contrast < PAGE_CONTRAST
         box = content_box(pixels, keep_background=page)
         sx, sy = width / rgb.width, height / rgb.height
         res.content = (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
@@ -181,7 +182,7 @@ def hash_bytes(
         gray = full_gray.crop(box) if box != (0, 0, rgb.width, rgb.height) else full_gray
         res.dhash, res.phash, res.rotated = hash_family(gray)
         res.windows = tuple((to_signed64(d), to_signed64(p)) for d, p in window_hashes(np.asarray(gray), WINDOWS))
-        res.contrast = contrast(np.asarray(gray))
+        res.contrast = full_contrast if gray is full_gray else contrast(np.asarray(gray))
         if thumb_kind != "none" and thumb_size:
             arr = to_model_array(rgb, thumb_size)
             res.thumb = encode_jpeg(arr, quality) if thumb_kind == "jpeg" else arr

@@ -138,6 +138,19 @@ CREATE TABLE groups_cache (
 );
 """
 
+# Which of two JPEG copies was made from the other (`client.lineage`), keyed by both MD5s (a < b) and the
+# test's version: source 1 when b was made from a, -1 when a from b, 0 when the test could not say.
+_V9_LINEAGE = """
+CREATE TABLE lineage (
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    version TEXT NOT NULL,
+    source INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (a, b, version)
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _V1_RELEASE,
     _V2_REVIEW,
@@ -147,6 +160,7 @@ MIGRATIONS: tuple[str, ...] = (
     _V6_VERDICT_DETAIL,
     _V7_PICTURE_PIXELS,
     _V8_GROUPS,
+    _V9_LINEAGE,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -426,7 +440,7 @@ class Index:
 
     def forget_unseen(self, roots: Sequence[str], scan_id: int, unreadable: Sequence[str] = ()) -> int:
         """Drop files under `roots` that this scan's complete walk did not find (deleted or moved), and the
-        verification verdicts no file's content can use any more.
+        verification verdicts and lineage answers no file's content can use any more.
 
         Files under `unreadable` folders (permission denied, an unmounted drive) are kept: not seeing
         them is not evidence that they are gone."""
@@ -442,6 +456,10 @@ class Index:
             c.execute(
                 "DELETE FROM verdicts WHERE substr(a, 1, 32) NOT IN (SELECT md5 FROM files WHERE md5 IS NOT NULL)"
                 " OR substr(b, 1, 32) NOT IN (SELECT md5 FROM files WHERE md5 IS NOT NULL)"
+            )
+            c.execute(
+                "DELETE FROM lineage WHERE a NOT IN (SELECT md5 FROM files WHERE md5 IS NOT NULL)"
+                " OR b NOT IN (SELECT md5 FROM files WHERE md5 IS NOT NULL)"
             )
         return removed
 
@@ -614,6 +632,23 @@ class Index:
             c.execute(
                 "INSERT OR REPLACE INTO groups_cache (scope, digest, groups, created) VALUES (?, ?, ?, ?)",
                 (scope, digest, blob, time.time()),
+            )
+
+    # -- lineage of copies (client.lineage) --------------------------------------------------------
+
+    def lineages(self, version: str) -> dict[tuple[str, str], int]:
+        """(md5 a, md5 b) -> source, for every pair the lineage test `version` decided."""
+        rows = self.conn.execute("SELECT a, b, source FROM lineage WHERE version=?", (version,))
+        return {(a, b): int(source) for a, b, source in rows}
+
+    def put_lineages(self, version: str, items: Iterable[tuple[str, str, int]]) -> None:
+        """Store (md5 a, md5 b, source) with a < b; answers of other test versions go."""
+        now = time.time()
+        with self.transaction() as c:
+            c.execute("DELETE FROM lineage WHERE version<>?", (version,))
+            c.executemany(
+                "INSERT OR REPLACE INTO lineage (a, b, version, source, created) VALUES (?, ?, ?, ?, ?)",
+                ((a, b, version, int(src), now) for a, b, src in items),
             )
 
     # -- geometric verification verdicts ----------------------------------------------------------

@@ -21,10 +21,14 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from photodedup.client.grouping import FileRecord, Group, GroupingConfig, Tier, keeper_key
+
+if TYPE_CHECKING:
+    from photodedup.client.index import Index
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,9 @@ MARGIN = 0.3  # grey levels of median block error
 WINDOW = 256  # pixels per side of the sampled windows (a multiple of the 16 px MCU)
 WINDOWS_PER_SIDE = 3
 MAX_PIXELS = 40_000_000  # larger pictures are not tested (two full decodes)
+# Members tested per group: a folder of many same-looking copies (a burst re-saved, an export run twice)
+# costs a few tests, not one per file.
+MAX_TESTS_PER_GROUP = 8
 # The two must be copies: their 32 x 32 grey reductions, after the dihedral turn, correlate this well
 # (correlation, so brightened and toned copies count).
 MIN_CORRELATION = 0.9
@@ -68,15 +75,22 @@ def _small(a: np.ndarray) -> np.ndarray:
 
 
 def _curve(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """`src` through the per-channel tone curve that best maps it onto `dst` (mean of dst per src level)."""
+    """`src` through the per-channel tone curve that best maps it onto `dst` (mean of dst per src level).
+
+    Fitted twice: pixels the first curve misses by far (a box or caption stamped on the copy) are left out
+    of the second, so an overlay does not bend the curve for the rest of the picture."""
     out = np.empty_like(src)
     levels = np.arange(256)
     for c in range(src.shape[2]):
         s, d = src[..., c].ravel(), dst[..., c].ravel().astype(np.float64)
-        sums = np.bincount(s, weights=d, minlength=256)
-        counts = np.bincount(s, minlength=256)
-        seen = counts > 0
-        lut = np.interp(levels, levels[seen], sums[seen] / counts[seen])
+        keep = np.ones(len(s), dtype=bool)
+        for _ in range(2):
+            sums = np.bincount(s[keep], weights=d[keep], minlength=256)
+            counts = np.bincount(s[keep], minlength=256)
+            seen = counts > 0
+            lut = np.interp(levels, levels[seen], sums[seen] / counts[seen])
+            miss = np.abs(lut[s] - d)
+            keep = miss <= max(4.0, 3.0 * float(np.median(miss)))
         out[..., c] = np.clip(np.rint(lut), 0, 255).astype(np.uint8)[src[..., c]]
     return out
 
@@ -130,6 +144,8 @@ def lineage(path_a: str, path_b: str) -> Lineage:
             if not fits or max(fits)[0] < MIN_CORRELATION:
                 return unknown
             k = max(fits)[1]
+            if np.array_equal(_dihedral(a, k), b):
+                return unknown  # the same pixels (a file re-tagged, a comment added): nothing to tell
             b_from_a = _remake_error(_dihedral(a, k), b, ib)
             a_from_b = _remake_error(_dihedral(b, _INVERSE[k]), a, ia)
     except (OSError, ValueError, SyntaxError) as exc:  # unreadable now: say nothing
@@ -156,14 +172,44 @@ def _content_key(record: FileRecord, config: GroupingConfig) -> tuple:
     return keeper_key(record, dataclasses.replace(config, keep_policy=tuple(rules)))[:-1]
 
 
+def lineage_of(a: FileRecord, b: FileRecord) -> int:
+    """`lineage(a.path, b.path).source`: the test on two records, without a store."""
+    return lineage(a.path, b.path).source
+
+
+class StoredLineage:
+    """`lineage_of` that keeps its answers in the index, keyed by both files' MD5s and `LINEAGE_VERSION`:
+    a pair of photos is decoded and re-encoded once, not on every regrouping."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.known = index.lineages(LINEAGE_VERSION)
+        self.new: dict[tuple[str, str], int] = {}
+
+    def __call__(self, a: FileRecord, b: FileRecord) -> int:
+        flip = a.md5 > b.md5
+        key = (b.md5, a.md5) if flip else (a.md5, b.md5)
+        source = self.known.get(key)
+        if source is None:
+            source = lineage(b.path, a.path).source if flip else lineage(a.path, b.path).source
+            self.known[key] = self.new[key] = source
+        return -source if flip else source
+
+    def flush(self) -> None:
+        if self.new:
+            self.index.put_lineages(LINEAGE_VERSION, [(a, b, s) for (a, b), s in self.new.items()])
+            self.new.clear()
+
+
 def prefer_sources(
-    groups: Sequence[Group], config: GroupingConfig, test: Callable[[str, str], Lineage] = lineage
+    groups: Sequence[Group], config: GroupingConfig, test: Callable[[FileRecord, FileRecord], int] = lineage_of
 ) -> list[Group]:
     """Groups whose keeper the re-compression test shows to be made from a near copy that ties with it on
     the content rules get that copy as keeper (the original, not its re-encode, turn or brightened copy).
 
-    Only JPEG near copies of the keeper's own size (any turn) are tested; a keeper under a reference folder
-    stays; what the test cannot tell leaves the policy's choice."""
+    Only JPEG near copies of the keeper's own size (any turn) are tested, at most `MAX_TESTS_PER_GROUP` per
+    group, best-ranked first; a keeper under a reference folder stays; what the test cannot tell leaves the
+    policy's choice."""
     from photodedup.client.decisions import with_keeper
 
     out, changed = [], 0
@@ -185,8 +231,8 @@ def prefer_sources(
             key=lambda r: keeper_key(r, config),
         )
         current = keep
-        for rec in tied:
-            if rec.md5 != current.md5 and test(current.path, rec.path).source == -1:
+        for rec in tied[:MAX_TESTS_PER_GROUP]:
+            if rec.md5 != current.md5 and test(current, rec) == -1:
                 current = rec  # the current choice was made from this copy
         if current is not keep:
             changed += 1

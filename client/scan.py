@@ -300,14 +300,16 @@ def _group(
 ) -> list[Group]:
     """Group afresh, verifying with the verdicts stored in the index (and storing new ones)."""
     from photodedup.client.grouping import find_groups
-    from photodedup.client.lineage import prefer_sources
+    from photodedup.client.lineage import StoredLineage, prefer_sources
     from photodedup.client.verdicts import StoredVerifier
 
     verifier = StoredVerifier(index) if config.verify else None
+    lineage = StoredLineage(index)
     try:
         groups = find_groups(records, config, ignored=ignored, reference_dirs=refs, verifier=verifier)
-        groups = prefer_sources(groups, config)
+        groups = prefer_sources(groups, config, lineage)
     finally:
+        lineage.flush()
         if verifier is not None:
             verifier.flush()  # verdicts found before an interruption are kept too
     if verifier is not None:

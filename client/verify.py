@@ -349,9 +349,11 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
 
 def _match_histogram(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """`values` mapped onto the distribution of `reference` (ties keep one value): tone does not count."""
-    from scipy.stats import rankdata
-
-    quantile = (rankdata(values, method="average") - 1) / max(values.size - 1, 1)
+    # Average ranks of ties (scipy's rankdata, method "average", less one) without importing scipy.stats,
+    # whose first import costs seconds per process.
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    average = np.cumsum(counts) - counts + (counts - 1) / 2.0
+    quantile = average[inverse.reshape(-1)] / max(values.size - 1, 1)
     return np.interp(quantile, np.linspace(0.0, 1.0, reference.size), np.sort(reference))
 
 
@@ -518,9 +520,13 @@ def _strict_bad_cells(frame: StrictFrame) -> tuple[float, bool]:
 
 
 class GeometricVerifier:
-    """Verifies pairs of files, decoding each at most once per run (bounded cache, thread-safe)."""
+    """Verifies pairs of files, decoding each at most once per run (bounded cache, thread-safe).
 
-    def __init__(self, cache_size: int = 2048) -> None:
+    A cached picture holds ~360 KB (the 512 px grey decode, the Lab strict frame, 600 descriptors): the
+    cache keeps the last 256 (~90 MB); 2,048 held ~740 MB, most of a 12,000-file scan's 970 MB peak.
+    Candidates are verified centre by centre, so the centre being verified stays cached."""
+
+    def __init__(self, cache_size: int = 256) -> None:
         self._cache: OrderedDict[str, Picture | None] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()

@@ -17,7 +17,10 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from photodedup.v1.wire import MAX_MESSAGE_BYTES
+# Largest gRPC message either side sends or accepts (`photodedup.v1.wire` uses it); here so that loading the
+# settings does not import grpc.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
@@ -177,7 +180,9 @@ class ServerSettings(_Section):
     )
     max_queue_size: int = Field(4096, ge=1, description="Images queued for the engines before requests are refused.")
     max_message_bytes: int = Field(
-        MAX_MESSAGE_BYTES, ge=1024, description="Largest gRPC message sent or accepted, on both sides of the wire."
+        DEFAULT_MAX_MESSAGE_BYTES,
+        ge=1024,
+        description="Largest gRPC message sent or accepted, on both sides of the wire.",
     )
     max_items_per_request: int = Field(1024, ge=1, description="Most images in one request or stream message.")
     decode_workers: int = Field(0, ge=0, description="Decode/preprocess threads; 0 means one per core.")

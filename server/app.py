@@ -47,7 +47,9 @@ class EmbedServer:
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         # EmbedService calls only: a health check is never refused because of load.
-        self.calls = CallLimitInterceptor(settings.server.max_concurrent_rpcs, self.metrics)
+        self.calls = CallLimitInterceptor(
+            settings.server.max_concurrent_rpcs, self.metrics, read_gate=self._servicer.admission.read_refusal
+        )
         self._engines: list[Engine] = []
         self._batcher: DynamicBatcher | None = None
 

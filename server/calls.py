@@ -4,7 +4,9 @@ probes that decide whether the server is alive).
 
 A call is counted from the moment its handler starts until it ends. So that this moment is the call's
 arrival, not the end of its upload, a unary method is served as a stream-unary one (the same bytes on
-the wire): its handler starts at once and a refused call never reads its request.
+the wire): its handler starts at once and a refused call never reads its request. The same moment lets a
+call that the queue budget would refuse be refused before its request is read (`read_gate`, see
+server/admission.py): reading a large request is itself work on the event loop.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from photodedup.server.admission import Refusal
 from photodedup.server.metrics import Metrics
 from photodedup.v1 import wire
 
@@ -21,10 +24,13 @@ from photodedup.v1 import wire
 class CallLimitInterceptor(grpc.aio.ServerInterceptor):
     """Refuses an EmbedService call with RESOURCE_EXHAUSTED while `max_calls` of them are open."""
 
-    def __init__(self, max_calls: int, metrics: Metrics) -> None:
+    def __init__(
+        self, max_calls: int, metrics: Metrics, read_gate: Callable[[str], Refusal | None] | None = None
+    ) -> None:
         self.max_calls = max_calls
         self.open = 0
         self._metrics = metrics
+        self._read_gate = read_gate  # peer -> why its unary request is not worth reading now
 
     async def intercept_service(
         self,
@@ -61,6 +67,11 @@ class CallLimitInterceptor(grpc.aio.ServerInterceptor):
         async def limited(request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
             await self._admit(method, context)
             try:
+                refusal = self._read_gate(context.peer()) if self._read_gate is not None else None
+                if refusal is not None:
+                    self._metrics.unread.inc()
+                    self._metrics.requests.labels(method, grpc.StatusCode.RESOURCE_EXHAUSTED.name).inc()
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal.message)
                 # One read, not `async for`: an iterator left unfinished would keep the request's raw bytes
                 # alive until the call ends (bench_hostile's floods peaked some 300 MB higher that way).
                 request = await context.read()

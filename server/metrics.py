@@ -85,6 +85,12 @@ class Metrics:
             ["budget"],
             registry=r,
         )
+        self.unread = Counter(
+            "photodedup_unread_refusals",
+            "EmbedService calls refused before their request was read (one the size their connection last sent "
+            "would be refused)",
+            registry=r,
+        )
         self.auth_failures = Counter(
             "photodedup_auth_failures", "EmbedService calls refused for a missing or wrong bearer token", registry=r
         )

@@ -93,6 +93,7 @@ class Pipeline:
     def reserve(self, peer: str, images: Sequence[embed_pb2.Image]) -> Ticket:
         """All of a request's budget or QueueFullError, before any work (Embed)."""
         sizes = [encoded_size(image) for image in images]
+        self.admission.note_message(peer, len(sizes), sum(sizes))
         refusal = self.admission.refusal(peer, len(sizes), sum(sizes))
         if refusal is not None:
             self._refused(refusal, len(sizes))
@@ -102,6 +103,7 @@ class Pipeline:
     def reserve_some(self, peer: str, images: Sequence[embed_pb2.Image]) -> tuple[Ticket, int]:
         """Budget for the leading images that fit now (EmbedStream); returns the ticket and how many fit."""
         sizes = [encoded_size(image) for image in images]
+        self.admission.note_message(peer, len(sizes), sum(sizes))
         n = self.admission.fits(peer, sizes)
         if n < len(sizes):
             refusal = self.admission.refusal(peer, len(sizes), sum(sizes))

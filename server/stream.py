@@ -8,6 +8,11 @@ unknown dtype) ends the stream with one status instead of one error per item. Af
 answers new images with UNAVAILABLE and ends as soon as its images in flight are answered. A stream that
 sends nothing for the idle timeout while nothing is in flight ends with UNAVAILABLE (reopen to go on), so a
 forgotten or frozen client does not hold a call slot for ever.
+
+Past its first message, a stream is not read while a message the size of its connection's last one would be
+refused (server/admission.py `read_refusal`): the bytes wait with the client instead of being read and refused
+image by image. A stream that had to wait holds the expected budget while its message arrives (at most
+ROOM_CHECK_S), so the streams that wake together on a release are not all read at once.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ MAX_ID_BYTES = 256
 MAX_RESULTS_PER_RESPONSE = 1024
 # While images are in flight the idle clock is stopped; it is looked at again this often.
 IDLE_CHECK_S = 1.0
+# A stream waiting for room looks again at every release of budget, and at least this often.
+ROOM_CHECK_S = 0.25
 
 # (result, whether it counts against the in-flight limit), or None at the end of the stream.
 _Entry = tuple[embed_pb2.EmbedResult, bool] | None
@@ -100,7 +107,9 @@ class StreamSession:
     async def _read(self) -> None:
         try:
             messages = aiter(self._requests)
-            while (message := await self._next(messages)) is not None:
+            first = True
+            while (message := await self._next_with_room(messages, first)) is not None:
+                first = False
                 self._idle_since = asyncio.get_running_loop().time()
                 items = message.items
                 wire_dtype = self._pipeline.check_message(len(items), message.dtype)  # raises: one status
@@ -122,6 +131,31 @@ class StreamSession:
                 await asyncio.wait(list(self._futures))
         finally:
             self._results.put_nowait(None)  # the writer must end even when reading failed
+
+    async def _next_with_room(
+        self, messages: AsyncIterator[embed_pb2.EmbedStreamRequest], first: bool
+    ) -> embed_pb2.EmbedStreamRequest | None:
+        """The next message, read only once the budget has room for one the size of this connection's last
+        (the first message is always read: nothing is known of it)."""
+        admission = self._pipeline.admission
+        if first or admission.read_refusal(self._peer) is None:
+            return await self._next(messages)
+        while not self._draining and admission.read_refusal(self._peer) is not None:
+            await admission.wait_for_release(ROOM_CHECK_S)
+        self._idle_since = asyncio.get_running_loop().time()  # the wait was the server's, not the client's
+        # Hold the expected budget while the message arrives (a client held back has usually sent it already),
+        # and never longer than ROOM_CHECK_S: a client that stops sending must not keep it from others.
+        items, nbytes = admission.expected(self._peer)
+        admission.take(self._peer, items, nbytes)
+        reading = asyncio.ensure_future(self._next(messages))
+        try:
+            await asyncio.wait({reading}, timeout=ROOM_CHECK_S)
+        except BaseException:
+            reading.cancel()
+            raise
+        finally:
+            admission.release(self._peer, items, nbytes)
+        return await reading
 
     async def _next(self, messages: AsyncIterator[embed_pb2.EmbedStreamRequest]) -> embed_pb2.EmbedStreamRequest | None:
         """The next request message (None when the client is done), or StreamIdleError once nothing has

@@ -219,17 +219,19 @@ class ReviewState:
     def _group(self, records: list[FileRecord], ignored: Sequence[frozenset[str]] = ()) -> list[Group]:
         """`find_groups` (and the keeper's lineage) as the scan ran it: with the stored verdicts (members that
         joined through verification stay, with what it found), verifying only pairs never asked about before."""
-        from photodedup.client.lineage import prefer_sources
+        from photodedup.client.lineage import StoredLineage, prefer_sources
         from photodedup.client.verdicts import StoredVerifier
 
         with Index(self.db) as index:
             verifier = StoredVerifier(index) if getattr(self.config, "verify", False) else None
+            lineage = StoredLineage(index)
             try:
                 found = find_groups(
                     records, self.config, ignored=ignored, reference_dirs=self.reference_dirs, verifier=verifier
                 )
-                return prefer_sources(found, self.config)
+                return prefer_sources(found, self.config, lineage)
             finally:
+                lineage.flush()
                 if verifier is not None:
                     verifier.flush()
 

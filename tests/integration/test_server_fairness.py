@@ -81,10 +81,24 @@ async def test_a_light_caller_is_admitted_and_served_ahead_of_a_heavy_backlog(mo
             except grpc.aio.AioRpcError as err:
                 assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert "light callers" in (err.details() or "")
-            # A light caller is still admitted from the reserve...
-            light_call = asyncio.ensure_future(
-                embed_pb2_grpc.EmbedServiceStub(light_ch).Embed(embed_pb2.EmbedRequest(images=[jpeg(999)]))
-            )
+            # ...before its request is even read: bytes that are no message at all get the same answer.
+            raw = heavy_ch.unary_unary(wire.EMBED_METHOD, request_serializer=lambda b: b)
+            try:
+                await raw(b"\xff" * 64, timeout=30)
+                raise AssertionError("a heavy connection's call must be refused unread")
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.code()
+            assert sample(server, "photodedup_unread_refusals_total") == 2
+            # A connection never read before is taken for a heavy one: its first call is refused unread,
+            # its retry is read, and a light caller is then admitted from the reserve...
+            light = embed_pb2_grpc.EmbedServiceStub(light_ch)
+            try:
+                await light.Embed(embed_pb2.EmbedRequest(images=[jpeg(999)]), timeout=30)
+                raise AssertionError("a new connection's first call is refused unread while the shared part is full")
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert sample(server, "photodedup_unread_refusals_total") == 3
+            light_call = asyncio.ensure_future(light.Embed(embed_pb2.EmbedRequest(images=[jpeg(999)])))
             for _ in range(3000):
                 if sample(server, "photodedup_decode_duration_seconds_count") == 2:
                     break
@@ -101,6 +115,140 @@ async def test_a_light_caller_is_admitted_and_served_ahead_of_a_heavy_backlog(mo
         where = [i for i, b in enumerate(batches) if np.any(np.all(np.isclose(b, vector, atol=1e-5), axis=1))]
         assert len(batches) == 13 and sum(len(b) for b in batches) == 49
         assert where and where[0] <= 2, where
+    finally:
+        gate.set()
+        await server.stop(0)
+
+
+async def test_a_stream_is_not_read_while_its_next_message_would_be_refused(model_cache: Path) -> None:
+    server = EmbedServer(
+        tiny_settings(
+            model_cache,
+            max_queue_size=64,
+            reserved_queue_share=0.25,  # the heavy callers share 48 of the 64
+            light_caller_items=4,
+            max_inflight_per_connection=64,
+            max_batch_size=4,
+            max_queue_delay_ms=0.0,
+        )
+    )
+    await server.start()
+    await server.load()
+    gate, _ = recording_gate(server)
+    try:
+        async with own_connection(server) as heavy_ch, own_connection(server) as stream_ch:
+            backlog = asyncio.ensure_future(
+                embed_pb2_grpc.EmbedServiceStub(heavy_ch).Embed(
+                    embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(48)])
+                )
+            )
+            for _ in range(3000):  # the backlog holds the whole shared part
+                if sample(server, "photodedup_inflight_items") == 48:
+                    break
+                await asyncio.sleep(0.02)
+            answered: dict[str, str] = {}
+            everything = asyncio.Event()
+
+            async def requests() -> Any:
+                for m in range(2):
+                    yield embed_pb2.EmbedStreamRequest(
+                        items=[embed_pb2.StreamItem(id=f"{m}.{i}", image=jpeg(200 + 10 * m + i)) for i in range(8)]
+                    )
+                await everything.wait()
+
+            async def consume() -> None:
+                call = embed_pb2_grpc.EmbedServiceStub(stream_ch).EmbedStream(requests(), timeout=120)
+                async for response in call:
+                    for r in response.results:
+                        ok = r.WhichOneof("result") == "embedding"
+                        answered[r.id] = "OK" if ok else wire.status_name(r.error.code)
+                    if len(answered) == 16:
+                        everything.set()
+
+            reader = asyncio.ensure_future(consume())
+            # The first message is read: the light part (4) is admitted, the rest refused at once.
+            for _ in range(3000):
+                if sum(rid.startswith("0.") for rid in answered) == 4:
+                    break
+                await asyncio.sleep(0.02)
+            assert sorted(answered.values()) == ["RESOURCE_EXHAUSTED"] * 4
+            # The second message would be refused too, so it is left unread (its images are not refused)...
+            admission = server._servicer.admission
+            for _ in range(3000):  # the stream waits for a release of budget
+                if any(not w.done() for w in admission._release_waiters):
+                    break
+                await asyncio.sleep(0.02)
+            assert any(not w.done() for w in admission._release_waiters)
+            assert not any(rid.startswith("1.") for rid in answered)
+            assert sample(server, "photodedup_inflight_items") == 52
+            # ...and read once the backlog is answered: all of its images are embedded.
+            gate.set()
+            await backlog
+            await reader
+        assert [answered[f"1.{i}"] for i in range(8)] == ["OK"] * 8
+        assert sorted(answered[f"0.{i}"] for i in range(8)) == ["OK"] * 4 + ["RESOURCE_EXHAUSTED"] * 4
+    finally:
+        gate.set()
+        await server.stop(0)
+
+
+async def test_a_held_back_stream_that_then_sends_nothing_keeps_no_budget(model_cache: Path) -> None:
+    server = EmbedServer(
+        tiny_settings(
+            model_cache,
+            max_queue_size=64,
+            reserved_queue_share=0.25,
+            light_caller_items=4,
+            max_inflight_per_connection=64,
+            max_batch_size=4,
+            max_queue_delay_ms=0.0,
+        )
+    )
+    await server.start()
+    await server.load()
+    gate, _ = recording_gate(server)
+    try:
+        async with own_connection(server) as heavy_ch, own_connection(server) as stream_ch:
+            backlog = asyncio.ensure_future(
+                embed_pb2_grpc.EmbedServiceStub(heavy_ch).Embed(
+                    embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(48)])
+                )
+            )
+            for _ in range(3000):
+                if sample(server, "photodedup_inflight_items") == 48:
+                    break
+                await asyncio.sleep(0.02)
+            quiet = asyncio.Event()
+
+            async def requests() -> Any:
+                yield embed_pb2.EmbedStreamRequest(
+                    items=[embed_pb2.StreamItem(id=str(i), image=jpeg(300 + i)) for i in range(8)]
+                )
+                await quiet.wait()  # then nothing more, with the stream left open
+
+            call = embed_pb2_grpc.EmbedServiceStub(stream_ch).EmbedStream(requests(), timeout=120)
+            answers = 0
+            while answers < 4:  # the part that did not fit is refused; the stream now waits for room
+                answers += len((await call.read()).results)
+            admission = server._servicer.admission
+            for _ in range(3000):
+                if any(not w.done() for w in admission._release_waiters):
+                    break
+                await asyncio.sleep(0.02)
+            gate.set()
+            await backlog
+            while answers < 8:
+                answers += len((await call.read()).results)
+            # Room came back, the stream took its expected budget to read, and its client sent nothing: the
+            # budget is given back at once, not when the stream ends.
+            for _ in range(3000):
+                if sample(server, "photodedup_inflight_items") == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert sample(server, "photodedup_inflight_items") == 0
+            assert not call.done()
+            quiet.set()
+            call.cancel()
     finally:
         gate.set()
         await server.stop(0)

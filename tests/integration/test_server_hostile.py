@@ -61,20 +61,27 @@ async def test_busy_server_refuses_before_decoding(model_cache: Path) -> None:
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = embed_pb2_grpc.EmbedServiceStub(channel)
-            first = asyncio.ensure_future(stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(4)])))
+            first = asyncio.ensure_future(stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(2)])))
             for _ in range(3000):  # up to a minute on a loaded machine: the first request is decoded and queued
                 if sample(server, "photodedup_decode_duration_seconds_count") == 1:
                     break
                 await asyncio.sleep(0.02)
-            assert sample(server, "photodedup_inflight_items") == 4
+            assert sample(server, "photodedup_inflight_items") == 2
             decodes = sample(server, "photodedup_decode_duration_seconds_count")
+            # Another request the size of the last would fit, so this one is read, then refused by the budget.
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(9), jpeg(10)]))
+                await stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(9), jpeg(10), jpeg(11)]))
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert sample(server, "photodedup_decode_duration_seconds_count") == decodes  # nothing decoded
-            assert sample(server, "photodedup_refused_items_total", {"budget": "queue_items"}) == 2
+            assert sample(server, "photodedup_refused_items_total", {"budget": "queue_items"}) == 3
+            # One the size of that last one would not: the next call is refused before it is read.
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(12)]))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert sample(server, "photodedup_unread_refusals_total") == 1
+            assert sample(server, "photodedup_refused_items_total", {"budget": "queue_items"}) == 3
             held.set()
-            assert len((await first).results) == 4
+            assert len((await first).results) == 2
     finally:
         held.set()
         await server.stop(0)

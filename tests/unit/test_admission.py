@@ -41,6 +41,41 @@ def test_budgets_refuse_before_work_and_come_back() -> None:
     assert adm.refusal("b", 1, 5000) is None
 
 
+def test_a_message_is_read_only_when_one_of_its_connections_last_size_would_be_admitted() -> None:
+    adm = _admission(
+        max_queue_size=100,
+        max_queue_bytes=10_000,
+        max_inflight_per_connection=80,
+        max_items_per_request=50,
+        light_caller_items=4,
+        reserved_queue_share=0.25,
+    )
+    # Alone, any connection is read: the expected size never exceeds what an idle server admits from one.
+    assert adm.read_refusal("new") is None
+    assert adm.expected("new") == (50, 0)
+    adm.note_message("flood", 75, 750)
+    adm.take("flood", 75, 750)
+    adm.note_message("polite", 1, 10)
+    assert adm.read_refusal("flood") is not None  # another 75 would be refused
+    assert adm.read_refusal("polite") is None  # a light connection is read (the reserve is its)
+    # A connection never read is taken to send the largest message: refused unread once, then read.
+    assert adm.read_refusal("newcomer") is not None
+    assert adm.read_refusal("newcomer") is None
+    adm.release("flood", 75, 750)
+    assert adm.read_refusal("flood") is None
+
+
+async def test_a_release_wakes_those_waiting_for_room() -> None:
+    adm = _admission(max_queue_size=10)
+    adm.take("a", 5, 10)
+    waiting = asyncio.ensure_future(adm.wait_for_release(60))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    adm.release("a", 1, 2)
+    await asyncio.wait_for(waiting, 5)
+    assert adm._release_waiters == []
+
+
 def test_a_share_of_the_queue_is_kept_for_light_callers() -> None:
     adm = _admission(
         max_queue_size=100,

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from photodedup.settings import DEFAULT_MAX_MESSAGE_BYTES
 from photodedup.v1 import embed_pb2, embed_pb2_grpc
 
 SERVICE_NAME: str = embed_pb2.DESCRIPTOR.services_by_name["EmbedService"].full_name
@@ -30,8 +31,9 @@ def embed_method(path: str | None) -> str | None:
     return path[len(SERVICE_PREFIX) :]
 
 
-# Largest message either side sends or accepts (a 1,024-image request of ~15 KB thumbnails is ~16 MB).
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Largest message either side sends or accepts (a 1,024-image request of ~15 KB thumbnails is ~16 MB). Defined
+# with the settings, which must not import grpc: a local scan never opens a channel.
+MAX_MESSAGE_BYTES = DEFAULT_MAX_MESSAGE_BYTES
 
 # Statuses after which an item (or a whole call) may succeed when sent again, after a backoff.
 RETRYABLE_CODES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})

@@ -8,8 +8,9 @@ import pytest
 from fakes import record
 from PIL import Image
 
-from photodedup.client.grouping import GroupingConfig, Tier, find_groups
-from photodedup.client.lineage import Lineage, lineage, prefer_sources
+from photodedup.client.grouping import FileRecord, GroupingConfig, Tier, find_groups
+from photodedup.client.index import Index
+from photodedup.client.lineage import StoredLineage, lineage, prefer_sources
 
 from helpers import photo
 
@@ -65,20 +66,55 @@ def test_a_keeper_made_from_a_tied_copy_gives_way_to_it(tmp_path: Path) -> None:
     group, source = _group(tmp_path)
     asked: list[tuple[str, str]] = []
 
-    def test(a: str, b: str) -> Lineage:
-        asked.append((a, b))
-        return Lineage(-1 if b == source.path else 0, 2.0, 0.5)
+    def test(a: FileRecord, b: FileRecord) -> int:
+        asked.append((a.path, b.path))
+        return -1 if b is source else 0
 
     (changed,) = prefer_sources([group], GroupingConfig(near_threshold=4), test)
     assert changed.keep is source and changed.members[0].record is source
     assert {m.record.path for m in changed.members} == {m.record.path for m in group.members}
     # Only the copy that ties on the content rules was tested (the smaller picture was not).
     assert asked == [(group.keep.path, source.path)]
-    (same,) = prefer_sources([group], GroupingConfig(near_threshold=4), lambda a, b: Lineage(0, 1.0, 1.0))
+    (same,) = prefer_sources([group], GroupingConfig(near_threshold=4), lambda a, b: 0)
     assert same.keep is group.keep
 
 
 def test_a_keeper_in_a_reference_folder_stays(tmp_path: Path) -> None:
     group, source = _group(tmp_path, protected=True)
-    (same,) = prefer_sources([group], GroupingConfig(near_threshold=4), lambda a, b: Lineage(-1, 2.0, 0.5))
+    (same,) = prefer_sources([group], GroupingConfig(near_threshold=4), lambda a, b: -1)
     assert same.keep is group.keep
+
+
+def test_answers_are_kept_in_the_index_by_content_either_way_round(original, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import photodedup.client.lineage as module
+
+    decoded, source = original
+    copy = tmp_path / "copy.jpg"
+    decoded.save(copy, quality=70)
+    a = record(source, md5="f" * 32)  # the original's MD5 sorts after the copy's
+    b = record(copy, md5="0" * 32)
+    with Index(tmp_path / "i.sqlite3") as index:
+        first = StoredLineage(index)
+        assert first(a, b) == 1 and first(b, a) == -1
+        first.flush()
+        monkeypatch.setattr(module, "lineage", lambda *args: pytest.fail("asked again"))
+        again = StoredLineage(index)
+        assert again(a, b) == 1 and again(b, a) == -1
+
+
+def test_many_same_looking_copies_cost_a_few_tests(tmp_path: Path) -> None:
+    """A burst of 40 pixel-identical re-saves ties on every rule: the group is settled with a few tests."""
+    from photodedup.client.lineage import MAX_TESTS_PER_GROUP
+
+    copies = [record(tmp_path / f"{k:02d}.jpg", mtime=float(k), quality=90) for k in range(40)]
+    (group,) = find_groups(copies, GroupingConfig(near_threshold=4))
+    asked: list[str] = []
+    prefer_sources([group], GroupingConfig(near_threshold=4), lambda a, b: asked.append(b.path) or 0)
+    assert 0 < len(asked) <= MAX_TESTS_PER_GROUP
+
+
+def test_the_same_pixels_under_two_names_say_nothing(original, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, source = original
+    retagged = tmp_path / "retagged.jpg"
+    retagged.write_bytes(Path(source).read_bytes() + b"\x00")  # other bytes after the image, same pixels
+    assert lineage(source, str(retagged)).source == 0

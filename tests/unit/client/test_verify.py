@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -212,3 +213,17 @@ def test_ranks_order_by_value_then_position_whatever_the_dtype() -> None:
     assert np.array_equal(ranks, _ranks(values.astype(np.float32)))
     order = np.lexsort((np.arange(values.size), values))  # by value, ties by position
     assert np.array_equal(np.argsort(ranks), order)
+
+
+@pytest.mark.parametrize("n", [1, 7, 2000])
+def test_histogram_matching_ranks_ties_as_their_average(n: int) -> None:
+    """The strict check's tone matching, without scipy.stats: the same as its average ranks would give."""
+    from scipy.stats import rankdata
+
+    from photodedup.client.verify import _match_histogram
+
+    rng = np.random.default_rng(n)
+    values, reference = rng.integers(0, 12, n).astype(np.float32), rng.normal(size=2 * n)
+    quantile = (rankdata(values, method="average") - 1) / max(n - 1, 1)
+    expected = np.interp(quantile, np.linspace(0.0, 1.0, reference.size), np.sort(reference))
+    assert np.allclose(_match_histogram(values, reference), expected)
