@@ -50,12 +50,14 @@ def recording_gate(server: EmbedServer) -> tuple[threading.Event, list[np.ndarra
     return gate, batches
 
 
-async def test_a_light_caller_is_admitted_and_served_ahead_of_a_heavy_backlog(model_cache: Path) -> None:
+async def reserved_server(model_cache: Path) -> EmbedServer:
+    """A started tiny-model server whose queue of 64 keeps a quarter for light callers (4 images or fewer),
+    batching by 4 at once: small enough that one heavy caller fills its share."""
     server = EmbedServer(
         tiny_settings(
             model_cache,
             max_queue_size=64,
-            reserved_queue_share=0.25,  # the heavy caller gets 48 of the 64
+            reserved_queue_share=0.25,
             light_caller_items=4,
             max_inflight_per_connection=64,
             max_batch_size=4,
@@ -64,6 +66,11 @@ async def test_a_light_caller_is_admitted_and_served_ahead_of_a_heavy_backlog(mo
     )
     await server.start()
     await server.load()
+    return server
+
+
+async def test_a_light_caller_is_admitted_and_served_ahead_of_a_heavy_backlog(model_cache: Path) -> None:
+    server = await reserved_server(model_cache)  # the heavy caller gets 48 of the 64
     gate, batches = recording_gate(server)
     try:
         async with own_connection(server) as heavy_ch, own_connection(server) as light_ch:
@@ -121,19 +128,7 @@ async def test_a_light_caller_is_admitted_and_served_ahead_of_a_heavy_backlog(mo
 
 
 async def test_a_stream_is_not_read_while_its_next_message_would_be_refused(model_cache: Path) -> None:
-    server = EmbedServer(
-        tiny_settings(
-            model_cache,
-            max_queue_size=64,
-            reserved_queue_share=0.25,  # the heavy callers share 48 of the 64
-            light_caller_items=4,
-            max_inflight_per_connection=64,
-            max_batch_size=4,
-            max_queue_delay_ms=0.0,
-        )
-    )
-    await server.start()
-    await server.load()
+    server = await reserved_server(model_cache)  # the heavy callers share 48 of the 64
     gate, _ = recording_gate(server)
     try:
         async with own_connection(server) as heavy_ch, own_connection(server) as stream_ch:
@@ -193,19 +188,7 @@ async def test_a_stream_is_not_read_while_its_next_message_would_be_refused(mode
 
 
 async def test_a_held_back_stream_that_then_sends_nothing_keeps_no_budget(model_cache: Path) -> None:
-    server = EmbedServer(
-        tiny_settings(
-            model_cache,
-            max_queue_size=64,
-            reserved_queue_share=0.25,
-            light_caller_items=4,
-            max_inflight_per_connection=64,
-            max_batch_size=4,
-            max_queue_delay_ms=0.0,
-        )
-    )
-    await server.start()
-    await server.load()
+    server = await reserved_server(model_cache)
     gate, _ = recording_gate(server)
     try:
         async with own_connection(server) as heavy_ch, own_connection(server) as stream_ch:
