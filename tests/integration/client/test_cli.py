@@ -153,7 +153,7 @@ def test_a_killed_scan_resumes(sig: signal.Signals, tmp_path: Path, model_cache:
     root = tmp_path / "many"
     root.mkdir()
     base = photo(31, (800, 600)).resize((1600, 1200))
-    n = 240
+    n = 480  # the first write lands after 200 files (FLUSH_EVERY): the kill must come before the last
     for i in range(n):
         base.save(root / f"{i:04d}.jpg", quality=85, comment=f"{i}".encode())  # distinct bytes, same look
     env = _env(tmp_path, model_cache)
