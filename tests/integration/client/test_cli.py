@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from client_files import BROKEN, save_broken, save_exif_rotated, save_formats
-from PIL import ImageEnhance
+from PIL import Image, ImageEnhance
 
 from helpers import ServerThread, encode, photo
 
@@ -153,9 +154,13 @@ def test_a_killed_scan_resumes(sig: signal.Signals, tmp_path: Path, model_cache:
     root = tmp_path / "many"
     root.mkdir()
     base = photo(31, (800, 600)).resize((1600, 1200))
-    n = 480  # the first write lands after 200 files (FLUSH_EVERY): the kill must come before the last
-    for i in range(n):
+    for i in range(240):
         base.save(root / f"{i:04d}.jpg", quality=85, comment=f"{i}".encode())  # distinct bytes, same look
+    # Last in walk order, a 24 MP noise PNG that takes a second or more to hash: the first write lands after
+    # 200 files (FLUSH_EVERY), so the kill comes while work is left whatever the machine's speed.
+    noise = np.random.default_rng(31).integers(0, 256, (4000, 6000, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "zzzz-noise.png", compress_level=1)
+    n = 241
     env = _env(tmp_path, model_cache)
     db = tmp_path / "index.sqlite3"
     args = [
