@@ -143,7 +143,8 @@ def test_report_formats_and_ignore(lib: dict, tmp_path: Path, model_cache: Path)
 
 def _count(db: Path) -> int:
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        # A short busy timeout: waiting seconds on the scan's own write would let it finish before the kill.
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.05) as conn:
             return conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
@@ -187,10 +188,13 @@ def test_a_killed_scan_resumes(sig: signal.Signals, tmp_path: Path, model_cache:
         if proc.poll() is None:
             proc.kill()
     done = _count(db)
-    assert 0 < done < n, "the scan finished before it could be killed; make the folder bigger"
     if sig == signal.SIGINT:
+        # Ctrl-C keeps finished work, and the hashing worker's running batch finishes first: on a fast
+        # machine that can be the rest of the folder, so only the exit and the resume accounting are fixed.
+        assert 0 < done <= n
         assert proc.returncode == 130 and "interrupted" in err
     else:
+        assert 0 < done < n, "the scan finished before it could be killed; make the folder bigger"
         assert proc.returncode == -signal.SIGKILL
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
