@@ -178,7 +178,16 @@ def test_a_killed_scan_resumes(sig: signal.Signals, tmp_path: Path, model_cache:
         "--format",
         "json",
     ]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default action in the child, whatever this process inherited (a test runner or an earlier test
+    # may ignore SIGINT, and an ignored SIGINT is inherited: the scan would then run to the end).
+    proc = subprocess.Popen(
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         while _count(db) == 0 and proc.poll() is None:
             time.sleep(0.02)
