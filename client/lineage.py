@@ -135,18 +135,22 @@ def lineage(path_a: str, path_b: str) -> Lineage:
             if ia.width * ia.height > MAX_PIXELS or ib.width * ib.height > MAX_PIXELS:
                 return unknown
             a, b = np.asarray(ia.convert("RGB")), np.asarray(ib.convert("RGB"))
-            small_b = _small(b)
+            # The turn is found on 32 x 32 reductions (turning the reduction, not the full picture), and
+            # the full-size picture is turned once, for the chosen turn only.
+            small_a, small_b = _small(a), _small(b)
+            h, w = a.shape[:2]
             fits = [
-                (float((_small(_dihedral(a, k)) * small_b).mean()), k)
+                (float((_dihedral(small_a[..., None], k)[..., 0] * small_b).mean()), k)
                 for k in range(8)
-                if _dihedral(a, k).shape == b.shape
+                if ((w, h) if k % 2 else (h, w)) == b.shape[:2]
             ]
             if not fits or max(fits)[0] < MIN_CORRELATION:
                 return unknown
             k = max(fits)[1]
-            if np.array_equal(_dihedral(a, k), b):
+            turned = _dihedral(a, k)
+            if np.array_equal(turned, b):
                 return unknown  # the same pixels (a file re-tagged, a comment added): nothing to tell
-            b_from_a = _remake_error(_dihedral(a, k), b, ib)
+            b_from_a = _remake_error(turned, b, ib)
             a_from_b = _remake_error(_dihedral(b, _INVERSE[k]), a, ia)
     except (OSError, ValueError, SyntaxError) as exc:  # unreadable now: say nothing
         log.debug("lineage of %s and %s: %s", path_a, path_b, exc)
