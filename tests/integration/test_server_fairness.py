@@ -69,6 +69,18 @@ async def reserved_server(model_cache: Path) -> EmbedServer:
     return server
 
 
+async def fill_shared_part(server: EmbedServer, channel: grpc.aio.Channel) -> asyncio.Future:
+    """A heavy unary call of 48 images on `channel`, returned once it holds the whole shared part of the queue."""
+    backlog = asyncio.ensure_future(
+        embed_pb2_grpc.EmbedServiceStub(channel).Embed(embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(48)]))
+    )
+    for _ in range(3000):  # up to a minute on a loaded machine
+        if sample(server, "photodedup_inflight_items") == 48:
+            break
+        await asyncio.sleep(0.02)
+    return backlog
+
+
 async def test_a_light_caller_is_admitted_and_served_ahead_of_a_heavy_backlog(model_cache: Path) -> None:
     server = await reserved_server(model_cache)  # the heavy caller gets 48 of the 64
     gate, batches = recording_gate(server)
@@ -132,15 +144,7 @@ async def test_a_stream_is_not_read_while_its_next_message_would_be_refused(mode
     gate, _ = recording_gate(server)
     try:
         async with own_connection(server) as heavy_ch, own_connection(server) as stream_ch:
-            backlog = asyncio.ensure_future(
-                embed_pb2_grpc.EmbedServiceStub(heavy_ch).Embed(
-                    embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(48)])
-                )
-            )
-            for _ in range(3000):  # the backlog holds the whole shared part
-                if sample(server, "photodedup_inflight_items") == 48:
-                    break
-                await asyncio.sleep(0.02)
+            backlog = await fill_shared_part(server, heavy_ch)
             answered: dict[str, str] = {}
             everything = asyncio.Event()
 
@@ -192,15 +196,7 @@ async def test_a_held_back_stream_that_then_sends_nothing_keeps_no_budget(model_
     gate, _ = recording_gate(server)
     try:
         async with own_connection(server) as heavy_ch, own_connection(server) as stream_ch:
-            backlog = asyncio.ensure_future(
-                embed_pb2_grpc.EmbedServiceStub(heavy_ch).Embed(
-                    embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(48)])
-                )
-            )
-            for _ in range(3000):
-                if sample(server, "photodedup_inflight_items") == 48:
-                    break
-                await asyncio.sleep(0.02)
+            backlog = await fill_shared_part(server, heavy_ch)
             quiet = asyncio.Event()
 
             async def requests() -> Any:
