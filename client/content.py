@@ -216,7 +216,9 @@ def _profile(fill: np.ndarray) -> np.ndarray:
     """Run of fill from the left along each line from the top, up to the first line that has none.
 
     A line or two without fill between lines with fill of a few pixels or more (an encoder's noise at the
-    edge of a thin triangle) does not end it: those lines take the run of the line after them."""
+    edge of a thin triangle) does not end it: those lines take the run of the line after them. Runs that
+    grow again after shrinking to a quarter or less are the next corner's triangle: the profile ends at
+    the smallest run before them."""
     runs = np.where(fill.all(axis=1), fill.shape[1], np.argmin(fill, axis=1)).astype(np.float64)
     n, tip = len(runs), 0
     while tip < n:
@@ -229,7 +231,15 @@ def _profile(fill: np.ndarray) -> np.ndarray:
             break
         runs[tip:after] = runs[after]
         tip = after
-    return runs[:tip]
+    runs = runs[:tip]
+    # Past a triangle's tip the runs grow again when the next corner's triangle starts along the same edge
+    # without a line between them: the profile ends at the tip.
+    low, high = np.minimum.accumulate(runs), np.maximum.accumulate(runs)
+    rising = np.nonzero((runs > low + 2) & (low <= 0.25 * high))[0]
+    if len(rising):
+        end = int(rising[0])
+        runs = runs[: int(np.argmin(runs[:end])) + 1]
+    return runs
 
 
 def _straight_tip(seg: np.ndarray) -> bool:

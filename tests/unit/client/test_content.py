@@ -151,3 +151,14 @@ def test_a_noisy_line_inside_a_thin_corner_does_not_end_its_profile() -> None:
     fill[90, 0] = False  # noise: run 0 on one line
     noisy = _profile(fill)
     assert len(noisy) == len(clean) and _straight_tip(noisy)
+
+
+def test_a_corner_profile_ends_at_the_tip_where_the_next_triangle_starts_without_a_gap() -> None:
+    """Rotate-and-expand by a few degrees: along one edge, one corner's wide triangle shrinks to its tip and the
+    next corner's thin triangle grows from there, with no line free of fill between them."""
+    runs = np.concatenate([np.round(np.linspace(170, 1, 15)), np.round(np.linspace(1, 26, 300))]).astype(int)
+    fill = np.zeros((len(runs), 200), dtype=bool)
+    for y, r in enumerate(runs):
+        fill[y, :r] = True
+    profile = _profile(fill)
+    assert 14 <= len(profile) <= 16 and profile[0] == 170 and _straight_tip(profile)
