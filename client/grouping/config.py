@@ -60,7 +60,7 @@ class GroupingConfig:
     # Weak pictures: a hash distance says little about a picture whose content is under `weak_side` px on
     # its long side (icons, thumbnails of graphics) or whose 32 x 32 reduction has a grey standard
     # deviation under `weak_contrast` (sky, night shots, text on white). Their pairs join only when the
-    # strict check confirms them (`client.verify.compare_strict`); without a verifier, not at all.
+    # strict check confirms them (`client.strict.compare_strict`); without a verifier, not at all.
     weak_side: int = 64
     # A pair of pictures both under `icon_side` px is icon-sized too: a theme's 64 and 96 px glyphs (battery
     # levels, face emotes) are within the near threshold of one another (877 of 1,500 such pairs under
