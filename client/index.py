@@ -17,15 +17,13 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from photodedup.client.grouping.records import FileRecord
 from photodedup.client.hashing import HashResult, to_unsigned64
 from photodedup.errors import PhotodedupError
-
-if TYPE_CHECKING:
-    from photodedup.client.grouping import FileRecord
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +149,21 @@ CREATE TABLE lineage (
 ) WITHOUT ROWID;
 """
 
+# A counter that every change to a file row or an embedding moves on (triggers, so no writer can forget
+# it), and the counter value each kept grouping answer was computed at: an unchanged rescan finds its groups
+# by comparing two numbers instead of reading and digesting every record (`client.groupcache`).
+_V10_GENERATION = """
+CREATE TABLE generation (n INTEGER NOT NULL);
+INSERT INTO generation VALUES (0);
+CREATE TRIGGER files_inserted AFTER INSERT ON files BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER files_updated AFTER UPDATE ON files BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER files_deleted AFTER DELETE ON files BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER embeddings_inserted AFTER INSERT ON embeddings BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER embeddings_updated AFTER UPDATE ON embeddings BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER embeddings_deleted AFTER DELETE ON embeddings BEGIN UPDATE generation SET n = n + 1; END;
+ALTER TABLE groups_cache ADD COLUMN quick TEXT;     -- digest of the settings, decisions, code and generation
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _V1_RELEASE,
     _V2_REVIEW,
@@ -161,6 +174,7 @@ MIGRATIONS: tuple[str, ...] = (
     _V7_PICTURE_PIXELS,
     _V8_GROUPS,
     _V9_LINEAGE,
+    _V10_GENERATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -225,6 +239,33 @@ def _unpack_content(blob: bytes | None) -> tuple[int, int, int, int] | None:
         return None
     a, b, c, d = (int(v) for v in np.frombuffer(blob, dtype="<i4"))
     return a, b, c, d
+
+
+def _record(row: tuple[Any, ...]) -> FileRecord:
+    """One row of `Index._RECORD_COLUMNS` as a grouping FileRecord."""
+    (path, size, w, h, md5, dh, ph, vec, exif_time, mtime_ns, fmt, rotated, content, picture_pixels, windows, camera,
+     quality, grey, contrast) = row  # fmt: skip
+    return FileRecord(
+        path=path,
+        size=size,
+        width=w or 0,
+        height=h or 0,
+        md5=md5,
+        dhash=None if dh is None else to_unsigned64(dh),
+        phash=None if ph is None else to_unsigned64(ph),
+        embedding=None if vec is None else np.frombuffer(vec, dtype="<f2").astype(np.float32),
+        exif_time=exif_time,
+        mtime=mtime_ns / 1e9,
+        format=fmt or "",
+        rotated_hashes=_unpack_rotated(rotated),
+        content=_unpack_content(content),
+        picture_pixels=picture_pixels,
+        windows=_unpack_windows(windows),
+        camera=None if camera is None else bool(camera),
+        quality=quality,
+        grey=None if grey is None else bool(grey),
+        contrast=contrast,
+    )
 
 
 def _flag(value: bool | None) -> int | None:
@@ -366,10 +407,6 @@ class Index:
                 out[path] = (size, mtime_ns, md5 is not None or error is not None)
         return out
 
-    def mark_seen(self, paths: Iterable[str], scan_id: int) -> None:
-        with self.transaction() as c:
-            c.executemany("UPDATE files SET seen_scan=? WHERE path=?", ((scan_id, p) for p in paths))
-
     def put_hashes(self, results: Iterable[HashResult], scan_id: int) -> None:
         """Record hashed files; a changed file's old embedding goes with its old row."""
         rows = [
@@ -438,19 +475,25 @@ class Index:
             )
         return out
 
-    def forget_unseen(self, roots: Sequence[str], scan_id: int, unreadable: Sequence[str] = ()) -> int:
+    def forget_missing(self, roots: Sequence[str], found: Collection[str], unreadable: Sequence[str] = ()) -> int:
         """Drop files under `roots` that this scan's complete walk did not find (deleted or moved), and the
         verification verdicts and lineage answers no file's content can use any more.
 
-        Files under `unreadable` folders (permission denied, an unmounted drive) are kept: not seeing
-        them is not evidence that they are gone."""
+        The walk's paths are compared here rather than marked on every row: an unchanged rescan then writes
+        nothing (each mark rewrote a whole row, ~2 KB with its window hashes). Files under `unreadable`
+        folders (permission denied, an unmounted drive) are kept: not seeing them is not evidence that they
+        are gone."""
+        kept = self._ranges(unreadable)
         removed = 0
         with self.transaction() as c:
-            for lo, hi in self._ranges(unreadable):
-                c.execute("UPDATE files SET seen_scan=? WHERE path >= ? AND path < ?", (scan_id, lo, hi))
             for lo, hi in self._ranges(roots):
-                cur = c.execute("DELETE FROM files WHERE path >= ? AND path < ? AND seen_scan != ?", (lo, hi, scan_id))
-                removed += cur.rowcount
+                gone = [
+                    (p,)
+                    for (p,) in c.execute("SELECT path FROM files WHERE path >= ? AND path < ?", (lo, hi))
+                    if p not in found and not any(klo <= p < khi for klo, khi in kept)
+                ]
+                c.executemany("DELETE FROM files WHERE path=?", gone)
+                removed += len(gone)
             # Verdicts are keyed by content ("md5" or "md5@box"): once no file has a side's bytes any more
             # (deleted, or edited into new bytes) the pair can never be asked again.
             c.execute(
@@ -511,60 +554,35 @@ class Index:
                 ).fetchone()[0]
         return {"files": files, "errors": errors, "bytes": total_bytes, "embedded": embedded}
 
+    _RECORD_COLUMNS = (
+        "SELECT f.path, f.size, f.width, f.height, f.md5, f.dhash, f.phash, e.vector, f.exif_time,"
+        " f.mtime_ns, f.format, f.rotated, f.content, f.picture_pixels, f.windows, f.camera, f.quality, f.grey,"
+        " f.contrast FROM files f LEFT JOIN embeddings e ON e.path=f.path AND e.model_id=?"
+        " WHERE f.error IS NULL AND f.md5 IS NOT NULL"
+    )
+
     def records(self, roots: Sequence[str], model_id: str | None) -> Iterator[FileRecord]:
         """Every hashed image under `roots` as a grouping FileRecord (embedding only from `model_id`)."""
-        from photodedup.client.grouping import FileRecord
-
         for lo, hi in self._ranges(roots):
             cur = self.conn.execute(
-                "SELECT f.path, f.size, f.width, f.height, f.md5, f.dhash, f.phash, e.vector, f.exif_time,"
-                " f.mtime_ns, f.format, f.rotated, f.content, f.picture_pixels, f.windows, f.camera, f.quality, f.grey,"
-                " f.contrast FROM files f LEFT JOIN embeddings e ON e.path=f.path AND e.model_id=?"
-                " WHERE f.path >= ? AND f.path < ? AND f.error IS NULL AND f.md5 IS NOT NULL ORDER BY f.path",
-                (model_id or "", lo, hi),
+                self._RECORD_COLUMNS + " AND f.path >= ? AND f.path < ? ORDER BY f.path", (model_id or "", lo, hi)
             )
-            for (
-                path,
-                size,
-                w,
-                h,
-                md5,
-                dh,
-                ph,
-                vec,
-                exif_time,
-                mtime_ns,
-                fmt,
-                rotated,
-                content,
-                picture_pixels,
-                windows,
-                camera,
-                quality,
-                grey,
-                contrast,
-            ) in cur:
-                yield FileRecord(
-                    path=path,
-                    size=size,
-                    width=w or 0,
-                    height=h or 0,
-                    md5=md5,
-                    dhash=None if dh is None else to_unsigned64(dh),
-                    phash=None if ph is None else to_unsigned64(ph),
-                    embedding=None if vec is None else np.frombuffer(vec, dtype="<f2").astype(np.float32),
-                    exif_time=exif_time,
-                    mtime=mtime_ns / 1e9,
-                    format=fmt or "",
-                    rotated_hashes=_unpack_rotated(rotated),
-                    content=_unpack_content(content),
-                    picture_pixels=picture_pixels,
-                    windows=_unpack_windows(windows),
-                    camera=None if camera is None else bool(camera),
-                    quality=quality,
-                    grey=None if grey is None else bool(grey),
-                    contrast=contrast,
-                )
+            yield from map(_record, cur)
+
+    def records_of(self, paths: Collection[str], model_id: str | None) -> dict[str, FileRecord]:
+        """The records of just these paths (those the index holds as hashed images)."""
+        out: dict[str, FileRecord] = {}
+        ordered = sorted(paths)
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            cur = self.conn.execute(self._RECORD_COLUMNS + f" AND f.path IN ({marks})", (model_id or "", *chunk))
+            out.update((r.path, r) for r in map(_record, cur))
+        return out
+
+    def generation(self) -> int:
+        """Moves on with every change to a file or an embedding (triggers, migration 10)."""
+        return int(self.conn.execute("SELECT n FROM generation").fetchone()[0])
 
     def file_md5(self, path: str) -> str | None:
         row = self.conn.execute("SELECT md5 FROM files WHERE path=?", (path,)).fetchone()
@@ -622,17 +640,22 @@ class Index:
 
     # -- the last grouping answer (client.groupcache) ----------------------------------------------
 
-    def stored_groups(self, scope: str) -> tuple[str, bytes] | None:
-        """(digest, groups blob) stored for `scope`, or None."""
-        row = self.conn.execute("SELECT digest, groups FROM groups_cache WHERE scope=?", (scope,)).fetchone()
-        return None if row is None else (row[0], bytes(row[1]))
+    def stored_groups(self, scope: str) -> tuple[str, str | None, bytes] | None:
+        """(digest, quick digest, groups blob) stored for `scope`, or None."""
+        row = self.conn.execute("SELECT digest, quick, groups FROM groups_cache WHERE scope=?", (scope,)).fetchone()
+        return None if row is None else (row[0], row[1], bytes(row[2]))
 
-    def store_groups(self, scope: str, digest: str, blob: bytes) -> None:
+    def store_groups(self, scope: str, digest: str, quick: str, blob: bytes) -> None:
         with self.transaction() as c:
             c.execute(
-                "INSERT OR REPLACE INTO groups_cache (scope, digest, groups, created) VALUES (?, ?, ?, ?)",
-                (scope, digest, blob, time.time()),
+                "INSERT OR REPLACE INTO groups_cache (scope, digest, quick, groups, created) VALUES (?, ?, ?, ?, ?)",
+                (scope, digest, quick, blob, time.time()),
             )
+
+    def set_groups_quick(self, scope: str, quick: str) -> None:
+        """The stored answer of `scope` also stands for this quick digest (its full digest matched)."""
+        with self.transaction() as c:
+            c.execute("UPDATE groups_cache SET quick=? WHERE scope=?", (quick, scope))
 
     # -- lineage of copies (client.lineage) --------------------------------------------------------
 
