@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _DECIDING_CODE = (
     "photodedup.client.grouping",
     "photodedup.client.verify",
+    "photodedup.client.strict",
     "photodedup.client.verdicts",
     "photodedup.client.lineage",
 )
