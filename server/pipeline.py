@@ -194,3 +194,13 @@ class Pipeline:
             return wire.item_error(rid, code, str(outcome))
         self._metrics.items.labels("OK").inc()
         return embed_pb2.EmbedResult(id=rid, embedding=wire.encode_embedding(outcome, wire_dtype))
+
+    def refusals(self, ids: Sequence[str], err: BaseException) -> list[embed_pb2.EmbedResult]:
+        """The same error for many images as one unit: the error is built and counted once, so refusing the
+        part of a message that does not fit costs the event loop little more than its ids."""
+        if not ids:
+            return []
+        code = status_for(err)
+        self._metrics.items.labels(code.name).inc(len(ids))
+        error = embed_pb2.ItemError(code=wire.code_value(code), message=str(err))
+        return [embed_pb2.EmbedResult(id=rid, error=error) for rid in ids]

@@ -231,3 +231,43 @@ async def test_a_held_back_stream_that_then_sends_nothing_keeps_no_budget(model_
     finally:
         gate.set()
         await server.stop(0)
+
+
+async def test_the_part_of_a_stream_message_that_does_not_fit_is_refused_as_one_unit(model_cache: Path) -> None:
+    server = await reserved_server(model_cache)  # the heavy callers share 48 of the 64; light callers hold 4
+    gate, _ = recording_gate(server)
+    pipeline = server._servicer._pipeline
+    assert pipeline is not None
+    one_by_one: list[str] = []
+    real_result = pipeline.result
+
+    def result(rid: str, outcome: Any, wire_dtype: int) -> embed_pb2.EmbedResult:
+        one_by_one.append(rid)
+        return real_result(rid, outcome, wire_dtype)
+
+    pipeline.result = result  # type: ignore[method-assign]
+    try:
+        async with own_connection(server) as heavy_ch, own_connection(server) as stream_ch:
+            backlog = await fill_shared_part(server, heavy_ch)
+            message = embed_pb2.EmbedStreamRequest(
+                items=[embed_pb2.StreamItem(id=f"s{i}", image=jpeg(400 + i)) for i in range(40)]
+            )
+            call = embed_pb2_grpc.EmbedServiceStub(stream_ch).EmbedStream(iter([message]), timeout=120)
+            first = await call.read()  # the refused part, written before any image of the message is decoded
+            gate.set()
+            rest: list[embed_pb2.EmbedResult] = []
+            while (response := await call.read()) is not grpc.aio.EOF:
+                rest.extend(response.results)
+            await backlog
+        refused = [r.id for r in first.results if r.WhichOneof("result") == "error"]
+        assert len(refused) == len(first.results) == 36
+        assert {r.error.code for r in first.results} == {wire.code_value(grpc.StatusCode.RESOURCE_EXHAUSTED)}
+        assert sorted(r.id for r in rest) == sorted({f"s{i}" for i in range(40)} - set(refused))
+        assert all(r.WhichOneof("result") == "embedding" for r in rest)
+        # The 36 refusals were built as one unit: only the 4 embedded images went through the per-image path.
+        assert sorted(rid for rid in one_by_one if rid.startswith("s")) == sorted(r.id for r in rest)
+        labels = {"status": "RESOURCE_EXHAUSTED"}
+        assert server.metrics.registry.get_sample_value("photodedup_items_total", labels) == 36
+    finally:
+        gate.set()
+        await server.stop(0)
