@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -47,11 +48,12 @@ def scan(root: Path) -> tuple[list[FileRecord], float]:
         return list(index.records([str(root)], None)), seconds
 
 
-def ours(records: list[FileRecord], config: GroupingConfig) -> tuple[list[Group], float]:
+def ours(records: list[FileRecord], config: GroupingConfig) -> tuple[list[Group], float, int]:
+    """Grouped as a scan groups them: the groups, the seconds it took and the pairs verified."""
     verifier = GeometricVerifier()
     started = time.perf_counter()
     groups = find_groups(records, config, verifier=verifier)
-    return groups, time.perf_counter() - started
+    return groups, time.perf_counter() - started, verifier.pairs
 
 
 def grouped_files(groups: list[list[str]] | None) -> int | None:
@@ -63,8 +65,8 @@ def negative_rows(root: Path, config: GroupingConfig, comparators: bool) -> list
     for part, label in (("icons", "48 px icons"), ("shots", "screenshots")):
         folder = root / part
         records, scan_s = scan(folder)
-        after, after_s = ours(records, config)
-        before, _ = ours(records, no_weak_rule(config))
+        after, after_s, _ = ours(records, config)
+        before, _, _ = ours(records, no_weak_rule(config))
         cells = {
             "photodedup, default": grouped_files([[m.record.path for m in g.members] for g in after]),
             "photodedup, without the weak-picture rule": grouped_files(
@@ -92,16 +94,21 @@ def files(groups: list[Group]) -> int:
 
 
 def system_section(root: Path, config: GroupingConfig, before_too: bool = True) -> str:
+    load_start = os.getloadavg()[0]
     records, scan_s = scan(root)
-    after, after_s = ours(records, config)
+    after, after_s, after_pairs = ours(records, config)
     if before_too:
-        before, before_s = ours(records, no_weak_rule(config))
+        before, before_s, before_pairs = ours(records, no_weak_rule(config))
         mixed_before = mixed_name_groups(before)
         before_row = f"| {len(before)} | {len(mixed_before)} | {files(mixed_before)} |"
-        timing = f"grouping\n{before_s:.0f} s before and {after_s:.0f} s after"
+        timing = (
+            f"grouping\n{before_s:.0f} s before ({before_pairs} pairs verified) and {after_s:.0f} s after "
+            f"({after_pairs} pairs)"
+        )
     else:
         before_row = "| not run | not run | not run |"
-        timing = f"grouping\n{after_s:.0f} s"
+        timing = f"grouping\n{after_s:.0f} s ({after_pairs} pairs verified)"
+    timing += f"; load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     mixed_after = mixed_name_groups(after)
     largest = sorted(mixed_after, key=lambda g: (-len(g.members), g.keep.path))[:10]
     listed = "\n".join(

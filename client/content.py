@@ -55,6 +55,12 @@ def _window_fractions() -> tuple[tuple[float, float, float, float], ...]:
 WINDOWS = ((0.0, 0.0, 1.0, 1.0), *_window_fractions())
 
 
+def channel_max(pixels: np.ndarray) -> np.ndarray:
+    """`pixels.max(axis=-1)` for three channels: numpy reduces a 3-long last axis an element at a time,
+    which made it most of the border and grey tests' cost."""
+    return np.maximum(np.maximum(pixels[..., 0], pixels[..., 1]), pixels[..., 2])
+
+
 def _border_depth(lines: np.ndarray, colour: np.ndarray, limit: int) -> int:
     """How many leading lines (axis 0 of `lines`, each a row of RGB pixels) are of `colour`.
 
@@ -62,7 +68,7 @@ def _border_depth(lines: np.ndarray, colour: np.ndarray, limit: int) -> int:
     start = 0
     while start < limit:
         chunk = lines[start : min(limit, start + 8)].astype(np.int16)
-        near = (np.abs(chunk - colour).max(axis=2) <= BORDER_TOLERANCE).mean(axis=1)
+        near = (channel_max(np.abs(chunk - colour)) <= BORDER_TOLERANCE).mean(axis=1)
         bad = np.nonzero(near < BORDER_SHARE)[0]
         if len(bad):
             return start + int(bad[0])
@@ -102,7 +108,7 @@ def content_box(rgb: np.ndarray, _depth: int = 0, keep_background: bool = False)
         return 0, 0, w, h
     inside = rgb[top:bottom:4, left:right:4].astype(np.int16)
     for name in [n for n in sides if depth[n] and keep_background]:
-        if (np.abs(inside - colours[name]).max(axis=2) <= BORDER_TOLERANCE).mean() >= BACKGROUND_SHARE:
+        if (channel_max(np.abs(inside - colours[name])) <= BORDER_TOLERANCE).mean() >= BACKGROUND_SHARE:
             depth[name] = 0
     left, right = depth["left"], w - depth["right"]
     top, bottom = depth["top"], h - depth["bottom"]
@@ -129,6 +135,8 @@ def added_bars(rgb: np.ndarray) -> tuple[int, int, int, int]:
         region = rgb[top:bottom, left:right]
         sides = _sides(region)
         cut = dict.fromkeys(sides, 0)
+        soft: dict[str, tuple[int, np.ndarray]] = {}
+        hard: list[np.ndarray] = []
         for name, lines in sides.items():
             colour = np.median(lines[0], axis=0).astype(np.int16)
             depth = _border_depth(lines, colour, len(lines))
@@ -138,6 +146,14 @@ def added_bars(rgb: np.ndarray) -> tuple[int, int, int, int]:
                 far = (np.abs(lines[inner].astype(np.int16) - colour).max(axis=1) > BORDER_TOLERANCE).mean()
                 if far >= HARD_EDGE_SHARE:
                     cut[name] = depth
+                    hard.append(colour)
+                else:
+                    soft[name] = (depth, colour)
+        # An added frame is one colour: once it ends at a hard edge on some side, a margin of that colour on
+        # another side is the same frame, even where dark picture runs into black bars without an edge.
+        for name, (depth, colour) in soft.items():
+            if any(int(np.abs(colour - c).max()) <= BORDER_TOLERANCE for c in hard):
+                cut[name] = depth
         if not any(cut.values()):
             break
         new_left, new_top = left + cut["left"], top + cut["top"]
@@ -172,7 +188,7 @@ def corner_fill(rgb: np.ndarray) -> int:
     corners = (rgb[0, -1], rgb[-1, 0], rgb[-1, -1])
     if any(np.abs(c.astype(np.int16) - colour).max() > BORDER_TOLERANCE for c in corners):
         return 0
-    fill = np.abs(rgb.astype(np.int16) - colour).max(axis=2) <= BORDER_TOLERANCE
+    fill = channel_max(np.abs(rgb.astype(np.int16) - colour)) <= BORDER_TOLERANCE
     # An expanded frame rounds up: a line or two of pure fill can run along an edge before the corners.
     rows, cols = fill.all(axis=1), fill.all(axis=0)
     top, bottom = _leading(rows), h - _leading(rows[::-1])
@@ -197,10 +213,33 @@ def corner_fill(rgb: np.ndarray) -> int:
 
 
 def _profile(fill: np.ndarray) -> np.ndarray:
-    """Run of fill from the left along each line from the top, up to the first line that has none."""
-    runs = np.where(fill.all(axis=1), fill.shape[1], np.argmin(fill, axis=1))
-    tip = int(np.argmin(runs > 0)) if (runs == 0).any() else len(runs)
-    return runs[:tip].astype(np.float64)
+    """Run of fill from the left along each line from the top, up to the first line that has none.
+
+    A line or two without fill between lines with fill of a few pixels or more (an encoder's noise at the
+    edge of a thin triangle) does not end it: those lines take the run of the line after them. Runs that
+    grow again after shrinking to a quarter or less are the next corner's triangle: the profile ends at
+    the smallest run before them."""
+    runs = np.where(fill.all(axis=1), fill.shape[1], np.argmin(fill, axis=1)).astype(np.float64)
+    n, tip = len(runs), 0
+    while tip < n:
+        if runs[tip] > 0:
+            tip += 1
+            continue
+        after = next((k for k in range(tip + 1, min(n, tip + 3)) if runs[k] > 0), None)
+        # Not at the tip itself, where the next corner's triangle may start along the same edge.
+        if after is None or tip == 0 or runs[tip - 1] < 3 or runs[after] > runs[tip - 1] + 1:
+            break
+        runs[tip:after] = runs[after]
+        tip = after
+    runs = runs[:tip]
+    # Past a triangle's tip the runs grow again when the next corner's triangle starts along the same edge
+    # without a line between them: the profile ends at the tip.
+    low, high = np.minimum.accumulate(runs), np.maximum.accumulate(runs)
+    rising = np.nonzero((runs > low + 2) & (low <= 0.25 * high))[0]
+    if len(rising):
+        end = int(rising[0])
+        runs = runs[: int(np.argmin(runs[:end])) + 1]
+    return runs
 
 
 def _straight_tip(seg: np.ndarray) -> bool:
@@ -219,7 +258,23 @@ def _leading(flags: np.ndarray) -> int:
     return int(np.argmin(flags)) if not flags.all() else len(flags)
 
 
-def contrast(gray: np.ndarray) -> float:
+def summed_area(gray: np.ndarray) -> np.ndarray:
+    """The summed-area table of a grayscale picture ((H + 1) x (W + 1), float64 holding exact integers)."""
+    h, w = gray.shape
+    integral = np.zeros((h + 1, w + 1), dtype=np.float64)
+    integral[1:, 1:] = gray.cumsum(axis=0, dtype=np.int64).cumsum(axis=1)
+    return integral
+
+
+def crop_summed_area(integral: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The summed-area table of the `box` (left, top, right, bottom) of a picture, from the picture's own:
+    exact (integer sums), so a crop need not be summed again."""
+    left, top, right, bottom = box
+    sub = integral[top : bottom + 1, left : right + 1]
+    return sub - sub[0:1, :] - sub[:, 0:1] + sub[0, 0]
+
+
+def contrast(gray: np.ndarray, integral: np.ndarray | None = None) -> float:
     """Grey standard deviation (0..127.5) of the picture reduced to 32 x 32 area-averaged cells.
 
     What the hashes see: both are made of a 32 x 32 (pHash) or 9 x 8 (dHash) reduction, so a picture
@@ -227,14 +282,14 @@ def contrast(gray: np.ndarray) -> float:
     noise, and a small hash distance between two of them is weak evidence (`grouping.config.weak_contrast`).
     """
     h, w = gray.shape
-    integral = np.zeros((h + 1, w + 1), dtype=np.float64)
-    integral[1:, 1:] = gray.astype(np.float64).cumsum(axis=0).cumsum(axis=1)
+    integral = summed_area(gray) if integral is None else integral
     cells = _cell_means(integral, np.array([[0.0, 0.0, w, h]]), 32, 32)
     return round(float(cells.std()), 2)
 
 
-def _bits_to_int(bits: np.ndarray) -> int:
-    return int.from_bytes(np.packbits(bits.astype(bool)).tobytes(), "big")
+def _rows_to_ints(bits: np.ndarray) -> list[int]:
+    """Each row of 64 bits as an unsigned int, most significant first."""
+    return [int(v) for v in np.packbits(bits, axis=1).view(">u8").ravel()]
 
 
 def _cell_means(integral: np.ndarray, boxes: np.ndarray, cols: int, rows: int) -> np.ndarray:
@@ -252,7 +307,9 @@ def _cell_means(integral: np.ndarray, boxes: np.ndarray, cols: int, rows: int) -
     return total / area
 
 
-def window_hashes(gray: np.ndarray, fractions: Sequence[tuple[float, float, float, float]]) -> list[tuple[int, int]]:
+def window_hashes(
+    gray: np.ndarray, fractions: Sequence[tuple[float, float, float, float]], integral: np.ndarray | None = None
+) -> list[tuple[int, int]]:
     """(dHash, pHash) as unsigned ints of each window of a grayscale picture (H x W array).
 
     ImageHash's recipe (dHash: 9 x 8 gradient signs; pHash: 8 x 8 low DCT terms of a 32 x 32 reduction
@@ -263,12 +320,12 @@ def window_hashes(gray: np.ndarray, fractions: Sequence[tuple[float, float, floa
     from scipy.fft import dct
 
     h, w = gray.shape
-    integral = np.zeros((h + 1, w + 1), dtype=np.float64)
-    integral[1:, 1:] = gray.astype(np.float64).cumsum(axis=0).cumsum(axis=1)
+    integral = summed_area(gray) if integral is None else integral
     boxes = np.asarray(fractions, dtype=np.float64) * np.array([w, h, w, h], dtype=np.float64)
     small = _cell_means(integral, boxes, 9, 8)
     big = _cell_means(integral, boxes, 32, 32)
     dbits = small[:, :, 1:] > small[:, :, :-1]
     low = dct(dct(big, axis=1), axis=2)[:, :8, :8].reshape(len(boxes), 64)
     pbits = low > np.median(low, axis=1, keepdims=True)
-    return [(_bits_to_int(d), _bits_to_int(p)) for d, p in zip(dbits, pbits, strict=True)]
+    dints = _rows_to_ints(dbits.reshape(len(boxes), -1))
+    return list(zip(dints, _rows_to_ints(pbits), strict=True))

@@ -136,7 +136,8 @@ def block_traces(gray: np.ndarray) -> bool:
 def is_grey(rgb: np.ndarray) -> bool:
     """True when the channels agree everywhere (a grey picture stored as RGB)."""
     small = rgb[:: max(1, rgb.shape[0] // 128), :: max(1, rgb.shape[1] // 128)].astype(np.int16)
-    spread = small.max(axis=2) - small.min(axis=2)
+    r, g, b = small[..., 0], small[..., 1], small[..., 2]
+    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # not a 3-long axis reduce
     return float((spread <= 6).mean()) > 0.99
 
 

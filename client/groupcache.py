@@ -16,7 +16,7 @@ import importlib.util
 import json
 import logging
 import zlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _DECIDING_CODE = (
     "photodedup.client.grouping",
     "photodedup.client.verify",
+    "photodedup.client.strict",
     "photodedup.client.verdicts",
     "photodedup.client.lineage",
 )
@@ -104,6 +105,23 @@ def grouping_digest(
     return h.hexdigest()
 
 
+def quick_digest(
+    generation: int,
+    config: GroupingConfig,
+    ignored: Collection[frozenset[str]],
+    reference_dirs: Sequence[str],
+) -> str:
+    """A digest of the same inputs with the records replaced by the index's generation, which moves on with
+    any change to a file or an embedding: equal generations mean equal records, without reading them."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(_code().encode())
+    h.update(repr(config).encode())
+    h.update(repr(sorted(sorted(pair) for pair in ignored)).encode())
+    h.update(repr(list(reference_dirs)).encode())
+    h.update(str(generation).encode())
+    return h.hexdigest()
+
+
 def _evidence_out(e: Evidence | None) -> dict[str, Any] | None:
     return None if e is None else dataclasses.asdict(e)
 
@@ -127,8 +145,7 @@ def _encode(groups: Sequence[Group]) -> bytes:
     return zlib.compress(json.dumps(out, separators=(",", ":")).encode(), 6)
 
 
-def _decode(blob: bytes, records: Sequence[FileRecord]) -> list[Group]:
-    by_path = {r.path: r for r in records}
+def _decode(blob: bytes, by_path: Mapping[str, FileRecord]) -> list[Group]:
     groups = []
     for g in json.loads(zlib.decompress(blob)):
         members = [Member(by_path[p], float(d), Tier(t), _evidence_in(e)) for p, d, t, e in g["members"]]
@@ -141,18 +158,39 @@ def scope_key(roots: Sequence[str], model_id: str | None) -> str:
     return json.dumps([sorted(roots), model_id or ""])
 
 
-def load(index: Index, scope: str, digest: str, records: Sequence[FileRecord]) -> list[Group] | None:
-    """The stored groups of `scope` if they were computed from inputs with this `digest`; else None."""
-    stored = index.stored_groups(scope)
-    if stored is None or stored[0] != digest:
-        return None
+def _decoded(blob: bytes, by_path: Mapping[str, FileRecord]) -> list[Group] | None:
     try:
-        return _decode(stored[1], records)
+        return _decode(blob, by_path)
     except (KeyError, ValueError, TypeError, zlib.error) as exc:  # unreadable: compute again
         log.warning("stored groups unreadable, grouping again: %s", exc)
         return None
 
 
-def store(index: Index, scope: str, digest: str, groups: Sequence[Group]) -> None:
-    """Keep `groups` as the answer for `scope` and `digest`, replacing the previous one."""
-    index.store_groups(scope, digest, _encode(groups))
+def load_quick(index: Index, scope: str, quick: str, model_id: str | None) -> list[Group] | None:
+    """The stored groups of `scope` if they were computed at this `quick_digest`, reading only their
+    members' records; else None."""
+    stored = index.stored_groups(scope)
+    if stored is None or stored[1] != quick:
+        return None
+    try:
+        paths = {p for g in json.loads(zlib.decompress(stored[2])) for p, *_ in g["members"]}
+    except (KeyError, ValueError, TypeError, zlib.error):
+        return None
+    return _decoded(stored[2], index.records_of(paths, model_id))
+
+
+def load(index: Index, scope: str, digest: str, records: Sequence[FileRecord], quick: str) -> list[Group] | None:
+    """The stored groups of `scope` if they were computed from inputs with this `digest` (then they also
+    stand for `quick` from now on); else None."""
+    stored = index.stored_groups(scope)
+    if stored is None or stored[0] != digest:
+        return None
+    groups = _decoded(stored[2], {r.path: r for r in records})
+    if groups is not None and stored[1] != quick:
+        index.set_groups_quick(scope, quick)
+    return groups
+
+
+def store(index: Index, scope: str, digest: str, quick: str, groups: Sequence[Group]) -> None:
+    """Keep `groups` as the answer for `scope`, `digest` and `quick`, replacing the previous one."""
+    index.store_groups(scope, digest, quick, _encode(groups))

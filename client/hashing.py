@@ -23,7 +23,16 @@ from typing import Literal
 
 import numpy as np
 
-from photodedup.client.content import PAGE_CONTRAST, WINDOWS, content_box, contrast, picture_pixels, window_hashes
+from photodedup.client.content import (
+    PAGE_CONTRAST,
+    WINDOWS,
+    content_box,
+    contrast,
+    crop_summed_area,
+    picture_pixels,
+    summed_area,
+    window_hashes,
+)
 from photodedup.client.fidelity import fidelity
 from photodedup.client.walk import SNIFF_BYTES, sniff_format
 from photodedup.errors import InvalidImageError
@@ -109,12 +118,14 @@ def _dhash(pixels: np.ndarray) -> int:
     return _bits_int(pixels[:, 1:] > pixels[:, :-1])
 
 
-def _phash(pixels: np.ndarray) -> int:
-    """ImageHash's pHash of 32x32 gray pixels: the 8x8 lowest DCT frequencies against their median."""
+def _phashes(squares: np.ndarray) -> list[int]:
+    """ImageHash's pHash of each of a stack of 32x32 gray pictures (the 8x8 lowest DCT frequencies against
+    their median), in one transform call per axis."""
     import scipy.fftpack
 
-    low = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
-    return _bits_int(low > np.median(low))
+    low = scipy.fftpack.dct(scipy.fftpack.dct(squares, axis=1), axis=2)[:, :8, :8].reshape(len(squares), 64)
+    bits = low > np.median(low, axis=1, keepdims=True)
+    return [int(v) for v in np.packbits(bits, axis=1).view(">u8").ravel()]
 
 
 def hash_family(gray: object) -> tuple[int, int, tuple[tuple[int, int], ...]]:
@@ -128,11 +139,11 @@ def hash_family(gray: object) -> tuple[int, int, tuple[tuple[int, int], ...]]:
     wide = np.asarray(gray.resize((9, 8), lanczos))  # type: ignore[attr-defined]
     tall = np.asarray(gray.resize((8, 9), lanczos))  # type: ignore[attr-defined]
     square = np.asarray(gray.resize((32, 32), lanczos))  # type: ignore[attr-defined]
+    phashes = _phashes(np.stack([np.rot90(square, k) for k in range(4)]))
     turned = tuple(
-        (to_signed64(_dhash(np.rot90(tall if k % 2 else wide, k))), to_signed64(_phash(np.rot90(square, k))))
-        for k in (1, 2, 3)
+        (to_signed64(_dhash(np.rot90(tall if k % 2 else wide, k))), to_signed64(phashes[k])) for k in (1, 2, 3)
     )
-    return to_signed64(_dhash(wide)), to_signed64(_phash(square)), turned
+    return to_signed64(_dhash(wide)), to_signed64(phashes[0]), turned
 
 
 def hash_bytes(
@@ -173,16 +184,20 @@ def hash_bytes(
     try:
         pixels = np.asarray(rgb)
         full_gray = rgb.convert("L")  # converted once: the page test and the hashes both read it
-        full_contrast = contrast(np.asarray(full_gray))
+        full_area = summed_area(np.asarray(full_gray))  # one table for both contrasts and the windows
+        full_contrast = contrast(np.asarray(full_gray), full_area)
         page = full_contrast < PAGE_CONTRAST
         box = content_box(pixels, keep_background=page)
         sx, sy = width / rgb.width, height / rgb.height
         res.content = (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
         res.picture_pixels = round(picture_pixels(pixels) * sx * sy)
-        gray = full_gray.crop(box) if box != (0, 0, rgb.width, rgb.height) else full_gray
+        cropped = box != (0, 0, rgb.width, rgb.height)
+        gray = full_gray.crop(box) if cropped else full_gray
+        area = crop_summed_area(full_area, box) if cropped else full_area
         res.dhash, res.phash, res.rotated = hash_family(gray)
-        res.windows = tuple((to_signed64(d), to_signed64(p)) for d, p in window_hashes(np.asarray(gray), WINDOWS))
-        res.contrast = full_contrast if gray is full_gray else contrast(np.asarray(gray))
+        gray_pixels = np.asarray(gray)
+        res.windows = tuple((to_signed64(d), to_signed64(p)) for d, p in window_hashes(gray_pixels, WINDOWS, area))
+        res.contrast = contrast(gray_pixels, area) if cropped else full_contrast
         if thumb_kind != "none" and thumb_size:
             arr = to_model_array(rgb, thumb_size)
             res.thumb = encode_jpeg(arr, quality) if thumb_kind == "jpeg" else arr

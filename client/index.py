@@ -17,152 +17,16 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from photodedup.client.grouping.records import FileRecord
 from photodedup.client.hashing import HashResult, to_unsigned64
+from photodedup.client.schema import MIGRATIONS, SCHEMA_VERSION
 from photodedup.errors import PhotodedupError
 
-if TYPE_CHECKING:
-    from photodedup.client.grouping import FileRecord
-
 log = logging.getLogger(__name__)
-
-# Schema migrations, in order: MIGRATIONS[i] takes an index from `PRAGMA user_version` i to i + 1 inside
-# one transaction. Never edit a released step; append a new one. The first step is the schema of the
-# releases before user_version was used; its statements are idempotent (IF NOT EXISTS) because those
-# indexes already hold it at user_version 0.
-_V1_RELEASE = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    md5 TEXT,
-    dhash INTEGER,              -- 64-bit perceptual hashes, stored as signed two's complement
-    phash INTEGER,
-    width INTEGER,
-    height INTEGER,
-    format TEXT,
-    exif_time REAL,             -- capture time from EXIF, seconds since the epoch (camera clock as UTC)
-    rotated BLOB,               -- dhash, phash of the image turned 90, 180, 270 degrees: 6 x int64 LE
-    error TEXT,                 -- why the file could not be hashed; NULL when it was
-    seen_scan INTEGER NOT NULL  -- the last scan whose walk found the file
-);
-CREATE INDEX IF NOT EXISTS files_md5 ON files(md5);
-CREATE TABLE IF NOT EXISTS embeddings (
-    path TEXT PRIMARY KEY REFERENCES files(path) ON DELETE CASCADE,
-    model_id TEXT NOT NULL,
-    vector BLOB,                -- float16 little-endian; NULL when the model refused the image
-    error TEXT
-);
-CREATE TABLE IF NOT EXISTS ignores (
-    a TEXT NOT NULL,            -- a pair of paths the user declared not duplicates, a < b
-    b TEXT NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (a, b)
-);
-CREATE TABLE IF NOT EXISTS scans (
-    id INTEGER PRIMARY KEY,
-    started REAL NOT NULL,
-    finished REAL,              -- NULL while running or after an interrupted scan
-    roots TEXT NOT NULL,        -- JSON list of absolute roots
-    model_id TEXT,
-    options TEXT NOT NULL DEFAULT '{}'
-);
-"""
-
-# Review decisions (photodedup review): the files the user chose to keep, which beat the keep policy in
-# any group that holds them, and the groups marked done, keyed by a digest of their member paths (a group
-# that gains or loses a file after a rescan is a new group to review).
-_V2_REVIEW = """
-CREATE TABLE keeper_choices (path TEXT PRIMARY KEY, created REAL NOT NULL);
-CREATE TABLE done_groups (members_key TEXT PRIMARY KEY, created REAL NOT NULL);
-"""
-
-
-# Content box, picture pixels, sub-window hashes and keeper signals. Files hashed before them are hashed
-# again by the next scan (an mtime of -1 never matches a file's), and group as before until then.
-_V3_CONTENT = """
-ALTER TABLE files ADD COLUMN content BLOB;          -- picture inside uniform borders: l, t, r, b as 4 x int32 LE
-ALTER TABLE files ADD COLUMN picture_pixels INTEGER; -- pixels of the picture (content box less rotated corners)
-ALTER TABLE files ADD COLUMN windows BLOB;          -- dhash, phash of sub-windows, full frame first: n x 2 x int64 LE
-ALTER TABLE files ADD COLUMN camera INTEGER;        -- 1 when EXIF names a camera make or model
-ALTER TABLE files ADD COLUMN quality INTEGER;       -- estimated quality 1..100; 0: lossless with JPEG block traces
-ALTER TABLE files ADD COLUMN grey INTEGER;          -- 1 for a colour-less picture
-UPDATE files SET mtime_ns = -1 WHERE error IS NULL;
-"""
-
-# Geometric verification verdicts (`client.verdicts`), so an unchanged library is not verified again. A pair
-# is keyed by each side's content MD5 and content box ("md5" or "md5@l,t,r,b"), a < b, and the verifier
-# version; a file whose bytes change gets a new MD5 and so new pairs.
-_V4_VERDICTS = """
-CREATE TABLE verdicts (
-    a TEXT NOT NULL,
-    b TEXT NOT NULL,
-    version TEXT NOT NULL,      -- client.verify.VERIFIER_VERSION that decided
-    same INTEGER NOT NULL,      -- 1: the same picture
-    created REAL NOT NULL,
-    PRIMARY KEY (a, b, version)
-) WITHOUT ROWID;
-"""
-
-# Contrast of the content (how much a hash distance says about it: `client.content.contrast`). Files hashed
-# before it are hashed again by the next scan, as for v3; until then they count as not weak.
-_V5_CONTRAST = """
-ALTER TABLE files ADD COLUMN contrast REAL;         -- grey standard deviation of the content at 32 x 32 px
-UPDATE files SET mtime_ns = -1 WHERE error IS NULL;
-"""
-
-# What verification found for a pair (`client.verdicts`: transform, inliers, coverage, disagreeing cells, which
-# check), as JSON, shown in review. Verdicts stored before it keep deciding; they simply show no detail.
-_V6_VERDICT_DETAIL = """
-ALTER TABLE verdicts ADD COLUMN detail TEXT;        -- JSON, oriented from side a to side b; NULL: not known
-"""
-
-# Picture pixels counted as the frame less added bars and filled corners (`content.picture_pixels`) instead of
-# the content box, which also trims a plain background; files hashed before are hashed again by the next scan.
-_V7_PICTURE_PIXELS = """
-UPDATE files SET mtime_ns = -1 WHERE error IS NULL;
-"""
-
-# The last grouping answer per scope (roots and model), under a digest of everything it was computed from
-# (`client.groupcache`): an unchanged library is not grouped again.
-_V8_GROUPS = """
-CREATE TABLE groups_cache (
-    scope TEXT PRIMARY KEY,     -- JSON [roots, model id]
-    digest TEXT NOT NULL,       -- of the records, settings, decisions and grouping code it came from
-    groups BLOB NOT NULL,       -- zlib-compressed JSON
-    created REAL NOT NULL
-);
-"""
-
-# Which of two JPEG copies was made from the other (`client.lineage`), keyed by both MD5s (a < b) and the
-# test's version: source 1 when b was made from a, -1 when a from b, 0 when the test could not say.
-_V9_LINEAGE = """
-CREATE TABLE lineage (
-    a TEXT NOT NULL,
-    b TEXT NOT NULL,
-    version TEXT NOT NULL,
-    source INTEGER NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (a, b, version)
-) WITHOUT ROWID;
-"""
-
-MIGRATIONS: tuple[str, ...] = (
-    _V1_RELEASE,
-    _V2_REVIEW,
-    _V3_CONTENT,
-    _V4_VERDICTS,
-    _V5_CONTRAST,
-    _V6_VERDICT_DETAIL,
-    _V7_PICTURE_PIXELS,
-    _V8_GROUPS,
-    _V9_LINEAGE,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class IndexSchemaError(PhotodedupError):
@@ -225,6 +89,33 @@ def _unpack_content(blob: bytes | None) -> tuple[int, int, int, int] | None:
         return None
     a, b, c, d = (int(v) for v in np.frombuffer(blob, dtype="<i4"))
     return a, b, c, d
+
+
+def _record(row: tuple[Any, ...]) -> FileRecord:
+    """One row of `Index._RECORD_COLUMNS` as a grouping FileRecord."""
+    (path, size, w, h, md5, dh, ph, vec, exif_time, mtime_ns, fmt, rotated, content, picture_pixels, windows, camera,
+     quality, grey, contrast) = row  # fmt: skip
+    return FileRecord(
+        path=path,
+        size=size,
+        width=w or 0,
+        height=h or 0,
+        md5=md5,
+        dhash=None if dh is None else to_unsigned64(dh),
+        phash=None if ph is None else to_unsigned64(ph),
+        embedding=None if vec is None else np.frombuffer(vec, dtype="<f2").astype(np.float32),
+        exif_time=exif_time,
+        mtime=mtime_ns / 1e9,
+        format=fmt or "",
+        rotated_hashes=_unpack_rotated(rotated),
+        content=_unpack_content(content),
+        picture_pixels=picture_pixels,
+        windows=_unpack_windows(windows),
+        camera=None if camera is None else bool(camera),
+        quality=quality,
+        grey=None if grey is None else bool(grey),
+        contrast=contrast,
+    )
 
 
 def _flag(value: bool | None) -> int | None:
@@ -366,10 +257,6 @@ class Index:
                 out[path] = (size, mtime_ns, md5 is not None or error is not None)
         return out
 
-    def mark_seen(self, paths: Iterable[str], scan_id: int) -> None:
-        with self.transaction() as c:
-            c.executemany("UPDATE files SET seen_scan=? WHERE path=?", ((scan_id, p) for p in paths))
-
     def put_hashes(self, results: Iterable[HashResult], scan_id: int) -> None:
         """Record hashed files; a changed file's old embedding goes with its old row."""
         rows = [
@@ -438,19 +325,25 @@ class Index:
             )
         return out
 
-    def forget_unseen(self, roots: Sequence[str], scan_id: int, unreadable: Sequence[str] = ()) -> int:
+    def forget_missing(self, roots: Sequence[str], found: Collection[str], unreadable: Sequence[str] = ()) -> int:
         """Drop files under `roots` that this scan's complete walk did not find (deleted or moved), and the
         verification verdicts and lineage answers no file's content can use any more.
 
-        Files under `unreadable` folders (permission denied, an unmounted drive) are kept: not seeing
-        them is not evidence that they are gone."""
+        The walk's paths are compared here rather than marked on every row: an unchanged rescan then writes
+        nothing (each mark rewrote a whole row, ~2 KB with its window hashes). Files under `unreadable`
+        folders (permission denied, an unmounted drive) are kept: not seeing them is not evidence that they
+        are gone."""
+        kept = self._ranges(unreadable)
         removed = 0
         with self.transaction() as c:
-            for lo, hi in self._ranges(unreadable):
-                c.execute("UPDATE files SET seen_scan=? WHERE path >= ? AND path < ?", (scan_id, lo, hi))
             for lo, hi in self._ranges(roots):
-                cur = c.execute("DELETE FROM files WHERE path >= ? AND path < ? AND seen_scan != ?", (lo, hi, scan_id))
-                removed += cur.rowcount
+                gone = [
+                    (p,)
+                    for (p,) in c.execute("SELECT path FROM files WHERE path >= ? AND path < ?", (lo, hi))
+                    if p not in found and not any(klo <= p < khi for klo, khi in kept)
+                ]
+                c.executemany("DELETE FROM files WHERE path=?", gone)
+                removed += len(gone)
             # Verdicts are keyed by content ("md5" or "md5@box"): once no file has a side's bytes any more
             # (deleted, or edited into new bytes) the pair can never be asked again.
             c.execute(
@@ -511,60 +404,35 @@ class Index:
                 ).fetchone()[0]
         return {"files": files, "errors": errors, "bytes": total_bytes, "embedded": embedded}
 
+    _RECORD_COLUMNS = (
+        "SELECT f.path, f.size, f.width, f.height, f.md5, f.dhash, f.phash, e.vector, f.exif_time,"
+        " f.mtime_ns, f.format, f.rotated, f.content, f.picture_pixels, f.windows, f.camera, f.quality, f.grey,"
+        " f.contrast FROM files f LEFT JOIN embeddings e ON e.path=f.path AND e.model_id=?"
+        " WHERE f.error IS NULL AND f.md5 IS NOT NULL"
+    )
+
     def records(self, roots: Sequence[str], model_id: str | None) -> Iterator[FileRecord]:
         """Every hashed image under `roots` as a grouping FileRecord (embedding only from `model_id`)."""
-        from photodedup.client.grouping import FileRecord
-
         for lo, hi in self._ranges(roots):
             cur = self.conn.execute(
-                "SELECT f.path, f.size, f.width, f.height, f.md5, f.dhash, f.phash, e.vector, f.exif_time,"
-                " f.mtime_ns, f.format, f.rotated, f.content, f.picture_pixels, f.windows, f.camera, f.quality, f.grey,"
-                " f.contrast FROM files f LEFT JOIN embeddings e ON e.path=f.path AND e.model_id=?"
-                " WHERE f.path >= ? AND f.path < ? AND f.error IS NULL AND f.md5 IS NOT NULL ORDER BY f.path",
-                (model_id or "", lo, hi),
+                self._RECORD_COLUMNS + " AND f.path >= ? AND f.path < ? ORDER BY f.path", (model_id or "", lo, hi)
             )
-            for (
-                path,
-                size,
-                w,
-                h,
-                md5,
-                dh,
-                ph,
-                vec,
-                exif_time,
-                mtime_ns,
-                fmt,
-                rotated,
-                content,
-                picture_pixels,
-                windows,
-                camera,
-                quality,
-                grey,
-                contrast,
-            ) in cur:
-                yield FileRecord(
-                    path=path,
-                    size=size,
-                    width=w or 0,
-                    height=h or 0,
-                    md5=md5,
-                    dhash=None if dh is None else to_unsigned64(dh),
-                    phash=None if ph is None else to_unsigned64(ph),
-                    embedding=None if vec is None else np.frombuffer(vec, dtype="<f2").astype(np.float32),
-                    exif_time=exif_time,
-                    mtime=mtime_ns / 1e9,
-                    format=fmt or "",
-                    rotated_hashes=_unpack_rotated(rotated),
-                    content=_unpack_content(content),
-                    picture_pixels=picture_pixels,
-                    windows=_unpack_windows(windows),
-                    camera=None if camera is None else bool(camera),
-                    quality=quality,
-                    grey=None if grey is None else bool(grey),
-                    contrast=contrast,
-                )
+            yield from map(_record, cur)
+
+    def records_of(self, paths: Collection[str], model_id: str | None) -> dict[str, FileRecord]:
+        """The records of just these paths (those the index holds as hashed images)."""
+        out: dict[str, FileRecord] = {}
+        ordered = sorted(paths)
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            cur = self.conn.execute(self._RECORD_COLUMNS + f" AND f.path IN ({marks})", (model_id or "", *chunk))
+            out.update((r.path, r) for r in map(_record, cur))
+        return out
+
+    def generation(self) -> int:
+        """Moves on with every change to a file or an embedding (triggers, migration 10)."""
+        return int(self.conn.execute("SELECT n FROM generation").fetchone()[0])
 
     def file_md5(self, path: str) -> str | None:
         row = self.conn.execute("SELECT md5 FROM files WHERE path=?", (path,)).fetchone()
@@ -622,17 +490,22 @@ class Index:
 
     # -- the last grouping answer (client.groupcache) ----------------------------------------------
 
-    def stored_groups(self, scope: str) -> tuple[str, bytes] | None:
-        """(digest, groups blob) stored for `scope`, or None."""
-        row = self.conn.execute("SELECT digest, groups FROM groups_cache WHERE scope=?", (scope,)).fetchone()
-        return None if row is None else (row[0], bytes(row[1]))
+    def stored_groups(self, scope: str) -> tuple[str, str | None, bytes] | None:
+        """(digest, quick digest, groups blob) stored for `scope`, or None."""
+        row = self.conn.execute("SELECT digest, quick, groups FROM groups_cache WHERE scope=?", (scope,)).fetchone()
+        return None if row is None else (row[0], row[1], bytes(row[2]))
 
-    def store_groups(self, scope: str, digest: str, blob: bytes) -> None:
+    def store_groups(self, scope: str, digest: str, quick: str, blob: bytes) -> None:
         with self.transaction() as c:
             c.execute(
-                "INSERT OR REPLACE INTO groups_cache (scope, digest, groups, created) VALUES (?, ?, ?, ?)",
-                (scope, digest, blob, time.time()),
+                "INSERT OR REPLACE INTO groups_cache (scope, digest, quick, groups, created) VALUES (?, ?, ?, ?, ?)",
+                (scope, digest, quick, blob, time.time()),
             )
+
+    def set_groups_quick(self, scope: str, quick: str) -> None:
+        """The stored answer of `scope` also stands for this quick digest (its full digest matched)."""
+        with self.transaction() as c:
+            c.execute("UPDATE groups_cache SET quick=? WHERE scope=?", (quick, scope))
 
     # -- lineage of copies (client.lineage) --------------------------------------------------------
 

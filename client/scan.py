@@ -73,22 +73,20 @@ def _progress(console: Console | None, enabled: bool) -> Any:
     )
 
 
-def _plan(index: Index, found: list[FoundFile], scan_id: int) -> tuple[list[HashJob], int]:
-    """Split the walk into files to (re)hash and unchanged ones; mark the unchanged ones as seen."""
+def _plan(index: Index, found: list[FoundFile]) -> tuple[list[HashJob], int]:
+    """Split the walk into files to (re)hash and unchanged ones (which are not written to)."""
     jobs: list[HashJob] = []
-    unchanged: list[str] = []
+    unchanged = 0
     for i in range(0, len(found), 1000):
         chunk = found[i : i + 1000]
         known = index.known([f.path for f in chunk])
         for f in chunk:
             k = known.get(f.path)
             if k is not None and k[0] == f.size and k[1] == f.mtime_ns and k[2]:
-                unchanged.append(f.path)
+                unchanged += 1
             else:
                 jobs.append(HashJob(f.path, f.size, f.mtime_ns))
-    for i in range(0, len(unchanged), 5000):
-        index.mark_seen(unchanged[i : i + 5000], scan_id)
-    return jobs, len(unchanged)
+    return jobs, unchanged
 
 
 def run_scan(
@@ -113,7 +111,7 @@ def run_scan(
         found = list(walker.walk())
         summary.walk = walker.stats
         summary.files = len(found)
-        jobs, summary.unchanged = _plan(index, found, scan_id)
+        jobs, summary.unchanged = _plan(index, found)
         lacking = _lacking_embeddings(index, walker.roots, plan, found, jobs)
         if jobs or lacking:
             embedder = _open(plan, summary) if plan.available else None
@@ -130,7 +128,9 @@ def run_scan(
         if embedder is not None and embedder.model_id != summary.model_id:
             summary.model_id = embedder.model_id
             index.set_scan_model_id(scan_id, summary.model_id)
-        summary.removed = index.forget_unseen(walker.roots, scan_id, [p for p, _ in walker.stats.unreadable])
+        summary.removed = index.forget_missing(
+            walker.roots, {f.path for f in found}, [p for p, _ in walker.stats.unreadable]
+        )
         index.finish_scan(scan_id)
         summary.errors = index.errors(walker.roots)
     finally:
@@ -340,22 +340,31 @@ def load_groups(
 
     refs = [os.path.abspath(os.path.expanduser(r)) for r in reference_dirs]
     all_roots = list(dict.fromkeys([*roots, *refs]))
-    records = list({r.path: r for r in index.records(all_roots, model_id)}.values())  # roots may nest
     ignored = index.ignored()
     scope = groupcache.scope_key(all_roots, model_id)
-    digest = groupcache.grouping_digest(records, config, ignored, refs)
-    groups = groupcache.load(index, scope, digest, records)
-    if groups is None:
-        groups = _group(index, records, config, ignored, refs)
-        groups_stored = True
-        try:
-            groupcache.store(index, scope, digest, groups)
-        except sqlite3.OperationalError as exc:  # a read-only or busy index: the answer stands, unkept
-            groups_stored = False
-            log.warning("groups not kept in the index: %s", exc)
-        log.debug("groups computed (%s)", "kept" if groups_stored else "not kept")
+    quick = groupcache.quick_digest(index.generation(), config, ignored, refs)
+    groups = groupcache.load_quick(index, scope, quick, model_id)
+    if groups is not None:
+        log.info("nothing changed since the last grouping: %d groups kept", len(groups))
     else:
-        log.info("groups unchanged since the last grouping: %d files, %d groups", len(records), len(groups))
+        records = list({r.path: r for r in index.records(all_roots, model_id)}.values())  # roots may nest
+        digest = groupcache.grouping_digest(records, config, ignored, refs)
+        try:
+            groups = groupcache.load(index, scope, digest, records, quick)
+        except sqlite3.OperationalError as exc:  # a read-only or busy index: the stored answer stands
+            log.warning("groups not marked current in the index: %s", exc)
+            groups = None
+        if groups is None:
+            groups = _group(index, records, config, ignored, refs)
+            groups_stored = True
+            try:
+                groupcache.store(index, scope, digest, quick, groups)
+            except sqlite3.OperationalError as exc:  # a read-only or busy index: the answer stands, unkept
+                groups_stored = False
+                log.warning("groups not kept in the index: %s", exc)
+            log.debug("groups computed (%s)", "kept" if groups_stored else "not kept")
+        else:
+            log.info("groups unchanged since the last grouping: %d files, %d groups", len(records), len(groups))
     from photodedup.client.decisions import apply_keeper_choices
 
     return apply_keeper_choices(groups, index.keeper_choices())  # keepers chosen in `photodedup review`

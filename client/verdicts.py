@@ -4,7 +4,7 @@ grouping runs on every scan, report and apply, so a pair of unchanged files is v
 A verdict depends only on the two files' bytes (their MD5s), the content boxes hashing found in them and
 the verifier's decision rule (`VERIFIER_VERSION`), so that is its key, with the two sides in a canonical
 order: a pair is verified once whichever file grouping asks about first. A strict verdict (the check for
-weak pictures, `verify.compare_strict`) is a different question about the same pair: its key's first side
+weak pictures, `strict.compare_strict`) is a different question about the same pair: its key's first side
 carries a `strict:` prefix.
 
 Beside the yes or no, what verification found is stored (`detail`, JSON: the transform between the two,

@@ -57,13 +57,14 @@ def image(value: int) -> np.ndarray:
 
 
 def record(path: object, **fields: Any) -> FileRecord:
-    """A FileRecord with plain defaults (100x100 JPEG of 1000 bytes, an MD5 unique to the path, zero
-    hashes, no embedding); keyword arguments override any field."""
+    """A FileRecord with plain defaults (a photo-sized 640x480 JPEG of 1000 bytes, an MD5 unique to the path,
+    zero hashes, no embedding); keyword arguments override any field. Pictures under `icon_side` px join
+    only through the strict check, so a record meant to join on hashes alone must be photo-sized."""
     base: dict[str, Any] = {
         "path": str(path),
         "size": 1000,
-        "width": 100,
-        "height": 100,
+        "width": 640,
+        "height": 480,
         "md5": f"md5-{path}",
         "dhash": 0,
         "phash": 0,

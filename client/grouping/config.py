@@ -60,15 +60,15 @@ class GroupingConfig:
     # Weak pictures: a hash distance says little about a picture whose content is under `weak_side` px on
     # its long side (icons, thumbnails of graphics) or whose 32 x 32 reduction has a grey standard
     # deviation under `weak_contrast` (sky, night shots, text on white). Their pairs join only when the
-    # strict check confirms them (`client.verify.compare_strict`); without a verifier, not at all.
+    # strict check confirms them (`client.strict.compare_strict`); without a verifier, not at all.
     weak_side: int = 64
     # A pair of pictures both under `icon_side` px is icon-sized too: a theme's 64 and 96 px glyphs (battery
     # levels, face emotes) are within the near threshold of one another (877 of 1,500 such pairs under
     # /usr/share are different pictures; the strict check accepts 6 of them). Both, not either: a photo's
     # half-size thumbnail still joins its original on hashes (as a weak picture it lost 6 % of the dev set's
-    # resize_half copies). Off (0) by default for now: unit tests' fake records are 100 px "photos" joined on
-    # hashes alone, and they have not been revisited; docs/BENCHMARKS.md has the measurements with 128.
-    icon_side: int = 0
+    # resize_half copies). Two icon-sized pictures are no loose candidates of each other, and the second hop
+    # never walks through one (`find._near_tier`). 0 turns it off.
+    icon_side: int = 128
     weak_contrast: float = 12.5
     weak_candidates: int = 8  # closest loose candidates a weak picture keeps (see `find._near_tier`)
     # A pixel-turned match (a hash of one picture turned by 90/180/270 degrees against another) counts only

@@ -195,9 +195,19 @@ def test_an_unchanged_library_is_not_grouped_again_until_something_changes(
     computed: list[int] = []
     real = scan._group
     monkeypatch.setattr(scan, "_group", lambda *a: computed.append(1) or real(*a))
+    read: list[int] = []
+    real_records = Index.records
+    monkeypatch.setattr(Index, "records", lambda *a: read.append(1) or real_records(*a))
     summary, again = _scan(settings, root, db)
     assert summary.unchanged > 0 and not computed
     assert _shape(again) == _shape(first) and len(again) == 1
+    assert not read  # the index's generation said nothing changed: only the members' records were read
+    with Index(db) as index:  # a write that changes no record: the records are read, digested and found equal
+        index.conn.execute("UPDATE files SET seen_scan = seen_scan")
+    _, same = _scan(settings, root, db)
+    assert len(read) == 1 and not computed and _shape(same) == _shape(first)
+    _scan(settings, root, db)
+    assert len(read) == 1  # ... and the kept answer stands for the new generation
     with Index(db) as index:
         a, b = sorted(m.record.path for m in first[0].members)[:2]
         index.add_ignore([a, b])

@@ -36,22 +36,24 @@ def test_kept_groups_come_back_equal_evidence_and_all(tmp_path: Path) -> None:
     assert any(m.evidence is not None and m.evidence.transform for g in groups for m in g.members)
     digest = groupcache.grouping_digest(records, CONFIG, [], [])
     with Index(tmp_path / "i.sqlite3") as index:
-        groupcache.store(index, "scope", digest, groups)
-        back = groupcache.load(index, "scope", digest, records)
+        groupcache.store(index, "scope", digest, "q", groups)
+        back = groupcache.load(index, "scope", digest, records, "q")
         assert back == groups
         assert all(m.record is next(r for r in records if r.path == m.record.path) for g in back for m in g.members)
-        assert groupcache.load(index, "scope", "other digest", records) is None
-        assert groupcache.load(index, "other scope", digest, records) is None
+        assert groupcache.load(index, "scope", "other digest", records, "q") is None
+        assert groupcache.load(index, "other scope", digest, records, "q") is None
 
 
 def test_an_unreadable_kept_answer_is_computed_again(tmp_path: Path) -> None:
     records = _library()
     with Index(tmp_path / "i.sqlite3") as index:
-        index.store_groups("scope", "d", b"not zlib")
-        assert groupcache.load(index, "scope", "d", records) is None
-        # a kept answer naming a file the records no longer hold
-        groupcache.store(index, "scope", "d", find_groups(records, CONFIG, verifier=_verifier))
-        assert groupcache.load(index, "scope", "d", records[1:]) is None
+        index.store_groups("scope", "d", "q", b"not zlib")
+        assert groupcache.load(index, "scope", "d", records, "q") is None
+        assert groupcache.load_quick(index, "scope", "q", None) is None
+        # a kept answer naming a file the records (or the index) no longer hold
+        groupcache.store(index, "scope", "d", "q", find_groups(records, CONFIG, verifier=_verifier))
+        assert groupcache.load(index, "scope", "d", records[1:], "q") is None
+        assert groupcache.load_quick(index, "scope", "q", None) is None
 
 
 def _changed(records: list[FileRecord], i: int, **fields: object) -> list[FileRecord]:
@@ -98,3 +100,36 @@ def test_windows_as_int_pairs_or_as_an_array_are_the_same_input() -> None:
     records = _library()
     arrays = [dataclasses.replace(r, windows=np.array(r.windows, dtype=np.uint64).reshape(-1, 2)) for r in records]
     assert groupcache.grouping_digest(records, CONFIG, [], []) == groupcache.grouping_digest(arrays, CONFIG, [], [])
+
+
+def test_the_quick_digest_follows_the_generation_and_the_other_inputs() -> None:
+    before = groupcache.quick_digest(7, CONFIG, [], [])
+    assert groupcache.quick_digest(7, CONFIG, [], []) == before
+    for other in (
+        groupcache.quick_digest(8, CONFIG, [], []),
+        groupcache.quick_digest(7, dataclasses.replace(CONFIG, near_threshold=11), [], []),
+        groupcache.quick_digest(7, CONFIG, [frozenset({"/a.jpg", "/b.jpg"})], []),
+        groupcache.quick_digest(7, CONFIG, [], ["/keep"]),
+    ):
+        assert other != before
+
+
+def test_a_quick_load_reads_its_members_from_the_index(tmp_path: Path) -> None:
+    from photodedup.client.hashing import HashResult, to_signed64
+
+    def res(path: str, md5: str, dhash: int) -> HashResult:
+        return HashResult(path, 10, 1, md5=md5, dhash=to_signed64(dhash), phash=to_signed64(dhash), width=900,
+                          height=600, format="JPEG")  # fmt: skip
+
+    with Index(tmp_path / "i.sqlite3") as index:
+        scan = index.start_scan(["/p"], None, {})
+        index.put_hashes(
+            [res("/p/a.jpg", "a" * 32, 0), res("/p/b.jpg", "b" * 32, 1), res("/p/c.jpg", "c" * 32, 2**63 - 1)], scan
+        )
+        records = list(index.records(["/p"], None))
+        groups = find_groups(records, CONFIG)
+        assert [sorted(m.record.path for m in g.members) for g in groups] == [["/p/a.jpg", "/p/b.jpg"]]
+        quick = groupcache.quick_digest(index.generation(), CONFIG, [], [])
+        groupcache.store(index, "scope", "d", quick, groups)
+        assert groupcache.load_quick(index, "scope", quick, None) == groups
+        assert groupcache.load_quick(index, "scope", "another generation", None) is None

@@ -460,6 +460,62 @@ def test_weak_pictures_join_only_through_the_strict_check() -> None:
     assert {(Path(a).parent.name, strict) for a, _, strict in asked} == {("icons", True), ("sky", True)}
 
 
+def test_icon_sized_pairs_join_only_through_the_strict_check() -> None:
+    """Two pictures both under `icon_side` (a theme's 64 and 96 px glyphs) are decided by the strict check,
+    even with identical hashes; an icon-sized thumbnail of a photo still joins the photo on hashes alone."""
+    cfg = GroupingConfig(near_threshold=10)
+    assert cfg.icon_side == 128  # the default
+    glyph_a = rec("/icons/96/battery-low.png", dh=0, ph=0, width=96, height=96)
+    glyph_b = rec("/icons/64/battery-full.png", dh=1, ph=0, width=64, height=64)
+    assert not is_weak(glyph_a, cfg)  # not weak alone: only the pair is icon-sized
+    assert find_groups([glyph_a, glyph_b], cfg) == []
+    asked: list[tuple[str, str, bool]] = []
+
+    def verifier(a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
+        asked.append((a.path, b.path, strict))
+        return answer
+
+    for answer in (False, True):
+        asked.clear()
+        groups = find_groups([glyph_a, glyph_b], cfg, verifier=verifier)
+        assert asked == [("/icons/96/battery-low.png", "/icons/64/battery-full.png", True)]
+        assert paths(groups) == ([{glyph_a.path, glyph_b.path}] if answer else [])
+    photo = rec("/p/photo.jpg", dh=0, ph=0, width=1200, height=900)
+    thumb = rec("/p/thumb.jpg", dh=1, ph=0, width=96, height=72)
+    asked.clear()
+    assert paths(find_groups([photo, thumb], cfg, verifier=verifier)) == [{photo.path, thumb.path}] and asked == []
+    assert paths(find_groups([glyph_a, glyph_b], GroupingConfig(near_threshold=10, icon_side=0))) == [
+        {glyph_a.path, glyph_b.path}
+    ]
+
+
+def test_icon_sized_pictures_are_no_loose_candidates_of_one_another_nor_a_second_hop() -> None:
+    """A theme's glyphs meet one another's windows and hashes everywhere: between two icon-sized pictures the
+    loose net casts nothing, and no copy of a copy is walked through an icon-sized picture."""
+    cfg = GroupingConfig(near_threshold=10, candidate_threshold=12)
+    asked: list[tuple[str, str]] = []
+
+    def verifier(a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
+        asked.append((a.path, b.path))
+        return False
+
+    windows = ((0, 0), (flip(0, range(40)), 0))
+    glyph = rec("/icons/a.png", dh=0, ph=0, width=96, height=96, windows=windows)
+    crop = rec("/icons/b.png", dh=-1, ph=-1, width=64, height=64, windows=((flip(0, range(40)) ^ 0b111, 0),))
+    assert find_groups([glyph, crop], cfg, verifier=verifier) == [] and asked == []
+    large = rec("/p/a.jpg", dh=0, ph=0, width=640, height=480, windows=windows)
+    find_groups([large, crop], cfg, verifier=verifier)
+    assert asked == [("/p/a.jpg", "/icons/b.png")]  # a picture at least `icon_side` px still casts it
+    # The copy-of-a-copy hop (`test_a_copy_of_a_copy_is_a_candidate_of_the_centre_verified_against_it`) is not
+    # walked through an icon-sized copy: the crop is asked about against that copy only.
+    keep = rec("/keep.jpg", dh=0, ph=0, width=2000, windows=((0, 0),))
+    copy = rec("/copy.jpg", dh=1, ph=0, width=100, height=75, windows=((1, 0), (flip(0, range(40)), 0)))
+    far = rec("/crop.jpg", dh=-1, ph=-1, windows=((flip(0, range(40)) ^ 0b11, 0),))
+    asked.clear()
+    assert paths(find_groups([keep, copy, far], cfg, verifier=verifier)) == [{"/keep.jpg", "/copy.jpg"}]
+    assert ("/keep.jpg", "/crop.jpg") not in asked and ("/crop.jpg", "/keep.jpg") not in asked
+
+
 def test_a_pixel_turn_counts_only_for_asymmetric_pictures_clearly_closer_turned() -> None:
     up = rec("/up.jpg", dh=0x1234, ph=0x5678, rotated_hashes=((-1, -1),))
     turned = rec("/turned.jpg", dh=-5, ph=-77, rotated_hashes=((0x1234, 0x5679),))
@@ -484,3 +540,40 @@ def test_min_pixels_leaves_small_pictures_to_exact_grouping() -> None:
     cfg = GroupingConfig(near_threshold=10, min_pixels=64 * 64)
     assert paths(find_groups([big, copy, tiny, tiny_copy], cfg)) == [{"/t.jpg", "/t2.jpg"}, {"/a.jpg", "/b.jpg"}]
     assert paths(find_groups([big, copy], GroupingConfig(near_threshold=10, min_pixels=1000 * 1000))) == []
+
+
+def test_many_resaves_of_one_picture_are_one_unit_before_the_near_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-saves with identical hashes (distinct bytes) join the best of them at distance 0 up front: the near
+    tier's neighbour lists and second hop no longer grow with the square and cube of their number."""
+    import photodedup.client.grouping.find as find
+
+    seen: list[int] = []
+    real = find.centre_cluster
+    monkeypatch.setattr(find, "centre_cluster", lambda items, *a, **k: seen.append(len(items)) or real(items, *a, **k))
+    windows = ((5, 6), (7, 8), (9, 10))
+    resaves = [record(f"/r/{i:03d}.jpg", dhash=5, phash=6, windows=windows, mtime=float(i)) for i in range(300)]
+    near = record("/r/near.jpg", dhash=5 ^ 0b111, phash=6, windows=((5 ^ 0b111, 6),))
+    other = record("/r/other.jpg", dhash=0xFFFF_FFFF_FFFF_FF00, phash=0xFFFF_FFFF_0000_FFFF)
+    groups = find_groups([*resaves, near, other], CFG)
+    assert seen[0] == 3  # the re-saves, the near copy, the other photo
+    (group,) = groups
+    assert group.keep.path == "/r/000.jpg" and len(group.members) == 301
+    tiers = {m.record.path: (m.tier, m.distance) for m in group.members}
+    assert tiers["/r/150.jpg"] == (Tier.NEAR, 0.0) and tiers["/r/near.jpg"][1] == 3.0
+
+
+def test_identical_hashes_still_honour_not_duplicates_and_weak_pictures() -> None:
+    a, b, c = (record(f"/s/{n}.jpg", dhash=5, phash=6, mtime=float(i)) for i, n in enumerate("abc"))
+    (group,) = find_groups([a, b, c], CFG, ignored=[frozenset({"/s/a.jpg", "/s/b.jpg"})])
+    assert {m.record.path for m in group.members} == {"/s/a.jpg", "/s/c.jpg"}
+    asked: list[bool] = []
+
+    def strict_says_no(x: FileRecord, y: FileRecord, strict: bool = False) -> object:
+        from photodedup.client.verify import Verdict
+
+        asked.append(strict)
+        return Verdict(False, 0, 0.0, 1.0, "", None, False, "strict")
+
+    flat = [record(f"/t/{i}.png", dhash=5, phash=6, contrast=1.0) for i in range(3)]  # pages: weak pictures
+    assert find_groups(flat, CFG, verifier=strict_says_no) == []
+    assert asked and all(asked)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from photodedup.client.hashing import HashResult, to_signed64
-from photodedup.client.index import MIGRATIONS, SCHEMA_VERSION, Index, IndexSchemaError
+from photodedup.client.index import Index, IndexSchemaError
+from photodedup.client.schema import MIGRATIONS, SCHEMA_VERSION
 
 
 def _res(path: str, md5: str = "a" * 32, size: int = 10, mtime_ns: int = 1, error: str | None = None) -> HashResult:
@@ -76,18 +77,14 @@ def test_verdicts_go_when_no_file_has_their_content_any_more(index: Index) -> No
     first = index.start_scan(["/p"], None, {})
     index.put_hashes([_res("/p/a.jpg", md5=a), _res("/p/b.jpg", md5=b), _res("/p/c.jpg", md5=c)], first)
     index.put_verdicts("v1", [(a, b, True), (a + "@0,0,9,9", c, False), (b, c, False)])
-    second = index.start_scan(["/p"], None, {})
-    index.mark_seen(["/p/a.jpg", "/p/b.jpg"], second)  # c.jpg was deleted
-    index.forget_unseen(["/p"], second)
+    index.forget_missing(["/p"], {"/p/a.jpg", "/p/b.jpg"})  # c.jpg was deleted
     assert index.verdicts("v1") == {(a, b): True}
 
 
-def test_forget_unseen_only_below_the_scanned_roots(index: Index) -> None:
+def test_forget_missing_only_below_the_scanned_roots(index: Index) -> None:
     first = index.start_scan(["/p"], None, {})
     index.put_hashes([_res(p) for p in ("/p/a.jpg", "/p/x/b.jpg", "/pq/c.jpg", "/other/d.jpg", "/p")], first)
-    second = index.start_scan(["/p"], None, {})
-    index.mark_seen(["/p/a.jpg"], second)
-    assert index.forget_unseen(["/p"], second) == 2  # /p/x/b.jpg and the file named /p itself
+    assert index.forget_missing(["/p"], {"/p/a.jpg"}) == 2  # /p/x/b.jpg and the file named /p itself
     left = [r[0] for r in index.conn.execute("SELECT path FROM files ORDER BY path")]
     assert left == ["/other/d.jpg", "/p/a.jpg", "/pq/c.jpg"]
 
@@ -123,8 +120,7 @@ def test_scans_are_recorded(index: Index) -> None:
 def test_files_under_unreadable_folders_are_not_forgotten(index: Index) -> None:
     first = index.start_scan(["/p"], None, {})
     index.put_hashes([_res("/p/locked/a.jpg"), _res("/p/b.jpg")], first)
-    second = index.start_scan(["/p"], None, {})
-    assert index.forget_unseen(["/p"], second, unreadable=["/p/locked"]) == 1
+    assert index.forget_missing(["/p"], set(), unreadable=["/p/locked"]) == 1
     assert [r[0] for r in index.conn.execute("SELECT path FROM files")] == ["/p/locked/a.jpg"]
 
 
@@ -274,3 +270,38 @@ def test_an_index_at_schema_5_keeps_its_verdicts_and_gains_their_detail(tmp_path
         assert idx.verdicts("v1") == {("m1", "m2"): True} and idx.verdict_details("v1") == {}
         idx.put_verdicts("v1", [("m1", "m3", True, '{"inliers": 40}')])
         assert idx.verdict_details("v1") == {("m1", "m3"): '{"inliers": 40}'}
+
+
+def test_the_generation_moves_with_every_change_to_a_file_or_an_embedding(index: Index) -> None:
+    """The kept groups stand while the generation stands (client.groupcache), so every write that can change
+    a record must move it, and decisions, verdicts and scans (kept apart in the grouping digest) need not."""
+    scan = index.start_scan(["/p"], None, {})
+    moves = [
+        lambda: index.put_hashes([_res("/p/a.jpg"), _res("/p/b.jpg", md5="b" * 32)], scan),
+        lambda: index.put_embeddings("m", [("/p/a.jpg", np.ones(4, np.float32), None)]),
+        lambda: index.put_embeddings("m", [("/p/a.jpg", np.zeros(4, np.float32), None)]),
+        lambda: index.put_hashes([_res("/p/a.jpg", size=11)], scan),  # changed: its embedding goes too
+        lambda: index.forget(["/p/b.jpg"]),
+        lambda: index.forget_missing(["/p"], set()),
+    ]
+    for move in moves:
+        before = index.generation()
+        move()
+        assert index.generation() > before
+    before = index.generation()
+    index.add_ignore(["/p/x", "/p/y"])
+    index.put_verdicts("v", [("a" * 32, "b" * 32, True)])
+    index.finish_scan(index.start_scan(["/p"], None, {}))
+    index.forget_missing(["/p"], set())  # nothing left to forget
+    assert index.generation() == before
+
+
+def test_records_of_reads_just_the_named_hashed_images(index: Index) -> None:
+    scan = index.start_scan(["/p"], None, {})
+    index.put_hashes([_res("/p/a.jpg"), _res("/p/b.jpg", md5="b" * 32), _res("/p/bad.jpg", error="broken")], scan)
+    index.put_embeddings("m", [("/p/a.jpg", np.ones(4, np.float32), None)])
+    every = {r.path: r for r in index.records(["/p"], "m")}
+    got = index.records_of(["/p/a.jpg", "/p/bad.jpg", "/p/none.jpg"], "m")
+    assert list(got) == ["/p/a.jpg"]
+    assert got["/p/a.jpg"].md5 == every["/p/a.jpg"].md5 and got["/p/a.jpg"].embedding is not None
+    assert np.array_equal(got["/p/a.jpg"].windows, every["/p/a.jpg"].windows)

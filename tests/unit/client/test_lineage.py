@@ -55,7 +55,7 @@ def test_pictures_that_are_not_copies_or_not_jpegs_say_nothing(original, tmp_pat
 def _group(tmp_path: Path, protected: bool = False):  # type: ignore[no-untyped-def]
     keep = record(tmp_path / "a-copy.jpg", mtime=1.0, dhash=0, phash=0, quality=90)
     source = record(tmp_path / "b-source.jpg", mtime=2.0, dhash=1, phash=0, quality=90)
-    smaller = record(tmp_path / "c-small.jpg", mtime=3.0, dhash=3, phash=0, quality=90, width=90, height=90)
+    smaller = record(tmp_path / "c-small.jpg", mtime=3.0, dhash=3, phash=0, quality=90, width=320, height=240)
     refs = [str(tmp_path)] if protected else []
     (group,) = find_groups([keep, source, smaller], GroupingConfig(near_threshold=4), reference_dirs=refs)
     assert group.keep is keep and group.kind is Tier.NEAR

@@ -82,3 +82,32 @@ def test_render_csv_json_html(tmp_path: Path) -> None:
     assert "<img" not in buf.getvalue() and "no thumbnails" in buf.getvalue()
     render(groups, stats, "table", tmp_path / "r.txt", Console(file=io.StringIO()))
     assert "keep" in (tmp_path / "r.txt").read_text()
+
+
+def test_the_table_is_aligned_columns_with_the_path_last(tmp_path: Path) -> None:
+    groups = _groups(tmp_path)
+    buf = io.StringIO()
+    render(groups, build_stats(groups, {}), "table", None, Console(file=buf, width=40))
+    lines = buf.getvalue().splitlines()
+    assert lines[0].split() == ["#", "kind", "size", "pixels", "distance", "path"]
+    body = [line for line in lines[1:] if line]
+    assert len(body) == 5 and lines.count("") == 1  # five files, a blank line between the two groups
+    assert all(line.endswith(".jpg") for line in body)  # never folded, whatever the console's width
+    starts = {line.index(str(tmp_path)) for line in body}
+    assert len(starts) == 1  # the paths start in one column
+    assert body[0].split()[:3] == ["1", "near", "keep"] and body[3].split()[:3] == ["2", "exact", "keep"]
+    empty = io.StringIO()
+    render([], build_stats([], {}), "table", None, Console(file=empty))
+    assert empty.getvalue().strip() == "No duplicate groups."
+
+
+def test_the_json_report_is_one_group_per_line(tmp_path: Path) -> None:
+    groups = _groups(tmp_path)
+    buf = io.StringIO()
+    render(groups, build_stats(groups, {}), "json", None, Console(file=buf))
+    text = buf.getvalue()
+    assert json.loads(text) == json.loads(json.dumps(to_dict(groups, build_stats(groups, {}))))
+    assert sum(line.lstrip().startswith('{"kind"') for line in text.splitlines()) == 2
+    buf = io.StringIO()
+    render([], build_stats([], {}), "json", None, Console(file=buf))
+    assert json.loads(buf.getvalue())["groups"] == []

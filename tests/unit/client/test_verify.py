@@ -1,17 +1,16 @@
-"""Geometric verification on made pictures: copies accepted, other pictures and other shots rejected."""
+"""Geometric verification on made pictures: copies accepted, other pictures and other shots rejected (the
+strict check for weak pictures: test_strict.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from photodedup.client.hashing import hash_file
 from photodedup.client.verify import GeometricVerifier
 
-from scenes import crop, glyph, icon, letterbox, overlay, scene, sky
+from scenes import crop, letterbox, overlay, scene
 
 
 def save(img: Image.Image, path: Path, **kw: object) -> str:
@@ -81,127 +80,6 @@ def test_a_missing_file_is_not_verified(original, tmp_path: Path) -> None:  # ty
     assert not verdict.same and verdict.reason == "cannot decode"
 
 
-def test_strict_check_accepts_copies_of_weak_pictures(tmp_path: Path) -> None:
-    """Copies of an icon (resized, re-encoded) and of a flat sky (re-encoded) pass the check for weak pictures."""
-    v = GeometricVerifier()
-    arrow = save(icon("arrow"), tmp_path / "arrow.png")
-    bigger = save(icon("arrow").resize((96, 96), Image.Resampling.LANCZOS), tmp_path / "arrow96.png")
-    flat = icon("arrow").convert("RGBA")
-    white = Image.new("RGBA", flat.size, (255, 255, 255, 255))
-    as_jpeg = save(Image.alpha_composite(white, flat).convert("RGB"), tmp_path / "arrow.jpg", quality=85)
-    sky_png = save(sky(0.4), tmp_path / "sky.png")
-    sky_jpg = save(sky(0.4), tmp_path / "sky.jpg", quality=80)
-    for a, b in ((arrow, bigger), (arrow, as_jpeg), (sky_png, sky_jpg)):
-        verdict = v.verdict(a, None, b, None, strict=True)
-        assert verdict.same, (a, b, verdict)
-
-
-def test_strict_check_rejects_different_weak_pictures(tmp_path: Path) -> None:
-    """Plus and minus, a recoloured icon, an arrow and its turn, two skies: each pair is two pictures."""
-    v = GeometricVerifier()
-    plus, minus = save(icon("plus"), tmp_path / "plus.png"), save(icon("minus"), tmp_path / "minus.png")
-    arrow = save(icon("arrow"), tmp_path / "arrow.png")
-    turned = save(icon("arrow").rotate(90), tmp_path / "turned.png")
-    red = icon("minus")
-    red.paste((200, 40, 40, 255), mask=red.split()[3].point(lambda a: 255 if a else 0).convert("1"))
-    red.paste(icon("minus"), mask=Image.eval(icon("minus").split()[0], lambda v: 255 if v > 250 else 0))
-    recoloured = save(red, tmp_path / "red_minus.png")
-    skies = save(sky(0.45), tmp_path / "sky1.jpg", quality=90), save(sky(0.6), tmp_path / "sky2.jpg", quality=90)
-    for a, b in ((plus, minus), (minus, recoloured), (arrow, turned), skies):
-        verdict = v.verdict(a, None, b, None, strict=True)
-        assert not verdict.same, (a, b, verdict)
-
-
-GLYPH_COPIES = {
-    "16 px and 64 px renders": (("battery-20", 16, "png"), ("battery-20", 64, "png")),
-    "24 px and 48 px renders": (("chevron-left", 24, "png"), ("chevron-left", 48, "png")),
-    "32 px and 64 px renders": (("signal", 32, "png"), ("signal", 64, "png")),
-    "16 px and 32 px renders of the dim one": (("signal-dim", 16, "png"), ("signal-dim", 32, "png")),
-    "flattened to a JPEG": (("battery-60", 48, "png"), ("battery-60", 48, "jpg")),
-    "resized to 40 px and re-encoded": (("chevron-right", 64, "png"), ("chevron-right", 40, "jpg")),
-}
-
-
-def content_of(path: str) -> tuple[int, int, int, int] | None:
-    """The content box the scanner stores for a file (a glyph's transparent margin trimmed)."""
-    st = Path(path).stat()
-    return hash_file(path, st.st_size, st.st_mtime_ns, 10**8).content
-
-
-def save_glyph(kind: str, size: int, fmt: str, folder: Path, **style: object) -> str:
-    img = glyph(kind, size, **style)  # type: ignore[arg-type]
-    name = f"{kind}{size}{'-'.join(str(v) for v in style.values())}"
-    if fmt == "jpg":
-        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        return save(Image.alpha_composite(white, img).convert("RGB"), folder / f"{name}.jpg", quality=85)
-    return save(img, folder / f"{name}.png")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="not solved: a glyph rendered at two sizes differs in its anti-aliased fringe, a pixel that is a tenth of "
-    "a 16 px glyph, and the cells disagree; refining the content-box alignment sub-pixel (ECC) did not help "
-    "(docs/BENCHMARKS.md, system folder)",
-)
-@pytest.mark.parametrize("pair", GLYPH_COPIES.values(), ids=GLYPH_COPIES.keys())
-def test_strict_check_accepts_one_glyph_at_other_sizes(pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """A theme's thin-stroke glyph rendered at another size, or flattened and re-encoded, is a copy."""
-    a, b = (save_glyph(*side, tmp_path) for side in pair)
-    verdict = GeometricVerifier().verdict(a, content_of(a), b, content_of(b), strict=True)
-    assert verdict.same, verdict
-
-
-GLYPH_PAIRS = {
-    "a chevron and its mirror": ("chevron-left", "chevron-right"),
-    "two battery levels": ("battery-20", "battery-60"),
-    "a glyph and its dimmed state": ("signal", "signal-dim"),
-    "a blank picture and a glyph": ("blank", "battery-20"),
-}
-
-
-@pytest.mark.parametrize("kinds", GLYPH_PAIRS.values(), ids=GLYPH_PAIRS.keys())
-@pytest.mark.parametrize("sizes", [(16, 16), (24, 48), (48, 48), (32, 96)], ids=lambda s: f"{s[0]}-{s[1]}px")
-def test_strict_check_rejects_different_thin_glyphs(kinds, sizes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Thin glyphs of one theme on a transparent ground differ in a few strokes or in the grey of their ink;
-    compared by cells that are mostly background they agreed (and a flat picture agreed with anything)."""
-    a = save_glyph(kinds[0], sizes[0], "png", tmp_path)
-    b = save_glyph(kinds[1], sizes[1], "png", tmp_path)
-    verdict = GeometricVerifier().verdict(a, content_of(a), b, content_of(b), strict=True)
-    assert not verdict.same, verdict
-
-
-ICON_VARIANTS = {
-    "a black and a grey bubble": (("bubble", {}), ("bubble", {"grey": 150})),
-    "a green and a yellow bubble": (("bubble", {"colour": (80, 170, 60)}), ("bubble", {"colour": (230, 200, 40)})),
-    "a thin and a bold plus": (("plus", {}), ("plus-bold", {})),
-}
-
-
-@pytest.mark.parametrize("variants", ICON_VARIANTS.values(), ids=ICON_VARIANTS.keys())
-@pytest.mark.parametrize("sizes", [(16, 16), (24, 24), (32, 32), (24, 16)], ids=lambda s: f"{s[0]}-{s[1]}px")
-def test_strict_check_rejects_icons_in_another_tone_or_hue(variants, sizes, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """A theme's status variants of one shape (a grey "idle" and a black "available" bubble, a green and a
-    yellow arrow, a thin and a bold plus) agree once tone is matched away; at icon size tone and hue count.
-    The grey bubble at 16 and 32 px is what only the colour-region rule rejects; the rest guard it."""
-    (kind_a, style_a), (kind_b, style_b) = variants
-    a = save_glyph(kind_a, sizes[0], "png", tmp_path, **style_a)
-    b = save_glyph(kind_b, sizes[1], "png", tmp_path, **style_b)
-    verdict = GeometricVerifier().verdict(a, content_of(a), b, content_of(b), strict=True)
-    assert not verdict.same, verdict
-
-
-@pytest.mark.parametrize("kind", ["bubble", "plus-bold"])
-def test_strict_check_accepts_an_icon_and_its_flattened_copy(kind: str, tmp_path: Path) -> None:
-    """The colour-region rule leaves copies alone: one icon flattened onto white (as a JPEG it is the open
-    gap marked in `test_strict_check_accepts_one_glyph_at_other_sizes`)."""
-    a = save_glyph(kind, 24, "png", tmp_path)
-    img = glyph(kind, 24)
-    white = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img).convert("RGB")
-    b = save(white, tmp_path / "flat.png")
-    verdict = GeometricVerifier().verdict(a, content_of(a), b, content_of(b), strict=True)
-    assert verdict.same, verdict
-
-
 def test_ranks_order_by_value_then_position_whatever_the_dtype() -> None:
     """The agreement check ranks uint8 pixels directly (a radix sort): the same ranks as sorting floats."""
     import numpy as np
@@ -213,17 +91,3 @@ def test_ranks_order_by_value_then_position_whatever_the_dtype() -> None:
     assert np.array_equal(ranks, _ranks(values.astype(np.float32)))
     order = np.lexsort((np.arange(values.size), values))  # by value, ties by position
     assert np.array_equal(np.argsort(ranks), order)
-
-
-@pytest.mark.parametrize("n", [1, 7, 2000])
-def test_histogram_matching_ranks_ties_as_their_average(n: int) -> None:
-    """The strict check's tone matching, without scipy.stats: the same as its average ranks would give."""
-    from scipy.stats import rankdata
-
-    from photodedup.client.verify import _match_histogram
-
-    rng = np.random.default_rng(n)
-    values, reference = rng.integers(0, 12, n).astype(np.float32), rng.normal(size=2 * n)
-    quantile = (rankdata(values, method="average") - 1) / max(n - 1, 1)
-    expected = np.interp(quantile, np.linspace(0.0, 1.0, reference.size), np.sort(reference))
-    assert np.allclose(_match_histogram(values, reference), expected)
