@@ -310,8 +310,22 @@ def _near_tier(
             return True
         return verifier(a, b)  # type: ignore[misc]
 
+    def ahead(i: int, js: list[int]) -> None:
+        """A centre's candidates that need verifying, verified together (on every core, where the verifier
+        can): exactly what `confirmed` is about to ask about them."""
+        a, pairs = records[units[i].members[0]], []
+        for j in js:
+            b = records[units[j].members[0]]
+            if i in weak or j in weak or both_icons(a, b, config):
+                pairs.append((a, b, True))
+            elif (i, j) in unverified:
+                pairs.append((a, b, False))
+        verifier.prefetch(pairs)  # type: ignore[union-attr]
+
     icons = any(is_icon_sized(r, config) for r in owners)
-    return centre_cluster(units, neighbours, Tier.NEAR, ignore, confirmed if unverified or weak or icons else None)
+    fits = confirmed if unverified or weak or icons else None
+    parallel = ahead if hasattr(verifier, "prefetch") else None
+    return centre_cluster(units, neighbours, Tier.NEAR, ignore, fits, parallel)
 
 
 def _similar_tier(

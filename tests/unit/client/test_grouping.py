@@ -577,3 +577,27 @@ def test_identical_hashes_still_honour_not_duplicates_and_weak_pictures() -> Non
     flat = [record(f"/t/{i}.png", dhash=5, phash=6, contrast=1.0) for i in range(3)]  # pages: weak pictures
     assert find_groups(flat, CFG, verifier=strict_says_no) == []
     assert asked and all(asked)
+
+
+def test_a_centres_checks_are_handed_to_the_verifier_ahead_and_then_asked() -> None:
+    """A verifier that can answer ahead (`prefetch`) hears each centre's checks before they are asked, and
+    the groups are those of a verifier that cannot."""
+    ahead: list[tuple[str, str, bool]] = []
+    asked: list[tuple[str, str, bool]] = []
+
+    class Ahead:
+        def prefetch(self, pairs: list[tuple[FileRecord, FileRecord, bool]]) -> None:
+            ahead.extend((a.path, b.path, s) for a, b, s in pairs)
+
+        def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
+            asked.append((a.path, b.path, strict))
+            return a.path[-5] in "ab" and b.path[-5] in "ab"  # a and b are one page, c another
+
+    pages = [record(f"/w/page-{c}.png", dhash=i, phash=0, contrast=1.0) for i, c in enumerate("abc")]
+    plain = find_groups(pages, CFG, verifier=lambda a, b, strict=False: Ahead()(a, b, strict))
+    asked.clear()
+    groups = find_groups(pages, CFG, verifier=Ahead())
+    assert groups == plain and [sorted(m.record.path for m in g.members) for g in groups] == [
+        ["/w/page-a.png", "/w/page-b.png"]
+    ]
+    assert asked and set(asked) <= set(ahead) and all(s for *_, s in asked)
