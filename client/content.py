@@ -135,6 +135,8 @@ def added_bars(rgb: np.ndarray) -> tuple[int, int, int, int]:
         region = rgb[top:bottom, left:right]
         sides = _sides(region)
         cut = dict.fromkeys(sides, 0)
+        soft: dict[str, tuple[int, np.ndarray]] = {}
+        hard: list[np.ndarray] = []
         for name, lines in sides.items():
             colour = np.median(lines[0], axis=0).astype(np.int16)
             depth = _border_depth(lines, colour, len(lines))
@@ -144,6 +146,14 @@ def added_bars(rgb: np.ndarray) -> tuple[int, int, int, int]:
                 far = (np.abs(lines[inner].astype(np.int16) - colour).max(axis=1) > BORDER_TOLERANCE).mean()
                 if far >= HARD_EDGE_SHARE:
                     cut[name] = depth
+                    hard.append(colour)
+                else:
+                    soft[name] = (depth, colour)
+        # An added frame is one colour: once it ends at a hard edge on some side, a margin of that colour on
+        # another side is the same frame, even where dark picture runs into black bars without an edge.
+        for name, (depth, colour) in soft.items():
+            if any(int(np.abs(colour - c).max()) <= BORDER_TOLERANCE for c in hard):
+                cut[name] = depth
         if not any(cut.values()):
             break
         new_left, new_top = left + cut["left"], top + cut["top"]
@@ -203,10 +213,33 @@ def corner_fill(rgb: np.ndarray) -> int:
 
 
 def _profile(fill: np.ndarray) -> np.ndarray:
-    """Run of fill from the left along each line from the top, up to the first line that has none."""
-    runs = np.where(fill.all(axis=1), fill.shape[1], np.argmin(fill, axis=1))
-    tip = int(np.argmin(runs > 0)) if (runs == 0).any() else len(runs)
-    return runs[:tip].astype(np.float64)
+    """Run of fill from the left along each line from the top, up to the first line that has none.
+
+    A line or two without fill between lines with fill of a few pixels or more (an encoder's noise at the
+    edge of a thin triangle) does not end it: those lines take the run of the line after them. Runs that
+    grow again after shrinking to a quarter or less are the next corner's triangle: the profile ends at
+    the smallest run before them."""
+    runs = np.where(fill.all(axis=1), fill.shape[1], np.argmin(fill, axis=1)).astype(np.float64)
+    n, tip = len(runs), 0
+    while tip < n:
+        if runs[tip] > 0:
+            tip += 1
+            continue
+        after = next((k for k in range(tip + 1, min(n, tip + 3)) if runs[k] > 0), None)
+        # Not at the tip itself, where the next corner's triangle may start along the same edge.
+        if after is None or tip == 0 or runs[tip - 1] < 3 or runs[after] > runs[tip - 1] + 1:
+            break
+        runs[tip:after] = runs[after]
+        tip = after
+    runs = runs[:tip]
+    # Past a triangle's tip the runs grow again when the next corner's triangle starts along the same edge
+    # without a line between them: the profile ends at the tip.
+    low, high = np.minimum.accumulate(runs), np.maximum.accumulate(runs)
+    rising = np.nonzero((runs > low + 2) & (low <= 0.25 * high))[0]
+    if len(rising):
+        end = int(rising[0])
+        runs = runs[: int(np.argmin(runs[:end])) + 1]
+    return runs
 
 
 def _straight_tip(seg: np.ndarray) -> bool:

@@ -17,6 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from photodedup.client.grouping.evidence import invert_affine
@@ -54,28 +57,54 @@ class StoredVerifier:
         self.hits = 0
         self.misses = 0
 
-    def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> Verdict:
-        """Are these two indexed files the same picture (`.same`), and what was found (a to b)? Stored
-        verdict first, else verified and stored. A verdict stored without detail comes back without it."""
+    def _key(self, a: FileRecord, b: FileRecord, strict: bool) -> tuple[tuple[str, str], bool]:
         ka, kb = side_key(a), side_key(b)
         flipped = ka > kb  # the stored detail runs from the key's first side to its second
         key = (kb, ka) if flipped else (ka, kb)
-        if strict:
-            key = ("strict:" + key[0], key[1])
-        same = self.known.get(key)
-        if same is not None:
-            self.hits += 1
-            return _oriented(_from_detail(same, self.details.get(key), strict), flipped)
-        self.misses += 1
-        verdict = self.verifier.verdict(a.path, a.content, b.path, b.content, strict)
+        return (("strict:" + key[0], key[1]) if strict else key), flipped
+
+    def prefetch(self, pairs: Sequence[tuple[FileRecord, FileRecord, bool]], workers: int = 0) -> None:
+        """Verify the pairs grouping is about to ask about (a, b, strict) that are not stored yet, on
+        `workers` threads (0: one per core): OpenCV's feature search and the decoders release the GIL,
+        so a first grouping's verification runs on every core instead of one. Nothing is decided here;
+        the answers wait for `__call__`."""
+        todo: dict[tuple[str, str], tuple[FileRecord, FileRecord, bool, bool]] = {}
+        for a, b, strict in pairs:
+            key, flipped = self._key(a, b, strict)
+            if key not in self.known and key not in todo:
+                todo[key] = (a, b, strict, flipped)
+        workers = workers or os.cpu_count() or 1
+        if len(todo) < 2 or workers < 2:
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
+            verdicts = pool.map(
+                lambda t: self.verifier.verdict(t[0].path, t[0].content, t[1].path, t[1].content, t[2]), todo.values()
+            )
+            for (key, (*_, flipped)), verdict in zip(todo.items(), verdicts, strict=True):
+                self.misses += 1
+                self._keep(key, verdict, flipped)
+
+    def _keep(self, key: tuple[str, str], verdict: Verdict, flipped: bool) -> None:
         if verdict.reason == CANNOT_DECODE:
-            return verdict  # a file gone or unreadable since the scan: ask again next time
+            return  # a file gone or unreadable since the scan: ask again next time
         detail = _to_detail(_oriented(verdict, flipped))
         self.known[key] = verdict.same
         self.details[key] = detail
         self.pending.append((*key, verdict.same, detail))
         if len(self.pending) >= FLUSH_EVERY:
             self.flush()
+
+    def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> Verdict:
+        """Are these two indexed files the same picture (`.same`), and what was found (a to b)? Stored
+        verdict first, else verified and stored. A verdict stored without detail comes back without it."""
+        key, flipped = self._key(a, b, strict)
+        same = self.known.get(key)
+        if same is not None:
+            self.hits += 1
+            return _oriented(_from_detail(same, self.details.get(key), strict), flipped)
+        self.misses += 1
+        verdict = self.verifier.verdict(a.path, a.content, b.path, b.content, strict)
+        self._keep(key, verdict, flipped)
         return verdict
 
     def flush(self) -> None:

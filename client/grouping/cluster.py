@@ -44,11 +44,14 @@ def centre_cluster(
     tier: Tier,
     ignore: IgnoredPairs,
     fits: Callable[[int, int], bool] | None = None,
+    ahead: Callable[[int, list[int]], None] | None = None,
 ) -> list[Cluster]:
     """Merge items (sorted best-first) by centre linkage: each free item takes free neighbours of itself.
 
     `neighbours` maps item index to {item index: distance}; `fits(i, j)` may veto a join, e.g. when a
-    member of j is itself too far from i's centre. Returns the merged clusters, best centre first.
+    member of j is itself too far from i's centre; `ahead(i, js)` hears which free neighbours `fits` is
+    about to be asked about for centre i (to answer them together). Returns the merged clusters, best
+    centre first.
     """
     taken = [False] * len(items)
     out: list[Cluster] = []
@@ -57,7 +60,10 @@ def centre_cluster(
             continue
         taken[i] = True
         merged = Cluster(list(centre.members), dict(centre.tier), dict(centre.distance))
-        for j, dist in sorted(neighbours.get(i, {}).items(), key=lambda kv: (kv[1], kv[0])):
+        candidates = sorted(neighbours.get(i, {}).items(), key=lambda kv: (kv[1], kv[0]))
+        if ahead is not None and fits is not None:
+            ahead(i, [j for j, _ in candidates if not taken[j]])
+        for j, dist in candidates:
             if taken[j] or ignore.conflicts(items[j].members, merged.members) or (fits and not fits(i, j)):
                 continue
             taken[j] = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -198,6 +198,12 @@ class VerdictLog:
     def __init__(self, verifier: Callable[..., Any]) -> None:
         self.verifier = verifier
         self.found: dict[tuple[str, str], Any] = {}  # (md5 a, md5 b) -> verdict of a against b
+
+    def prefetch(self, pairs: Sequence[tuple[FileRecord, FileRecord, bool]]) -> None:
+        """Let the verifier answer these (a, b, strict) ahead, in parallel, when it can."""
+        prefetch = getattr(self.verifier, "prefetch", None)
+        if prefetch is not None:
+            prefetch(pairs)
 
     def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
         result = self.verifier(a, b, strict=True) if strict else self.verifier(a, b)

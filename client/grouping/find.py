@@ -48,6 +48,7 @@ from photodedup.client.grouping.hamming import (
     hamming_bits,
     hamming_neighbours,
     turned_neighbours,
+    window_array,
     window_neighbours,
 )
 from photodedup.client.grouping.keeper import keeper_key
@@ -91,7 +92,7 @@ def find_groups(
     protected = [under_any(r.path, reference_dirs) for r in records]
     keys = [keeper_key(r, config, protected[i]) for i, r in enumerate(records)]
     ignore = IgnoredPairs(ignored, [r.path for r in records])
-    units = _exact_units(records, keys, ignore)
+    units = _same_picture_units(records, _exact_units(records, keys, ignore), config, ignore)
     found = VerdictLog(verifier) if verifier is not None else None  # keeps what verification found
     clusters = _near_tier(records, units, config, ignore, found)
     clusters = _similar_tier(records, clusters, config, ignore, found)
@@ -118,6 +119,53 @@ def _exact_units(records: Sequence[FileRecord], keys: Sequence[tuple], ignore: I
         units += [Cluster(part, dict.fromkeys(part, Tier.EXACT), dict.fromkeys(part, 0.0)) for part in parts]
     units.sort(key=lambda u: keys[u.members[0]])
     return units
+
+
+def _same_picture_units(
+    records: Sequence[FileRecord], units: list[Cluster], config: GroupingConfig, ignore: IgnoredPairs
+) -> list[Cluster]:
+    """Units whose pictures carry identical hashes (dHash, pHash, turned and window hashes) merged into the
+    best of them, the rest as near copies at distance 0: what the near tier would make of them anyway, done
+    up front, because a folder of many re-saves of one picture made its neighbour lists (and the second
+    hop through them) grow with the square and the cube of their number. Weak and icon-sized pictures stay
+    apart: identical hashes say little about them, and each pair is still checked strictly."""
+    same: dict[tuple, list[int]] = {}
+    for k, unit in enumerate(units):
+        r = records[unit.members[0]]
+        if (
+            r.dhash is None
+            or r.phash is None
+            or r.content_pixels < config.min_pixels
+            or is_weak(r, config)
+            or is_icon_sized(r, config)
+        ):
+            continue
+        key = (r.dhash, r.phash, tuple(r.rotated_hashes), window_array(r.windows).tobytes())
+        same.setdefault(key, []).append(k)
+    into: dict[int, int] = {}  # unit -> the unit it joins
+    for ks in same.values():
+        heads: dict[int, list[int]] = {}  # head unit -> every member gathered under it so far
+        for k in ks:  # best first: units are sorted by the keeper policy
+            head = next((h for h, gathered in heads.items() if not ignore.conflicts(units[k].members, gathered)), None)
+            if head is None:
+                heads[k] = list(units[k].members)
+            else:
+                into[k] = head
+                heads[head].extend(units[k].members)
+    if not into:
+        return units
+    merged: dict[int, Cluster] = {}
+    for k, unit in enumerate(units):
+        head = into.get(k)
+        if head is None:
+            merged[k] = Cluster(list(unit.members), dict(unit.tier), dict(unit.distance))
+            continue
+        target = merged[head]
+        for m in unit.members:
+            target.members.append(m)
+            target.tier[m] = Tier.NEAR
+            target.distance[m] = 0.0
+    return list(merged.values())
 
 
 def is_tiny(record: FileRecord, config: GroupingConfig) -> bool:
@@ -262,8 +310,22 @@ def _near_tier(
             return True
         return verifier(a, b)  # type: ignore[misc]
 
+    def ahead(i: int, js: list[int]) -> None:
+        """A centre's candidates that need verifying, verified together (on every core, where the verifier
+        can): exactly what `confirmed` is about to ask about them."""
+        a, pairs = records[units[i].members[0]], []
+        for j in js:
+            b = records[units[j].members[0]]
+            if i in weak or j in weak or both_icons(a, b, config):
+                pairs.append((a, b, True))
+            elif (i, j) in unverified:
+                pairs.append((a, b, False))
+        verifier.prefetch(pairs)  # type: ignore[union-attr]
+
     icons = any(is_icon_sized(r, config) for r in owners)
-    return centre_cluster(units, neighbours, Tier.NEAR, ignore, confirmed if unverified or weak or icons else None)
+    fits = confirmed if unverified or weak or icons else None
+    parallel = ahead if hasattr(verifier, "prefetch") else None
+    return centre_cluster(units, neighbours, Tier.NEAR, ignore, fits, parallel)
 
 
 def _similar_tier(

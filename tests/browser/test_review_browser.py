@@ -75,6 +75,19 @@ def _shot(page: object, name: str) -> None:
         page.screenshot(path=str(Path(folder) / name), full_page=False)  # type: ignore[attr-defined]
 
 
+def _images_loaded(page: object, timeout: float = 30.0) -> None:
+    """Wait until every image on the page has loaded. Polled from here: `wait_for_function` polls by
+    evaluating a string in the page, which the app's Content-Security-Policy (no 'unsafe-eval') refuses
+    whenever the images are not ready at the first look (a loaded machine)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    check = "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+    while not page.evaluate(check):  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "images did not load"
+        time.sleep(0.05)
+
+
 def test_walk_decide_apply_and_undo_in_a_browser(
     review: tuple[str, Path, dict[str, list[Path]]], tmp_path: Path
 ) -> None:
@@ -91,7 +104,7 @@ def test_walk_decide_apply_and_undo_in_a_browser(
             assert "token" not in page.url  # swapped for a cookie
             page.wait_for_selector("table.groups")
             assert page.locator("table.groups tbody tr").count() == 3
-            page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            _images_loaded(page)
             _shot(page, "review-list.png")
 
             page.locator("table.groups tbody tr").first.locator("a.path").click()
@@ -102,7 +115,7 @@ def test_walk_decide_apply_and_undo_in_a_browser(
             second = page.url
             page.keyboard.press("k")
             page.wait_for_url(first)
-            page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            _images_loaded(page)
             _shot(page, "review-group.png")
 
             # keep file 3 of the first group (keyboard "3"); the page shows it as the keeper

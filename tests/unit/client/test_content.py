@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from photodedup.client.content import WINDOWS, content_box, corner_fill, picture_pixels, window_hashes
+from photodedup.client.content import (
+    WINDOWS,
+    _profile,
+    _straight_tip,
+    content_box,
+    corner_fill,
+    picture_pixels,
+    window_hashes,
+)
 from photodedup.client.grouping import hamming_bits
 
 from helpers import photo
@@ -113,3 +121,44 @@ def test_windows_of_different_pictures_stay_apart() -> None:
     a = window_hashes(np.asarray(photo(5, (480, 360)).convert("L")), WINDOWS)
     b = window_hashes(np.asarray(photo(6, (480, 360)).convert("L")), WINDOWS[:1])[0]
     assert min(hamming_bits(b, win) for win in a) > 30
+
+
+def test_a_frame_edge_lost_in_dark_picture_is_still_frame() -> None:
+    """Black bars on four sides, the bottom one running into a dark foreground without an edge: the frame
+    ends at a hard edge on three sides, so the black margin on the fourth is the same frame."""
+    img = np.asarray(scene(1, (300, 200))).copy()
+    ramp = np.linspace(1.0, 0.0, 40)[:, None, None] ** 2  # the foreground fades to black at the bottom
+    img[160:] = (img[160:] * ramp).astype(np.uint8)
+    rgb = bordered(Image.fromarray(img), (0, 0, 0), 30, 20, 30, 25)
+    got = picture_pixels(rgb)
+    assert 0.8 * 300 * 200 <= got <= 300 * 200 + 300, got
+    assert picture_pixels(img) == 300 * 200  # without bars, nothing is frame
+
+
+def test_a_noisy_line_inside_a_thin_corner_does_not_end_its_profile() -> None:
+    """A thin filled triangle (a few degrees of tilt): runs shrink from 14 px to nothing over 160 lines. A
+    line where noise broke the fill at the edge does not end the profile; the tip does, even where the next
+    corner's triangle starts along the same edge right after it."""
+    runs = np.round(np.linspace(14, 0, 160)).astype(int)
+    lines = 200
+    fill = np.zeros((lines, 40), dtype=bool)
+    for y, r in enumerate(runs):
+        fill[y, :r] = True
+    for y in range(165, lines):  # the next corner's triangle, growing again
+        fill[y, : (y - 164) // 10 + 1] = True
+    clean = _profile(fill)
+    assert 140 <= len(clean) <= 160 and _straight_tip(clean)
+    fill[90, 0] = False  # noise: run 0 on one line
+    noisy = _profile(fill)
+    assert len(noisy) == len(clean) and _straight_tip(noisy)
+
+
+def test_a_corner_profile_ends_at_the_tip_where_the_next_triangle_starts_without_a_gap() -> None:
+    """Rotate-and-expand by a few degrees: along one edge, one corner's wide triangle shrinks to its tip and the
+    next corner's thin triangle grows from there, with no line free of fill between them."""
+    runs = np.concatenate([np.round(np.linspace(170, 1, 15)), np.round(np.linspace(1, 26, 300))]).astype(int)
+    fill = np.zeros((len(runs), 200), dtype=bool)
+    for y, r in enumerate(runs):
+        fill[y, :r] = True
+    profile = _profile(fill)
+    assert 14 <= len(profile) <= 16 and profile[0] == 170 and _straight_tip(profile)

@@ -540,3 +540,64 @@ def test_min_pixels_leaves_small_pictures_to_exact_grouping() -> None:
     cfg = GroupingConfig(near_threshold=10, min_pixels=64 * 64)
     assert paths(find_groups([big, copy, tiny, tiny_copy], cfg)) == [{"/t.jpg", "/t2.jpg"}, {"/a.jpg", "/b.jpg"}]
     assert paths(find_groups([big, copy], GroupingConfig(near_threshold=10, min_pixels=1000 * 1000))) == []
+
+
+def test_many_resaves_of_one_picture_are_one_unit_before_the_near_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-saves with identical hashes (distinct bytes) join the best of them at distance 0 up front: the near
+    tier's neighbour lists and second hop no longer grow with the square and cube of their number."""
+    import photodedup.client.grouping.find as find
+
+    seen: list[int] = []
+    real = find.centre_cluster
+    monkeypatch.setattr(find, "centre_cluster", lambda items, *a, **k: seen.append(len(items)) or real(items, *a, **k))
+    windows = ((5, 6), (7, 8), (9, 10))
+    resaves = [record(f"/r/{i:03d}.jpg", dhash=5, phash=6, windows=windows, mtime=float(i)) for i in range(300)]
+    near = record("/r/near.jpg", dhash=5 ^ 0b111, phash=6, windows=((5 ^ 0b111, 6),))
+    other = record("/r/other.jpg", dhash=0xFFFF_FFFF_FFFF_FF00, phash=0xFFFF_FFFF_0000_FFFF)
+    groups = find_groups([*resaves, near, other], CFG)
+    assert seen[0] == 3  # the re-saves, the near copy, the other photo
+    (group,) = groups
+    assert group.keep.path == "/r/000.jpg" and len(group.members) == 301
+    tiers = {m.record.path: (m.tier, m.distance) for m in group.members}
+    assert tiers["/r/150.jpg"] == (Tier.NEAR, 0.0) and tiers["/r/near.jpg"][1] == 3.0
+
+
+def test_identical_hashes_still_honour_not_duplicates_and_weak_pictures() -> None:
+    a, b, c = (record(f"/s/{n}.jpg", dhash=5, phash=6, mtime=float(i)) for i, n in enumerate("abc"))
+    (group,) = find_groups([a, b, c], CFG, ignored=[frozenset({"/s/a.jpg", "/s/b.jpg"})])
+    assert {m.record.path for m in group.members} == {"/s/a.jpg", "/s/c.jpg"}
+    asked: list[bool] = []
+
+    def strict_says_no(x: FileRecord, y: FileRecord, strict: bool = False) -> object:
+        from photodedup.client.verify import Verdict
+
+        asked.append(strict)
+        return Verdict(False, 0, 0.0, 1.0, "", None, False, "strict")
+
+    flat = [record(f"/t/{i}.png", dhash=5, phash=6, contrast=1.0) for i in range(3)]  # pages: weak pictures
+    assert find_groups(flat, CFG, verifier=strict_says_no) == []
+    assert asked and all(asked)
+
+
+def test_a_centres_checks_are_handed_to_the_verifier_ahead_and_then_asked() -> None:
+    """A verifier that can answer ahead (`prefetch`) hears each centre's checks before they are asked, and
+    the groups are those of a verifier that cannot."""
+    ahead: list[tuple[str, str, bool]] = []
+    asked: list[tuple[str, str, bool]] = []
+
+    class Ahead:
+        def prefetch(self, pairs: list[tuple[FileRecord, FileRecord, bool]]) -> None:
+            ahead.extend((a.path, b.path, s) for a, b, s in pairs)
+
+        def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
+            asked.append((a.path, b.path, strict))
+            return a.path[-5] in "ab" and b.path[-5] in "ab"  # a and b are one page, c another
+
+    pages = [record(f"/w/page-{c}.png", dhash=i, phash=0, contrast=1.0) for i, c in enumerate("abc")]
+    plain = find_groups(pages, CFG, verifier=lambda a, b, strict=False: Ahead()(a, b, strict))
+    asked.clear()
+    groups = find_groups(pages, CFG, verifier=Ahead())
+    assert groups == plain and [sorted(m.record.path for m in g.members) for g in groups] == [
+        ["/w/page-a.png", "/w/page-b.png"]
+    ]
+    assert asked and set(asked) <= set(ahead) and all(s for *_, s in asked)

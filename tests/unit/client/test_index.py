@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from photodedup.client.hashing import HashResult, to_signed64
-from photodedup.client.index import MIGRATIONS, SCHEMA_VERSION, Index, IndexSchemaError
+from photodedup.client.index import Index, IndexSchemaError
+from photodedup.client.schema import MIGRATIONS, SCHEMA_VERSION
 
 
 def _res(path: str, md5: str = "a" * 32, size: int = 10, mtime_ns: int = 1, error: str | None = None) -> HashResult:

@@ -138,3 +138,31 @@ def test_a_verdict_stored_without_detail_still_decides_and_shows_none(tmp_path: 
         index.put_verdicts(StoredVerifier(index).version, [("m1", "m2", True)])
         got = StoredVerifier(index)(a, b)
     assert got.same and got.transform is None and got.aligned_by == "" and calls == []
+
+
+def test_prefetched_pairs_are_verified_on_several_threads_once(
+    tmp_path: Path, calls: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    threads: set[str] = set()
+    real = GeometricVerifier.verdict
+
+    def slow(self: GeometricVerifier, *args: object, **kwargs: object) -> Verdict:
+        threads.add(threading.current_thread().name)
+        time.sleep(0.05)  # a decode and a feature search: long enough for the other thread to start
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GeometricVerifier, "verdict", slow)
+    centre = rec("/p/a0.jpg", "0" * 32)
+    others = [rec(f"/p/{c}{i}.jpg", f"{i + 1:032d}") for i, c in enumerate("abab")]
+    with Index(tmp_path / "i.sqlite3") as index:
+        stored = StoredVerifier(index)
+        stored.prefetch([(centre, o, False) for o in others] + [(others[0], centre, False)], workers=2)
+        assert len(calls) == 4 and len({t for t in threads if t.startswith("verify")}) == 2
+        answers = [stored(centre, o).same for o in others]
+        assert answers == [True, False, True, False] and len(calls) == 4  # answered from what was prefetched
+        stored.flush()
+    with Index(tmp_path / "i.sqlite3") as index:
+        assert StoredVerifier(index)(centre, others[2]).same and len(calls) == 4  # and kept in the index
