@@ -39,6 +39,9 @@ class EmbedServer:
         self.metrics_port: int | None = None
         self._metrics_http = None
         self._decode_pool = ThreadPoolExecutor(settings.server.decode_threads, thread_name_prefix="decode")
+        # Batches are normalised on threads of their own: every caller's images wait on a batch, so its
+        # preprocessing must not queue behind one caller's decode backlog on the decode pool.
+        self._prep_pool = ThreadPoolExecutor(len(settings.model.devices), thread_name_prefix="prep")
         self._device_executors = {
             dev: ThreadPoolExecutor(1, thread_name_prefix=f"device-{dev}") for dev in settings.model.devices
         }
@@ -110,7 +113,7 @@ class EmbedServer:
         self._batcher = DynamicBatcher(
             engines,
             self._device_executors,
-            self._decode_pool,
+            self._prep_pool,
             self.metrics,
             max_batch_size=s.server.max_batch_size,
             max_queue_delay_s=s.server.max_queue_delay_ms / 1000.0,
@@ -150,6 +153,7 @@ class EmbedServer:
         for ex in self._device_executors.values():
             ex.shutdown(wait=False, cancel_futures=True)
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self._prep_pool.shutdown(wait=False, cancel_futures=True)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

@@ -2,9 +2,10 @@
 
 `scheduling.BatchQueue` decides what each device's next batch is (work pulling: a batch is formed for a
 device that can take it, and a batch formed ahead for a busy device is taken over by a device that goes
-idle). This module runs those batches: it normalises a batch on the CPU pool while the device still runs
-the one before, runs `infer` on the device's own thread, answers each image's future, and fails exactly
-the images of a batch whose engine raised.
+idle). This module runs those batches: it normalises a batch on its CPU executor (the server gives it
+threads of its own, apart from the decode pool) while the device still runs the one before, runs `infer`
+on the device's own thread, answers each image's future, and fails exactly the images of a batch whose
+engine raised.
 """
 
 from __future__ import annotations

@@ -108,10 +108,28 @@ def decode_images(
     return out
 
 
+def measure_then_decode(
+    images: Sequence[embed_pb2.Image], size: int, max_pixels: int, allowance: int, device_decode: bool = False
+) -> tuple[list[Cost], list[Decoded] | None]:
+    """A small request in one pool job instead of two (pool thread): measure every image from its header and,
+    when together they cost at most `allowance` pixels (what the job holds of the pixel budget), decode them
+    straight away. Otherwise the costs alone come back (None for the decodes): nothing past the allowance
+    is ever decoded here, and the request takes the measured path."""
+    costs = measure_images(images, size, max_pixels, device_decode)
+    ok = [i for i, c in enumerate(costs) if not isinstance(c, BaseException)]
+    if sum(costs[i] for i in ok) > allowance:  # type: ignore[misc]
+        return costs, None
+    out: list[Decoded] = [c if isinstance(c, BaseException) else np.empty(0) for c in costs]
+    for i, d in zip(ok, decode_images([images[i] for i in ok], size, max_pixels, device_decode), strict=True):
+        out[i] = d
+    return costs, out
+
+
 @dataclass(eq=False)
 class _Job:
     caller: str
-    cost: int
+    cost: int  # its claim on its caller's share of the pool
+    pixels: int  # what it holds of the pixel budget while it runs
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     future: asyncio.Future[Any] = field(repr=False)
@@ -154,9 +172,12 @@ class FairDecoder:
     def pixels_in_flight(self) -> int:
         return self._pixels
 
-    async def run(self, caller: str, cost: int, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run fn(*args) on the pool when fairness and the budgets allow; returns its result."""
-        job = _Job(caller, cost, fn, args, asyncio.get_running_loop().create_future())
+    async def run(self, caller: str, cost: int, fn: Callable[..., Any], *args: Any, pixels: int | None = None) -> Any:
+        """Run fn(*args) on the pool when fairness and the budgets allow; returns its result. `cost` is the job's
+        pixels, or, when it only finds them out as it runs, an estimate (see `charge`) with `pixels` the most
+        it may decode."""
+        future = asyncio.get_running_loop().create_future()
+        job = _Job(caller, cost, cost if pixels is None else pixels, fn, args, future)
         job.start_tag = max(self._vtime, self._finish.get(caller, 0.0))
         job.finish_tag = self._finish[caller] = job.start_tag + cost + JOB_OVERHEAD_PIXELS
         self._seq += 1
@@ -165,12 +186,17 @@ class FairDecoder:
         self._dispatch()
         return await job.future
 
+    def charge(self, caller: str, pixels: int) -> None:
+        """Add `pixels` to `caller`'s use of the pool: what a job turned out to cost beyond its estimate."""
+        if caller in self._finish:
+            self._finish[caller] += pixels
+
     def _runnable(self, job: _Job) -> bool:
         if self._running >= self.lanes:
             return False
-        if job.cost > self.large_pixels and self._running_large >= self.large_lanes:
+        if job.pixels > self.large_pixels and self._running_large >= self.large_lanes:
             return False
-        return self._running == 0 or self._pixels + job.cost <= self.max_pixels_in_flight
+        return self._running == 0 or self._pixels + job.pixels <= self.max_pixels_in_flight
 
     def _dispatch(self) -> None:
         while self._running < self.lanes and self._waiting:
@@ -202,16 +228,16 @@ class FairDecoder:
             self._finish = {c: f for c, f in self._finish.items() if c in self._waiting or f > self._vtime}
 
     def _start(self, job: _Job) -> None:
-        large = job.cost > self.large_pixels
+        large = job.pixels > self.large_pixels
         self._running += 1
         self._running_large += large
-        self._pixels += job.cost
+        self._pixels += job.pixels
         work = asyncio.get_running_loop().run_in_executor(self._pool, job.fn, *job.args)
 
         def finished(done: asyncio.Future[Any]) -> None:
             self._running -= 1
             self._running_large -= large
-            self._pixels -= job.cost
+            self._pixels -= job.pixels
             if not job.future.done():
                 if done.cancelled():
                     job.future.cancel()

@@ -44,9 +44,7 @@ class RequestTooLargeError(InvalidRequestError):
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
-    """The gRPC status code a domain error stands for; unknown errors are INTERNAL."""
-    from photodedup.server.batcher import EngineError
-
+    """The gRPC status code a domain error stands for; anything else (an engine's failure included) is INTERNAL."""
     if isinstance(exc, (InvalidImageError, InvalidRequestError)):
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, QueueFullError):
@@ -57,8 +55,6 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return grpc.StatusCode.DEADLINE_EXCEEDED
-    if isinstance(exc, EngineError):
-        return grpc.StatusCode.INTERNAL
     return grpc.StatusCode.INTERNAL
 
 

@@ -19,10 +19,12 @@ from photodedup.server.batcher import DynamicBatcher
 from photodedup.server.decoding import (
     DECODE_CHUNK,
     MEASURE_CHUNK,
+    Cost,
     Decoded,
     FairDecoder,
     decode_images,
     measure_images,
+    measure_then_decode,
 )
 from photodedup.server.errors import InvalidRequestError, RequestTooLargeError, status_for
 from photodedup.server.metrics import Metrics
@@ -115,18 +117,49 @@ class Pipeline:
 
     async def decode(self, peer: str, images: Sequence[embed_pb2.Image]) -> list[Decoded]:
         """Measure every image from its header, refuse what breaks the per-request pixel budget, decode the
-        rest fairly; one result per image, in order."""
+        rest fairly; one result per image, in order. A request of a few images that together are small is
+        measured and decoded in one pool job (one wait for a lane instead of two)."""
         start = time.perf_counter()
         size, max_pixels = self._size, self._settings.imaging.max_image_pixels
-        measured = await asyncio.gather(
-            *(
-                self.decoder.run(
-                    peer, 0, measure_images, images[i : i + MEASURE_CHUNK], size, max_pixels, self._device_decode
-                )
-                for i in range(0, len(images), MEASURE_CHUNK)
+        out: list[Decoded] | None = None
+        if len(images) <= DECODE_CHUNK:
+            estimate = len(images) * size * size  # charged to the caller's share now, corrected once known
+            allowance = min(self.decoder.large_pixels, self._settings.server.max_request_pixels)
+            costs, out = await self.decoder.run(
+                peer,
+                estimate,
+                measure_then_decode,
+                images,
+                size,
+                max_pixels,
+                allowance,
+                self._device_decode,
+                pixels=allowance,
             )
-        )
-        costs: list[Any] = [c for part in measured for c in part]
+            spent = sum(c for c in costs if not isinstance(c, BaseException)) if out is not None else 0
+            self.decoder.charge(peer, spent - estimate)
+        else:
+            measured = await asyncio.gather(
+                *(
+                    self.decoder.run(
+                        peer, 0, measure_images, images[i : i + MEASURE_CHUNK], size, max_pixels, self._device_decode
+                    )
+                    for i in range(0, len(images), MEASURE_CHUNK)
+                )
+            )
+            costs = [c for part in measured for c in part]
+        if out is None:
+            out = await self._decode_measured(peer, images, costs)
+        self._metrics.decode_duration.observe(time.perf_counter() - start)
+        if self._device_decode:
+            self._metrics.device_decoded.inc(sum(isinstance(d, DeviceJpeg) for d in out))
+        return out
+
+    async def _decode_measured(
+        self, peer: str, images: Sequence[embed_pb2.Image], costs: Sequence[Cost]
+    ) -> list[Decoded]:
+        """Decode measured images in fair pool jobs, refusing those past the request's pixel budget."""
+        size, max_pixels = self._size, self._settings.imaging.max_image_pixels
         out: list[Decoded | None] = [c if isinstance(c, BaseException) else None for c in costs]
         budget = self._settings.server.max_request_pixels
         jobs: list[tuple[list[int], int]] = []  # (indices, pixels) per pool job
@@ -158,9 +191,6 @@ class Pipeline:
         for (idx, _), part in zip(jobs, parts, strict=True):
             for i, d in zip(idx, part, strict=True):
                 out[i] = d
-        self._metrics.decode_duration.observe(time.perf_counter() - start)
-        if self._device_decode:
-            self._metrics.device_decoded.inc(sum(isinstance(d, DeviceJpeg) for d in out))
         return [d if d is not None else InvalidImageError("not decoded") for d in out]
 
     async def admit(self, peer: str, images: Sequence[embed_pb2.Image], all_or_nothing: bool) -> list[Admitted]:
@@ -194,3 +224,13 @@ class Pipeline:
             return wire.item_error(rid, code, str(outcome))
         self._metrics.items.labels("OK").inc()
         return embed_pb2.EmbedResult(id=rid, embedding=wire.encode_embedding(outcome, wire_dtype))
+
+    def refusals(self, ids: Sequence[str], err: BaseException) -> list[embed_pb2.EmbedResult]:
+        """The same error for many images as one unit: the error is built and counted once, so refusing the
+        part of a message that does not fit costs the event loop little more than its ids."""
+        if not ids:
+            return []
+        code = status_for(err)
+        self._metrics.items.labels(code.name).inc(len(ids))
+        error = embed_pb2.ItemError(code=wire.code_value(code), message=str(err))
+        return [embed_pb2.EmbedResult(id=rid, error=error) for rid in ids]

@@ -37,8 +37,9 @@ IDLE_CHECK_S = 1.0
 # A stream waiting for room looks again at every release of budget, and at least this often.
 ROOM_CHECK_S = 0.25
 
-# (result, whether it counts against the in-flight limit), or None at the end of the stream.
-_Entry = tuple[embed_pb2.EmbedResult, bool] | None
+# (results, whether they count against the in-flight limit), or None at the end of the stream. A message's
+# refused part is one entry: its images are answered as one unit, not one by one.
+_Entry = tuple[list[embed_pb2.EmbedResult], bool] | None
 
 
 class StreamSession:
@@ -80,22 +81,31 @@ class StreamSession:
         read_task = asyncio.create_task(self._read())
         try:
             finished = False
+            carried: _Entry = None  # an entry that did not fit the previous response
             while not finished:
-                first = await self._results.get()
-                if first is None:
+                entry = carried if carried is not None else await self._results.get()
+                carried = None
+                if entry is None:
                     break
-                batch = [first]
-                while not self._results.empty() and len(batch) < MAX_RESULTS_PER_RESPONSE:
-                    nxt = self._results.get_nowait()
-                    if nxt is None:
+                results: list[embed_pb2.EmbedResult] = []
+                counted = 0
+                while True:
+                    part, counts = entry
+                    results.extend(part)
+                    if counts:  # before the write: the client may reuse an id once it has the answer
+                        counted += len(part)
+                        self._ids.difference_update(r.id for r in part)
+                    if self._results.empty():
+                        break
+                    entry = self._results.get_nowait()
+                    if entry is None:
                         finished = True
                         break
-                    batch.append(nxt)
-                for result, counted in batch:  # before the write: the client may reuse an id once it has the answer
-                    if counted:
-                        self._ids.discard(result.id)
-                yield embed_pb2.EmbedStreamResponse(results=[r for r, _ in batch], model_id=self._pipeline.model_id)
-                self._release(sum(1 for _, c in batch if c))
+                    if len(results) + len(entry[0]) > MAX_RESULTS_PER_RESPONSE:
+                        carried = entry
+                        break
+                yield embed_pb2.EmbedStreamResponse(results=results, model_id=self._pipeline.model_id)
+                self._release(counted)
                 self._end_if_drained()
             if not self._draining:
                 await read_task  # surfaces reader errors (an oversized or undecodable request message)
@@ -114,14 +124,14 @@ class StreamSession:
                 items = message.items
                 wire_dtype = self._pipeline.check_message(len(items), message.dtype)  # raises: one status
                 if self._draining:
-                    self._refuse(items, ShuttingDownError("the server is shutting down"), wire_dtype)
+                    self._refuse(items, ShuttingDownError("the server is shutting down"))
                     continue
                 accepted = self._check_ids(items, wire_dtype)
                 while self._inflight >= self._limit and not self._draining:
                     self._below_limit.clear()
                     await self._below_limit.wait()
                 if self._draining:
-                    self._refuse(accepted, ShuttingDownError("the server is shutting down"), wire_dtype)
+                    self._refuse(accepted, ShuttingDownError("the server is shutting down"))
                     self._ids.difference_update(item.id for item in accepted)
                     continue
                 self._admit(accepted, wire_dtype)
@@ -204,9 +214,7 @@ class StreamSession:
         images = [item.image for item in items]
         ticket, n = self._pipeline.reserve_some(self._peer, images)
         self._inflight += len(items)
-        busy = QueueFullError("server busy; retry this image later")
-        for item in items[n:]:
-            self._put(item.id, busy, wire_dtype)
+        self._refuse(items[n:], QueueFullError("server busy; retry this image later"), counted=True)
         if n:
             task = asyncio.create_task(self._handle(items[:n], ticket, wire_dtype))
             self._handlers.add(task)
@@ -229,14 +237,16 @@ class StreamSession:
                 functools.partial(self._done, rid=item.id, wire_dtype=wire_dtype, ticket=ticket, size=size)
             )
 
-    def _refuse(self, items: Sequence[embed_pb2.StreamItem], err: BaseException, wire_dtype: int) -> None:
-        for item in items:
-            self._put(item.id, err, wire_dtype, counted=False)
+    def _refuse(self, items: Sequence[embed_pb2.StreamItem], err: BaseException, counted: bool = False) -> None:
+        """Answer `items` with one error, as one unit (a message's refused part may be most of it)."""
+        results = self._pipeline.refusals([item.id for item in items], err)
+        for i in range(0, len(results), MAX_RESULTS_PER_RESPONSE):
+            self._results.put_nowait((results[i : i + MAX_RESULTS_PER_RESPONSE], counted))
 
     # -- results ------------------------------------------------------------------------------------
 
     def _put(self, rid: str, outcome: object, wire_dtype: int, counted: bool = True) -> None:
-        self._results.put_nowait((self._pipeline.result(rid, outcome, wire_dtype), counted))
+        self._results.put_nowait(([self._pipeline.result(rid, outcome, wire_dtype)], counted))
 
     def _done(self, fut: asyncio.Future[np.ndarray], rid: str, wire_dtype: int, ticket: Ticket, size: int) -> None:
         self._futures.discard(fut)

@@ -231,3 +231,99 @@ async def test_a_held_back_stream_that_then_sends_nothing_keeps_no_budget(model_
     finally:
         gate.set()
         await server.stop(0)
+
+
+async def test_the_part_of_a_stream_message_that_does_not_fit_is_refused_as_one_unit(model_cache: Path) -> None:
+    server = await reserved_server(model_cache)  # the heavy callers share 48 of the 64; light callers hold 4
+    gate, _ = recording_gate(server)
+    pipeline = server._servicer._pipeline
+    assert pipeline is not None
+    one_by_one: list[str] = []
+    real_result = pipeline.result
+
+    def result(rid: str, outcome: Any, wire_dtype: int) -> embed_pb2.EmbedResult:
+        one_by_one.append(rid)
+        return real_result(rid, outcome, wire_dtype)
+
+    pipeline.result = result  # type: ignore[method-assign]
+    try:
+        async with own_connection(server) as heavy_ch, own_connection(server) as stream_ch:
+            backlog = await fill_shared_part(server, heavy_ch)
+            message = embed_pb2.EmbedStreamRequest(
+                items=[embed_pb2.StreamItem(id=f"s{i}", image=jpeg(400 + i)) for i in range(40)]
+            )
+            call = embed_pb2_grpc.EmbedServiceStub(stream_ch).EmbedStream(iter([message]), timeout=120)
+            first = await call.read()  # the refused part, written before any image of the message is decoded
+            gate.set()
+            rest: list[embed_pb2.EmbedResult] = []
+            while (response := await call.read()) is not grpc.aio.EOF:
+                rest.extend(response.results)
+            await backlog
+        refused = [r.id for r in first.results if r.WhichOneof("result") == "error"]
+        assert len(refused) == len(first.results) == 36
+        assert {r.error.code for r in first.results} == {wire.code_value(grpc.StatusCode.RESOURCE_EXHAUSTED)}
+        assert sorted(r.id for r in rest) == sorted({f"s{i}" for i in range(40)} - set(refused))
+        assert all(r.WhichOneof("result") == "embedding" for r in rest)
+        # The 36 refusals were built as one unit: only the 4 embedded images went through the per-image path.
+        assert sorted(rid for rid in one_by_one if rid.startswith("s")) == sorted(r.id for r in rest)
+        labels = {"status": "RESOURCE_EXHAUSTED"}
+        assert server.metrics.registry.get_sample_value("photodedup_items_total", labels) == 36
+    finally:
+        gate.set()
+        await server.stop(0)
+
+
+async def test_a_small_request_takes_one_pool_job_and_a_large_image_is_still_measured_first(
+    model_cache: Path,
+) -> None:
+    server = EmbedServer(tiny_settings(model_cache))
+    await server.start()
+    await server.load()
+    decoder = server._servicer.decoder
+    jobs: list[tuple[str, int]] = []  # (what the job ran, pixels it held of the budget)
+    real_start = decoder._start
+
+    def start(job: Any) -> None:
+        jobs.append((job.fn.__name__, job.pixels))
+        real_start(job)
+
+    decoder._start = start  # type: ignore[method-assign]
+    try:
+        async with own_connection(server) as channel:
+            stub = embed_pb2_grpc.EmbedServiceStub(channel)
+            small = await stub.Embed(embed_pb2.EmbedRequest(images=[jpeg(i) for i in range(3)]), timeout=60)
+            assert all(r.WhichOneof("result") == "embedding" for r in small.results)
+            # A few small images: measured and decoded in one job (one wait for a lane, not two).
+            assert [name for name, _ in jobs] == ["measure_then_decode"]
+            jobs.clear()
+            # A 6 MP PNG is past what that job may decode: it only measures it, holding its small allowance,
+            # and a second job, holding all 6 MP of the pixel budget, decodes it.
+            large = embed_pb2.Image(encoded=encode(photo(7, (3000, 2000)), "PNG"))
+            reply = await stub.Embed(embed_pb2.EmbedRequest(images=[large]), timeout=60)
+            assert reply.results[0].WhichOneof("result") == "embedding"
+            assert [name for name, _ in jobs] == ["measure_then_decode", "decode_images"]
+            assert jobs[0][1] < 3000 * 2000 <= jobs[1][1]
+    finally:
+        await server.stop(0)
+
+
+async def test_batches_are_normalised_while_every_decode_thread_is_busy(model_cache: Path) -> None:
+    server = EmbedServer(tiny_settings(model_cache, decode_workers=2))
+    await server.start()
+    await server.load()
+    busy = threading.Event()
+    try:
+        # A decode backlog holds every decode thread...
+        held = [server._decode_pool.submit(busy.wait, 60) for _ in range(2)]
+        batcher = server._batcher
+        assert batcher is not None
+        image = np.zeros((224, 224, 3), np.uint8)
+        # ...and images already decoded are still batched, normalised and answered: every caller's batch
+        # must not wait behind one caller's decodes.
+        futures = batcher.submit([image, image], caller="decoded")
+        vectors = await asyncio.wait_for(asyncio.gather(*futures), 30)  # type: ignore[arg-type]
+        assert all(v.shape == vectors[0].shape for v in vectors)
+        assert not any(h.done() for h in held)
+    finally:
+        busy.set()
+        await server.stop(0)

@@ -383,3 +383,29 @@ async def test_health_and_reflection_are_never_refused_by_the_call_cap(model_cac
     finally:
         release.set()
         await server.stop(0)
+
+
+async def test_open_health_watches_end_at_shutdown_without_holding_it(model_cache: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server = await start(model_cache)
+    stopping: asyncio.Task[None] | None = None
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            watches = [health.Watch(health_pb2.HealthCheckRequest(service=s)) for s in ("", wire.SERVICE_NAME)]
+            for watch in watches:
+                assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            t0 = time.perf_counter()
+            stopping = asyncio.create_task(server.stop(30))
+            for watch in watches:  # told first, then ended by the server (the client never cancels them)
+                assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+                with pytest.raises(grpc.aio.AioRpcError) as ended:
+                    await watch.read()
+                assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            await stopping
+            assert time.perf_counter() - t0 < 15  # not the 30 s grace period
+            assert all(watch.done() for watch in watches)
+    finally:
+        if stopping is None:
+            await server.stop(0)
