@@ -22,6 +22,13 @@ def popcount64(values: np.ndarray) -> np.ndarray:
     return table[values.view(np.uint8).reshape(*values.shape, 8)].sum(axis=-1)
 
 
+def _bits8(values: np.ndarray) -> np.ndarray:
+    """Bits set per uint64 element as uint8 (numpy 2's popcount as is; the table lookup before it)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(values)
+    return popcount64(values).astype(np.uint8)
+
+
 def as_keys(pairs: Sequence[tuple[int, int]]) -> np.ndarray:
     """(dhash, phash) ints, signed or unsigned -> uint64 array (n, 2)."""
     out = np.zeros((len(pairs), 2), dtype=np.uint64)
@@ -94,11 +101,14 @@ def hamming_join_mih(
     radius = threshold // _CHUNKS if radius is None else min(radius, threshold // _CHUNKS)
     masks = _chunk_masks(radius)
     found_q, found_t, found_d = [], [], []
+    q0, q1 = np.ascontiguousarray(queries[:, 0]), np.ascontiguousarray(queries[:, 1])
     for chunk in range(_CHUNKS):
         col, shift = chunk // 4, np.uint64((chunk % 4) * 16)
         tv = ((table[:, col] >> shift) & np.uint64(0xFFFF)).astype(np.uint16)
         qv = ((queries[:, col] >> shift) & np.uint64(0xFFFF)).astype(np.int64)
         order = np.argsort(tv, kind="stable")  # a radix sort on 16-bit values
+        # The table in bucket order, so a probe's candidates are one contiguous run of it.
+        t0, t1 = table[order, 0], table[order, 1]
         starts = np.zeros((1 << 16) + 1, dtype=np.int64)
         np.cumsum(np.bincount(tv, minlength=1 << 16), out=starts[1:])
         for mask in masks.astype(np.int64):
@@ -109,13 +119,13 @@ def hamming_join_mih(
             if total == 0:
                 continue
             qi = np.repeat(np.arange(len(queries)), count)
-            offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-            ti = order[np.repeat(lo, count) + offset]
-            d = key_distances(queries[qi], table[ti])
-            ok = d <= threshold
+            si = np.arange(total) + np.repeat(lo - (np.cumsum(count) - count), count)
+            # uint8 popcounts: at most 128 bits, so their sum cannot overflow
+            d = _bits8(q0[qi] ^ t0[si]) + _bits8(q1[qi] ^ t1[si])
+            ok = np.flatnonzero(d <= threshold)
             found_q.append(qi[ok])
-            found_t.append(ti[ok])
-            found_d.append(d[ok])
+            found_t.append(order[si[ok]])
+            found_d.append(d[ok].astype(np.int64))
     if not found_q:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty
