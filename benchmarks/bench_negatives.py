@@ -140,7 +140,8 @@ def main() -> None:
     ap.add_argument(
         "--no-before",
         action="store_true",
-        help="on the system folder, skip the grouping without the weak-picture rule (about 20 minutes there)",
+        help="on the system folder, skip the grouping without the weak-picture rule (under /usr/share it verifies "
+        "310,000 pairs, the default about 12,000)",
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

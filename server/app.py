@@ -16,7 +16,7 @@ from photodedup.engines.base import Engine
 from photodedup.server.auth import TokenAuthInterceptor, TokenFile
 from photodedup.server.batcher import DynamicBatcher
 from photodedup.server.calls import CallLimitInterceptor
-from photodedup.server.errors import ErrorMappingInterceptor
+from photodedup.server.errors import ErrorMappingInterceptor, ListenError
 from photodedup.server.metrics import Metrics
 from photodedup.server.pipeline import Runtime
 from photodedup.server.service import EmbedServicer
@@ -70,16 +70,27 @@ class EmbedServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         credentials = server_credentials(s)
         address = f"{s.server.host}:{s.server.port}"
-        if credentials is None:
-            self.port = server.add_insecure_port(address)
-        else:
-            self.port = server.add_secure_port(address, credentials)
+        try:
+            if credentials is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, credentials)
+        except RuntimeError:  # grpc's "Failed to bind": the port is in use or not ours
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {s.server.host}:{s.server.port}")
+            raise ListenError(f"cannot listen on {address}: the port is in use or cannot be opened")
         await server.start()
         self._server = server
         if s.server.metrics:
-            self._metrics_http, self.metrics_port = self.metrics.serve(s.server.host, s.server.metrics_port)
+            try:
+                self._metrics_http, self.metrics_port = self.metrics.serve(s.server.host, s.server.metrics_port)
+            except OSError as exc:
+                await server.stop(0)
+                self._server = None
+                raise ListenError(
+                    f"cannot serve metrics on {s.server.host}:{s.server.metrics_port}: {exc.strerror or exc}"
+                    " (--metrics-port 0 picks a free port, --no-metrics turns them off)"
+                ) from None
         log.info("listening on %s:%d (metrics on %s)", s.server.host, self.port, self.metrics_port)
         log.info(
             "transport: %s%s",

@@ -39,6 +39,10 @@ class StreamIdleError(PhotodedupError):
     """A stream sent nothing for the idle timeout with nothing in flight; the client may open a new one."""
 
 
+class ListenError(PhotodedupError):
+    """A port cannot be opened (in use, or not ours to take): one line for the operator, not a traceback."""
+
+
 class RequestTooLargeError(InvalidRequestError):
     """A request breaks a per-request limit (items per request)."""
 

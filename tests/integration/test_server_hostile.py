@@ -409,3 +409,49 @@ async def test_open_health_watches_end_at_shutdown_without_holding_it(model_cach
     finally:
         if stopping is None:
             await server.stop(0)
+
+
+@pytest.mark.parametrize("which", ["grpc", "metrics"])
+def test_a_port_in_use_is_one_line_from_serve(which: str, tmp_path: Path) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from photodedup.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = (
+            ["--port", str(port), "--metrics-port", "0"]
+            if which == "grpc"
+            else ["--port", "0", "--metrics-port", str(port)]
+        )
+        result = CliRunner().invoke(
+            main,
+            ["serve", "--host", "127.0.0.1", *ports, "--model", "photodedup-tiny", "--weights", "random"]
+            + ["--cache-dir", str(tmp_path)],
+        )
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    expected = "cannot listen on" if which == "grpc" else "cannot serve metrics on"
+    assert [line for line in lines if line.startswith("photodedup: error:")] == [lines[-1]]
+    assert f"{expected} 127.0.0.1:{port}" in lines[-1]
+
+
+async def test_images_past_the_request_pixel_budget_are_refused_undecoded(model_cache: Path) -> None:
+    # Three 320 x 240 PNGs (76,800 pixels each, decoded in full) against a budget of 200,000: two fit.
+    server = await start(model_cache, max_request_pixels=200_000)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            images = [embed_pb2.Image(encoded=encode(photo(i), "PNG")) for i in range(3)]
+            reply = await embed_pb2_grpc.EmbedServiceStub(channel).Embed(embed_pb2.EmbedRequest(images=images))
+        kinds = [r.WhichOneof("result") for r in reply.results]
+        assert kinds == ["embedding", "embedding", "error"]
+        assert reply.results[2].error.code == wire.code_value(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        assert "decoded pixels" in reply.results[2].error.message
+        assert sample(server, "photodedup_refused_items_total", {"budget": "request_pixels"}) == 1
+    finally:
+        await server.stop(0)
