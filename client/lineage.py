@@ -115,7 +115,7 @@ def _remake_error(src: np.ndarray, dst: np.ndarray, dst_image: object) -> float:
         s, d = src[y0:y1, x0:x1], dst[y0:y1, x0:x1]
         buf = io.BytesIO()
         Image.fromarray(_curve(s, d)).save(buf, "JPEG", qtables=tables, subsampling=sampling)
-        again = np.asarray(Image.open(buf).convert("RGB"), np.int16)
+        again = np.asarray(Image.open(buf, formats=("JPEG",)).convert("RGB"), np.int16)
         err = np.abs(again - d.astype(np.int16)).mean(axis=2)[8:-8, 8:-8]  # edges see other blocks' chroma
         hh, ww = err.shape[0] // 8 * 8, err.shape[1] // 8 * 8
         if hh and ww:
@@ -129,7 +129,7 @@ def lineage(path_a: str, path_b: str) -> Lineage:
 
     unknown = Lineage(0, float("nan"), float("nan"))
     try:
-        with Image.open(path_a) as ia, Image.open(path_b) as ib:
+        with Image.open(path_a, formats=("JPEG",)) as ia, Image.open(path_b, formats=("JPEG",)) as ib:
             if ia.format != "JPEG" or ib.format != "JPEG" or ia.mode not in ("RGB", "L") or ib.mode != ia.mode:
                 return unknown
             if ia.width * ia.height > MAX_PIXELS or ib.width * ib.height > MAX_PIXELS:

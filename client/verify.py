@@ -107,10 +107,10 @@ def load_picture(path: str, content: tuple[int, int, int, int] | None = None, si
     import cv2
     from PIL import Image
 
-    from photodedup.imaging import load_rgb, register_heif
+    from photodedup.imaging import ALLOWED_FORMATS, load_rgb, register_heif
 
     register_heif()
-    with Image.open(path) as img:
+    with Image.open(path, formats=ALLOWED_FORMATS) as img:  # the scanner's decoders, nothing else
         full_w, full_h = _upright_size(img)
         rgb = load_rgb(img, min_side=side // 2)
         if content is not None and content != (0, 0, full_w, full_h):

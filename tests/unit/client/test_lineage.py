@@ -50,6 +50,9 @@ def test_pictures_that_are_not_copies_or_not_jpegs_say_nothing(original, tmp_pat
     assert lineage(source, str(other)).source == 0
     assert lineage(source, str(png)).source == 0
     assert lineage(source, str(tmp_path / "missing.jpg")).source == 0
+    tga = tmp_path / "copy-tga.jpg"  # a decoder outside the allow-list, under a JPEG name: never opened
+    decoded.save(tga, format="TGA")
+    assert lineage(source, str(tga)).source == 0
 
 
 def _group(tmp_path: Path, protected: bool = False):  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from photodedup.client.verify import GeometricVerifier
+from photodedup.client.verify import CANNOT_DECODE, GeometricVerifier
 
 from scenes import crop, letterbox, overlay, scene
 
@@ -91,3 +91,12 @@ def test_ranks_order_by_value_then_position_whatever_the_dtype() -> None:
     assert np.array_equal(ranks, _ranks(values.astype(np.float32)))
     order = np.lexsort((np.arange(values.size), values))  # by value, ties by position
     assert np.array_equal(np.argsort(ranks), order)
+
+
+def test_only_the_scanners_decoders_are_opened(original, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A library file in a format outside the allow-list (a TGA under a .jpg name) is never decoded."""
+    img, path = original
+    tga = tmp_path / "copy.jpg"
+    img.save(tga, format="TGA")
+    verdict = GeometricVerifier().verdict(path, None, str(tga), None)
+    assert not verdict.same and verdict.reason == CANNOT_DECODE
