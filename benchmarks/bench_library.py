@@ -105,6 +105,15 @@ def runs(
     return [run_measured(make(r), env(r) if env else None) for r in range(repeat)]
 
 
+def czkawka_runs(lib: Path, repeat: int, cache: Path) -> list[Measured]:
+    """czkawka over `lib`, each run with a fresh cache folder (`cache` plus the run's number)."""
+    return runs(
+        repeat,
+        lambda r: [sys.executable, "-c", CZKAWKA, str(lib)],
+        lambda r: {"XDG_CACHE_HOME": f"{cache}{r}"},
+    )
+
+
 def row(tool: str, what: str, files: int, ms: list[Measured]) -> str:
     secs = statistics.median(m.seconds for m in ms)
     rss = max(m.peak_tree_mb for m in ms)
@@ -123,11 +132,7 @@ def core_section(lib: Path, originals: int, repeat: int, tmp: Path) -> str:
     # Bytecode cached as an installed package has it (this machine's environment turns the cache off).
     offline = {"HF_HUB_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": ""}
     first = runs(repeat, lambda r: scan_cmd(lib, tmp / f"core{r}.sqlite3"), lambda r: offline)
-    czkawka = runs(
-        repeat,
-        lambda r: [sys.executable, "-c", CZKAWKA, str(lib)],
-        lambda r: {"XDG_CACHE_HOME": str(tmp / f"czcore{r}")},
-    )
+    czkawka = czkawka_runs(lib, repeat, tmp / "czcore")
     rescans = runs(max(3, repeat), lambda r: scan_cmd(lib, tmp / "core0.sqlite3"), lambda r: offline)
     cz = statistics.median(m.seconds for m in czkawka) / statistics.median(m.seconds for m in first)
     return "\n".join(
@@ -165,11 +170,7 @@ def library_section(originals: int, repeat: int, tmp: Path) -> str:
     rows = []
     default_first = runs(repeat, lambda r: scan_cmd(lib, tmp / f"default{r}.sqlite3"), lambda r: offline)
     hash_only = runs(repeat, lambda r: scan_cmd(lib, tmp / f"hash{r}.sqlite3", "--no-similar"))
-    czkawka = runs(
-        repeat,
-        lambda r: [sys.executable, "-c", CZKAWKA, str(lib)],
-        lambda r: {"XDG_CACHE_HOME": str(tmp / f"czcache{r}")},
-    )
+    czkawka = czkawka_runs(lib, repeat, tmp / "czcache")
     rows += [
         row("photodedup scan", "first scan, default flags (offline: no weights)", files, default_first),
         row("photodedup scan --no-similar", "first scan, hash tiers only", files, hash_only),
