@@ -67,10 +67,10 @@ class GroupingConfig:
     # /usr/share are different pictures; the strict check accepts 6 of them). Both, not either: a photo's
     # half-size thumbnail still joins its original on hashes (as a weak picture it lost 6 % of the dev set's
     # resize_half copies). Two icon-sized pictures are no loose candidates of each other, and the second hop
-    # never walks through one (`find._near_tier`). 0 turns it off.
+    # never walks through one (`near.near_tier`). 0 turns it off.
     icon_side: int = 128
     weak_contrast: float = 12.5
-    weak_candidates: int = 8  # closest loose candidates a weak picture keeps (see `find._near_tier`)
+    weak_candidates: int = 8  # closest loose candidates a weak picture keeps (see `near.near_tier`)
     # A pixel-turned match (a hash of one picture turned by 90/180/270 degrees against another) counts only
     # between pictures that are not weak, whose own turns are at least `turn_asymmetry` bits from them (a
     # turn-symmetric picture says nothing by matching turned), and when the turned distance is at least

@@ -34,9 +34,7 @@ group: a unit that conflicts with a member is skipped (it may start or join anot
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -44,14 +42,9 @@ from photodedup.client.grouping.cluster import Cluster, IgnoredPairs, centre_clu
 from photodedup.client.grouping.config import GroupingConfig
 from photodedup.client.grouping.cosine import cosine_neighbours
 from photodedup.client.grouping.evidence import VerdictLog, evidence_for
-from photodedup.client.grouping.hamming import (
-    hamming_bits,
-    hamming_neighbours,
-    turned_neighbours,
-    window_array,
-    window_neighbours,
-)
+from photodedup.client.grouping.hamming import hamming_bits
 from photodedup.client.grouping.keeper import keeper_key
+from photodedup.client.grouping.near import Verifier, is_weak, near_tier, same_picture_units
 from photodedup.client.grouping.records import FileRecord, Group, Member, Tier
 from photodedup.client.paths import under_any
 from photodedup.imaging import l2_normalize
@@ -59,9 +52,7 @@ from photodedup.imaging import l2_normalize
 log = logging.getLogger(__name__)
 
 _TIER_ORDER = {Tier.EXACT: 0, Tier.NEAR: 1, Tier.SIMILAR: 2, Tier.SERIES: 3}
-# verifier(a, b, strict): are these the same picture? `strict` asks for the check for weak pictures. It
-# returns a bool, or a verdict with `.same` whose detail becomes the members' evidence (`evidence.VerdictLog`).
-Verifier = Callable[..., Any]
+__all__ = ["Verifier", "find_groups", "is_weak"]
 
 
 def find_groups(
@@ -92,9 +83,9 @@ def find_groups(
     protected = [under_any(r.path, reference_dirs) for r in records]
     keys = [keeper_key(r, config, protected[i]) for i, r in enumerate(records)]
     ignore = IgnoredPairs(ignored, [r.path for r in records])
-    units = _same_picture_units(records, _exact_units(records, keys, ignore), config, ignore)
+    units = same_picture_units(records, _exact_units(records, keys, ignore), config, ignore)
     found = VerdictLog(verifier) if verifier is not None else None  # keeps what verification found
-    clusters = _near_tier(records, units, config, ignore, found)
+    clusters = near_tier(records, units, config, ignore, found)
     clusters = _similar_tier(records, clusters, config, ignore, found)
     groups = _assemble(records, clusters, protected, found)
     log.debug("grouping: %d files -> %d groups", len(records), len(groups))
@@ -119,213 +110,6 @@ def _exact_units(records: Sequence[FileRecord], keys: Sequence[tuple], ignore: I
         units += [Cluster(part, dict.fromkeys(part, Tier.EXACT), dict.fromkeys(part, 0.0)) for part in parts]
     units.sort(key=lambda u: keys[u.members[0]])
     return units
-
-
-def _same_picture_units(
-    records: Sequence[FileRecord], units: list[Cluster], config: GroupingConfig, ignore: IgnoredPairs
-) -> list[Cluster]:
-    """Units whose pictures carry identical hashes (dHash, pHash, turned and window hashes) merged into the
-    best of them, the rest as near copies at distance 0: what the near tier would make of them anyway, done
-    up front, because a folder of many re-saves of one picture made its neighbour lists (and the second
-    hop through them) grow with the square and the cube of their number. Weak and icon-sized pictures stay
-    apart: identical hashes say little about them, and each pair is still checked strictly."""
-    same: dict[tuple, list[int]] = {}
-    for k, unit in enumerate(units):
-        r = records[unit.members[0]]
-        if (
-            r.dhash is None
-            or r.phash is None
-            or r.content_pixels < config.min_pixels
-            or is_weak(r, config)
-            or is_icon_sized(r, config)
-        ):
-            continue
-        key = (r.dhash, r.phash, tuple(r.rotated_hashes), window_array(r.windows).tobytes())
-        same.setdefault(key, []).append(k)
-    into: dict[int, int] = {}  # unit -> the unit it joins
-    for ks in same.values():
-        heads: dict[int, list[int]] = {}  # head unit -> every member gathered under it so far
-        for k in ks:  # best first: units are sorted by the keeper policy
-            head = next((h for h, gathered in heads.items() if not ignore.conflicts(units[k].members, gathered)), None)
-            if head is None:
-                heads[k] = list(units[k].members)
-            else:
-                into[k] = head
-                heads[head].extend(units[k].members)
-    if not into:
-        return units
-    merged: dict[int, Cluster] = {}
-    for k, unit in enumerate(units):
-        head = into.get(k)
-        if head is None:
-            merged[k] = Cluster(list(unit.members), dict(unit.tier), dict(unit.distance))
-            continue
-        target = merged[head]
-        for m in unit.members:
-            target.members.append(m)
-            target.tier[m] = Tier.NEAR
-            target.distance[m] = 0.0
-    return list(merged.values())
-
-
-def is_tiny(record: FileRecord, config: GroupingConfig) -> bool:
-    """Content under `weak_side` px on its long side: an icon or glyph, never cropped into a copy."""
-    return 0 < _side(record) < config.weak_side
-
-
-def _side(record: FileRecord) -> int:
-    """Long side of the content (the whole frame when hashing found no borders)."""
-    if record.content is not None:
-        left, top, right, bottom = record.content
-        return max(right - left, bottom - top)
-    return max(record.width, record.height)
-
-
-def is_icon_sized(record: FileRecord, config: GroupingConfig) -> bool:
-    """Content under `icon_side` px on its long side: a theme's glyph, or a photo's small thumbnail."""
-    return 0 < _side(record) < config.icon_side
-
-
-def both_icons(a: FileRecord, b: FileRecord, config: GroupingConfig) -> bool:
-    """Both pictures are under `icon_side` px: a theme's glyphs at 64 and 96 px, whose hashes meet."""
-    return is_icon_sized(a, config) and is_icon_sized(b, config)
-
-
-def is_weak(record: FileRecord, config: GroupingConfig) -> bool:
-    """A picture whose hashes say little: tiny content, or too little contrast at the hashes' scale."""
-    if is_tiny(record, config):
-        return True
-    return record.contrast is not None and record.contrast < config.weak_contrast
-
-
-def _turn_counts(a: FileRecord, b: FileRecord, turned: float, config: GroupingConfig) -> bool:
-    """Whether a match through a pixel turn is evidence (see the module docstring)."""
-    if is_weak(a, config) or is_weak(b, config):
-        return False
-    plain = hamming_bits((a.dhash, a.phash), (b.dhash, b.phash))  # type: ignore[arg-type]
-    if turned + config.turn_margin > plain:
-        return False
-    for r in (a, b):
-        own = (r.dhash, r.phash)
-        if any(hamming_bits(own, t) < config.turn_asymmetry for t in r.rotated_hashes):  # type: ignore[arg-type]
-            return False
-    return True
-
-
-def _near_tier(
-    records: Sequence[FileRecord],
-    units: list[Cluster],
-    config: GroupingConfig,
-    ignore: IgnoredPairs,
-    verifier: Verifier | None,
-) -> list[Cluster]:
-    """Join units whose hashes are within `near_threshold` of a centre's (members share bytes, so hashes),
-    and, with a verifier, units within `candidate_threshold` window bits that it confirms; pairs with a
-    weak picture only when its strict check confirms them."""
-    hashed = [
-        next(
-            (
-                m
-                for m in u.members
-                if records[m].dhash is not None
-                and records[m].phash is not None
-                and records[m].content_pixels >= config.min_pixels
-            ),
-            None,
-        )
-        for u in units
-    ]
-    ids = [k for k, m in enumerate(hashed) if m is not None]
-    owners = [records[hashed[k]] for k in ids]  # type: ignore[index]
-    keys = [(r.dhash, r.phash) for r in owners]
-    local = hamming_neighbours(keys, config.near_threshold, (), config.hamming_brute_force_max)  # type: ignore[arg-type]
-    turned = turned_neighbours(
-        keys,  # type: ignore[arg-type]
-        [r.rotated_hashes for r in owners],
-        config.near_threshold,
-        config.hamming_brute_force_max,
-    )
-    for a, row in turned.items():
-        for b, d in row.items():
-            if d < local.get(a, {}).get(b, math.inf) and _turn_counts(owners[a], owners[b], d, config):
-                local.setdefault(a, {})[b] = d
-    neighbours = {ids[a]: {ids[b]: d for b, d in row.items()} for a, row in local.items()}
-    unverified: set[tuple[int, int]] = set()
-    # A near threshold of 0 asks for identical hashes only: no loose net then either.
-    if verifier is not None and config.candidate_threshold > config.near_threshold > 0:
-        # Tiny pictures cast no loose net: a glyph's crop is not a copy people make, and the window hashes
-        # of a theme's glyphs meet one another everywhere.
-        loose = window_neighbours(
-            [() if is_tiny(r, config) else r.windows for r in owners],
-            config.candidate_threshold,
-            config.hamming_brute_force_max,
-            config.candidate_radius,
-        )
-        # A weak picture's window hashes meet those of every picture of one style (a theme's icons, an
-        # app's screens): it keeps only its `weak_candidates` closest loose candidates, so verification
-        # stays linear in the number of such pictures instead of growing with their pairs.
-        for a, row in loose.items():
-            if len(row) > config.weak_candidates and is_weak(owners[a], config):
-                keep = sorted(row.items(), key=lambda kv: (kv[1], kv[0]))[: config.weak_candidates]
-                loose[a] = dict(keep)
-        loose = {a: {b: d for b, d in row.items() if a in loose.get(b, {})} for a, row in loose.items()}
-        # Two icon-sized pictures are no loose candidates of each other: a window match between a theme's
-        # glyphs is another glyph (under /usr/share the strict check accepted 0 of 400 such pairs sampled).
-        for a, row in loose.items():
-            for b, d in row.items():
-                i, j = ids[a], ids[b]
-                if j not in neighbours.get(i, {}) and not both_icons(owners[a], owners[b], config):
-                    neighbours.setdefault(i, {})[j] = d
-                    unverified.add((i, j))
-        # Second hop: a copy of a copy (a crop of a turned copy, say) is a candidate of the centre too,
-        # through a neighbour that is neither weak nor icon-sized (among a theme's glyphs and an app's pages,
-        # links are too many to walk: under /usr/share, hops through icon-sized pictures gave 54,542 icon
-        # pairs to verify, and the strict check accepted 0 of 400 sampled). It still joins only if verified
-        # against the centre itself, so membership never chains.
-        key_of = {ids[k]: keys[k] for k in range(len(ids))}
-        unwalked = {ids[k] for k, r in enumerate(owners) if is_weak(r, config) or is_icon_sized(r, config)}
-        first = {i: list(row) for i, row in neighbours.items()}
-        for i, direct in first.items():
-            if i in unwalked:
-                continue
-            for k in direct:
-                if k in unwalked:
-                    continue
-                for j in first.get(k, ()):
-                    if j != i and j not in neighbours[i]:
-                        d = float(hamming_bits(key_of[i], key_of[j]))  # type: ignore[arg-type]
-                        neighbours[i][j] = d
-                        neighbours.setdefault(j, {})[i] = d
-                        unverified.update(((i, j), (j, i)))
-        log.debug("near tier: %d loose candidate pairs to verify", len(unverified) // 2)
-    weak = {ids[k] for k, r in enumerate(owners) if is_weak(r, config)}
-
-    def confirmed(i: int, j: int) -> bool:
-        """Strict hash neighbours join as before; loose candidates only when verified against the centre;
-        a pair with a weak picture only when the strict check confirms it."""
-        a, b = records[units[i].members[0]], records[units[j].members[0]]
-        if i in weak or j in weak or both_icons(a, b, config):
-            return verifier is not None and verifier(a, b, strict=True)
-        if (i, j) not in unverified:
-            return True
-        return verifier(a, b)  # type: ignore[misc]
-
-    def ahead(i: int, js: list[int]) -> None:
-        """A centre's candidates that need verifying, verified together (on every core, where the verifier
-        can): exactly what `confirmed` is about to ask about them."""
-        a, pairs = records[units[i].members[0]], []
-        for j in js:
-            b = records[units[j].members[0]]
-            if i in weak or j in weak or both_icons(a, b, config):
-                pairs.append((a, b, True))
-            elif (i, j) in unverified:
-                pairs.append((a, b, False))
-        verifier.prefetch(pairs)  # type: ignore[union-attr]
-
-    icons = any(is_icon_sized(r, config) for r in owners)
-    fits = confirmed if unverified or weak or icons else None
-    parallel = ahead if hasattr(verifier, "prefetch") else None
-    return centre_cluster(units, neighbours, Tier.NEAR, ignore, fits, parallel)
 
 
 def _similar_tier(

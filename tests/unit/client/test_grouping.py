@@ -545,11 +545,11 @@ def test_min_pixels_leaves_small_pictures_to_exact_grouping() -> None:
 def test_many_resaves_of_one_picture_are_one_unit_before_the_near_search(monkeypatch: pytest.MonkeyPatch) -> None:
     """Re-saves with identical hashes (distinct bytes) join the best of them at distance 0 up front: the near
     tier's neighbour lists and second hop no longer grow with the square and cube of their number."""
-    import photodedup.client.grouping.find as find
+    import photodedup.client.grouping.near as near
 
     seen: list[int] = []
-    real = find.centre_cluster
-    monkeypatch.setattr(find, "centre_cluster", lambda items, *a, **k: seen.append(len(items)) or real(items, *a, **k))
+    real = near.centre_cluster
+    monkeypatch.setattr(near, "centre_cluster", lambda items, *a, **k: seen.append(len(items)) or real(items, *a, **k))
     windows = ((5, 6), (7, 8), (9, 10))
     resaves = [record(f"/r/{i:03d}.jpg", dhash=5, phash=6, windows=windows, mtime=float(i)) for i in range(300)]
     near = record("/r/near.jpg", dhash=5 ^ 0b111, phash=6, windows=((5 ^ 0b111, 6),))
