@@ -31,6 +31,7 @@ from photodedup.client.grouping import Group, GroupingConfig, find_groups
 from photodedup.client.index import Index
 from photodedup.client.lineage import prefer_sources
 from photodedup.client.scan import run_scan
+from photodedup.client.verdicts import StoredVerifier
 from photodedup.client.verify import MAX_BAD_CELLS, MIN_COVERAGE, MIN_INLIERS, GeometricVerifier
 from photodedup.settings import Settings
 
@@ -155,15 +156,18 @@ def main() -> None:
     runs: list[tuple[str, str, list[Group] | None, list[list[str]] | None]] = []
     timings: dict[str, float] = {}
     for label, verify in (("no verification", False), ("default", True)):
-        verifier = GeometricVerifier() if verify else None
-        started = time.perf_counter()
-        groups = find_groups(records, config, verifier=verifier)
-        timings[label] = time.perf_counter() - started
+        geometric = GeometricVerifier()
+        with tempfile.TemporaryDirectory() as vtmp, Index(Path(vtmp) / "verdicts.sqlite3") as verdicts:
+            # As the scan verifies: verdicts kept in an index, each centre's candidates on every core.
+            verifier = StoredVerifier(verdicts, geometric) if verify else None
+            started = time.perf_counter()
+            groups = find_groups(records, config, verifier=verifier)
+            timings[label] = time.perf_counter() - started
         started = time.perf_counter()
         groups = prefer_sources(groups, config)  # the keeper's lineage, as the scan applies it
         timings[f"lineage, {label}"] = time.perf_counter() - started
-        if verifier is not None:
-            timings["pairs"], timings["decodes"] = verifier.pairs, verifier.decodes
+        if verify:
+            timings["pairs"], timings["decodes"] = geometric.pairs, geometric.decodes
         runs.append(
             (
                 f"photodedup, {label}",
@@ -242,7 +246,8 @@ def main() -> None:
 {n_groups} originals each with 8 edited copies of 20 kinds, {sum(r["group"] is None for r in truth)} unrelated
 photos), scored by its score.py. Pair precision/recall/F1 over all pairs; the per-edit columns are the recall
 of original↔copy pairs. Our rows are the default offline scan (`run_scan`, no model) grouped by
-`find_groups`; "default" verifies loose candidates geometrically (`client/verify.py`), "no verification"
+`find_groups`; "default" verifies loose candidates geometrically as the scan does (`client/verify.py`, verdicts kept
+in a fresh index, each centre's candidates verified on every core: `client/verdicts.py`), "no verification"
 is the same scan with hashes alone (both with the keeper's lineage test, as the scan runs it), "hashes only
 (old keeper)" is the previous release's behaviour. One run.
 

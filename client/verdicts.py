@@ -76,6 +76,9 @@ class StoredVerifier:
         workers = workers or os.cpu_count() or 1
         if len(todo) < 2 or workers < 2:
             return
+        # The side the pairs share (a centre) decoded once, here, rather than by every thread at once.
+        for a in {t[0].path: t[0] for t in todo.values()}.values():
+            self.verifier.picture(a.path, a.content)
         with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
             verdicts = pool.map(
                 lambda t: self.verifier.verdict(t[0].path, t[0].content, t[1].path, t[1].content, t[2]), todo.values()
