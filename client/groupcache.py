@@ -15,8 +15,9 @@ import hashlib
 import importlib.util
 import json
 import logging
+import sqlite3
 import zlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,11 +70,7 @@ def grouping_digest(
     reference_dirs: Sequence[str],
 ) -> str:
     """A digest of every input of `find_groups` (records in order, each field grouping reads)."""
-    h = hashlib.blake2b(digest_size=20)
-    h.update(_code().encode())
-    h.update(repr(config).encode())
-    h.update(repr(sorted(sorted(pair) for pair in ignored)).encode())
-    h.update(repr(list(reference_dirs)).encode())
+    h = _inputs(config, ignored, reference_dirs)
     for r in records:
         h.update(
             repr(
@@ -113,13 +110,20 @@ def quick_digest(
 ) -> str:
     """A digest of the same inputs with the records replaced by the index's generation, which moves on with
     any change to a file or an embedding: equal generations mean equal records, without reading them."""
+    h = _inputs(config, ignored, reference_dirs)
+    h.update(str(generation).encode())
+    return h.hexdigest()
+
+
+def _inputs(config: GroupingConfig, ignored: Collection[frozenset[str]], reference_dirs: Sequence[str]) -> Any:
+    """A hash started on what both digests share: the grouping code, the settings, the decisions, the
+    reference folders."""
     h = hashlib.blake2b(digest_size=20)
     h.update(_code().encode())
     h.update(repr(config).encode())
     h.update(repr(sorted(sorted(pair) for pair in ignored)).encode())
     h.update(repr(list(reference_dirs)).encode())
-    h.update(str(generation).encode())
-    return h.hexdigest()
+    return h
 
 
 def _evidence_out(e: Evidence | None) -> dict[str, Any] | None:
@@ -145,9 +149,13 @@ def _encode(groups: Sequence[Group]) -> bytes:
     return zlib.compress(json.dumps(out, separators=(",", ":")).encode(), 6)
 
 
-def _decode(blob: bytes, by_path: Mapping[str, FileRecord]) -> list[Group]:
+def _parse(blob: bytes) -> list[dict[str, Any]]:
+    return json.loads(zlib.decompress(blob))
+
+
+def _decode(parsed: list[dict[str, Any]], by_path: Mapping[str, FileRecord]) -> list[Group]:
     groups = []
-    for g in json.loads(zlib.decompress(blob)):
+    for g in parsed:
         members = [Member(by_path[p], float(d), Tier(t), _evidence_in(e)) for p, d, t, e in g["members"]]
         groups.append(Group(Tier(g["kind"]), by_path[g["keep"]], members, frozenset(g["protected"])))
     return groups
@@ -158,9 +166,12 @@ def scope_key(roots: Sequence[str], model_id: str | None) -> str:
     return json.dumps([sorted(roots), model_id or ""])
 
 
-def _decoded(blob: bytes, by_path: Mapping[str, FileRecord]) -> list[Group] | None:
+def _decoded(blob: bytes, records: Callable[[list[dict[str, Any]]], Mapping[str, FileRecord]]) -> list[Group] | None:
+    """The stored groups with their members' records (`records` of the parsed answer); None when the
+    stored answer cannot be read or names a file the records lack."""
     try:
-        return _decode(blob, by_path)
+        parsed = _parse(blob)
+        return _decode(parsed, records(parsed))
     except (KeyError, ValueError, TypeError, zlib.error) as exc:  # unreadable: compute again
         log.warning("stored groups unreadable, grouping again: %s", exc)
         return None
@@ -172,22 +183,22 @@ def load_quick(index: Index, scope: str, quick: str, model_id: str | None) -> li
     stored = index.stored_groups(scope)
     if stored is None or stored[1] != quick:
         return None
-    try:
-        paths = {p for g in json.loads(zlib.decompress(stored[2])) for p, *_ in g["members"]}
-    except (KeyError, ValueError, TypeError, zlib.error):
-        return None
-    return _decoded(stored[2], index.records_of(paths, model_id))
+    return _decoded(stored[2], lambda parsed: index.records_of({p for g in parsed for p, *_ in g["members"]}, model_id))
 
 
 def load(index: Index, scope: str, digest: str, records: Sequence[FileRecord], quick: str) -> list[Group] | None:
     """The stored groups of `scope` if they were computed from inputs with this `digest` (then they also
-    stand for `quick` from now on); else None."""
+    stand for `quick` from now on, where the index can be written); else None."""
     stored = index.stored_groups(scope)
     if stored is None or stored[0] != digest:
         return None
-    groups = _decoded(stored[2], {r.path: r for r in records})
+    by_path = {r.path: r for r in records}
+    groups = _decoded(stored[2], lambda _: by_path)
     if groups is not None and stored[1] != quick:
-        index.set_groups_quick(scope, quick)
+        try:
+            index.set_groups_quick(scope, quick)
+        except sqlite3.OperationalError as exc:  # read-only or busy: the answer stands, the next load digests
+            log.warning("groups not marked current in the index: %s", exc)
     return groups
 
 

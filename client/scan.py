@@ -349,11 +349,7 @@ def load_groups(
     else:
         records = list({r.path: r for r in index.records(all_roots, model_id)}.values())  # roots may nest
         digest = groupcache.grouping_digest(records, config, ignored, refs)
-        try:
-            groups = groupcache.load(index, scope, digest, records, quick)
-        except sqlite3.OperationalError as exc:  # a read-only or busy index: the stored answer stands
-            log.warning("groups not marked current in the index: %s", exc)
-            groups = None
+        groups = groupcache.load(index, scope, digest, records, quick)
         if groups is None:
             groups = _group(index, records, config, ignored, refs)
             groups_stored = True

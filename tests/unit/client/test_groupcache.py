@@ -133,3 +133,20 @@ def test_a_quick_load_reads_its_members_from_the_index(tmp_path: Path) -> None:
         groupcache.store(index, "scope", "d", quick, groups)
         assert groupcache.load_quick(index, "scope", quick, None) == groups
         assert groupcache.load_quick(index, "scope", "another generation", None) is None
+
+
+def test_a_kept_answer_stands_when_the_index_cannot_be_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Marking the kept answer current for a new generation is a write; a read-only or busy index refuses it,
+    and the answer, found equal by the full digest, is still given back rather than grouped again."""
+    import sqlite3
+
+    records = _library()
+    groups = find_groups(records, CONFIG, verifier=_verifier)
+    with Index(tmp_path / "i.sqlite3") as index:
+        groupcache.store(index, "scope", "d", "old generation", groups)
+
+        def refuse(*_: object) -> None:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+
+        monkeypatch.setattr(index, "set_groups_quick", refuse)
+        assert groupcache.load(index, "scope", "d", records, "new generation") == groups
