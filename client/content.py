@@ -61,6 +61,11 @@ def channel_max(pixels: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(pixels[..., 0], pixels[..., 1]), pixels[..., 2])
 
 
+def channel_min(pixels: np.ndarray) -> np.ndarray:
+    """`pixels.min(axis=-1)` for three channels, as `channel_max`."""
+    return np.minimum(np.minimum(pixels[..., 0], pixels[..., 1]), pixels[..., 2])
+
+
 def _border_depth(lines: np.ndarray, colour: np.ndarray, limit: int) -> int:
     """How many leading lines (axis 0 of `lines`, each a row of RGB pixels) are of `colour`.
 
@@ -120,6 +125,9 @@ def content_box(rgb: np.ndarray, _depth: int = 0, keep_background: bool = False)
     return left, top, right, bottom
 
 
+_OPPOSITE = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}
+
+
 def added_bars(rgb: np.ndarray) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the frame less its added bars, in `rgb`'s pixels (H x W x 3).
 
@@ -136,7 +144,7 @@ def added_bars(rgb: np.ndarray) -> tuple[int, int, int, int]:
         sides = _sides(region)
         cut = dict.fromkeys(sides, 0)
         soft: dict[str, tuple[int, np.ndarray]] = {}
-        hard: list[np.ndarray] = []
+        hard: dict[str, np.ndarray] = {}
         for name, lines in sides.items():
             colour = np.median(lines[0], axis=0).astype(np.int16)
             depth = _border_depth(lines, colour, len(lines))
@@ -146,14 +154,16 @@ def added_bars(rgb: np.ndarray) -> tuple[int, int, int, int]:
                 far = (np.abs(lines[inner].astype(np.int16) - colour).max(axis=1) > BORDER_TOLERANCE).mean()
                 if far >= HARD_EDGE_SHARE:
                     cut[name] = depth
-                    hard.append(colour)
+                    hard[name] = colour
                 else:
                     soft[name] = (depth, colour)
-        # An added frame is one colour: once it ends at a hard edge on some side, a margin of that colour on
-        # another side is the same frame, even where dark picture runs into black bars without an edge.
+        # A padded copy's bars come in pairs of one colour: where the bar opposite ends at a hard edge, a
+        # margin of its colour is the same bar even where dark picture runs into it without an edge, as deep
+        # as the bar opposite (a page's white margin beside a thin window border is not a bar).
         for name, (depth, colour) in soft.items():
-            if any(int(np.abs(colour - c).max()) <= BORDER_TOLERANCE for c in hard):
-                cut[name] = depth
+            opposite = _OPPOSITE[name]
+            if opposite in hard and int(np.abs(colour - hard[opposite]).max()) <= BORDER_TOLERANCE:
+                cut[name] = min(depth, cut[opposite] + 1)
         if not any(cut.values()):
             break
         new_left, new_top = left + cut["left"], top + cut["top"]
@@ -287,7 +297,7 @@ def contrast(gray: np.ndarray, integral: np.ndarray | None = None) -> float:
     return round(float(cells.std()), 2)
 
 
-def _rows_to_ints(bits: np.ndarray) -> list[int]:
+def rows_to_ints(bits: np.ndarray) -> list[int]:
     """Each row of 64 bits as an unsigned int, most significant first."""
     return [int(v) for v in np.packbits(bits, axis=1).view(">u8").ravel()]
 
@@ -327,5 +337,5 @@ def window_hashes(
     dbits = small[:, :, 1:] > small[:, :, :-1]
     low = dct(dct(big, axis=1), axis=2)[:, :8, :8].reshape(len(boxes), 64)
     pbits = low > np.median(low, axis=1, keepdims=True)
-    dints = _rows_to_ints(dbits.reshape(len(boxes), -1))
-    return list(zip(dints, _rows_to_ints(pbits), strict=True))
+    dints = rows_to_ints(dbits.reshape(len(boxes), -1))
+    return list(zip(dints, rows_to_ints(pbits), strict=True))

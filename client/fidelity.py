@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from photodedup.client.content import channel_max, channel_min
+
 TAG_MAKE = 0x010F
 TAG_MODEL = 0x0110
 LOSSLESS = frozenset({"PNG", "TIFF", "BMP", "PPM", "TGA"})
@@ -136,8 +138,7 @@ def block_traces(gray: np.ndarray) -> bool:
 def is_grey(rgb: np.ndarray) -> bool:
     """True when the channels agree everywhere (a grey picture stored as RGB)."""
     small = rgb[:: max(1, rgb.shape[0] // 128), :: max(1, rgb.shape[1] // 128)].astype(np.int16)
-    r, g, b = small[..., 0], small[..., 1], small[..., 2]
-    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # not a 3-long axis reduce
+    spread = channel_max(small) - channel_min(small)
     return float((spread <= 6).mean()) > 0.99
 
 

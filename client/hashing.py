@@ -30,6 +30,7 @@ from photodedup.client.content import (
     contrast,
     crop_summed_area,
     picture_pixels,
+    rows_to_ints,
     summed_area,
     window_hashes,
 )
@@ -125,7 +126,7 @@ def _phashes(squares: np.ndarray) -> list[int]:
 
     low = scipy.fftpack.dct(scipy.fftpack.dct(squares, axis=1), axis=2)[:, :8, :8].reshape(len(squares), 64)
     bits = low > np.median(low, axis=1, keepdims=True)
-    return [int(v) for v in np.packbits(bits, axis=1).view(">u8").ravel()]
+    return rows_to_ints(bits)
 
 
 def hash_family(gray: object) -> tuple[int, int, tuple[tuple[int, int], ...]]:

@@ -124,15 +124,20 @@ def test_windows_of_different_pictures_stay_apart() -> None:
 
 
 def test_a_frame_edge_lost_in_dark_picture_is_still_frame() -> None:
-    """Black bars on four sides, the bottom one running into a dark foreground without an edge: the frame
-    ends at a hard edge on three sides, so the black margin on the fourth is the same frame."""
+    """Black bars on four sides, the bottom one running into a dark foreground without an edge: the bar
+    opposite ends at a hard edge, so the black margin there is the same bar, as deep as that one."""
     img = np.asarray(scene(1, (300, 200))).copy()
     ramp = np.linspace(1.0, 0.0, 40)[:, None, None] ** 2  # the foreground fades to black at the bottom
     img[160:] = (img[160:] * ramp).astype(np.uint8)
-    rgb = bordered(Image.fromarray(img), (0, 0, 0), 30, 20, 30, 25)
+    rgb = bordered(Image.fromarray(img), (0, 0, 0), 30, 25, 30, 25)
     got = picture_pixels(rgb)
-    assert 0.8 * 300 * 200 <= got <= 300 * 200 + 300, got
+    assert 300 * 200 - 2 * 300 <= got <= 300 * 200 + 300, got
     assert picture_pixels(img) == 300 * 200  # without bars, nothing is frame
+    # Dark picture running into the right bar is cut only as deep as the left bar, not as far as it is dark.
+    dark = np.asarray(scene(1, (300, 200))).copy()
+    dark[:, 260:] = (dark[:, 260:] * np.linspace(1.0, 0.0, 40)[None, :, None] ** 2).astype(np.uint8)
+    pillarbox = bordered(Image.fromarray(dark), (0, 0, 0), 10, 0, 10, 0)
+    assert picture_pixels(pillarbox) >= 300 * 200 - 2 * 200
 
 
 def test_a_noisy_line_inside_a_thin_corner_does_not_end_its_profile() -> None:
