@@ -54,8 +54,9 @@ class StoredVerifier:
         self.known = index.verdicts(self.version)
         self.details = index.verdict_details(self.version)
         self.pending: list[tuple[str, str, bool, str | None]] = []
-        self.hits = 0
-        self.misses = 0
+        self.hits = 0  # answered from the index
+        self.misses = 0  # verified in this run
+        self.fetched: set[tuple[str, str]] = set()  # verified ahead (`prefetch`) in this run
 
     def _key(self, a: FileRecord, b: FileRecord, strict: bool) -> tuple[tuple[str, str], bool]:
         ka, kb = side_key(a), side_key(b)
@@ -85,6 +86,7 @@ class StoredVerifier:
             )
             for (key, (*_, flipped)), verdict in zip(todo.items(), verdicts, strict=True):
                 self.misses += 1
+                self.fetched.add(key)
                 self._keep(key, verdict, flipped)
 
     def _keep(self, key: tuple[str, str], verdict: Verdict, flipped: bool) -> None:
@@ -103,7 +105,8 @@ class StoredVerifier:
         key, flipped = self._key(a, b, strict)
         same = self.known.get(key)
         if same is not None:
-            self.hits += 1
+            if key not in self.fetched:  # verified ahead in this run: counted as verified there
+                self.hits += 1
             return _oriented(_from_detail(same, self.details.get(key), strict), flipped)
         self.misses += 1
         verdict = self.verifier.verdict(a.path, a.content, b.path, b.content, strict)

@@ -163,6 +163,7 @@ def test_prefetched_pairs_are_verified_on_several_threads_once(
         assert len(calls) == 4 and len({t for t in threads if t.startswith("verify")}) == 2
         answers = [stored(centre, o).same for o in others]
         assert answers == [True, False, True, False] and len(calls) == 4  # answered from what was prefetched
+        assert (stored.misses, stored.hits) == (4, 0)  # four verified in this run, none read from the index
         stored.flush()
     with Index(tmp_path / "i.sqlite3") as index:
         assert StoredVerifier(index)(centre, others[2]).same and len(calls) == 4  # and kept in the index
