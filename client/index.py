@@ -345,7 +345,13 @@ class Index:
                 c.executemany("DELETE FROM files WHERE path=?", gone)
                 removed += len(gone)
             # Verdicts are keyed by content ("md5" or "md5@box"): once no file has a side's bytes any more
-            # (deleted, or edited into new bytes) the pair can never be asked again.
+            # (deleted, or edited into new bytes) the pair can never be asked again. Only when some file row
+            # changed since the last pruning (the generation says so): an unchanged rescan writes nothing.
+            generation = str(c.execute("SELECT n FROM generation").fetchone()[0])
+            pruned = c.execute("SELECT value FROM meta WHERE key='pruned_at'").fetchone()
+            if pruned is not None and pruned[0] == generation:
+                return removed
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('pruned_at', ?)", (generation,))
             c.execute(
                 "DELETE FROM verdicts WHERE substr(a, 1, 32) NOT IN (SELECT md5 FROM files WHERE md5 IS NOT NULL)"
                 " OR substr(b, 1, 32) NOT IN (SELECT md5 FROM files WHERE md5 IS NOT NULL)"

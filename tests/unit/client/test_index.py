@@ -79,6 +79,13 @@ def test_verdicts_go_when_no_file_has_their_content_any_more(index: Index) -> No
     index.put_verdicts("v1", [(a, b, True), (a + "@0,0,9,9", c, False), (b, c, False)])
     index.forget_missing(["/p"], {"/p/a.jpg", "/p/b.jpg"})  # c.jpg was deleted
     assert index.verdicts("v1") == {(a, b): True}
+    # Pruning runs only when a file row changed since it last ran: an unchanged rescan leaves the tables be.
+    index.put_verdicts("v1", [(a, b, True), (a, c, False)])  # c's content is gone: prunable
+    index.forget_missing(["/p"], {"/p/a.jpg", "/p/b.jpg"})
+    assert (a, c) in index.verdicts("v1")
+    index.put_hashes([_res("/p/b.jpg", md5=b, size=11)], first)  # a file changed: the next one prunes
+    index.forget_missing(["/p"], {"/p/a.jpg", "/p/b.jpg"})
+    assert index.verdicts("v1") == {(a, b): True}
 
 
 def test_forget_missing_only_below_the_scanned_roots(index: Index) -> None:
