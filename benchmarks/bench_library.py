@@ -127,7 +127,7 @@ HEAD = ["| tool | what | wall s (median) | files/s | peak RSS MB (tree) | runs (
 
 def core_section(lib: Path, originals: int, repeat: int, tmp: Path) -> str:
     """The issue's three numbers only: default first scan, czkawka beside it, and unchanged rescans
-    (`--core`, about a quarter of the full section's time)."""
+    (`--core`: no imagededup, tiny-model or server runs)."""
     files = sum(1 for p in lib.rglob("*") if p.is_file())
     # Bytecode cached as an installed package has it (this machine's environment turns the cache off).
     offline = {"HF_HUB_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": ""}

@@ -27,6 +27,18 @@ def _admission(**kw: int) -> Admission:
     return Admission(Settings(**kw))
 
 
+def _reserved(**kw: int) -> Admission:
+    """A queue of 100 images (10,000 bytes) of which a quarter is kept for light callers (4 or fewer)."""
+    base = {
+        "max_queue_size": 100,
+        "max_queue_bytes": 10_000,
+        "max_inflight_per_connection": 80,
+        "light_caller_items": 4,
+        "reserved_queue_share": 0.25,
+    }
+    return _admission(**{**base, **kw})
+
+
 def test_budgets_refuse_before_work_and_come_back() -> None:
     adm = _admission(max_queue_size=10, max_queue_bytes=1024, max_inflight_per_connection=6)
     assert adm.refusal("a", 6, 100) is None
@@ -42,14 +54,7 @@ def test_budgets_refuse_before_work_and_come_back() -> None:
 
 
 def test_a_message_is_read_only_when_one_of_its_connections_last_size_would_be_admitted() -> None:
-    adm = _admission(
-        max_queue_size=100,
-        max_queue_bytes=10_000,
-        max_inflight_per_connection=80,
-        max_items_per_request=50,
-        light_caller_items=4,
-        reserved_queue_share=0.25,
-    )
+    adm = _reserved(max_items_per_request=50)
     # Alone, any connection is read: the expected size never exceeds what an idle server admits from one.
     assert adm.read_refusal("new") is None
     assert adm.expected("new") == (50, 0)
@@ -77,13 +82,7 @@ async def test_a_release_wakes_those_waiting_for_room() -> None:
 
 
 def test_a_share_of_the_queue_is_kept_for_light_callers() -> None:
-    adm = _admission(
-        max_queue_size=100,
-        max_queue_bytes=10_000,
-        max_inflight_per_connection=80,
-        light_caller_items=4,
-        reserved_queue_share=0.25,
-    )
+    adm = _reserved()
     assert adm.refusal("flood", 76, 760) is not None  # a heavy caller gets the shared 75 only
     adm.take("flood", 75, 750)
     refused = adm.refusal("flood2", 10, 100)
