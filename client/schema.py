@@ -8,6 +8,9 @@ from __future__ import annotations
 # one transaction. Never edit a released step; append a new one. The first step is the schema of the
 # releases before user_version was used; its statements are idempotent (IF NOT EXISTS) because those
 # indexes already hold it at user_version 0.
+# `files.seen_scan` below now holds the last scan that hashed the file: deleted files are found by comparing the
+# walk with the index (`Index.forget_missing`), not by marking rows seen. The column stays for the releases that
+# still read it.
 _V1_RELEASE = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
