@@ -73,19 +73,17 @@ def _progress(console: Console | None, enabled: bool) -> Any:
     )
 
 
-def _plan(index: Index, found: list[FoundFile]) -> tuple[list[HashJob], int]:
+def _plan(index: Index, roots: Sequence[str], found: list[FoundFile]) -> tuple[list[HashJob], int]:
     """Split the walk into files to (re)hash and unchanged ones (which are not written to)."""
     jobs: list[HashJob] = []
     unchanged = 0
-    for i in range(0, len(found), 1000):
-        chunk = found[i : i + 1000]
-        known = index.known([f.path for f in chunk])
-        for f in chunk:
-            k = known.get(f.path)
-            if k is not None and k[0] == f.size and k[1] == f.mtime_ns and k[2]:
-                unchanged += 1
-            else:
-                jobs.append(HashJob(f.path, f.size, f.mtime_ns))
+    known = index.known_under(roots)
+    for f in found:
+        k = known.get(f.path)
+        if k is not None and k[0] == f.size and k[1] == f.mtime_ns and k[2]:
+            unchanged += 1
+        else:
+            jobs.append(HashJob(f.path, f.size, f.mtime_ns))
     return jobs, unchanged
 
 
@@ -111,7 +109,7 @@ def run_scan(
         found = list(walker.walk())
         summary.walk = walker.stats
         summary.files = len(found)
-        jobs, summary.unchanged = _plan(index, found)
+        jobs, summary.unchanged = _plan(index, walker.roots, found)
         lacking = _lacking_embeddings(index, walker.roots, plan, found, jobs)
         if jobs or lacking:
             embedder = _open(plan, summary) if plan.available else None

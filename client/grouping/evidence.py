@@ -120,7 +120,9 @@ class Evidence:
 
     def as_dict(self) -> dict[str, Any]:
         """For the JSON report: the measured values, None where unknown."""
-        out = dataclasses.asdict(self)
+        # Shallow: every field is a scalar or a tuple of scalars, and `dataclasses.asdict`'s deep copy was
+        # a tenth of an unchanged rescan's time in a 4,000-file report.
+        out = {name: getattr(self, name) for name in _EVIDENCE_FIELDS}
         out["angle"], out["scale"], out["crop"] = self.angle, self.scale, self.is_crop
         return out
 
@@ -243,3 +245,6 @@ def evidence_for(keep: FileRecord, rec: FileRecord, near: bool, link: float, log
     if log is not None:
         return log.evidence(keep, rec, link, near)
     return hash_evidence(keep, rec, link) if near else None
+
+
+_EVIDENCE_FIELDS = tuple(f.name for f in dataclasses.fields(Evidence))

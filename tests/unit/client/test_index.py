@@ -45,6 +45,24 @@ def test_wal_and_keys(index: Index) -> None:
     assert known == {"/p/a.jpg": (10, 5, True), "/p/b.jpg": (10, 1, True)}
 
 
+def test_known_under_reads_every_file_below_the_roots_and_nothing_beside_them(index: Index) -> None:
+    scan = index.start_scan(["/p"], None, {})
+    rows = [
+        _res("/p/a.jpg", size=10, mtime_ns=5),
+        _res("/p/sub/b.jpg", error="broken"),
+        _res("/pq/c.jpg"),  # beside /p, with /p as a prefix of its name
+        _res("/p0.jpg"),  # sorts right after every path below /p
+        _res("/q/d.jpg"),  # given as a root itself
+    ]
+    index.put_hashes(rows, scan)
+    assert index.known_under(["/p", "/q/d.jpg"]) == {
+        "/p/a.jpg": (10, 5, True),
+        "/p/sub/b.jpg": (10, 1, True),
+        "/q/d.jpg": (10, 1, True),
+    }
+    assert index.known_under(["/p/sub/", "/p/sub/b.jpg"]) == {"/p/sub/b.jpg": (10, 1, True)}
+
+
 def test_records_round_trip_unsigned_hashes_and_embeddings(index: Index) -> None:
     scan = index.start_scan(["/p"], "m1", {})
     index.put_hashes([_res("/p/a.jpg"), _res("/p/bad.jpg", error="nope")], scan)
