@@ -26,8 +26,6 @@ from photodedup.client.walk import FoundFile, Walker, WalkStats
 from photodedup.errors import PhotodedupError
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from photodedup.client.grouping import FileRecord, Group, GroupingConfig
     from photodedup.settings import Settings
 
@@ -58,9 +56,16 @@ class ScanSummary:
     seconds: float = 0.0
 
 
-def _progress(console: Console | None, enabled: bool) -> Any:
+def _progress(console: Any, enabled: bool) -> Any:
+    if not enabled:
+        from photodedup.client.console import NoProgress
+
+        return NoProgress()
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    if console is not None and not isinstance(console, Console):  # a plain console: bars asked for anyway
+        console = Console(file=console.file)
     return Progress(
         TextColumn("{task.description:<10}"),
         BarColumn(),
@@ -68,7 +73,6 @@ def _progress(console: Console | None, enabled: bool) -> Any:
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
         console=console,
-        disable=not enabled,
         transient=False,
     )
 
@@ -92,7 +96,7 @@ def run_scan(
     settings: Settings,
     index: Index,
     mode: Mode = "auto",
-    console: Console | None = None,
+    console: Any = None,
     progress: bool = True,
     options: dict[str, Any] | None = None,
 ) -> ScanSummary:
@@ -170,7 +174,7 @@ def _run_jobs(
     index: Index,
     embedder: Any,
     summary: ScanSummary,
-    console: Console | None,
+    console: Any,
     show: bool,
 ) -> None:
     hash_buf: list[HashResult] = []

@@ -154,7 +154,7 @@ def test_a_missing_model_is_known_before_hashing_and_no_thumbnails_are_made(
     assert summary.embedder is None and kinds == [(None, "none")]
 
 
-def test_an_unchanged_rescan_imports_neither_torch_nor_open_clip(
+def test_an_unchanged_rescan_imports_neither_torch_nor_open_clip_nor_rich(
     library: dict[str, list[Path]], tmp_path: Path, model_cache: Path
 ) -> None:
     db, root = tmp_path / "db.sqlite3", library["root"][0]
@@ -170,7 +170,7 @@ def test_an_unchanged_rescan_imports_neither_torch_nor_open_clip(
                   "--format", "json", "-o", {str(tmp_path / "r.json")!r}])
         except SystemExit as exc:
             assert not exc.code, exc.code
-        print("IMPORTED", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open_clip", "faiss")))
+        print("IMPORTED", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open_clip", "faiss", "rich")))
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
