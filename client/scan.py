@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from photodedup.client.embedders import EmbedOutcome, Mode
 from photodedup.client.embedplan import EmbedPlan, plan_embedder
-from photodedup.client.hashing import HashJob, HashPool, HashResult
 from photodedup.client.index import Index
 from photodedup.client.walk import FoundFile, Walker, WalkStats
 from photodedup.errors import PhotodedupError
 
 if TYPE_CHECKING:
+    from photodedup.client.embedders import EmbedOutcome, Mode
     from photodedup.client.grouping import FileRecord, Group, GroupingConfig
+    from photodedup.client.hashing import HashJob, HashResult
     from photodedup.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,16 +79,13 @@ def _progress(console: Any, enabled: bool) -> Any:
 
 def _plan(index: Index, roots: Sequence[str], found: list[FoundFile]) -> tuple[list[HashJob], int]:
     """Split the walk into files to (re)hash and unchanged ones (which are not written to)."""
-    jobs: list[HashJob] = []
-    unchanged = 0
     known = index.known_under(roots)
-    for f in found:
-        k = known.get(f.path)
-        if k is not None and k[0] == f.size and k[1] == f.mtime_ns and k[2]:
-            unchanged += 1
-        else:
-            jobs.append(HashJob(f.path, f.size, f.mtime_ns))
-    return jobs, unchanged
+    changed = [f for f in found if (k := known.get(f.path)) is None or k[0] != f.size or k[1] != f.mtime_ns or not k[2]]
+    if not changed:
+        return [], len(found)  # nothing to hash: the hashing code (numpy, Pillow) is not even imported
+    from photodedup.client.hashing import HashJob
+
+    return [HashJob(f.path, f.size, f.mtime_ns) for f in changed], len(found) - len(changed)
 
 
 def run_scan(
@@ -150,6 +147,8 @@ def _lacking_embeddings(
         return []
     queued = {j.path for j in jobs}
     seen = {f.path for f in found}
+    from photodedup.client.hashing import HashJob
+
     return [
         HashJob(path, size, mtime_ns)
         for path, size, mtime_ns in index.needing_embedding(roots, plan.model_id)
@@ -210,6 +209,8 @@ def _run_jobs(
         return
     thumb_size = embedder.input_size if embedder is not None else None
     thumb_kind = embedder.thumb_kind if embedder is not None else "none"
+    from photodedup.client.hashing import HashPool
+
     pool = HashPool(
         settings.scan.scan_workers,
         settings.imaging.max_image_pixels,

@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from photodedup.client.grouping.hamming import hamming_bits
-
 if TYPE_CHECKING:
     from photodedup.client.grouping.records import FileRecord
 
@@ -168,6 +166,8 @@ def _turn(keep: FileRecord, rec: FileRecord) -> tuple[float, int]:
     counter-clockwise from keep), or inf.
 
     Turn angles are known only when a record holds all three turns in hashing's order (90, 180, 270)."""
+    from photodedup.client.grouping.hamming import hamming_bits  # numpy: only when hashes are compared
+
     best: tuple[float, int] = (math.inf, 0)
     own_rec, own_keep = (rec.dhash, rec.phash), (keep.dhash, keep.phash)
     if len(rec.rotated_hashes) == 3:
@@ -182,6 +182,8 @@ def _turn(keep: FileRecord, rec: FileRecord) -> tuple[float, int]:
 def hash_evidence(keep: FileRecord, rec: FileRecord, link: float) -> Evidence:
     """How the two files' hashes compare: their distance, through a pixel turn when the turn is what is
     close (closer than unturned, and no farther than the link grouping joined them by)."""
+    from photodedup.client.grouping.hamming import hamming_bits
+
     if None in (keep.dhash, keep.phash, rec.dhash, rec.phash):
         return Evidence(keep.path)
     plain = hamming_bits((keep.dhash, keep.phash), (rec.dhash, rec.phash))  # type: ignore[arg-type]

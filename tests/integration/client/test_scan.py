@@ -138,23 +138,23 @@ def test_the_model_is_opened_only_for_files_that_need_embeddings(
 def test_a_missing_model_is_known_before_hashing_and_no_thumbnails_are_made(
     library: dict[str, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from photodedup.client import scan as scan_module
+    from photodedup.client import hashing as hashing_module
 
     kinds = []
-    real = scan_module.HashPool
+    real = hashing_module.HashPool
 
     def spy(*args: object, **kw: object) -> object:
         kinds.append(args[2:4])  # thumb_size, thumb_kind
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(scan_module, "HashPool", spy)
+    monkeypatch.setattr(hashing_module, "HashPool", spy)  # the scan imports it when it has files to hash
     missing = Settings(weights=str(tmp_path / "no-such-weights.bin"))
     summary, _ = _scan(missing, library["root"][0], tmp_path / "db.sqlite3", mode="auto")
     assert summary.skipped_reason and "no-such-weights.bin" in summary.skipped_reason
     assert summary.embedder is None and kinds == [(None, "none")]
 
 
-def test_an_unchanged_rescan_imports_neither_torch_nor_open_clip_nor_rich(
+def test_an_unchanged_rescan_imports_no_model_nor_image_code(
     library: dict[str, list[Path]], tmp_path: Path, model_cache: Path
 ) -> None:
     db, root = tmp_path / "db.sqlite3", library["root"][0]
@@ -170,7 +170,8 @@ def test_an_unchanged_rescan_imports_neither_torch_nor_open_clip_nor_rich(
                   "--format", "json", "-o", {str(tmp_path / "r.json")!r}])
         except SystemExit as exc:
             assert not exc.code, exc.code
-        print("IMPORTED", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open_clip", "faiss", "rich")))
+        unused = ("torch", "open_clip", "faiss", "rich", "numpy", "PIL")
+        print("IMPORTED", sorted(m for m in sys.modules if m.split(".")[0] in unused))
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
