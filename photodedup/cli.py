@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-import click
+# Our settings models need no pydantic plugins, and finding them reads every installed package's entry
+# points when the first model is built: ~40 ms of every command's start, a twentieth of an unchanged
+# rescan. A user who sets the variable keeps their choice.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from photodedup import __version__
+import click  # noqa: E402
+
+from photodedup import __version__  # noqa: E402
 
 log = logging.getLogger("photodedup")
 
