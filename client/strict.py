@@ -7,7 +7,8 @@ picture's own resolution with no allowance for overlays: lightness compared afte
 still does not count) and colour compared cell by cell (a recoloured icon is another icon); dark ink on a
 light ground (a glyph, a logo) must also agree pixel by pixel, in shape and strength (`_ink_distance`), and
 icon-sized pictures must agree in raw colour, tone included, over any large connected region (`_colour_region`:
-a theme's grey and black, or green and yellow, variants of one shape are two icons).
+a theme's grey and black, or green and yellow, variants of one shape are two icons), and in lightness pixel by
+pixel (`_pixel_share`: at 16 px an emblem's strokes are single pixels that cells average away).
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ INK_STRENGTH_RATIO = 1.6  # a grey glyph against a black one: the dimmed state, 
 # resampling and JPEG noise disagree in scattered pixels and thin fringes (at most 0.12 on the system folder).
 STRICT_COLOUR_DELTA = 30.0
 STRICT_COLOUR_REGION = 0.2
+# Below STRICT_ALWAYS_COLOUR_BELOW px a stroke is a pixel or two wide, and cells (a few pixels each, blurred)
+# average an emblem away: a folder with a music note and one with a house agreed in every cell. There the
+# lightness is also compared pixel by pixel (histogram-matched both ways, as the cells): at most
+# STRICT_PIXEL_SHARE of the covered pixels may differ by more than STRICT_PIXEL_LEVELS. Measured on the system
+# folder's 16-48 px place icons: JPEG (q60-90) and enlarged (1.5-3x) copies at most 0.004 of their pixels,
+# two different emblems at least 0.019 (at 16-32 px at least 0.036).
+STRICT_PIXEL_LEVELS = 25.0
+STRICT_PIXEL_SHARE = 0.01
 
 
 def compare_strict(a: Picture, b: Picture) -> Verdict:
@@ -90,12 +99,22 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
     # Ink on a light ground is also compared pixel by pixel (`_ink_distance`), on top of the cells.
     bad, counted = _strict_bad_cells(frame)
     ink = _ink_distance(frame) if counted and inked else 0.0
-    region = _colour_region(frame) if counted and frame.side < STRICT_ALWAYS_COLOUR_BELOW else 0.0
-    same = counted and bad <= STRICT_BAD_CELLS and ink <= STRICT_INK_DISTANCE and region <= STRICT_COLOUR_REGION
+    icon = counted and frame.side < STRICT_ALWAYS_COLOUR_BELOW
+    region = _colour_region(frame) if icon else 0.0
+    pixels = _pixel_share(frame) if icon else 0.0
+    same = (
+        counted
+        and bad <= STRICT_BAD_CELLS
+        and ink <= STRICT_INK_DISTANCE
+        and region <= STRICT_COLOUR_REGION
+        and pixels <= STRICT_PIXEL_SHARE
+    )
     if same or not counted:
         reason = "" if same else "too little overlap"
     elif bad > STRICT_BAD_CELLS:
         reason = "content differs"
+    elif pixels > STRICT_PIXEL_SHARE:
+        reason = "pixels differ"
     else:
         reason = "ink differs" if ink > STRICT_INK_DISTANCE else "colour or tone differs"
     return Verdict(bool(same), v.inliers, v.coverage, max(bad, ink), reason, upright, True, aligned_by)
@@ -198,6 +217,20 @@ def _ink_distance(frame: StrictFrame) -> float:
     if union == 0.0:
         return 0.0  # two blank pictures
     return float(np.abs(maps[0] - maps[1]).sum()) / union
+
+
+def _pixel_share(frame: StrictFrame) -> float:
+    """Share of the covered pixels whose lightness differs by more than STRICT_PIXEL_LEVELS, after histogram
+    matching both ways (tone does not count) and a half-pixel blur (a copy's resampling moves edges by less)."""
+    import cv2
+
+    inside = frame.inside
+    la = cv2.GaussianBlur(frame.warped[..., 0].astype(np.float32), (0, 0), 0.5)[inside]
+    lb = cv2.GaussianBlur(frame.target[..., 0].astype(np.float32), (0, 0), 0.5)[inside]
+    if not la.size:
+        return 0.0
+    differs = np.maximum(np.abs(_match_histogram(la, lb) - lb), np.abs(_match_histogram(lb, la) - la))
+    return float((differs > STRICT_PIXEL_LEVELS).mean())
 
 
 def _colour_region(frame: StrictFrame) -> float:

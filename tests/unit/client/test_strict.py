@@ -190,3 +190,49 @@ def test_a_file_gone_before_its_strict_frame_is_not_verified(tmp_path: Path) -> 
     copy.unlink()
     verdict = v.verdict(arrow, None, str(copy), None, strict=True)
     assert not verdict.same and verdict.reason == "cannot decode", verdict
+
+
+_EMBLEMS = {  # 6 x 6 one-pixel strokes, as a theme draws them at 16 px
+    "note": ["..####", "..#..#", "..#..#", "..#..#", "###.##", "##..##"],
+    "house": ["..##..", ".#..#.", "#....#", ".#..#.", ".#..#.", ".####."],
+}
+
+
+def _folder(emblem: str, size: int = 16) -> Image.Image:
+    """A small folder icon in a theme's blues with an emblem of one-pixel strokes in the folder's darker
+    blue, drawn at 16 px and scaled (nearest) to `size`, as the system folder's place icons look."""
+    img = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    px = img.load()
+    for y in range(2, 15):
+        for x in range(1, 15):
+            px[x, y] = (40, 110, 210, 255) if y < 5 and x < 8 else (150, 190, 235, 255)
+    for r, row in enumerate(_EMBLEMS[emblem]):
+        for c, ch in enumerate(row):
+            if ch == "#":
+                px[5 + c, 7 + r] = (60, 120, 215, 255)
+    return img.resize((size, size), Image.Resampling.NEAREST)
+
+
+@pytest.mark.parametrize("size", [16, 24])
+def test_strict_check_tells_small_emblems_apart_and_keeps_copies(size: int, tmp_path: Path) -> None:
+    """At 16-24 px an emblem's strokes are single pixels that cells average away: a folder with a note and
+    one with a house are two icons, while a flattened and an enlarged copy of one are still copies (a JPEG
+    of an icon is the open gap marked in `test_strict_check_accepts_one_glyph_at_other_sizes`)."""
+    note = save_glyph_image(_folder("note", size), tmp_path / "note.png")
+    house = save_glyph_image(_folder("house", size), tmp_path / "house.png")
+    white = Image.alpha_composite(Image.new("RGBA", (size, size), (255, 255, 255, 255)), _folder("note", size))
+    flat = save(white.convert("RGB"), tmp_path / "flat.png")
+    bigger = save(_folder("note", size).resize((2 * size, 2 * size), Image.Resampling.NEAREST), tmp_path / "big.png")
+    v = GeometricVerifier()
+    different = v.verdict(note, content_of(note), house, content_of(house), strict=True)
+    assert not different.same, different
+    if size == 16:  # there the cells agree: only the pixels tell the emblems apart
+        assert different.reason == "pixels differ", different
+    for copy in (flat, bigger):
+        verdict = v.verdict(note, content_of(note), copy, content_of(copy), strict=True)
+        assert verdict.same, (copy, verdict)
+
+
+def save_glyph_image(img: Image.Image, path: Path) -> str:
+    img.save(path)
+    return str(path)
