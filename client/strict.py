@@ -47,8 +47,8 @@ INK_STRENGTH_RATIO = 1.6  # a grey glyph against a black one: the dimmed state, 
 STRICT_COLOUR_DELTA = 30.0
 STRICT_COLOUR_REGION = 0.2
 # Below STRICT_ALWAYS_COLOUR_BELOW px a stroke is a pixel or two wide, and cells (a few pixels each, blurred)
-# average an emblem away: a folder with a music note and one with a house agreed in every cell. There the
-# lightness is also compared pixel by pixel (histogram-matched both ways, as the cells): at most
+# average an emblem away: a folder with a music note and one with a house agreed in every cell. There two
+# pictures of one size also have their lightness compared pixel by pixel (histogram-matched both ways, as the cells): at most
 # STRICT_PIXEL_SHARE of the covered pixels may differ by more than STRICT_PIXEL_LEVELS. Measured on the system
 # folder's 16-48 px place icons: JPEG (q60-90) and enlarged (1.5-3x) copies at most 0.004 of their pixels,
 # two different emblems at least 0.019 (at 16-32 px at least 0.036).
@@ -101,7 +101,10 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
     ink = _ink_distance(frame) if counted and inked else 0.0
     icon = counted and frame.side < STRICT_ALWAYS_COLOUR_BELOW
     region = _colour_region(frame) if icon else 0.0
-    pixels = _pixel_share(frame) if icon else 0.0
+    # Pixel by pixel only between pictures of one size: a theme draws each size of an icon anew (its 16 and
+    # 24 px strokes are placed differently), so across sizes the pixels of one icon disagree; at one size a
+    # copy is a re-encode or a flattening, whose pixels agree.
+    pixels = _pixel_share(frame) if icon and a.native == b.native else 0.0
     same = (
         counted
         and bad <= STRICT_BAD_CELLS
