@@ -48,9 +48,9 @@ STRICT_COLOUR_DELTA = 30.0
 STRICT_COLOUR_REGION = 0.2
 # Below STRICT_ALWAYS_COLOUR_BELOW px a stroke is a pixel or two wide, and cells (a few pixels each, blurred)
 # average an emblem away: a folder with a music note and one with a house agreed in every cell. There two
-# pictures of one size also have their lightness compared pixel by pixel (histogram-matched both ways, as the cells): at most
-# STRICT_PIXEL_SHARE of the covered pixels may differ by more than STRICT_PIXEL_LEVELS. Measured on the system
-# folder's 16-48 px place icons: JPEG (q60-90) and enlarged (1.5-3x) copies at most 0.004 of their pixels,
+# pictures of one size also have their lightness compared pixel by pixel (histogram-matched both ways, as
+# the cells): at most STRICT_PIXEL_SHARE of the covered pixels may differ by more than STRICT_PIXEL_LEVELS.
+# Measured on the system folder's 16-48 px place icons: JPEG (q60-90) copies at most 0.004 of their pixels,
 # two different emblems at least 0.019 (at 16-32 px at least 0.036).
 STRICT_PIXEL_LEVELS = 25.0
 STRICT_PIXEL_SHARE = 0.01
