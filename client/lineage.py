@@ -2,16 +2,16 @@
 
 A copy made from a JPEG (re-saved, brightened, turned by 90 degrees, EXIF-turned, stamped) is the decoded
 original, edited pixel by pixel, encoded again with the copy's own quantisation tables. Doing that again
-from the original (map its pixels onto the copy's with a per-channel tone curve, turn them the same way,
-encode with the copy's tables) gives back the copy almost exactly, block for block. The other way round
-it cannot: the copy's second round of quantisation noise is not in the original and no encoding removes
-it. So the error of re-making B from A, against that of re-making A from B, says which came first; when
-the two are close (the same tables, where re-encoding is nearly idempotent, or edits no curve describes)
-the test says nothing and the keeper policy's later rules decide.
+from the original (its pixels as they are or mapped onto the copy's with a per-channel tone curve, turned
+the same way, encoded with the copy's tables) gives back the copy almost exactly, block for block. The
+other way round it cannot: the copy's second round of quantisation noise is not in the original and no
+encoding removes it. So the error of re-making B from A, against that of re-making A from B, says which
+came first; when the two are close (edits no per-channel curve describes, such as a saturation change
+under a curve) the test says nothing and the keeper policy's later rules decide.
 
-Measured on the dev set (originals against their bright, tone, turn, exif_turn, jpeg_q60 and overlay
-copies; see docs/BENCHMARKS.md): the rule below names the original in most groups and the copy in none
-where it decides.
+Measured on the dev set (originals against their bright, tone, turn, exif_turn, jpeg_q60, jpeg_low and
+overlay copies; see docs/BENCHMARKS.md): the rule below names the original in most groups and the copy in
+none where it decides.
 """
 
 from __future__ import annotations
@@ -32,10 +32,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LINEAGE_VERSION = "1"
+LINEAGE_VERSION = "2"
 # Re-making the derived copy must be this much more exact than the other way, by both measures below.
 RATIO = 0.6
 MARGIN = 0.3  # grey levels of median block error
+# Rounds of refining the fitted curves on the re-made copy (see `_remake_error`).
+REFINE_ROUNDS = 2
+# When both ways re-make most blocks exactly (median error 0), the shares of blocks not re-made exactly
+# (mean error over EXACT_BLOCK grey levels) decide, by ratio and margin as above.
+EXACT_BLOCK = 0.05
+RATIO_EXACT = 0.25
+MARGIN_EXACT = 0.1
 WINDOW = 256  # pixels per side of the sampled windows (a multiple of the 16 px MCU)
 WINDOWS_PER_SIDE = 3
 MAX_PIXELS = 40_000_000  # larger pictures are not tested (two full decodes)
@@ -45,6 +52,8 @@ MAX_TESTS_PER_GROUP = 8
 # The two must be copies: their 32 x 32 grey reductions, after the dihedral turn, correlate this well
 # (correlation, so brightened and toned copies count).
 MIN_CORRELATION = 0.9
+# Share of the 32 x 32 cells a stamp may cover: left out when the whole correlates less (`_correlation`).
+STAMP_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -75,11 +84,11 @@ def _small(a: np.ndarray) -> np.ndarray:
 
 
 def _curve(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """`src` through the per-channel tone curve that best maps it onto `dst` (mean of dst per src level).
+    """Per-channel tone curves (256 x C, float) that best map `src` onto `dst` (mean of dst per src level).
 
     Fitted twice: pixels the first curve misses by far (a box or caption stamped on the copy) are left out
     of the second, so an overlay does not bend the curve for the rest of the picture."""
-    out = np.empty_like(src)
+    curves = np.empty((256, src.shape[2]))
     levels = np.arange(256)
     for c in range(src.shape[2]):
         s, d = src[..., c].ravel(), dst[..., c].ravel().astype(np.float64)
@@ -88,10 +97,17 @@ def _curve(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
             sums = np.bincount(s[keep], weights=d[keep], minlength=256)
             counts = np.bincount(s[keep], minlength=256)
             seen = counts > 0
-            lut = np.interp(levels, levels[seen], sums[seen] / counts[seen])
-            miss = np.abs(lut[s] - d)
+            curves[:, c] = np.interp(levels, levels[seen], sums[seen] / counts[seen])
+            miss = np.abs(curves[s, c] - d)
             keep = miss <= max(4.0, 3.0 * float(np.median(miss)))
-        out[..., c] = np.clip(np.rint(lut), 0, 255).astype(np.uint8)[src[..., c]]
+    return curves
+
+
+def _through(curves: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """`src` (H x W x C, uint8) through per-channel curves, rounded to levels."""
+    out = np.empty_like(src)
+    for c in range(src.shape[2]):
+        out[..., c] = np.clip(np.rint(curves[:, c]), 0, 255).astype(np.uint8)[src[..., c]]
     return out
 
 
@@ -104,23 +120,81 @@ def _windows(h: int, w: int) -> list[tuple[int, int, int, int]]:
     return [(int(y), int(x), int(y) + WINDOW, int(x) + WINDOW) for y in sorted(set(ys)) for x in sorted(set(xs))]
 
 
-def _remake_error(src: np.ndarray, dst: np.ndarray, dst_image: object) -> float:
-    """Median 8 x 8 block error of re-making `dst` from `src` (same frame) with `dst_image`'s tables."""
+def _block_errors(again: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Mean absolute error of each whole 8 x 8 block (one pixel ring in from the window's edge, where
+    other blocks' chroma reaches in)."""
+    err = np.abs(again - dst.astype(np.int16)).mean(axis=2)[8:-8, 8:-8]
+    hh, ww = err.shape[0] // 8 * 8, err.shape[1] // 8 * 8
+    return err[:hh, :ww].reshape(hh // 8, 8, ww // 8, 8).mean(axis=(1, 3)).ravel()
+
+
+def _remake_error(src: np.ndarray, dst: np.ndarray, dst_image: object) -> tuple[float, float]:
+    """(median error, inexact share) of the 8 x 8 blocks of re-making `dst` from `src` (same frame) with
+    `dst_image`'s tables.
+
+    `src` is tried as it is (a copy re-saved or turned without an edit) and through tone curves fitted on
+    the decoded pixels. A fitted curve is off by a level here and there (the mean of a JPEG's noisy
+    levels), and each such level changes whole blocks once encoded, so the fit is refined on its result:
+    each round moves every level by the mean error it left, encoded again (`REFINE_ROUNDS`). The best try
+    counts. A copy made from `src` through a tone curve is then re-made nearly block for block, while no
+    curve removes the other file's own quantisation noise the other way round."""
     from PIL import Image, JpegImagePlugin
 
     tables = dst_image.quantization  # type: ignore[attr-defined]
     sampling = JpegImagePlugin.get_sampling(dst_image)
+
+    def remade(pixels: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "JPEG", qtables=tables, subsampling=sampling)
+        return np.asarray(Image.open(buf, formats=("JPEG",)).convert("RGB"), np.int16)
+
     errors = []
     for y0, x0, y1, x1 in _windows(*dst.shape[:2]):
         s, d = src[y0:y1, x0:x1], dst[y0:y1, x0:x1]
-        buf = io.BytesIO()
-        Image.fromarray(_curve(s, d)).save(buf, "JPEG", qtables=tables, subsampling=sampling)
-        again = np.asarray(Image.open(buf, formats=("JPEG",)).convert("RGB"), np.int16)
-        err = np.abs(again - d.astype(np.int16)).mean(axis=2)[8:-8, 8:-8]  # edges see other blocks' chroma
-        hh, ww = err.shape[0] // 8 * 8, err.shape[1] // 8 * 8
-        if hh and ww:
-            errors.append(err[:hh, :ww].reshape(hh // 8, 8, ww // 8, 8).mean(axis=(1, 3)).ravel())
-    return float(np.median(np.concatenate(errors))) if errors else float("nan")
+        best = _block_errors(remade(s), d)
+        curves = _curve(s, d)
+        for round_ in range(REFINE_ROUNDS + 1):
+            if _score(best) == (0.0, 0.0):
+                break  # re-made exactly: no curve does better
+            again = remade(_through(curves, s))
+            blocks = _block_errors(again, d)
+            if _score(blocks) < _score(best):
+                best = blocks
+            if round_ < REFINE_ROUNDS:
+                left = d.astype(np.float64) - again
+                for c in range(s.shape[2]):
+                    level = s[..., c].ravel()
+                    sums = np.bincount(level, weights=left[..., c].ravel(), minlength=256)
+                    counts = np.bincount(level, minlength=256)
+                    curves[:, c] += sums / np.maximum(counts, 1)
+        if best.size:
+            errors.append(best)
+    if not errors:
+        return float("nan"), float("nan")
+    return _score(np.concatenate(errors))
+
+
+def _score(blocks: np.ndarray) -> tuple[float, float]:
+    """(median block error, share of blocks not re-made exactly) of one re-make."""
+    if not blocks.size:
+        return float("inf"), 1.0
+    return float(np.median(blocks)), float((blocks > EXACT_BLOCK).mean())
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two standardised 32 x 32 reductions, the cells that differ most left out.
+
+    A box or caption stamped on a copy covers a few cells and, bright on a dark picture, moves the whole
+    picture's mean and spread: the correlation is taken again without the `STAMP_SHARE` of cells that
+    differ most, so a stamped copy still counts as a copy and two different pictures still do not."""
+    whole = float((a * b).mean())
+    if whole >= MIN_CORRELATION:
+        return whole
+    far = np.abs(a - b).ravel()
+    rest = far <= np.quantile(far, 1.0 - STAMP_SHARE)
+    x, y = a.ravel()[rest], b.ravel()[rest]
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / max(float(np.sqrt((x * x).sum() * (y * y).sum())), 1e-9))
 
 
 def lineage(path_a: str, path_b: str) -> Lineage:
@@ -144,14 +218,16 @@ def lineage(path_a: str, path_b: str) -> Lineage:
                 for k in range(8)
                 if ((w, h) if k % 2 else (h, w)) == b.shape[:2]
             ]
-            if not fits or max(fits)[0] < MIN_CORRELATION:
+            if not fits:
                 return unknown
             k = max(fits)[1]
+            if _correlation(_dihedral(small_a[..., None], k)[..., 0], small_b) < MIN_CORRELATION:
+                return unknown
             turned = _dihedral(a, k)
             if np.array_equal(turned, b):
                 return unknown  # the same pixels (a file re-tagged, a comment added): nothing to tell
-            b_from_a = _remake_error(turned, b, ib)
-            a_from_b = _remake_error(_dihedral(b, _INVERSE[k]), a, ia)
+            b_from_a, b_inexact = _remake_error(turned, b, ib)
+            a_from_b, a_inexact = _remake_error(_dihedral(b, _INVERSE[k]), a, ia)
     except (OSError, ValueError, SyntaxError) as exc:  # unreadable now: say nothing
         log.debug("lineage of %s and %s: %s", path_a, path_b, exc)
         return unknown
@@ -159,12 +235,22 @@ def lineage(path_a: str, path_b: str) -> Lineage:
         return Lineage(1, a_from_b, b_from_a)
     if a_from_b < RATIO * b_from_a and b_from_a - a_from_b >= MARGIN:
         return Lineage(-1, a_from_b, b_from_a)
+    # Both re-made with most blocks exact (a copy re-saved at another quality, turned or not): the one
+    # re-made bit for bit in more blocks by far was made from the other.
+    if max(a_from_b, b_from_a) < MARGIN:
+        if b_inexact < RATIO_EXACT * a_inexact and a_inexact - b_inexact >= MARGIN_EXACT:
+            return Lineage(1, a_from_b, b_from_a)
+        if a_inexact < RATIO_EXACT * b_inexact and b_inexact - a_inexact >= MARGIN_EXACT:
+            return Lineage(-1, a_from_b, b_from_a)
     return Lineage(0, a_from_b, b_from_a)
 
 
 # Keeper rules that say which file is the better picture; lineage refines them, the rules after them
-# (dates, size, format, path) only break ties it leaves.
+# (dates, size, format, path) only break ties it leaves. The estimated quality is not among them: it is
+# the setting a file was last saved at, and a copy re-saved at a higher setting from a file holds no more
+# of the picture than that file; where the test shows which was made from which, that answer stands.
 _CONTENT_RULES = ("resolution", "camera", "quality", "colour", "borders")
+_OVERRULED = ("quality",)
 
 
 def _content_key(record: FileRecord, config: GroupingConfig) -> tuple:
@@ -172,7 +258,8 @@ def _content_key(record: FileRecord, config: GroupingConfig) -> tuple:
     for rule in config.keep_policy:
         if rule not in _CONTENT_RULES:
             break
-        rules.append(rule)
+        if rule not in _OVERRULED:
+            rules.append(rule)
     return keeper_key(record, dataclasses.replace(config, keep_policy=tuple(rules)))[:-1]
 
 
@@ -209,7 +296,8 @@ def prefer_sources(
     groups: Sequence[Group], config: GroupingConfig, test: Callable[[FileRecord, FileRecord], int] = lineage_of
 ) -> list[Group]:
     """Groups whose keeper the re-compression test shows to be made from a near copy that ties with it on
-    the content rules get that copy as keeper (the original, not its re-encode, turn or brightened copy).
+    the content rules get that copy as keeper (the original, not its re-encode, turn or brightened copy),
+    whatever quality each was saved at (an edit re-saved at a higher quality than its original's).
 
     Only JPEG near copies of the keeper's own size (any turn) are tested, at most `MAX_TESTS_PER_GROUP` per
     group, best-ranked first; a keeper under a reference folder stays; what the test cannot tell leaves the
