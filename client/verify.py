@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,6 +43,8 @@ from photodedup.client.strict import (
 )
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from photodedup.client.grouping import FileRecord
 
 log = logging.getLogger(__name__)
@@ -74,13 +76,31 @@ class Picture:
     points: np.ndarray  # (n, 2) float32, pixel coordinates in `gray`
     descriptors: np.ndarray | None  # (n, 32) uint8
     reach: float  # area of the keypoints' convex hull: the most that matches can cover
-    # For the strict check: CIELAB (L, a, b as uint8, OpenCV's scaling) at up to STRICT_SIDE px on the
-    # long side, and the long side of the content as decoded (a 48 px icon is compared at 48 px).
-    lab: np.ndarray | None = None
+    # The long side of the content as decoded (the strict check compares a 48 px icon at 48 px).
     native: int = 0
     # `gray` pixel (x, y) lies at (x0 + sx * x, y0 + sy * y) in the file's upright full-size pixels: lets a
     # verdict say where one picture lies in the other in terms a person can check.
     to_upright: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+    # Where the strict frame (`lab`) is decoded from when first asked for: `load_lab`'s arguments.
+    source: tuple[str, tuple[int, int, int, int] | None, int] | None = None
+    _lab: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def lab(self) -> np.ndarray | None:
+        """For the strict check: CIELAB (L, a, b as uint8, OpenCV's scaling) at up to STRICT_SIDE px on the
+        long side. Built on first use from a second decode: only pairs of weak pictures need it, and building
+        it for every picture was a third of what a picture cost to load. Raises FrameUnavailableError when
+        the file can no longer be decoded."""
+        if self._lab is None and self.source is not None:
+            try:
+                self._lab = load_lab(*self.source)
+            except Exception as exc:  # noqa: BLE001 - decoded once already: the file changed or went since
+                raise FrameUnavailableError(f"cannot decode {self.source[0]} again: {exc}") from exc
+        return self._lab
+
+
+class FrameUnavailableError(RuntimeError):
+    """The strict frame of a picture could not be decoded (the file went or changed since its first decode)."""
 
 
 @dataclass
@@ -99,12 +119,10 @@ class Verdict:
     aligned_by: str = ""  # "features" (RANSAC on ORB matches) or "content boxes" (laid on each other)
 
 
-def load_picture(path: str, content: tuple[int, int, int, int] | None = None, side: int = VERIFY_SIDE) -> Picture:
-    """Decode upright grey pixels of the content box at about `side` px on the long side, with features.
-
-    `content` is (left, top, right, bottom) in upright full-size pixels, as hashing stored it.
-    """
-    import cv2
+def _decode(path: str, content: tuple[int, int, int, int] | None, side: int) -> tuple[Image.Image, int, int]:
+    """Upright RGB of the content box, decoded at about `side` px on the long side or more, and the file's
+    upright full-size (width, height). `content` is (left, top, right, bottom) in upright full-size pixels,
+    as hashing stored it."""
     from PIL import Image
 
     from photodedup.imaging import ALLOWED_FORMATS, load_rgb, register_heif
@@ -118,29 +136,51 @@ def load_picture(path: str, content: tuple[int, int, int, int] | None = None, si
             rgb = rgb.crop(
                 (round(content[0] * sx), round(content[1] * sy), round(content[2] * sx), round(content[3] * sy))
             )
-        native = max(rgb.size)
-        small = rgb
-        if native > STRICT_SIDE:
-            small = rgb.resize(
-                (max(1, round(rgb.width * STRICT_SIDE / native)), max(1, round(rgb.height * STRICT_SIDE / native))),
-                Image.Resampling.LANCZOS,
-            )
-        lab = cv2.cvtColor(np.asarray(small.convert("RGB")), cv2.COLOR_RGB2LAB)
-        # Every picture at the same long side: a 160 px copy is enlarged, so its features meet the
-        # original's at a similar scale.
-        scale = side / max(rgb.size)
-        if abs(scale - 1.0) > 0.02:
-            rgb = rgb.resize(
-                (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
-                Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.BOX,
-            )
-        gray = np.asarray(rgb.convert("L"))
+    return rgb, full_w, full_h
+
+
+def load_lab(path: str, content: tuple[int, int, int, int] | None = None, side: int = VERIFY_SIDE) -> np.ndarray:
+    """The strict check's frame of a file (`Picture.lab`): its content box in CIELAB at up to STRICT_SIDE px
+    on the long side, from the same decode `load_picture` makes."""
+    import cv2
+    from PIL import Image
+
+    rgb, _, _ = _decode(path, content, side)
+    native = max(rgb.size)
+    if native > STRICT_SIDE:
+        rgb = rgb.resize(
+            (max(1, round(rgb.width * STRICT_SIDE / native)), max(1, round(rgb.height * STRICT_SIDE / native))),
+            Image.Resampling.LANCZOS,
+        )
+    return cv2.cvtColor(np.asarray(rgb.convert("RGB")), cv2.COLOR_RGB2LAB)
+
+
+def load_picture(path: str, content: tuple[int, int, int, int] | None = None, side: int = VERIFY_SIDE) -> Picture:
+    """Decode upright grey pixels of the content box at about `side` px on the long side, with features.
+
+    `content` is (left, top, right, bottom) in upright full-size pixels, as hashing stored it. The strict
+    check's colour frame is decoded again when first asked for (`Picture.lab`).
+    """
+    import cv2
+    from PIL import Image
+
+    rgb, full_w, full_h = _decode(path, content, side)
+    native = max(rgb.size)
+    # Every picture at the same long side: a 160 px copy is enlarged, so its features meet the
+    # original's at a similar scale.
+    scale = side / native
+    if abs(scale - 1.0) > 0.02:
+        rgb = rgb.resize(
+            (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
+            Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.BOX,
+        )
+    gray = np.asarray(rgb.convert("L"))
     box = content or (0, 0, full_w, full_h)
     to_upright = (box[0], box[1], (box[2] - box[0]) / gray.shape[1], (box[3] - box[1]) / gray.shape[0])
     orb = cv2.ORB_create(nfeatures=FEATURES, fastThreshold=10)
     keypoints, descriptors = orb.detectAndCompute(gray, None)
-    points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
-    return Picture(gray, points, descriptors, _hull_area(points), lab, native, to_upright)
+    points = np.asarray(cv2.KeyPoint_convert(keypoints), dtype=np.float32).reshape(-1, 2)  # each one's (x, y)
+    return Picture(gray, points, descriptors, _hull_area(points), native, to_upright, (path, content, side))
 
 
 def _upright_size(img: object) -> tuple[int, int]:
@@ -159,12 +199,11 @@ def _matches(a: Picture, b: Picture) -> tuple[np.ndarray, np.ndarray]:
 
     if a.descriptors is None or b.descriptors is None or len(a.points) < 2 or len(b.points) < 2:
         return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
-    ia, ib = [], []
-    for pair in cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(a.descriptors, b.descriptors, k=2):
-        if len(pair) == 2 and pair[0].distance < 0.8 * pair[1].distance:
-            ia.append(pair[0].queryIdx)
-            ib.append(pair[0].trainIdx)
-    return a.points[ia], b.points[ib]
+    # The two nearest by Hamming distance, as BFMatcher.knnMatch finds them (it calls this), without a
+    # Python object per match.
+    dist, nearest = cv2.batchDistance(a.descriptors, b.descriptors, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=2)
+    keep = dist[:, 0] < 0.8 * dist[:, 1]
+    return a.points[keep], b.points[nearest[keep, 0]]
 
 
 def _hull_area(points: np.ndarray) -> float:
@@ -287,8 +326,9 @@ def agreement(a: Picture, b: Picture, found: Alignment) -> Verdict:
 class GeometricVerifier:
     """Verifies pairs of files, decoding each at most once per run (bounded cache, thread-safe).
 
-    A cached picture holds ~360 KB (the 512 px grey decode, the Lab strict frame, 600 descriptors): the
-    cache keeps the last 256 (~90 MB); 2,048 held ~740 MB, most of a 12,000-file scan's 970 MB peak.
+    A cached picture holds ~220 KB (the 512 px grey decode, 600 descriptors), ~150 KB more once the strict
+    check has built its Lab frame: the cache keeps the last 256 (at most ~90 MB); 2,048 held ~740 MB, most of
+    a 12,000-file scan's 970 MB peak.
     Candidates are verified centre by centre, so the centre being verified stays cached."""
 
     def __init__(self, cache_size: int = 256) -> None:
@@ -332,4 +372,10 @@ class GeometricVerifier:
         a, b = self.picture(path_a, content_a), self.picture(path_b, content_b)
         if a is None or b is None:
             return Verdict(False, reason=CANNOT_DECODE)
-        return compare_strict(a, b) if strict else compare(a, b)
+        if not strict:
+            return compare(a, b)
+        try:
+            return compare_strict(a, b)
+        except FrameUnavailableError as exc:
+            log.debug("cannot verify strictly: %s", exc)
+            return Verdict(False, reason=CANNOT_DECODE)

@@ -167,3 +167,27 @@ def test_a_corner_profile_ends_at_the_tip_where_the_next_triangle_starts_without
         fill[y, :r] = True
     profile = _profile(fill)
     assert 14 <= len(profile) <= 16 and profile[0] == 170 and _straight_tip(profile)
+
+
+@pytest.mark.parametrize("size", [(320, 240), (7, 5), (1, 1)])
+def test_cell_means_are_the_exact_mean_of_each_cell(size: tuple[int, int]) -> None:
+    """The summed-area table and the cell means read from it equal the plain sums of each cell's pixels,
+    bit for bit: the hashes must not move when the arithmetic is rearranged for speed (a picture smaller
+    than the grid gets one-pixel cells, some repeated)."""
+    from photodedup.client.content import _cell_means, summed_area
+
+    gray = np.random.default_rng(size[0]).integers(0, 256, (size[1], size[0])).astype(np.uint8)
+    integral = summed_area(gray)
+    assert np.array_equal(integral[1:, 1:], gray.astype(np.int64).cumsum(0).cumsum(1)) and not integral[0].any()
+    boxes = np.asarray(WINDOWS[:7]) * np.array([size[0], size[1]] * 2, dtype=np.float64)
+    for cols, rows in ((9, 8), (32, 32)):
+        got = _cell_means(integral, boxes, cols, rows)
+        for b, box in enumerate(boxes):
+            xs = np.round(box[0] + (box[2] - box[0]) * np.linspace(0.0, 1.0, cols + 1)).astype(int)
+            ys = np.round(box[1] + (box[3] - box[1]) * np.linspace(0.0, 1.0, rows + 1)).astype(int)
+            xs = np.minimum(np.maximum.accumulate(xs), size[0])
+            ys = np.minimum(np.maximum.accumulate(ys), size[1])
+            for r in range(rows):
+                for c in range(cols):
+                    cell = gray[ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
+                    assert got[b, r, c] == int(cell.sum()) / max(cell.size, 1)

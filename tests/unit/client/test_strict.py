@@ -153,3 +153,40 @@ def test_histogram_matching_ranks_ties_as_their_average(n: int) -> None:
     quantile = (rankdata(values, method="average") - 1) / max(n - 1, 1)
     expected = np.interp(quantile, np.linspace(0.0, 1.0, reference.size), np.sort(reference))
     assert np.allclose(_match_histogram(values, reference), expected)
+
+
+def test_strict_frame_is_built_on_first_use_and_decides_as_one_built_up_front(tmp_path: Path) -> None:
+    """`Picture.lab` is decoded only when the strict check asks for it: the verdicts on copies and on other
+    pictures (icons at their own size, skies reduced to the strict side) equal those with the frame built at
+    load time, as it was before."""
+    import dataclasses
+
+    from photodedup.client.strict import compare_strict
+    from photodedup.client.verify import load_lab, load_picture
+
+    arrow = save(icon("arrow"), tmp_path / "arrow.png")
+    bigger = save(icon("arrow").resize((96, 96), Image.Resampling.LANCZOS), tmp_path / "arrow96.png")
+    plus, minus = save(icon("plus"), tmp_path / "plus.png"), save(icon("minus"), tmp_path / "minus.png")
+    sky_png, sky_jpg = save(sky(0.4), tmp_path / "sky.png"), save(sky(0.4), tmp_path / "sky.jpg", quality=80)
+    other_sky = save(sky(0.6), tmp_path / "sky2.jpg", quality=90)
+    verdicts = []
+    for a, b in ((arrow, bigger), (plus, minus), (sky_png, sky_jpg), (sky_jpg, other_sky)):
+        lazy = [load_picture(p) for p in (a, b)]
+        assert all(p._lab is None for p in lazy)
+        eager = [dataclasses.replace(load_picture(p), source=None, _lab=load_lab(p)) for p in (a, b)]
+        verdicts.append(compare_strict(*lazy))
+        assert verdicts[-1] == compare_strict(*eager)
+        assert all(np.array_equal(x._lab, y._lab) for x, y in zip(lazy, eager, strict=True) if x._lab is not None)
+    assert [v.same for v in verdicts] == [True, False, True, False]
+
+
+def test_a_file_gone_before_its_strict_frame_is_not_verified(tmp_path: Path) -> None:
+    """A file decoded for features and gone when the strict frame is wanted: 'cannot decode', not an error."""
+    v = GeometricVerifier()
+    arrow = save(icon("arrow"), tmp_path / "arrow.png")
+    copy = tmp_path / "arrow96.png"
+    save(icon("arrow").resize((96, 96), Image.Resampling.LANCZOS), copy)
+    v.picture(str(copy), None)  # features cached, no strict frame yet
+    copy.unlink()
+    verdict = v.verdict(arrow, None, str(copy), None, strict=True)
+    assert not verdict.same and verdict.reason == "cannot decode", verdict

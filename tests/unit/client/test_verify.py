@@ -100,3 +100,24 @@ def test_only_the_scanners_decoders_are_opened(original, tmp_path: Path) -> None
     img.save(tga, format="TGA")
     verdict = GeometricVerifier().verdict(path, None, str(tga), None)
     assert not verdict.same and verdict.reason == CANNOT_DECODE
+
+
+def test_ratio_test_matches_are_brute_force_knn_matches(original, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`_matches` reads the two nearest descriptors from one batch distance call: the same pairs, in the
+    same order, as OpenCV's brute-force knnMatch with Lowe's ratio test, for a copy and for another picture."""
+    import cv2
+    import numpy as np
+
+    from photodedup.client.verify import _matches, load_picture
+
+    img, path = original
+    a = load_picture(path)
+    for other in (crop(img, (0.1, 0.1, 0.9, 0.85)), scene(12, (800, 600))):
+        b = load_picture(save(other, tmp_path / "b.jpg", quality=85))
+        ia, ib = [], []
+        for pair in cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(a.descriptors, b.descriptors, k=2):
+            if len(pair) == 2 and pair[0].distance < 0.8 * pair[1].distance:
+                ia.append(pair[0].queryIdx)
+                ib.append(pair[0].trainIdx)
+        pa, pb = _matches(a, b)
+        assert len(ia) > 0 and np.array_equal(pa, a.points[ia]) and np.array_equal(pb, b.points[ib])
