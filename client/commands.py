@@ -52,12 +52,9 @@ _output_options = stack(
 
 
 def _consoles() -> tuple[Any, Any]:
-    from rich.console import Console
+    from photodedup.client.console import consoles
 
-    out = Console()
-    if not out.is_terminal:  # piped or redirected: do not fold long paths at 80 columns
-        out = Console(width=400)
-    return out, Console(stderr=True)
+    return consoles()
 
 
 def _abs(paths: Any) -> list[str]:

@@ -13,8 +13,6 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
-
 from photodedup.client.grouping import FileRecord, Group
 from photodedup.client.grouping.evidence import Evidence, hash_evidence
 
@@ -49,6 +47,8 @@ def _hamming(a: FileRecord, b: FileRecord) -> float | None:
 def _cosine(a: FileRecord, b: FileRecord) -> float | None:
     if a.embedding is None or b.embedding is None:
         return None
+    import numpy as np  # only for a chosen keeper's similar members
+
     x, y = np.asarray(a.embedding, np.float32), np.asarray(b.embedding, np.float32)
     denom = max(float(np.linalg.norm(x) * np.linalg.norm(y)), 1e-12)
     return max(0.0, 1.0 - float(x @ y) / denom)

@@ -16,11 +16,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import numpy as np
-
 from photodedup.errors import PhotodedupError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from photodedup.client.hashing import ThumbKind
     from photodedup.settings import Settings
 
@@ -75,6 +75,8 @@ class LocalEmbedder:
         return cls(create_engine(settings, settings.model.devices[0]), settings.scan.embed_batch_size)
 
     def submit(self, key: str, thumb: np.ndarray | bytes) -> None:
+        import numpy as np  # here, not at import: planning a scan (no embedding to make) needs no numpy
+
         if not isinstance(thumb, np.ndarray):
             from photodedup.imaging import decode_for_model
 
@@ -99,6 +101,8 @@ class LocalEmbedder:
             log.warning("local inference failed for %d images: %s", len(batch), exc)
             self._done.extend(EmbedOutcome(k, None, f"inference failed: {exc}", permanent=False) for k, _ in batch)
             return
+        import numpy as np
+
         self._done.extend(EmbedOutcome(k, np.asarray(v, np.float32)) for (k, _), v in zip(batch, vectors, strict=True))
 
     def _verify_on(self, images: list[np.ndarray]) -> None:
@@ -245,6 +249,8 @@ class RemoteEmbedder:
     # -- caller side ------------------------------------------------------------------------------
 
     def submit(self, key: str, thumb: np.ndarray | bytes) -> None:
+        import numpy as np
+
         if isinstance(thumb, np.ndarray):
             from photodedup.imaging import encode_jpeg
 

@@ -21,13 +21,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from photodedup.client.grouping import FileRecord, Group, GroupingConfig, Member, Tier
 from photodedup.client.grouping.evidence import Evidence
-from photodedup.client.grouping.hamming import window_array
+from photodedup.client.grouping.records import FileRecord, Group, Member, Tier
 
 if TYPE_CHECKING:
+    from photodedup.client.grouping import GroupingConfig
     from photodedup.client.index import Index
 
 log = logging.getLogger(__name__)
@@ -70,6 +68,10 @@ def grouping_digest(
     reference_dirs: Sequence[str],
 ) -> str:
     """A digest of every input of `find_groups` (records in order, each field grouping reads)."""
+    import numpy as np  # here: a kept grouping read back by its quick digest needs none
+
+    from photodedup.client.grouping.hamming import window_array
+
     h = _inputs(config, ignored, reference_dirs)
     for r in records:
         h.update(

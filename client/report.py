@@ -118,10 +118,10 @@ def render(groups: Sequence[Group], stats: dict[str, Any], fmt: str, output: Pat
         if output is None:
             _table(groups, console)
         else:
-            from rich.console import Console as RichConsole
+            from photodedup.client.console import PlainConsole
 
             with open(output, "w", encoding="utf-8") as fh:
-                _table(groups, RichConsole(file=fh, width=160, color_system=None))
+                _table(groups, PlainConsole(fh))
         return
     if fmt == "html":
         text = _html(groups, stats, None if output is None else Path(output))

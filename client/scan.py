@@ -18,17 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from photodedup.client.embedders import EmbedOutcome, Mode
 from photodedup.client.embedplan import EmbedPlan, plan_embedder
-from photodedup.client.hashing import HashJob, HashPool, HashResult
 from photodedup.client.index import Index
 from photodedup.client.walk import FoundFile, Walker, WalkStats
 from photodedup.errors import PhotodedupError
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
+    from photodedup.client.embedders import EmbedOutcome, Mode
     from photodedup.client.grouping import FileRecord, Group, GroupingConfig
+    from photodedup.client.hashing import HashJob, HashResult
     from photodedup.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,9 +56,16 @@ class ScanSummary:
     seconds: float = 0.0
 
 
-def _progress(console: Console | None, enabled: bool) -> Any:
+def _progress(console: Any, enabled: bool) -> Any:
+    if not enabled:
+        from photodedup.client.console import NoProgress
+
+        return NoProgress()
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    if console is not None and not isinstance(console, Console):  # a plain console: bars asked for anyway
+        console = Console(file=console.file)
     return Progress(
         TextColumn("{task.description:<10}"),
         BarColumn(),
@@ -68,25 +73,19 @@ def _progress(console: Console | None, enabled: bool) -> Any:
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
         console=console,
-        disable=not enabled,
         transient=False,
     )
 
 
-def _plan(index: Index, found: list[FoundFile]) -> tuple[list[HashJob], int]:
+def _plan(index: Index, roots: Sequence[str], found: list[FoundFile]) -> tuple[list[HashJob], int]:
     """Split the walk into files to (re)hash and unchanged ones (which are not written to)."""
-    jobs: list[HashJob] = []
-    unchanged = 0
-    for i in range(0, len(found), 1000):
-        chunk = found[i : i + 1000]
-        known = index.known([f.path for f in chunk])
-        for f in chunk:
-            k = known.get(f.path)
-            if k is not None and k[0] == f.size and k[1] == f.mtime_ns and k[2]:
-                unchanged += 1
-            else:
-                jobs.append(HashJob(f.path, f.size, f.mtime_ns))
-    return jobs, unchanged
+    known = index.known_under(roots)
+    changed = [f for f in found if (k := known.get(f.path)) is None or k[0] != f.size or k[1] != f.mtime_ns or not k[2]]
+    if not changed:
+        return [], len(found)  # nothing to hash: the hashing code (numpy, Pillow) is not even imported
+    from photodedup.client.hashing import HashJob
+
+    return [HashJob(f.path, f.size, f.mtime_ns) for f in changed], len(found) - len(changed)
 
 
 def run_scan(
@@ -94,7 +93,7 @@ def run_scan(
     settings: Settings,
     index: Index,
     mode: Mode = "auto",
-    console: Console | None = None,
+    console: Any = None,
     progress: bool = True,
     options: dict[str, Any] | None = None,
 ) -> ScanSummary:
@@ -111,7 +110,7 @@ def run_scan(
         found = list(walker.walk())
         summary.walk = walker.stats
         summary.files = len(found)
-        jobs, summary.unchanged = _plan(index, found)
+        jobs, summary.unchanged = _plan(index, walker.roots, found)
         lacking = _lacking_embeddings(index, walker.roots, plan, found, jobs)
         if jobs or lacking:
             embedder = _open(plan, summary) if plan.available else None
@@ -148,6 +147,8 @@ def _lacking_embeddings(
         return []
     queued = {j.path for j in jobs}
     seen = {f.path for f in found}
+    from photodedup.client.hashing import HashJob
+
     return [
         HashJob(path, size, mtime_ns)
         for path, size, mtime_ns in index.needing_embedding(roots, plan.model_id)
@@ -172,7 +173,7 @@ def _run_jobs(
     index: Index,
     embedder: Any,
     summary: ScanSummary,
-    console: Console | None,
+    console: Any,
     show: bool,
 ) -> None:
     hash_buf: list[HashResult] = []
@@ -208,6 +209,8 @@ def _run_jobs(
         return
     thumb_size = embedder.input_size if embedder is not None else None
     thumb_kind = embedder.thumb_kind if embedder is not None else "none"
+    from photodedup.client.hashing import HashPool
+
     pool = HashPool(
         settings.scan.scan_workers,
         settings.imaging.max_image_pixels,

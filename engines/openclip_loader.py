@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from photodedup.engines.base import ModelInfo
 from photodedup.errors import ModelUnavailableError
-from photodedup.imaging import Preprocessing
 
 if TYPE_CHECKING:
     import torch
 
+    from photodedup.engines.base import ModelInfo
     from photodedup.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,6 +125,10 @@ def load_visual(settings: Settings, precision: str = "fp32") -> tuple[torch.nn.M
         import torch
     except ImportError as exc:
         raise ModelUnavailableError(f"open_clip/torch are not installed: {exc}") from None
+    # Here, not at import: a scan asks `weights_id` and `hub_reachable` without loading any model.
+    from photodedup.engines.base import ModelInfo
+    from photodedup.imaging import Preprocessing
+
     _register_configs()
     name = settings.model.model_name
     if name not in open_clip.list_models():

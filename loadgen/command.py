@@ -8,7 +8,6 @@ figure.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -86,6 +85,8 @@ def register(group: click.Group) -> None:
 
 
 async def _remote(targets: list[str], metrics: list[str], opts: BenchOptions) -> dict[str, Any]:
+    import asyncio  # here, not at import: every command's start registers this module
+
     import grpc
 
     from photodedup.errors import PhotodedupError
@@ -212,6 +213,7 @@ def run_bench(
     targets: list[str], metrics: list[str], local_settings: Settings | None, opts: BenchOptions
 ) -> dict[str, Any]:
     """Run every step and return the report (also the entry point for benchmarks/ scripts)."""
+
     from photodedup.loadgen import stats as st
 
     started = time.time()
@@ -220,6 +222,8 @@ def run_bench(
         target = "local engine"
         mode = "local"
     else:
+        import asyncio
+
         body = asyncio.run(_remote(targets, metrics, opts))
         target = ",".join(targets)
         mode = opts.mode

@@ -38,11 +38,10 @@ def _shown_default(field: Any) -> str:
 def setting_help(name: str, extra: str = "") -> str:
     """The help text of Settings.<name>: its description, its environment names and its default, all read
     from the settings so --help never drifts from what the program does."""
-    from photodedup.settings import FIELD_SECTION, SECTIONS
+    from photodedup.settings import FIELD_SECTION, SECTIONS, environment_names
 
     field = SECTIONS[FIELD_SECTION[name]].model_fields[name]
-    alias = field.validation_alias
-    envs = list(getattr(alias, "choices", [])) or [f"PHOTODEDUP_{name.upper()}"]
+    envs = environment_names(name, field)
     text = " ".join(part for part in (field.description or "", extra) if part)
     default = _shown_default(field)
     return f"{text} [env {', '.join(map(str, envs))}; default {default or 'none'}]"

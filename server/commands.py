@@ -3,7 +3,6 @@ so `photodedup --help` and the client commands never load the serving stack."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
@@ -68,6 +67,8 @@ def serve(**flags: Any) -> None:
         require("photodedup serve", "server", "torch", "open_clip")
     if settings.model.engine == "onnx" or settings.model.onnx_model is not None:
         require("photodedup serve", "cpu", "onnxruntime")
+    import asyncio  # here, not at import: every command's start registers this module
+
     from photodedup.server.app import serve as run
 
     stopped_while_loading = asyncio.run(run(settings))

@@ -185,15 +185,18 @@ def turned_neighbours(
     return _symmetric(np.asarray(owners, dtype=np.int64)[q], t, d)
 
 
-def window_array(windows: Sequence[tuple[int, int]] | np.ndarray) -> np.ndarray:
-    """A record's window hashes as an (n, 2) uint64 array, whether stored as an array or as int pairs."""
+def window_array(windows: Sequence[tuple[int, int]] | np.ndarray | bytes) -> np.ndarray:
+    """A record's window hashes as an (n, 2) uint64 array, whether stored as bytes (the index's uint64
+    little-endian pairs, viewed without a copy), as an array or as int pairs."""
+    if isinstance(windows, (bytes, bytearray, memoryview)):
+        return np.frombuffer(windows, dtype="<u8").reshape(-1, 2)
     if isinstance(windows, np.ndarray):
         return windows.reshape(-1, 2).astype(np.uint64, copy=False)
     return as_keys(windows)
 
 
 def window_neighbours(
-    windows: Sequence[Sequence[tuple[int, int]] | np.ndarray],
+    windows: Sequence[Sequence[tuple[int, int]] | np.ndarray | bytes],
     threshold: int,
     brute_force_max: int = 2048,
     radius: int | None = None,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from photodedup.client.grouping.evidence import Evidence
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Tier(enum.StrEnum):
@@ -48,8 +50,9 @@ class FileRecord:
     picture_pixels: int | None = None
     # (dhash, phash) of sub-windows of the content, the full frame first (`client.content.WINDOWS`):
     # a cropped copy's full-frame window meets one of its original's. Empty when not computed. The index
-    # gives an (n, 2) uint64 array (compact for large libraries); int pairs are accepted too.
-    windows: tuple[tuple[int, int], ...] | np.ndarray = ()
+    # gives the stored bytes (uint64 pairs, little-endian; compact for large libraries, and read without
+    # numpy); int pairs and (n, 2) arrays are accepted too. `hamming.window_array` reads any of them.
+    windows: tuple[tuple[int, int], ...] | np.ndarray | bytes = ()
     # Keeper signals (`client.fidelity`): camera EXIF present, estimated quality (0: a lossless file
     # carrying JPEG block traces), a grey picture. None when not computed.
     camera: bool | None = None

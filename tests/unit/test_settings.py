@@ -67,3 +67,21 @@ def test_sections_take_flat_names_and_replace_validates() -> None:
         s.replace(max_batch_size=0)
     with pytest.raises(ValidationError, match="unknown setting"):
         Settings(no_such_field=1)
+
+
+def test_environment_values_are_validated_like_flags_and_names_ignore_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("photodedup_include_hidden", "true")
+    monkeypatch.setenv("PHOTODEDUP_TOKEN", "s3cret")
+    monkeypatch.setenv("PHOTODEDUP_SIMILAR_THRESHOLD", "0.05")
+    monkeypatch.setenv("PHOTODEDUP_KEEP_POLICY", "camera, resolution")
+    monkeypatch.setenv("PHOTODEDUP_CA_CERT", "/etc/ca.pem")
+    s = Settings()
+    assert s.scan.include_hidden is True
+    assert s.transport.token is not None and s.transport.token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(s)
+    assert s.grouping.similar_threshold == 0.05 and s.grouping.keep_policy == ["camera", "resolution"]
+    assert str(s.transport.ca_cert) == "/etc/ca.pem"
+    assert Settings(include_hidden=False).scan.include_hidden is False  # a flag beats the environment
+    monkeypatch.setenv("PHOTODEDUP_NEAR_THRESHOLD", "many")
+    with pytest.raises(ValidationError, match="near_threshold"):
+        Settings()

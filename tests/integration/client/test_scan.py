@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -138,44 +139,62 @@ def test_the_model_is_opened_only_for_files_that_need_embeddings(
 def test_a_missing_model_is_known_before_hashing_and_no_thumbnails_are_made(
     library: dict[str, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from photodedup.client import scan as scan_module
+    from photodedup.client import hashing as hashing_module
 
     kinds = []
-    real = scan_module.HashPool
+    real = hashing_module.HashPool
 
     def spy(*args: object, **kw: object) -> object:
         kinds.append(args[2:4])  # thumb_size, thumb_kind
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(scan_module, "HashPool", spy)
+    monkeypatch.setattr(hashing_module, "HashPool", spy)  # the scan imports it when it has files to hash
     missing = Settings(weights=str(tmp_path / "no-such-weights.bin"))
     summary, _ = _scan(missing, library["root"][0], tmp_path / "db.sqlite3", mode="auto")
     assert summary.skipped_reason and "no-such-weights.bin" in summary.skipped_reason
     assert summary.embedder is None and kinds == [(None, "none")]
 
 
-def test_an_unchanged_rescan_imports_neither_torch_nor_open_clip(
-    library: dict[str, list[Path]], tmp_path: Path, model_cache: Path
-) -> None:
-    db, root = tmp_path / "db.sqlite3", library["root"][0]
-    first, _ = _scan(tiny_settings(model_cache), root, db, mode="auto")
-    assert first.embedded > 0
+def _rescan_imports(root: Path, db: Path, tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """An unchanged rescan by the CLI in a fresh interpreter; prints the heavy packages it imported."""
     code = textwrap.dedent(
         f"""
         import sys
         from photodedup.cli import main
         try:
-            main(["--log-level", "WARNING", "scan", {str(root)!r}, "--db", {str(db)!r}, "--model",
-                  "photodedup-tiny", "--weights", "random", "--cache-dir", {str(model_cache)!r},
+            main(["--log-level", "WARNING", "scan", {str(root)!r}, "--db", {str(db)!r}, *{list(flags)!r},
                   "--format", "json", "-o", {str(tmp_path / "r.json")!r}])
         except SystemExit as exc:
             assert not exc.code, exc.code
-        print("IMPORTED", sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open_clip", "faiss")))
+        heavy = ("torch", "open_clip", "faiss", "rich", "numpy", "PIL", "cv2", "asyncio", "grpc")
+        print("IMPORTED", sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy)))
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "IMPORTED []" in out.stdout, out.stdout + out.stderr
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+
+def test_an_unchanged_rescan_imports_no_model_code(
+    library: dict[str, list[Path]], tmp_path: Path, model_cache: Path
+) -> None:
+    db, root = tmp_path / "db.sqlite3", library["root"][0]
+    first, _ = _scan(tiny_settings(model_cache), root, db, mode="auto")
+    assert first.embedded > 0
+    flags = ("--model", "photodedup-tiny", "--weights", "random", "--cache-dir", str(model_cache))
+    out = _rescan_imports(root, db, tmp_path, *flags)
+    assert "IMPORTED ['numpy']" in out.stdout, out.stdout + out.stderr  # the stored embeddings are arrays
     assert "Embeddings: " + str(first.model_id) in out.stderr
+
+
+def test_an_unchanged_rescan_without_embeddings_imports_no_image_code(
+    library: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """The default offline rescan: its interpreter start was most of its time (numpy, Pillow, rich)."""
+    db, root = tmp_path / "db.sqlite3", library["root"][0]
+    first, groups = _scan(Settings(), root, db, mode="auto")
+    assert first.skipped_reason and groups
+    out = _rescan_imports(root, db, tmp_path)
+    assert "IMPORTED []" in out.stdout, out.stdout + out.stderr
+    assert "0 hashed" in out.stderr and json.loads((tmp_path / "r.json").read_text())["groups"]
 
 
 def _shape(groups: list) -> list:

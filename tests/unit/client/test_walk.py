@@ -104,3 +104,12 @@ def test_missing_root_is_reported_not_raised(tmp_path: Path) -> None:
     walker = Walker([tmp_path / "nope"])
     assert list(walker.walk()) == []
     assert walker.stats.unreadable and walker.stats.unreadable[0][0] == str(tmp_path / "nope")
+
+
+@pytest.mark.parametrize(
+    "name", ["a.jpg", "A.JPG", ".jpg", "..jpg", ".x.jpg", "noext", "a.b.c.PNG", ".", "..", "a.", "...a.jpg", "x..jpg"]
+)
+def test_the_extension_is_what_splitext_says(name: str) -> None:
+    from photodedup.client.walk import _extension
+
+    assert _extension(name) == os.path.splitext(name)[1].lower()
