@@ -62,6 +62,16 @@ def test_a_tone_edit_saved_with_its_sources_tables_is_told(tmp_path: Path, seed:
     assert lineage(copy, source).source == -1
 
 
+@pytest.mark.parametrize("seed", [21, 5])
+def test_a_colour_and_curve_edit_saved_with_its_sources_tables_is_told(tmp_path: Path, seed: int) -> None:
+    """Saturation raised (a colour slider), then a gamma curve: no per-channel curve alone describes it."""
+    source = _saved(photo(seed, (480, 360)), tmp_path / "source.jpg", 90)
+    edited = ImageEnhance.Color(Image.open(source).convert("RGB")).enhance(1.5)
+    copy = _saved(edited.point(lambda v: int(255 * (v / 255) ** 0.8)), tmp_path / "copy.jpg", 90)
+    assert lineage(source, copy).source == 1
+    assert lineage(copy, source).source == -1
+
+
 @pytest.mark.parametrize("turn", [None, Image.Transpose.ROTATE_270], ids=["re-saved", "turned"])
 def test_a_copy_re_saved_at_a_higher_quality_is_told(tmp_path: Path, turn) -> None:  # type: ignore[no-untyped-def]
     """Both ways re-make most blocks exactly; only the copy is re-made exactly in (nearly) all of them."""
