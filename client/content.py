@@ -339,7 +339,9 @@ def window_hashes(
     small = _cell_means(integral, boxes, 9, 8)
     big = _cell_means(integral, boxes, 32, 32)
     dbits = small[:, :, 1:] > small[:, :, :-1]
-    low = dct(dct(big, axis=1), axis=2)[:, :8, :8].reshape(len(boxes), 64)
+    # The second transform only over the 8 lowest rows the hash keeps: each row's transform is computed on its
+    # own, so the kept terms are the same bit for bit.
+    low = dct(dct(big, axis=1)[:, :8, :], axis=2)[:, :, :8].reshape(len(boxes), 64)
     pbits = low > np.median(low, axis=1, keepdims=True)
     dints = rows_to_ints(dbits.reshape(len(boxes), -1))
     return list(zip(dints, rows_to_ints(pbits), strict=True))

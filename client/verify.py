@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 
 VERIFY_SIDE = 512  # long side of the decode features are found on
 FEATURES = 600  # ORB keypoints per picture: matching cost grows with the square
+# Pictures enlarged at most this much to VERIFY_SIDE are converted to grey before resampling. Icons, enlarged
+# more, keep colour resampling: their features come from interpolated edges, and on the system folder's icons
+# grey-first moved 165 of 10,878 strict verdicts both ways (photos: none of 7,165 candidate pairs).
+GREY_FIRST_MAX_SCALE = 2.0
 MIN_INLIERS = 12
 MIN_COVERAGE = 0.45  # share of the smaller picture's keypoint hull inside the inliers' hull
 MAX_BAD_CELLS = 0.12  # share of overlap cells allowed to disagree (overlays, logos)
@@ -64,7 +68,7 @@ VERIFIER_VERSION = (
     f"2:{VERIFY_SIDE}:{FEATURES}:{MIN_INLIERS}:{MIN_COVERAGE}:{MAX_BAD_CELLS}:{CELL_TOLERANCE}"
     f":{STRICT_SIDE}:{STRICT_GREY_LEVELS}:{STRICT_HUE_DEGREES}:{STRICT_BAD_CELLS}:{STRICT_MAX_TILT}"
     f":{STRICT_ALWAYS_COLOUR_BELOW}:{FEATURE_POOR}:{INK_LEVELS}:{INK_BACKGROUND_SHARE}:{INK_MIN_STRENGTH}:{INK_BLUR}:{STRICT_INK_DISTANCE}:{INK_STRENGTH_RATIO}"
-    f":{STRICT_COLOUR_DELTA}:{STRICT_COLOUR_REGION}"
+    f":{STRICT_COLOUR_DELTA}:{STRICT_COLOUR_REGION}:{GREY_FIRST_MAX_SCALE}"
 )
 
 
@@ -169,12 +173,15 @@ def load_picture(path: str, content: tuple[int, int, int, int] | None = None, si
     # Every picture at the same long side: a 160 px copy is enlarged, so its features meet the
     # original's at a similar scale.
     scale = side / native
-    if abs(scale - 1.0) > 0.02:
-        rgb = rgb.resize(
-            (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),
-            Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.BOX,
-        )
-    gray = np.asarray(rgb.convert("L"))
+    size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+    if abs(scale - 1.0) <= 0.02:
+        gray = np.asarray(rgb.convert("L"))
+    elif scale <= GREY_FIRST_MAX_SCALE:
+        # Grey first, then OpenCV's resampling: a third of the cost of resampling three channels in Pillow.
+        interpolation = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
+        gray = cv2.resize(np.asarray(rgb.convert("L")), size, interpolation=interpolation)
+    else:
+        gray = np.asarray(rgb.resize(size, Image.Resampling.BILINEAR).convert("L"))
     box = content or (0, 0, full_w, full_h)
     to_upright = (box[0], box[1], (box[2] - box[0]) / gray.shape[1], (box[3] - box[1]) / gray.shape[0])
     orb = cv2.ORB_create(nfeatures=FEATURES, fastThreshold=10)

@@ -132,3 +132,17 @@ def test_pool_hashes_everything_once(tmp_path: Path) -> None:
     assert sorted(r.path for r in results) == sorted(str(p) for p in paths)
     assert [r.path for r in results if r.error] == [str(tmp_path / "bad.jpg")]
     assert all(isinstance(r.thumb, bytes) for r in results if not r.error)
+
+
+@pytest.mark.skipif(
+    __import__("platform").libc_ver()[0] != "glibc", reason="malloc tuning is glibc's mallopt; elsewhere a no-op"
+)
+def test_hash_workers_keep_freed_memory_on_glibc() -> None:
+    """The hash workers' malloc tuning takes effect where the scanner runs (glibc): without it a small photo's
+    temporaries were faulted in afresh on every file."""
+    import subprocess
+    import sys
+
+    code = "from photodedup.client.hashing import keep_freed_memory as k; print(k())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"

@@ -121,3 +121,23 @@ def test_ratio_test_matches_are_brute_force_knn_matches(original, tmp_path: Path
                 ib.append(pair[0].trainIdx)
         pa, pb = _matches(a, b)
         assert len(ia) > 0 and np.array_equal(pa, a.points[ia]) and np.array_equal(pb, b.points[ib])
+
+
+def test_photos_are_resampled_in_grey_and_icons_in_colour(tmp_path: Path) -> None:
+    """Up to GREY_FIRST_MAX_SCALE of enlargement the picture is made grey, then resampled (cheap); an icon
+    enlarged more is resampled in colour first, as before, since its strict verdicts hang on interpolated edges."""
+    import cv2
+    import numpy as np
+
+    from photodedup.client.verify import GREY_FIRST_MAX_SCALE, VERIFY_SIDE, load_picture
+
+    for size in ((320, 240), (48, 48)):
+        img = scene(5, size)
+        path = save(img, tmp_path / f"{size[0]}.png")
+        scale = VERIFY_SIDE / max(size)
+        out = (round(size[0] * scale), round(size[1] * scale))
+        if scale <= GREY_FIRST_MAX_SCALE:
+            expected = cv2.resize(np.asarray(img.convert("L")), out, interpolation=cv2.INTER_LINEAR)
+        else:
+            expected = np.asarray(img.resize(out, Image.Resampling.BILINEAR).convert("L"))
+        assert np.array_equal(load_picture(path).gray, expected), size
