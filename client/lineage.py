@@ -1,17 +1,17 @@
 """Which of two JPEG copies of one picture was made from the other: the re-compression test.
 
-A copy made from a JPEG (re-saved, brightened, turned by 90 degrees, EXIF-turned, stamped) is the decoded
-original, edited pixel by pixel, encoded again with the copy's own quantisation tables. Doing that again
-from the original (map its pixels onto the copy's with a per-channel tone curve, turn them the same way,
-encode with the copy's tables) gives back the copy almost exactly, block for block. The other way round
-it cannot: the copy's second round of quantisation noise is not in the original and no encoding removes
-it. So the error of re-making B from A, against that of re-making A from B, says which came first; when
-the two are close (the same tables, where re-encoding is nearly idempotent, or edits no curve describes)
-the test says nothing and the keeper policy's later rules decide.
+A copy made from a JPEG (re-saved, brightened, recoloured, turned by 90 degrees, EXIF-turned, stamped) is
+the decoded original, edited pixel by pixel, encoded again with the copy's own quantisation tables. Doing
+that again from the original (its pixels as they are, or mapped onto the copy's with per-channel tone
+curves and a saturation change; turned the same way; encoded with the copy's tables) gives back the copy
+almost exactly, block for block. The other way round it cannot: the copy's second round of quantisation
+noise is not in the original and no encoding removes it. So the error of re-making B from A, against that
+of re-making A from B, says which came first; when the two are close (edits that curves and a saturation
+change do not describe) the test says nothing and the keeper policy's later rules decide.
 
-Measured on the dev set (originals against their bright, tone, turn, exif_turn, jpeg_q60 and overlay
-copies; see docs/BENCHMARKS.md): the rule below names the original in most groups and the copy in none
-where it decides.
+Measured on the dev set (originals against their bright, tone, turn, exif_turn, jpeg_q60, jpeg_low and
+overlay copies; see docs/BENCHMARKS.md): the rule below names the original in most groups and the copy in
+none where it decides.
 """
 
 from __future__ import annotations
@@ -32,10 +32,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LINEAGE_VERSION = "1"
+LINEAGE_VERSION = "3"
 # Re-making the derived copy must be this much more exact than the other way, by both measures below.
 RATIO = 0.6
 MARGIN = 0.3  # grey levels of median block error
+# Rounds of refining the fitted curves on the re-made copy (see `_remake_error`).
+REFINE_ROUNDS = 2
+# Saturation changes (luma kept) tried before or after the curves: 0.4x to 2.5x in 15 geometric steps,
+# 1x among them, chosen once for each way on this many pixels spread over the picture.
+SATURATIONS = tuple(float(v) for v in np.exp(np.linspace(np.log(0.4), np.log(2.5), 15)))
+SATURATION_PIXELS = 16_384
+_LUMA = np.array([0.299, 0.587, 0.114])
+# When both ways re-make most blocks exactly (median error 0), the shares of blocks not re-made exactly
+# (mean error over EXACT_BLOCK grey levels) decide, by ratio and margin as above.
+EXACT_BLOCK = 0.05
+RATIO_EXACT = 0.25
+MARGIN_EXACT = 0.1
 WINDOW = 256  # pixels per side of the sampled windows (a multiple of the 16 px MCU)
 WINDOWS_PER_SIDE = 3
 MAX_PIXELS = 40_000_000  # larger pictures are not tested (two full decodes)
@@ -45,6 +57,8 @@ MAX_TESTS_PER_GROUP = 8
 # The two must be copies: their 32 x 32 grey reductions, after the dihedral turn, correlate this well
 # (correlation, so brightened and toned copies count).
 MIN_CORRELATION = 0.9
+# Share of the 32 x 32 cells a stamp may cover: left out when the whole correlates less (`_correlation`).
+STAMP_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -75,11 +89,11 @@ def _small(a: np.ndarray) -> np.ndarray:
 
 
 def _curve(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """`src` through the per-channel tone curve that best maps it onto `dst` (mean of dst per src level).
+    """Per-channel tone curves (256 x C, float) that best map `src` onto `dst` (mean of dst per src level).
 
     Fitted twice: pixels the first curve misses by far (a box or caption stamped on the copy) are left out
     of the second, so an overlay does not bend the curve for the rest of the picture."""
-    out = np.empty_like(src)
+    curves = np.empty((256, src.shape[2]))
     levels = np.arange(256)
     for c in range(src.shape[2]):
         s, d = src[..., c].ravel(), dst[..., c].ravel().astype(np.float64)
@@ -88,10 +102,17 @@ def _curve(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
             sums = np.bincount(s[keep], weights=d[keep], minlength=256)
             counts = np.bincount(s[keep], minlength=256)
             seen = counts > 0
-            lut = np.interp(levels, levels[seen], sums[seen] / counts[seen])
-            miss = np.abs(lut[s] - d)
+            curves[:, c] = np.interp(levels, levels[seen], sums[seen] / counts[seen])
+            miss = np.abs(curves[s, c] - d)
             keep = miss <= max(4.0, 3.0 * float(np.median(miss)))
-        out[..., c] = np.clip(np.rint(lut), 0, 255).astype(np.uint8)[src[..., c]]
+    return curves
+
+
+def _through(curves: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """`src` (H x W x C, uint8) through per-channel curves, rounded to levels."""
+    out = np.empty_like(src)
+    for c in range(src.shape[2]):
+        out[..., c] = np.clip(np.rint(curves[:, c]), 0, 255).astype(np.uint8)[src[..., c]]
     return out
 
 
@@ -104,23 +125,135 @@ def _windows(h: int, w: int) -> list[tuple[int, int, int, int]]:
     return [(int(y), int(x), int(y) + WINDOW, int(x) + WINDOW) for y in sorted(set(ys)) for x in sorted(set(xs))]
 
 
-def _remake_error(src: np.ndarray, dst: np.ndarray, dst_image: object) -> float:
-    """Median 8 x 8 block error of re-making `dst` from `src` (same frame) with `dst_image`'s tables."""
+def _saturated(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """`rgb` with its saturation scaled by `factor` about each pixel's luma (kept), rounded to levels."""
+    x = rgb.astype(np.float64)
+    luma = (x @ _LUMA)[..., None]
+    return np.clip(np.rint(luma + factor * (x - luma)), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class _Edit:
+    """A pointwise colour edit: per-channel `curves` applied to `inputs` (the source, or the source after a
+    saturation change), then a saturation change by `after` (None: none)."""
+
+    inputs: np.ndarray
+    curves: np.ndarray
+    after: float | None
+
+    def apply(self) -> np.ndarray:
+        out = _through(self.curves, self.inputs)
+        return out if self.after is None else _saturated(out, self.after)
+
+
+def _choose_saturation(src: np.ndarray, dst: np.ndarray) -> tuple[float, bool]:
+    """(factor, after): the saturation change that, with per-channel tone curves, best maps `src` onto `dst`
+    (a colour or vibrance slider before or after a curve), chosen on at most `SATURATION_PIXELS` pixels
+    spread over the picture. The family holds the inverse of each of its edits (a curve after a saturation
+    change is undone by the inverse change after the inverse curve), so the fit favours neither direction
+    of the test."""
+    step = max(1, int(np.ceil(np.sqrt(src.shape[0] * src.shape[1] / SATURATION_PIXELS))))
+    s, d = src[::step, ::step], dst[::step, ::step]
+    best: tuple[float, float, bool] | None = None  # (mean error, factor, after)
+    for factor in SATURATIONS:
+        before = _saturated(s, factor)
+        for edit, after in (
+            (_Edit(before, _curve(before, d), None), False),
+            (_Edit(s, _curve(s, _saturated(d, 1.0 / factor)), factor), True),
+        ):
+            error = float(np.abs(edit.apply().astype(np.int16) - d).mean())
+            if best is None or error < best[0]:
+                best = (error, factor, after)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _fit_edit(src: np.ndarray, dst: np.ndarray, factor: float, after: bool) -> _Edit:
+    """Per-channel tone curves from `src` onto `dst`, with the saturation change `factor` before or after."""
+    if after:
+        return _Edit(src, _curve(src, _saturated(dst, 1.0 / factor)), factor)
+    inputs = _saturated(src, factor) if factor != 1.0 else src
+    return _Edit(inputs, _curve(inputs, dst), None)
+
+
+def _block_errors(again: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Mean absolute error of each whole 8 x 8 block (one pixel ring in from the window's edge, where
+    other blocks' chroma reaches in)."""
+    err = np.abs(again - dst.astype(np.int16)).mean(axis=2)[8:-8, 8:-8]
+    hh, ww = err.shape[0] // 8 * 8, err.shape[1] // 8 * 8
+    return err[:hh, :ww].reshape(hh // 8, 8, ww // 8, 8).mean(axis=(1, 3)).ravel()
+
+
+def _remake_error(src: np.ndarray, dst: np.ndarray, dst_image: object, recolour: bool) -> tuple[float, float]:
+    """(median error, inexact share) of the 8 x 8 blocks of re-making `dst` from `src` (same frame) with
+    `dst_image`'s tables.
+
+    `src` is tried as it is (a copy re-saved or turned without an edit) and through per-channel tone
+    curves fitted on the decoded pixels, with a saturation change too when `recolour` (`_fit_edit`). A
+    fitted curve is off by a level here and there (the mean of a JPEG's noisy levels), and each such level
+    changes whole blocks once encoded, so the fit is refined on its result: each round moves every level by
+    the mean error it left, encoded again (`REFINE_ROUNDS`). The best try counts. A copy made from `src`
+    through such an edit is then re-made nearly block for block, while no edit removes the other file's own
+    quantisation noise the other way round."""
     from PIL import Image, JpegImagePlugin
 
     tables = dst_image.quantization  # type: ignore[attr-defined]
     sampling = JpegImagePlugin.get_sampling(dst_image)
+
+    def remade(pixels: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "JPEG", qtables=tables, subsampling=sampling)
+        return np.asarray(Image.open(buf, formats=("JPEG",)).convert("RGB"), np.int16)
+
+    factor, after = _choose_saturation(src, dst) if recolour else (1.0, False)
     errors = []
     for y0, x0, y1, x1 in _windows(*dst.shape[:2]):
         s, d = src[y0:y1, x0:x1], dst[y0:y1, x0:x1]
-        buf = io.BytesIO()
-        Image.fromarray(_curve(s, d)).save(buf, "JPEG", qtables=tables, subsampling=sampling)
-        again = np.asarray(Image.open(buf, formats=("JPEG",)).convert("RGB"), np.int16)
-        err = np.abs(again - d.astype(np.int16)).mean(axis=2)[8:-8, 8:-8]  # edges see other blocks' chroma
-        hh, ww = err.shape[0] // 8 * 8, err.shape[1] // 8 * 8
-        if hh and ww:
-            errors.append(err[:hh, :ww].reshape(hh // 8, 8, ww // 8, 8).mean(axis=(1, 3)).ravel())
-    return float(np.median(np.concatenate(errors))) if errors else float("nan")
+        best = _block_errors(remade(s), d)
+        if _score(best) == (0.0, 0.0):
+            errors.append(best)  # re-made exactly as it is: no edit does better
+            continue
+        edit = _fit_edit(s, d, factor, after)
+        for round_ in range(REFINE_ROUNDS + 1):
+            again = remade(edit.apply())
+            blocks = _block_errors(again, d)
+            if _score(blocks) < _score(best):
+                best = blocks
+            if round_ < REFINE_ROUNDS:
+                left = d.astype(np.float64) - again
+                for c in range(s.shape[2]):
+                    level = edit.inputs[..., c].ravel()
+                    sums = np.bincount(level, weights=left[..., c].ravel(), minlength=256)
+                    counts = np.bincount(level, minlength=256)
+                    edit.curves[:, c] += sums / np.maximum(counts, 1)
+        if best.size:
+            errors.append(best)
+    if not errors:
+        return float("nan"), float("nan")
+    return _score(np.concatenate(errors))
+
+
+def _score(blocks: np.ndarray) -> tuple[float, float]:
+    """(median block error, share of blocks not re-made exactly) of one re-make."""
+    if not blocks.size:
+        return float("inf"), 1.0
+    return float(np.median(blocks)), float((blocks > EXACT_BLOCK).mean())
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two standardised 32 x 32 reductions, the cells that differ most left out.
+
+    A box or caption stamped on a copy covers a few cells and, bright on a dark picture, moves the whole
+    picture's mean and spread: the correlation is taken again without the `STAMP_SHARE` of cells that
+    differ most, so a stamped copy still counts as a copy and two different pictures still do not."""
+    whole = float((a * b).mean())
+    if whole >= MIN_CORRELATION:
+        return whole
+    far = np.abs(a - b).ravel()
+    rest = far <= np.quantile(far, 1.0 - STAMP_SHARE)
+    x, y = a.ravel()[rest], b.ravel()[rest]
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / max(float(np.sqrt((x * x).sum() * (y * y).sum())), 1e-9))
 
 
 def lineage(path_a: str, path_b: str) -> Lineage:
@@ -144,27 +277,49 @@ def lineage(path_a: str, path_b: str) -> Lineage:
                 for k in range(8)
                 if ((w, h) if k % 2 else (h, w)) == b.shape[:2]
             ]
-            if not fits or max(fits)[0] < MIN_CORRELATION:
+            if not fits:
                 return unknown
             k = max(fits)[1]
+            if _correlation(_dihedral(small_a[..., None], k)[..., 0], small_b) < MIN_CORRELATION:
+                return unknown
             turned = _dihedral(a, k)
             if np.array_equal(turned, b):
                 return unknown  # the same pixels (a file re-tagged, a comment added): nothing to tell
-            b_from_a = _remake_error(turned, b, ib)
-            a_from_b = _remake_error(_dihedral(b, _INVERSE[k]), a, ia)
+            # Per-channel curves first; the saturation family (slower) only where they leave it open.
+            for recolour in (False, True):
+                b_from_a, b_inexact = _remake_error(turned, b, ib, recolour)
+                a_from_b, a_inexact = _remake_error(_dihedral(b, _INVERSE[k]), a, ia, recolour)
+                source = _verdict(a_from_b, a_inexact, b_from_a, b_inexact)
+                if source:
+                    break
     except (OSError, ValueError, SyntaxError) as exc:  # unreadable now: say nothing
         log.debug("lineage of %s and %s: %s", path_a, path_b, exc)
         return unknown
+    return Lineage(source, a_from_b, b_from_a)
+
+
+def _verdict(a_from_b: float, a_inexact: float, b_from_a: float, b_inexact: float) -> int:
+    """1 when B was made from A, -1 when A was made from B, 0 when the errors cannot tell."""
     if b_from_a < RATIO * a_from_b and a_from_b - b_from_a >= MARGIN:
-        return Lineage(1, a_from_b, b_from_a)
+        return 1
     if a_from_b < RATIO * b_from_a and b_from_a - a_from_b >= MARGIN:
-        return Lineage(-1, a_from_b, b_from_a)
-    return Lineage(0, a_from_b, b_from_a)
+        return -1
+    # Both re-made with most blocks exact (a copy re-saved at another quality, turned or not): the one
+    # re-made bit for bit in more blocks by far was made from the other.
+    if max(a_from_b, b_from_a) < MARGIN:
+        if b_inexact < RATIO_EXACT * a_inexact and a_inexact - b_inexact >= MARGIN_EXACT:
+            return 1
+        if a_inexact < RATIO_EXACT * b_inexact and b_inexact - a_inexact >= MARGIN_EXACT:
+            return -1
+    return 0
 
 
 # Keeper rules that say which file is the better picture; lineage refines them, the rules after them
-# (dates, size, format, path) only break ties it leaves.
+# (dates, size, format, path) only break ties it leaves. The estimated quality is not among them: it is
+# the setting a file was last saved at, and a copy re-saved at a higher setting from a file holds no more
+# of the picture than that file; where the test shows which was made from which, that answer stands.
 _CONTENT_RULES = ("resolution", "camera", "quality", "colour", "borders")
+_OVERRULED = ("quality",)
 
 
 def _content_key(record: FileRecord, config: GroupingConfig) -> tuple:
@@ -172,7 +327,8 @@ def _content_key(record: FileRecord, config: GroupingConfig) -> tuple:
     for rule in config.keep_policy:
         if rule not in _CONTENT_RULES:
             break
-        rules.append(rule)
+        if rule not in _OVERRULED:
+            rules.append(rule)
     return keeper_key(record, dataclasses.replace(config, keep_policy=tuple(rules)))[:-1]
 
 
@@ -209,7 +365,8 @@ def prefer_sources(
     groups: Sequence[Group], config: GroupingConfig, test: Callable[[FileRecord, FileRecord], int] = lineage_of
 ) -> list[Group]:
     """Groups whose keeper the re-compression test shows to be made from a near copy that ties with it on
-    the content rules get that copy as keeper (the original, not its re-encode, turn or brightened copy).
+    the content rules get that copy as keeper (the original, not its re-encode, turn or brightened copy),
+    whatever quality each was saved at (an edit re-saved at a higher quality than its original's).
 
     Only JPEG near copies of the keeper's own size (any turn) are tested, at most `MAX_TESTS_PER_GROUP` per
     group, best-ranked first; a keeper under a reference folder stays; what the test cannot tell leaves the

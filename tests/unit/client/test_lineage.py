@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from fakes import record
-from PIL import Image
+from PIL import Image, ImageDraw, ImageEnhance
 
 from photodedup.client.grouping import FileRecord, GroupingConfig, Tier, find_groups
 from photodedup.client.index import Index
@@ -39,6 +39,58 @@ def test_a_copy_made_from_a_jpeg_is_told_from_its_source(original, tmp_path: Pat
     forward, backward = lineage(source, str(copy)), lineage(str(copy), source)
     assert forward.source == 1 and forward.b_from_a < forward.a_from_b, forward
     assert backward.source == -1, backward
+
+
+def _saved(img: Image.Image, path: Path, quality: int) -> str:
+    img.save(path, quality=quality)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("seed", "edit"),
+    [
+        (21, lambda im: ImageEnhance.Contrast(ImageEnhance.Brightness(im).enhance(1.2)).enhance(1.1)),
+        (9, lambda im: im.point(lambda v: int(255 * (v / 255) ** 0.8))),
+    ],
+    ids=["brightened", "gamma"],
+)
+def test_a_tone_edit_saved_with_its_sources_tables_is_told(tmp_path: Path, seed: int, edit) -> None:  # type: ignore[no-untyped-def]
+    """The same quality both times: the curve fitted on noisy levels is refined until the copy is re-made."""
+    source = _saved(photo(seed, (480, 360)), tmp_path / "source.jpg", 90)
+    copy = _saved(edit(Image.open(source).convert("RGB")), tmp_path / "copy.jpg", 90)
+    assert lineage(source, copy).source == 1
+    assert lineage(copy, source).source == -1
+
+
+@pytest.mark.parametrize("seed", [21, 5])
+def test_a_colour_and_curve_edit_saved_with_its_sources_tables_is_told(tmp_path: Path, seed: int) -> None:
+    """Saturation raised (a colour slider), then a gamma curve: no per-channel curve alone describes it."""
+    source = _saved(photo(seed, (480, 360)), tmp_path / "source.jpg", 90)
+    edited = ImageEnhance.Color(Image.open(source).convert("RGB")).enhance(1.5)
+    copy = _saved(edited.point(lambda v: int(255 * (v / 255) ** 0.8)), tmp_path / "copy.jpg", 90)
+    assert lineage(source, copy).source == 1
+    assert lineage(copy, source).source == -1
+
+
+@pytest.mark.parametrize("turn", [None, Image.Transpose.ROTATE_270], ids=["re-saved", "turned"])
+def test_a_copy_re_saved_at_a_higher_quality_is_told(tmp_path: Path, turn) -> None:  # type: ignore[no-untyped-def]
+    """Both ways re-make most blocks exactly; only the copy is re-made exactly in (nearly) all of them."""
+    source = _saved(photo(21, (480, 360)), tmp_path / "source.jpg", 90)
+    decoded = Image.open(source).convert("RGB")
+    copy = _saved(decoded.transpose(turn) if turn else decoded, tmp_path / "copy.jpg", 95)
+    assert lineage(source, copy).source == 1
+    assert lineage(copy, source).source == -1
+
+
+def test_a_stamped_copy_is_still_a_copy(tmp_path: Path) -> None:
+    """A caption box moves the small picture's mean and spread; the rest of the picture still matches."""
+    source = _saved(photo(5, (480, 360)), tmp_path / "source.jpg", 90)
+    stamped = Image.open(source).convert("RGB")
+    draw = ImageDraw.Draw(stamped)
+    draw.rectangle((10, 10, 180, 50), fill=(255, 255, 255))
+    draw.text((14, 14), "(c) studio", fill=(120, 120, 120))
+    copy = _saved(stamped, tmp_path / "copy.jpg", 88)
+    assert lineage(source, copy).source == 1
 
 
 def test_pictures_that_are_not_copies_or_not_jpegs_say_nothing(original, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -80,6 +132,20 @@ def test_a_keeper_made_from_a_tied_copy_gives_way_to_it(tmp_path: Path) -> None:
     assert asked == [(group.keep.path, source.path)]
     (same,) = prefer_sources([group], GroupingConfig(near_threshold=4), lambda a, b: 0)
     assert same.keep is group.keep
+
+
+def test_a_keeper_saved_at_a_higher_quality_than_its_source_gives_way_to_it(tmp_path: Path) -> None:
+    """An edit re-saved at q95 from a q80 original ranks first on quality; the test shows what it was made
+    from, and the original is kept. A keeper that is the source of a lower-quality copy stays."""
+    keep = record(tmp_path / "a-edit.jpg", dhash=0, phash=0, quality=95)
+    source = record(tmp_path / "b-original.jpg", dhash=1, phash=0, quality=80)
+    config = GroupingConfig(near_threshold=4)
+    (group,) = find_groups([keep, source], config)
+    assert group.keep is keep
+    (changed,) = prefer_sources([group], config, lambda a, b: -1 if (a, b) == (keep, source) else 0)
+    assert changed.keep is source
+    (same,) = prefer_sources([group], config, lambda a, b: 1 if (a, b) == (keep, source) else 0)
+    assert same.keep is keep
 
 
 def test_a_keeper_in_a_reference_folder_stays(tmp_path: Path) -> None:
