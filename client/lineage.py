@@ -184,12 +184,15 @@ def _block_errors(again: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return err[:hh, :ww].reshape(hh // 8, 8, ww // 8, 8).mean(axis=(1, 3)).ravel()
 
 
-def _remake_error(src: np.ndarray, dst: np.ndarray, dst_image: object, recolour: bool) -> tuple[float, float]:
+def _remake_error(
+    src: np.ndarray, dst: np.ndarray, dst_image: object, saturation: tuple[float, bool] = (1.0, False)
+) -> tuple[float, float]:
     """(median error, inexact share) of the 8 x 8 blocks of re-making `dst` from `src` (same frame) with
     `dst_image`'s tables.
 
     `src` is tried as it is (a copy re-saved or turned without an edit) and through per-channel tone
-    curves fitted on the decoded pixels, with a saturation change too when `recolour` (`_fit_edit`). A
+    curves fitted on the decoded pixels, with the saturation change `saturation` (factor, after the curves)
+    too (`_choose_saturation`, `_fit_edit`). A
     fitted curve is off by a level here and there (the mean of a JPEG's noisy levels), and each such level
     changes whole blocks once encoded, so the fit is refined on its result: each round moves every level by
     the mean error it left, encoded again (`REFINE_ROUNDS`). The best try counts. A copy made from `src`
@@ -205,7 +208,7 @@ def _remake_error(src: np.ndarray, dst: np.ndarray, dst_image: object, recolour:
         Image.fromarray(pixels).save(buf, "JPEG", qtables=tables, subsampling=sampling)
         return np.asarray(Image.open(buf, formats=("JPEG",)).convert("RGB"), np.int16)
 
-    factor, after = _choose_saturation(src, dst) if recolour else (1.0, False)
+    factor, after = saturation
     errors = []
     for y0, x0, y1, x1 in _windows(*dst.shape[:2]):
         s, d = src[y0:y1, x0:x1], dst[y0:y1, x0:x1]
@@ -286,12 +289,19 @@ def lineage(path_a: str, path_b: str) -> Lineage:
             if np.array_equal(turned, b):
                 return unknown  # the same pixels (a file re-tagged, a comment added): nothing to tell
             # Per-channel curves first; the saturation family (slower) only where they leave it open.
-            for recolour in (False, True):
-                b_from_a, b_inexact = _remake_error(turned, b, ib, recolour)
-                a_from_b, a_inexact = _remake_error(_dihedral(b, _INVERSE[k]), a, ia, recolour)
-                source = _verdict(a_from_b, a_inexact, b_from_a, b_inexact)
-                if source:
-                    break
+            back = _dihedral(b, _INVERSE[k])
+            b_from_a, b_inexact = _remake_error(turned, b, ib)
+            a_from_b, a_inexact = _remake_error(back, a, ia)
+            source = _verdict(a_from_b, a_inexact, b_from_a, b_inexact)
+            if not source:
+                to_b, to_a = _choose_saturation(turned, b), _choose_saturation(back, a)
+                # No saturation change fits either way better than the curves alone: the family's fit is the
+                # one just made, so it cannot tell either (a library's siblings, saved from the same pixels
+                # at two qualities, spent most of a first scan here).
+                if (to_b, to_a) != ((1.0, False), (1.0, False)):
+                    b_from_a, b_inexact = _remake_error(turned, b, ib, to_b)
+                    a_from_b, a_inexact = _remake_error(back, a, ia, to_a)
+                    source = _verdict(a_from_b, a_inexact, b_from_a, b_inexact)
     except (OSError, ValueError, SyntaxError) as exc:  # unreadable now: say nothing
         log.debug("lineage of %s and %s: %s", path_a, path_b, exc)
         return unknown

@@ -187,3 +187,25 @@ def test_the_same_pixels_under_two_names_say_nothing(original, tmp_path: Path) -
     retagged = tmp_path / "retagged.jpg"
     retagged.write_bytes(Path(source).read_bytes() + b"\x00")  # other bytes after the image, same pixels
     assert lineage(source, str(retagged)).source == 0
+
+
+def test_siblings_are_not_fitted_again_for_a_saturation_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two files saved from the same pixels at two qualities: neither was made from the other, and when no
+    saturation change fits better than the curves alone the saturation family's fit is not made again
+    (it was most of a first scan of a library of such siblings)."""
+    import photodedup.client.lineage as lin
+
+    img = photo(7, (320, 240))
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    img.save(a, quality=85)
+    img.save(b, quality=70)
+    calls: list[tuple[float, bool]] = []
+    real = lin._remake_error
+
+    def counted(src, dst, dst_image, saturation=(1.0, False)):  # type: ignore[no-untyped-def]
+        calls.append(saturation)
+        return real(src, dst, dst_image, saturation)
+
+    monkeypatch.setattr(lin, "_remake_error", counted)
+    assert lineage(str(a), str(b)).source == 0
+    assert calls == [(1.0, False), (1.0, False)]
