@@ -222,18 +222,25 @@ def _ink_distance(frame: StrictFrame) -> float:
     return float(np.abs(maps[0] - maps[1]).sum()) / union
 
 
-def _pixel_share(frame: StrictFrame) -> float:
-    """Share of the covered pixels whose lightness differs by more than STRICT_PIXEL_LEVELS, after histogram
-    matching both ways (tone does not count) and a half-pixel blur (a copy's resampling moves edges by less)."""
+def _lightness_differences(frame: StrictFrame, sigma: float) -> np.ndarray:
+    """Per covered pixel, how far the two lightnesses (blurred by `sigma` px) are apart after histogram
+    matching both ways: tone does not count, and a flat picture matched onto a glyph, which would take on
+    its strokes, is compared the other way too."""
     import cv2
 
     inside = frame.inside
-    la = cv2.GaussianBlur(frame.warped[..., 0].astype(np.float32), (0, 0), 0.5)[inside]
-    lb = cv2.GaussianBlur(frame.target[..., 0].astype(np.float32), (0, 0), 0.5)[inside]
+    la = cv2.GaussianBlur(frame.warped[..., 0].astype(np.float32), (0, 0), sigma)[inside]
+    lb = cv2.GaussianBlur(frame.target[..., 0].astype(np.float32), (0, 0), sigma)[inside]
     if not la.size:
-        return 0.0
-    differs = np.maximum(np.abs(_match_histogram(la, lb) - lb), np.abs(_match_histogram(lb, la) - la))
-    return float((differs > STRICT_PIXEL_LEVELS).mean())
+        return la
+    return np.maximum(np.abs(_match_histogram(la, lb) - lb), np.abs(_match_histogram(lb, la) - la))
+
+
+def _pixel_share(frame: StrictFrame) -> float:
+    """Share of the covered pixels whose lightness differs by more than STRICT_PIXEL_LEVELS (a half-pixel
+    blur: a copy's resampling moves edges by less)."""
+    differs = _lightness_differences(frame, 0.5)
+    return float((differs > STRICT_PIXEL_LEVELS).mean()) if differs.size else 0.0
 
 
 def _colour_region(frame: StrictFrame) -> float:
@@ -264,13 +271,8 @@ def _strict_bad_cells(frame: StrictFrame) -> tuple[float, bool]:
     grid = min(16, max(4, side // 3))
     if mask.mean() < 0.5:
         return 1.0, False
-    la = cv2.GaussianBlur(warped[..., 0].astype(np.float32), (0, 0), 1.0)
-    lb = cv2.GaussianBlur(target[..., 0].astype(np.float32), (0, 0), 1.0)
     differs = np.zeros((h, w), np.float32)
-    differs[mask] = np.maximum(
-        np.abs(_match_histogram(la[mask], lb[mask]) - lb[mask]),
-        np.abs(_match_histogram(lb[mask], la[mask]) - la[mask]),
-    )
+    differs[mask] = _lightness_differences(frame, 1.0)
     ca = cv2.GaussianBlur(warped[..., 1:].astype(np.float32) - 128.0, (0, 0), 1.5)
     cb = cv2.GaussianBlur(target[..., 1:].astype(np.float32) - 128.0, (0, 0), 1.5)
     levels = STRICT_GREY_LEVELS[0] if side < STRICT_SIDE else STRICT_GREY_LEVELS[1]
