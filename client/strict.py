@@ -66,6 +66,10 @@ STRICT_PIXEL_SHARE = 0.01
 # 512 px and 68 copies (resized PNG, JPEG q70-85, WebP): copies at most 0.0019, different emblems at least 0.011.
 STRICT_DRAWN_SHARE = 0.1
 STRICT_SHAPE_SHARE = 0.005
+# A drawn graphic's copies are resized, not cropped: from STRICT_ALWAYS_COLOUR_BELOW px up, the smaller must cover
+# at least this share of the other's frame once aligned (a theme's headset is its headphones with a microphone
+# added below: 0.84; the 68 made copies of the place icons: all above).
+STRICT_DRAWN_COVER = 0.9
 
 
 def compare_strict(a: Picture, b: Picture) -> Verdict:
@@ -121,6 +125,8 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
     pixels = _pixel_share(frame) if icon and a.native == b.native else 0.0
     # A drawn graphic's emblem differs in solid shapes, which cells mostly of one flat colour average away.
     shape = _shape_share(frame) if counted and drawn and not icon else 0.0
+    if drawn and counted and not icon and float(frame.inside.mean()) < STRICT_DRAWN_COVER:
+        return Verdict(False, v.inliers, v.coverage, bad, "one covers part of the other", upright, True, aligned_by)
     same = (
         counted
         and bad <= STRICT_BAD_CELLS

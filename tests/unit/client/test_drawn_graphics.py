@@ -165,3 +165,17 @@ def test_a_photo_pair_is_not_affected_by_the_rule() -> None:
     groups = find_groups([a, b], GroupingConfig(), verifier=None)
     assert [sorted(m.record.path for m in g.members) for g in groups] == [["/p/a.jpg", "/p/b.jpg"]]
     assert find_groups(cut, GroupingConfig(), verifier=None) == []  # drawn: no verifier, no join
+
+
+def test_a_drawn_graphic_with_a_part_added_is_another_picture(tmp_path: Path) -> None:
+    """A theme's headset is its headphones with a microphone added: a drawn graphic's copies are resized, not
+    cropped, so one that covers only part of the other once aligned is another picture."""
+    plain = folder("note")
+    added = plain.copy()
+    draw = ImageDraw.Draw(added)  # a cable leaving the folder's corner: the frame grows right and down
+    draw.line([464, 300, 495, 300, 495, 495, 300, 495], fill=(55, 125, 215, 255), width=14)
+    save(plain, tmp_path / "plain.png")
+    save(added, tmp_path / "added.png")
+    a, b = str(tmp_path / "plain.png"), str(tmp_path / "added.png")
+    verdict = GeometricVerifier().verdict(a, content_of(a), b, content_of(b), strict=True)
+    assert not verdict.same and verdict.reason == "one covers part of the other", verdict
