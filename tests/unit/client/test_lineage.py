@@ -209,3 +209,39 @@ def test_siblings_are_not_fitted_again_for_a_saturation_change(tmp_path: Path, m
     monkeypatch.setattr(lin, "_remake_error", counted)
     assert lineage(str(a), str(b)).source == 0
     assert calls == [(1.0, False), (1.0, False)]
+
+
+@pytest.mark.parametrize(("factor", "gamma"), [(1.15, 1.0), (0.85, 0.8), (1.5, 0.8), (0.6, 1.1)])
+def test_the_saturation_shortcut_takes_the_whole_familys_choice(tmp_path: Path, factor: float, gamma: float) -> None:
+    """1x is taken without the rest of the family only where the whole family would take it: a copy made
+    with a saturation change (mild ones beside 1x too, with a curve or without) still gets its factor."""
+    import numpy as np
+
+    import photodedup.client.lineage as lin
+
+    source = _saved(photo(5, (480, 360)), tmp_path / "source.jpg", 90)
+    decoded = Image.open(source).convert("RGB")
+    edited = ImageEnhance.Color(decoded).enhance(factor).point(lambda v: int(255 * (v / 255) ** gamma))
+    copy = _saved(edited, tmp_path / "copy.jpg", 90)
+    src, dst = np.asarray(decoded), np.asarray(Image.open(copy).convert("RGB"))
+    for a, b in ((src, dst), (dst, src)):
+        chosen = lin._choose_saturation(a, b)
+        assert chosen == lin._choose_saturation(a, b, whole_family=True)
+        assert chosen != (1.0, False)
+
+
+def test_siblings_try_only_the_saturations_beside_1x(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two saves of one picture: no saturation change between them, found with five fits, not the family's 30."""
+    import numpy as np
+
+    import photodedup.client.lineage as lin
+
+    img = photo(7, (320, 240))
+    img.save(tmp_path / "a.jpg", quality=85)
+    img.save(tmp_path / "b.jpg", quality=70)
+    a, b = (np.asarray(Image.open(tmp_path / n).convert("RGB")) for n in ("a.jpg", "b.jpg"))
+    fits: list[int] = []
+    real = lin._curve
+    monkeypatch.setattr(lin, "_curve", lambda s, d: fits.append(1) or real(s, d))
+    assert lin._choose_saturation(a, b) == lin._choose_saturation(a, b, whole_family=True) == (1.0, False)
+    assert len(fits) == 5 + 30
