@@ -186,7 +186,11 @@ def load_quick(index: Index, scope: str, quick: str, model_id: str | None) -> li
     stored = index.stored_groups(scope)
     if stored is None or stored[1] != quick:
         return None
-    return _decoded(stored[2], lambda parsed: index.records_of({p for g in parsed for p, *_ in g["members"]}, model_id))
+
+    def members(parsed: list[dict[str, Any]]) -> Mapping[str, FileRecord]:
+        return index.records_of({p for g in parsed for p, *_ in g["members"]}, model_id, hashes=False)
+
+    return _decoded(stored[2], members)
 
 
 def load(index: Index, scope: str, digest: str, records: Sequence[FileRecord], quick: str) -> list[Group] | None:

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-# Our settings models need no pydantic plugins, and finding them reads every installed package's entry
-# points when the first model is built: ~40 ms of every command's start, a twentieth of an unchanged
-# rescan. A user who sets the variable keeps their choice.
-os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+import click
 
-import click  # noqa: E402
-
-from photodedup import __version__  # noqa: E402
+from photodedup import __version__
 
 log = logging.getLogger("photodedup")
 

@@ -24,8 +24,7 @@ def stack(*options: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return decorate
 
 
-def _shown_default(field: Any) -> str:
-    value = field.get_default(call_default_factory=True)
+def _shown_default(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, bool):
@@ -38,12 +37,11 @@ def _shown_default(field: Any) -> str:
 def setting_help(name: str, extra: str = "") -> str:
     """The help text of Settings.<name>: its description, its environment names and its default, all read
     from the settings so --help never drifts from what the program does."""
-    from photodedup.settings import FIELD_SECTION, SECTIONS, environment_names
+    from photodedup.settings import field_help
 
-    field = SECTIONS[FIELD_SECTION[name]].model_fields[name]
-    envs = environment_names(name, field)
-    text = " ".join(part for part in (field.description or "", extra) if part)
-    default = _shown_default(field)
+    description, envs, value = field_help(name)
+    text = " ".join(part for part in (description, extra) if part)
+    default = _shown_default(value)
     return f"{text} [env {', '.join(map(str, envs))}; default {default or 'none'}]"
 
 
@@ -126,12 +124,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def build_settings(**flags: Any) -> Any:
-    from pydantic import ValidationError
-
-    from photodedup.settings import Settings
+    from photodedup.settings import Settings, SettingsError
 
     try:
         return Settings.from_flags(**flags)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise click.UsageError(problems) from None
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None

@@ -223,6 +223,10 @@ class ReviewState:
         from photodedup.client.verdicts import StoredVerifier
 
         with Index(self.db) as index:
+            # Groups kept from the last scan carry records without the hashes grouping needs (turned and
+            # window hashes); read them in full for the regroup.
+            full = index.records_of([r.path for r in records], self.scan.model_id)
+            records = [full.get(r.path, r) for r in records]
             verifier = StoredVerifier(index) if getattr(self.config, "verify", False) else None
             lineage = StoredLineage(index)
             try:

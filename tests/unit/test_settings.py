@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
 from photodedup.settings import Settings
+from photodedup.settings import SettingsError as ValidationError
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

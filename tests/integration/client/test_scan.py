@@ -166,7 +166,7 @@ def _rescan_imports(root: Path, db: Path, tmp_path: Path, *flags: str) -> subpro
                   "--format", "json", "-o", {str(tmp_path / "r.json")!r}])
         except SystemExit as exc:
             assert not exc.code, exc.code
-        heavy = ("torch", "open_clip", "faiss", "rich", "numpy", "PIL", "cv2", "asyncio", "grpc")
+        heavy = ("torch", "open_clip", "faiss", "rich", "numpy", "PIL", "cv2", "asyncio", "grpc", "pydantic")
         print("IMPORTED", sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy)))
         """
     )
@@ -188,7 +188,7 @@ def test_an_unchanged_rescan_imports_no_model_code(
 def test_an_unchanged_rescan_without_embeddings_imports_no_image_code(
     library: dict[str, list[Path]], tmp_path: Path
 ) -> None:
-    """The default offline rescan: its interpreter start was most of its time (numpy, Pillow, rich)."""
+    """The default offline rescan: its interpreter start was most of its time (numpy, Pillow, rich, pydantic)."""
     db, root = tmp_path / "db.sqlite3", library["root"][0]
     first, groups = _scan(Settings(), root, db, mode="auto")
     assert first.skipped_reason and groups
@@ -232,8 +232,7 @@ def test_an_unchanged_library_is_not_grouped_again_until_something_changes(
         index.add_ignore([a, b])
     _, split = _scan(settings, root, db)
     assert len(computed) == 1 and _shape(split) != _shape(first)
-    stricter = settings.grouping.model_copy(update={"near_threshold": 3})
-    _scan(settings.model_copy(update={"grouping": stricter}), root, db)
+    _scan(settings.replace(near_threshold=3), root, db)
     assert len(computed) == 2
     photo(14, (480, 360)).save(library["others"][0], quality=90)
     _scan(settings, root, db)

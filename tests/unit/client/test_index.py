@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -361,10 +362,18 @@ def test_the_generation_moves_with_every_change_to_a_file_or_an_embedding(index:
 
 def test_records_of_reads_just_the_named_hashed_images(index: Index) -> None:
     scan = index.start_scan(["/p"], None, {})
-    index.put_hashes([_res("/p/a.jpg"), _res("/p/b.jpg", md5="b" * 32), _res("/p/bad.jpg", error="broken")], scan)
+    windowed = dataclasses.replace(_res("/p/a.jpg"), windows=((1, 2), (3, 4)))
+    index.put_hashes([windowed, _res("/p/b.jpg", md5="b" * 32), _res("/p/bad.jpg", error="broken")], scan)
     index.put_embeddings("m", [("/p/a.jpg", np.ones(4, np.float32), None)])
     every = {r.path: r for r in index.records(["/p"], "m")}
     got = index.records_of(["/p/a.jpg", "/p/bad.jpg", "/p/none.jpg"], "m")
     assert list(got) == ["/p/a.jpg"]
     assert got["/p/a.jpg"].md5 == every["/p/a.jpg"].md5 and got["/p/a.jpg"].embedding is not None
     assert got["/p/a.jpg"].windows == every["/p/a.jpg"].windows
+    shown = index.records_of(["/p/a.jpg", "/p/b.jpg"], "m", hashes=False)  # for reports: no grouping hashes
+    assert sorted(shown) == ["/p/a.jpg", "/p/b.jpg"]
+    assert every["/p/a.jpg"].windows and every["/p/a.jpg"].rotated_hashes
+    full, light = every["/p/a.jpg"], shown["/p/a.jpg"]
+    assert light.embedding is not None and (light.embedding == full.embedding).all()
+    unhashed = dataclasses.replace(full, windows=b"", rotated_hashes=(), embedding=None)
+    assert dataclasses.replace(light, embedding=None) == unhashed
