@@ -245,3 +245,50 @@ def test_siblings_try_only_the_saturations_beside_1x(tmp_path: Path, monkeypatch
     monkeypatch.setattr(lin, "_curve", lambda s, d: fits.append(1) or real(s, d))
     assert lin._choose_saturation(a, b) == lin._choose_saturation(a, b, whole_family=True) == (1.0, False)
     assert len(fits) == 5 + 30
+
+
+def test_groups_advance_together_and_hand_each_rounds_pairs_to_prefetch(tmp_path: Path) -> None:
+    """Two groups, three tied copies in the first: each round's pairs are handed over at once, and a round's
+    answer (the keeper was made from its copy) decides the pair the next round asks about."""
+    config = GroupingConfig(near_threshold=4)
+    first = [record(tmp_path / f"a{k}.jpg", dhash=k, phash=0, quality=90) for k in range(3)]
+    second = [record(tmp_path / f"b{k}.jpg", dhash=k, phash=0, quality=90) for k in range(2)]
+    groups = find_groups(first, config) + find_groups(second, config)
+    assert sorted(len(g.members) for g in groups) == [2, 3]
+    big = next(g for g in groups if len(g.members) == 3)
+    keep, (c1, c2) = big.keep, [m.record for m in big.members if m.record is not big.keep]
+    rounds: list[list[tuple[str, str]]] = []
+
+    class Test:
+        def __call__(self, a: FileRecord, b: FileRecord) -> int:
+            return -1 if (a, b) == (keep, c1) else 0
+
+        def prefetch(self, pairs: list[tuple[FileRecord, FileRecord]]) -> None:
+            rounds.append(sorted((a.path, b.path) for a, b in pairs))
+
+    out = prefer_sources(groups, config, Test())
+    other = next(g for g in groups if g is not big)
+    assert rounds[0] == sorted([(keep.path, c1.path), (other.keep.path, other.members[1].record.path)])
+    assert rounds[1] == [(c1.path, c2.path)]  # asked from the copy the keeper was made from
+    assert [g.keep for g in out] == [c1 if g is big else g.keep for g in groups]
+
+
+def test_tests_not_stored_yet_run_in_worker_processes(original, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import photodedup.client.lineage as module
+
+    decoded, source = original
+    copies = []
+    for quality, path in ((70, "re-saved.jpg"), (88, "turned.jpg")):
+        img = decoded.transpose(Image.Transpose.ROTATE_90) if path == "turned.jpg" else decoded
+        img.save(tmp_path / path, quality=quality)
+        copies.append(record(tmp_path / path, md5=path[0] * 32))
+    a = record(source, md5="f" * 32)
+    monkeypatch.setattr(module, "PARALLEL_TESTS", 2)
+    with Index(tmp_path / "i.sqlite3") as index:
+        stored = StoredLineage(index, workers=2)
+        stored.prefetch([(a, c) for c in copies])
+        # The workers answered: this process never runs the test.
+        monkeypatch.setattr(module, "lineage", lambda *args: pytest.fail("tested here, not in a worker"))
+        assert [stored(a, c) for c in copies] == [1, 1]
+        assert [stored(c, a) for c in copies] == [-1, -1]
+        assert len(stored.new) == 2
