@@ -267,16 +267,17 @@ class Index:
                 out[path] = (size, mtime_ns, md5 is not None or error is not None)
         return out
 
+    # Answered from the `files_walk` index alone (schema v12).
+    KNOWN_UNDER = (
+        "SELECT path, size, mtime_ns, md5 IS NOT NULL OR error IS NOT NULL FROM files WHERE path >= ? AND path < ?"
+    )
+
     def known_under(self, roots: Sequence[str]) -> dict[str, tuple[int, int, bool]]:
         """`known` for every file under `roots`, read in one range scan per root: a walk's worth of
         `known` lookups by path cost five times as much (an unchanged rescan of 12,000 files: 84 ms)."""
         out: dict[str, tuple[int, int, bool]] = {}
         for lo, hi in self._ranges(roots):
-            for path, size, mtime_ns, done in self.conn.execute(
-                "SELECT path, size, mtime_ns, md5 IS NOT NULL OR error IS NOT NULL FROM files"
-                " WHERE path >= ? AND path < ?",
-                (lo, hi),
-            ):
+            for path, size, mtime_ns, done in self.conn.execute(self.KNOWN_UNDER, (lo, hi)):
                 out[path] = (size, mtime_ns, bool(done))
         return out
 

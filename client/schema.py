@@ -153,6 +153,13 @@ UPDATE files SET transparent = 0 WHERE error IS NULL AND format IN ('JPEG', 'MPO
 UPDATE files SET mtime_ns = -1 WHERE error IS NULL AND transparent IS NULL;
 """
 
+# What a rescan's plan reads of every file under its roots (`Index.known_under`), in one index: the range
+# scan then reads no table rows, which carry ~1.5 KB of hashes each (an unchanged 12,000-file rescan's plan
+# read: ~50 -> ~30 ms).
+_V12_WALK_INDEX = """
+CREATE INDEX IF NOT EXISTS files_walk ON files(path, size, mtime_ns, md5, error);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _V1_RELEASE,
     _V2_REVIEW,
@@ -165,5 +172,6 @@ MIGRATIONS: tuple[str, ...] = (
     _V9_LINEAGE,
     _V10_GENERATION,
     _V11_TRANSPARENT,
+    _V12_WALK_INDEX,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -63,6 +63,9 @@ def test_known_under_reads_every_file_below_the_roots_and_nothing_beside_them(in
         "/q/d.jpg": (10, 1, True),
     }
     assert index.known_under(["/p/sub/", "/p/sub/b.jpg"]) == {"/p/sub/b.jpg": (10, 1, True)}
+    # ... from one index, without reading the rows and their hashes (the plan of every rescan)
+    plan = index.conn.execute("EXPLAIN QUERY PLAN " + Index.KNOWN_UNDER, ("/p/", "/p0")).fetchall()
+    assert "COVERING INDEX" in str(plan), plan
 
 
 def test_records_round_trip_unsigned_hashes_and_embeddings(index: Index) -> None:
