@@ -120,7 +120,9 @@ def boundary(groups_records: list, truth: list[dict[str, Any]], root: Path, conf
 
 def no_weak_rule(config: GroupingConfig) -> GroupingConfig:
     """The grouping before the weak-picture rule: no picture is weak, and any turned match counts."""
-    return dataclasses.replace(config, weak_side=0, icon_side=0, weak_contrast=0.0, turn_asymmetry=0, turn_margin=-128)
+    return dataclasses.replace(
+        config, weak_side=0, icon_side=0, weak_contrast=0.0, weak_transparent=2.0, turn_asymmetry=0, turn_margin=-128
+    )
 
 
 def score_groups(scorer: ModuleType, root: Path, groups: list[list[str]]) -> dict[str, Any]:

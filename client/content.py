@@ -8,7 +8,8 @@ Two jobs of one kind (geometry of the content), both run on the scanner's reduce
 - `window_hashes` hashes sub-windows of the content (centre, corner and one-side crops at a few
   scales), so a cropped copy's whole-picture hash meets the window of its original that it is.
 The hashes are bit-for-bit ImageHash's dHash and pHash of the cropped window, computed for all windows
-with vectorised numpy instead of one ImageHash call per window.
+with vectorised numpy instead of one ImageHash call per window. `transparent_share` says how much of the
+frame is see-through: a cut-out (icon, logo, sticker) is drawn, not photographed.
 """
 
 from __future__ import annotations
@@ -296,6 +297,25 @@ def contrast(gray: np.ndarray, integral: np.ndarray | None = None) -> float:
     integral = summed_area(gray) if integral is None else integral
     cells = _cell_means(integral, np.array([[0.0, 0.0, w, h]]), 32, 32)
     return round(float(cells.std()), 2)
+
+
+def transparent_share(img: object) -> float:
+    """Share (0..1) of a decoded PIL image's pixels that are at most half opaque; 0.0 without an alpha channel.
+
+    A photo has no see-through pixels (none of the dev set's 934 files, or 750 camera files, has one); a theme's
+    icons are cut-outs, a third or more of their frame see-through. It decides which pictures are drawn
+    graphics (`grouping.config.weak_transparent`), whose hash neighbours are other drawings of one frame.
+    Read on the full decode before alpha is flattened onto white, so a JPEG costs a mode check.
+    """
+    mode = img.mode  # type: ignore[attr-defined]
+    if mode in ("RGBA", "LA"):
+        alpha = img.getchannel("A")  # type: ignore[attr-defined]
+    elif mode == "PA" or (mode == "P" and "transparency" in img.info):  # type: ignore[attr-defined]
+        alpha = img.convert("RGBA").getchannel("A")  # type: ignore[attr-defined]
+    else:
+        return 0.0
+    counts = alpha.histogram()
+    return round(sum(counts[:128]) / max(sum(counts), 1), 3)
 
 
 def rows_to_ints(bits: np.ndarray) -> list[int]:

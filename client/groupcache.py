@@ -94,6 +94,7 @@ def grouping_digest(
                     r.quality,
                     r.grey,
                     r.contrast,
+                    r.transparent,
                     None if r.embedding is None else r.embedding.shape,
                 )
             ).encode()

@@ -32,6 +32,7 @@ from photodedup.client.content import (
     picture_pixels,
     rows_to_ints,
     summed_area,
+    transparent_share,
     window_hashes,
 )
 from photodedup.client.fidelity import fidelity
@@ -90,6 +91,8 @@ class HashResult:
     grey: bool | None = None
     # Grey standard deviation of the content at 32 x 32 px: a low-contrast picture's hashes say little.
     contrast: float | None = None
+    # Share of the frame at most half opaque (`content.transparent_share`): a cut-out is a drawn graphic.
+    transparent: float | None = None
     thumb: np.ndarray | bytes | None = None
 
 
@@ -182,6 +185,7 @@ def hash_bytes(
         except (OSError, ValueError, RuntimeError) as exc:
             log.debug("no HEIF thumbnail decode: %s", exc)
     rgb = load_rgb(img, min_side=side)
+    res.transparent = transparent_share(img)  # `img` is decoded now, its alpha not yet flattened
     traits = fidelity(img, res.format, np.asarray(rgb), exif)  # before the reduction: block traces need full size
     res.camera, res.quality, res.grey = traits.camera, traits.quality, traits.grey
     factor = min(rgb.size) // side

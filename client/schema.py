@@ -144,6 +144,22 @@ CREATE TRIGGER embeddings_deleted AFTER DELETE ON embeddings BEGIN UPDATE genera
 ALTER TABLE groups_cache ADD COLUMN quick TEXT;     -- digest of the settings, decisions, code and generation
 """
 
+# Share of the frame that is see-through (`client.content.transparent_share`): a cut-out is a drawn graphic,
+# whose pairs only the strict check confirms. A JPEG has no alpha channel, so its rows get 0 here; other files
+# are hashed again by the next scan (as for v5) and until then read as unknown, which counts as not drawn.
+_V11_TRANSPARENT = """
+ALTER TABLE files ADD COLUMN transparent REAL;      -- share of pixels at most half opaque; 0 without alpha
+UPDATE files SET transparent = 0 WHERE error IS NULL AND format IN ('JPEG', 'MPO');
+UPDATE files SET mtime_ns = -1 WHERE error IS NULL AND transparent IS NULL;
+"""
+
+# What a rescan's plan reads of every file under its roots (`Index.known_under`), in one index: the range
+# scan then reads no table rows, which carry ~1.5 KB of hashes each (an unchanged 12,000-file rescan's plan
+# read: ~50 -> ~30 ms).
+_V12_WALK_INDEX = """
+CREATE INDEX IF NOT EXISTS files_walk ON files(path, size, mtime_ns, md5, error);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _V1_RELEASE,
     _V2_REVIEW,
@@ -155,5 +171,7 @@ MIGRATIONS: tuple[str, ...] = (
     _V8_GROUPS,
     _V9_LINEAGE,
     _V10_GENERATION,
+    _V11_TRANSPARENT,
+    _V12_WALK_INDEX,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

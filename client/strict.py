@@ -8,7 +8,9 @@ still does not count) and colour compared cell by cell (a recoloured icon is ano
 light ground (a glyph, a logo) must also agree pixel by pixel, in shape and strength (`_ink_distance`), and
 icon-sized pictures must agree in raw colour, tone included, over any large connected region (`_colour_region`:
 a theme's grey and black, or green and yellow, variants of one shape are two icons), and in lightness pixel by
-pixel (`_pixel_share`: at 16 px an emblem's strokes are single pixels that cells average away).
+pixel (`_pixel_share`: at 16 px an emblem's strokes are single pixels that cells average away). Drawn
+graphics (cut-outs, `STRICT_DRAWN_SHARE`) are laid box on box when features do not align them, and must not
+differ in any solid shape (`_shape_share`: one folder with a page emblem and with a dashed page emblem).
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ STRICT_COLOUR_REGION = 0.2
 # two different emblems at least 0.019 (at 16-32 px at least 0.036).
 STRICT_PIXEL_LEVELS = 25.0
 STRICT_PIXEL_SHARE = 0.01
+# Drawn graphics: either picture has at least STRICT_DRAWN_SHARE of its frame see-through (a cut-out, as the
+# grouping's `weak_transparent` says). A theme's 512 px place icons are one folder with different emblems: their
+# features sit on the emblem and a few outlines, so a re-encoded copy matched its original on too little of it
+# (5 of 68 made copies), and an emblem that differs by a few dashes agreed in all but 1.6 % of cells. Such a pair
+# is laid box on box when features do not align it (a graphic's copies are resized, not cropped), and from
+# STRICT_ALWAYS_COLOUR_BELOW px up at most STRICT_SHAPE_SHARE of the covered pixels may lie in solid shapes
+# (surviving a 3 x 3 opening) that differ by more than STRICT_PIXEL_LEVELS. Measured on the 17 place icons of
+# 512 px and 68 copies (resized PNG, JPEG q70-85, WebP): copies at most 0.0019, different emblems at least 0.011.
+STRICT_DRAWN_SHARE = 0.1
+STRICT_SHAPE_SHARE = 0.005
+# A drawn graphic's copies are resized, not cropped: from STRICT_ALWAYS_COLOUR_BELOW px up, the smaller must cover
+# at least this share of the other's frame once aligned (a theme's headset is its headphones with a microphone
+# added below: 0.84; the 68 made copies of the place icons: all above).
+STRICT_DRAWN_COVER = 0.9
 
 
 def compare_strict(a: Picture, b: Picture) -> Verdict:
@@ -68,6 +84,7 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
     found = align(a, b)
     transform, a_inside = found.transform, found.a_inside
     aligned_by = "features"
+    drawn = max(a.transparent, b.transparent) >= STRICT_DRAWN_SHARE
     if transform is not None:
         # A weak picture and its turn are two pictures (an arrow up and an arrow right): only small tilts.
         if abs(np.degrees(np.arctan2(transform[1, 0], transform[0, 0]))) > STRICT_MAX_TILT:
@@ -77,12 +94,13 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
         loose = agreement(a, b, found)
         if not loose.same:
             return dataclasses.replace(loose, strict=True)
-    elif min(len(a.points), len(b.points)) >= FEATURE_POOR and max(a.native, b.native) > STRICT_SIDE:
+    elif min(len(a.points), len(b.points)) >= FEATURE_POOR and max(a.native, b.native) > STRICT_SIDE and not drawn:
         # Both are large with features that do not align (two text pages of one site): two pictures.
         return dataclasses.replace(found.verdict, strict=True)
     else:
-        # Too few features to align (a flat sky), or both small (an icon, whose enlarged features
-        # repeat): content boxes laid on each other, since copies of such pictures are resized, not cropped.
+        # Too few features to align (a flat sky), both small (an icon, whose enlarged features repeat) or a
+        # drawn graphic (features on a few outlines): content boxes laid on each other, since copies of such
+        # pictures are resized, not cropped.
         (ha, wa), (hb, wb) = a.gray.shape, b.gray.shape
         transform = np.array([[wb / wa, 0.0, 0.0], [0.0, hb / ha, 0.0]])
         a_inside = a.gray.size <= b.gray.size
@@ -105,12 +123,17 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
     # 24 px strokes are placed differently), so across sizes the pixels of one icon disagree; at one size a
     # copy is a re-encode or a flattening, whose pixels agree.
     pixels = _pixel_share(frame) if icon and a.native == b.native else 0.0
+    # A drawn graphic's emblem differs in solid shapes, which cells mostly of one flat colour average away.
+    shape = _shape_share(frame) if counted and drawn and not icon else 0.0
+    if drawn and counted and not icon and float(frame.inside.mean()) < STRICT_DRAWN_COVER:
+        return Verdict(False, v.inliers, v.coverage, bad, "one covers part of the other", upright, True, aligned_by)
     same = (
         counted
         and bad <= STRICT_BAD_CELLS
         and ink <= STRICT_INK_DISTANCE
         and region <= STRICT_COLOUR_REGION
         and pixels <= STRICT_PIXEL_SHARE
+        and shape <= STRICT_SHAPE_SHARE
     )
     if same or not counted:
         reason = "" if same else "too little overlap"
@@ -118,6 +141,8 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
         reason = "content differs"
     elif pixels > STRICT_PIXEL_SHARE:
         reason = "pixels differ"
+    elif shape > STRICT_SHAPE_SHARE:
+        reason = "shapes differ"
     else:
         reason = "ink differs" if ink > STRICT_INK_DISTANCE else "colour or tone differs"
     return Verdict(bool(same), v.inliers, v.coverage, max(bad, ink), reason, upright, True, aligned_by)
@@ -241,6 +266,18 @@ def _pixel_share(frame: StrictFrame) -> float:
     blur: a copy's resampling moves edges by less)."""
     differs = _lightness_differences(frame, 0.5)
     return float((differs > STRICT_PIXEL_LEVELS).mean()) if differs.size else 0.0
+
+
+def _shape_share(frame: StrictFrame) -> float:
+    """Share of the covered pixels in solid shapes whose lightness differs by more than STRICT_PIXEL_LEVELS:
+    the differing pixels that survive a 3 x 3 opening. A copy's resampling and JPEG noise differ in thin
+    fringes along edges, which the opening removes; another emblem on the same frame differs in blobs."""
+    import cv2
+
+    differs = np.zeros(frame.inside.shape, np.uint8)
+    differs[frame.inside] = _lightness_differences(frame, 0.5) > STRICT_PIXEL_LEVELS
+    opened = cv2.morphologyEx(differs, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    return float(opened.sum()) / max(int(frame.inside.sum()), 1)
 
 
 def _colour_region(frame: StrictFrame) -> float:

@@ -10,8 +10,9 @@ RANSAC, then two checks a copy passes and a different shot of the same scene doe
 Features are recomputed from the files for the candidates only (decoded at `VERIFY_SIDE` px with JPEG
 DCT scaling) and cached per run, rather than stored in the index; docs/BENCHMARKS.md has the numbers.
 
-Weak pictures (tiny, flat or low-contrast: icons, text pages, sky) are compared by the strict check
-(`client.strict.compare_strict`), which builds on this module's alignment; `GeometricVerifier` runs either.
+Weak pictures (tiny, flat, low-contrast or drawn: icons, text pages, sky, cut-out graphics) are compared by the
+strict check (`client.strict.compare_strict`), which builds on this module's alignment; `GeometricVerifier` runs
+either.
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ from photodedup.client.strict import (
     STRICT_BAD_CELLS,
     STRICT_COLOUR_DELTA,
     STRICT_COLOUR_REGION,
+    STRICT_DRAWN_COVER,
+    STRICT_DRAWN_SHARE,
     STRICT_GREY_LEVELS,
     STRICT_HUE_DEGREES,
     STRICT_INK_DISTANCE,
     STRICT_MAX_TILT,
     STRICT_PIXEL_LEVELS,
     STRICT_PIXEL_SHARE,
+    STRICT_SHAPE_SHARE,
     STRICT_SIDE,
     compare_strict,
 )
@@ -71,6 +75,7 @@ VERIFIER_VERSION = (
     f":{STRICT_SIDE}:{STRICT_GREY_LEVELS}:{STRICT_HUE_DEGREES}:{STRICT_BAD_CELLS}:{STRICT_MAX_TILT}"
     f":{STRICT_ALWAYS_COLOUR_BELOW}:{FEATURE_POOR}:{INK_LEVELS}:{INK_BACKGROUND_SHARE}:{INK_MIN_STRENGTH}:{INK_BLUR}:{STRICT_INK_DISTANCE}:{INK_STRENGTH_RATIO}"
     f":{STRICT_COLOUR_DELTA}:{STRICT_COLOUR_REGION}:{STRICT_PIXEL_LEVELS}:{STRICT_PIXEL_SHARE}:{GREY_FIRST_MAX_SCALE}"
+    f":{STRICT_DRAWN_SHARE}:{STRICT_SHAPE_SHARE}:{STRICT_DRAWN_COVER}"
 )
 
 
@@ -89,6 +94,8 @@ class Picture:
     to_upright: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
     # Where the strict frame (`lab`) is decoded from when first asked for: `load_lab`'s arguments.
     source: tuple[str, tuple[int, int, int, int] | None, int] | None = None
+    # Share of the file's frame that is see-through (`content.transparent_share`): a cut-out is drawn.
+    transparent: float = 0.0
     _lab: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -125,24 +132,26 @@ class Verdict:
     aligned_by: str = ""  # "features" (RANSAC on ORB matches) or "content boxes" (laid on each other)
 
 
-def _decode(path: str, content: tuple[int, int, int, int] | None, side: int) -> tuple[Image.Image, int, int]:
-    """Upright RGB of the content box, decoded at about `side` px on the long side or more, and the file's
-    upright full-size (width, height). `content` is (left, top, right, bottom) in upright full-size pixels,
-    as hashing stored it."""
+def _decode(path: str, content: tuple[int, int, int, int] | None, side: int) -> tuple[Image.Image, int, int, float]:
+    """Upright RGB of the content box, decoded at about `side` px on the long side or more, the file's
+    upright full-size (width, height) and the see-through share of its frame. `content` is (left, top,
+    right, bottom) in upright full-size pixels, as hashing stored it."""
     from PIL import Image
 
+    from photodedup.client.content import transparent_share
     from photodedup.imaging import ALLOWED_FORMATS, load_rgb, register_heif
 
     register_heif()
     with Image.open(path, formats=ALLOWED_FORMATS) as img:  # the scanner's decoders, nothing else
         full_w, full_h = _upright_size(img)
         rgb = load_rgb(img, min_side=side // 2)
+        transparent = transparent_share(img)
         if content is not None and content != (0, 0, full_w, full_h):
             sx, sy = rgb.width / full_w, rgb.height / full_h
             rgb = rgb.crop(
                 (round(content[0] * sx), round(content[1] * sy), round(content[2] * sx), round(content[3] * sy))
             )
-    return rgb, full_w, full_h
+    return rgb, full_w, full_h, transparent
 
 
 def load_lab(path: str, content: tuple[int, int, int, int] | None = None, side: int = VERIFY_SIDE) -> np.ndarray:
@@ -151,7 +160,7 @@ def load_lab(path: str, content: tuple[int, int, int, int] | None = None, side: 
     import cv2
     from PIL import Image
 
-    rgb, _, _ = _decode(path, content, side)
+    rgb, _, _, _ = _decode(path, content, side)
     native = max(rgb.size)
     if native > STRICT_SIDE:
         rgb = rgb.resize(
@@ -170,7 +179,7 @@ def load_picture(path: str, content: tuple[int, int, int, int] | None = None, si
     import cv2
     from PIL import Image
 
-    rgb, full_w, full_h = _decode(path, content, side)
+    rgb, full_w, full_h, transparent = _decode(path, content, side)
     native = max(rgb.size)
     # Every picture at the same long side: a 160 px copy is enlarged, so its features meet the
     # original's at a similar scale.
@@ -189,7 +198,8 @@ def load_picture(path: str, content: tuple[int, int, int, int] | None = None, si
     orb = cv2.ORB_create(nfeatures=FEATURES, fastThreshold=10)
     keypoints, descriptors = orb.detectAndCompute(gray, None)
     points = np.asarray(cv2.KeyPoint_convert(keypoints), dtype=np.float32).reshape(-1, 2)  # each one's (x, y)
-    return Picture(gray, points, descriptors, _hull_area(points), native, to_upright, (path, content, side))
+    source = (path, content, side)
+    return Picture(gray, points, descriptors, _hull_area(points), native, to_upright, source, transparent)
 
 
 def _upright_size(img: object) -> tuple[int, int]:

@@ -70,6 +70,11 @@ class GroupingConfig:
     # never walks through one (`near.near_tier`). 0 turns it off.
     icon_side: int = 128
     weak_contrast: float = 12.5
+    # A drawn graphic is weak too: at least `weak_transparent` of its frame see-through (a cut-out: icons, logos,
+    # stickers; `client.content.transparent_share`). A theme's 512 px place icons, one folder with different
+    # emblems, are 9-20 bits apart; no photo of the dev or camera sets has a see-through pixel. Unknown (files
+    # hashed before it was measured) counts as not drawn. Above 1 turns it off.
+    weak_transparent: float = 0.1
     weak_candidates: int = 8  # closest loose candidates a weak picture keeps (see `near.near_tier`)
     # A pixel-turned match (a hash of one picture turned by 90/180/270 degrees against another) counts only
     # between pictures that are not weak, whose own turns are at least `turn_asymmetry` bits from them (a

@@ -12,8 +12,9 @@ Tiers, in order, each working on the result of the one before:
    picture whose full frame is within `candidate_threshold` of any sub-window of another is a candidate,
    and joins only if geometric verification confirms it. So does a neighbour of a neighbour (a crop of a
    turned copy meets the turned copy, not the original), verified against the centre itself.
-   Evidence scales with information: when either picture is weak (tiny content, or too little contrast
-   for its hash bits to mean much: icons, text pages, sky), no hash distance suffices; the pair joins only
+   Evidence scales with information: when either picture is weak (tiny content, too little contrast
+   for its hash bits to mean much: icons, text pages, sky, or a drawn cut-out: a theme's large icons, one
+   frame with different emblems), no hash distance suffices; the pair joins only
    if the verifier's strict check confirms it (every aligned cell agrees in lightness and colour), and
    without a verifier not at all. So does a pair of pictures both under `icon_side` px (a theme's glyphs),
    which are never loose candidates of each other nor a hop to a copy of a copy.

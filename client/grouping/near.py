@@ -1,6 +1,6 @@
 """The near tier (`near_tier`): units whose hashes, turned hashes or window hashes meet, joined by centre
-linkage, with loose candidates and weak or icon-sized pictures confirmed by a verifier. The rule is
-stated in `find`'s module docstring (tier 2); this module is how it is searched and decided."""
+linkage, with loose candidates and weak (tiny, flat or drawn) or icon-sized pictures confirmed by a verifier.
+The rule is stated in `find`'s module docstring (tier 2); this module is how it is searched and decided."""
 
 from __future__ import annotations
 
@@ -97,9 +97,15 @@ def both_icons(a: FileRecord, b: FileRecord, config: GroupingConfig) -> bool:
     return is_icon_sized(a, config) and is_icon_sized(b, config)
 
 
+def is_drawn(record: FileRecord, config: GroupingConfig) -> bool:
+    """A cut-out graphic (`weak_transparent` of its frame see-through): a theme's icons are one frame with
+    different emblems, whose hashes meet; unknown counts as not drawn."""
+    return record.transparent is not None and record.transparent >= config.weak_transparent
+
+
 def is_weak(record: FileRecord, config: GroupingConfig) -> bool:
-    """A picture whose hashes say little: tiny content, or too little contrast at the hashes' scale."""
-    if is_tiny(record, config):
+    """A picture whose hashes say little: tiny content, too little contrast at the hashes' scale, or drawn."""
+    if is_tiny(record, config) or is_drawn(record, config):
         return True
     return record.contrast is not None and record.contrast < config.weak_contrast
 

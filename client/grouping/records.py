@@ -60,6 +60,9 @@ class FileRecord:
     grey: bool | None = None
     # Grey standard deviation of the content at 32 x 32 px (`client.content.contrast`); None: unknown.
     contrast: float | None = None
+    # Share of the frame at most half opaque (`client.content.transparent_share`): a cut-out is a drawn
+    # graphic (`near.is_drawn`). None: unknown (hashed before it was measured), read as not drawn.
+    transparent: float | None = None
 
     @property
     def content_pixels(self) -> int:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import errno
 import logging
-import secrets
-import socket
 import sys
-import threading
-import webbrowser
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from photodedup.cliutils import build_settings, handle_errors
 from photodedup.errors import PhotodedupError
+
+if TYPE_CHECKING:
+    import socket
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +23,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket, or one clear error when the address is taken or not ours."""
+    import socket  # here, like the command's other modules: every photodedup command imports this file
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -61,6 +62,8 @@ def open_review(db: str | None) -> tuple[Any, Any]:
 
 def build(db: str | None, host: str, port: int) -> tuple[Any, socket.socket, str]:
     """The app, its bound socket and the URL (with the token) for the index's last scan."""
+    import secrets
+
     from photodedup.client.review.app import create_app
     from photodedup.client.review.security import Secrets
 
@@ -104,6 +107,9 @@ def review(db: str | None, host: str, port: int, no_browser: bool) -> None:
     click.echo(f"photodedup review: {url}", err=False)
     click.echo("Press Ctrl-C to stop.", err=True)
     if not no_browser:
+        import threading
+        import webbrowser
+
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
     try:

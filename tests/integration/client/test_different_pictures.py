@@ -56,7 +56,7 @@ def test_without_the_weak_picture_rule_hashes_alone_group_different_pictures(tmp
     from photodedup.client.grouping import find_groups
     from photodedup.client.verify import GeometricVerifier
 
-    trusting = GroupingConfig(weak_side=0, weak_contrast=0.0, turn_asymmetry=0, turn_margin=-128)
+    trusting = GroupingConfig(weak_side=0, weak_contrast=0.0, weak_transparent=2.0, turn_asymmetry=0, turn_margin=-128)
     groups = find_groups(records, trusting, verifier=GeometricVerifier())
     names = [{Path(m.record.path).name for m in g.members} for g in groups]
     right = ({"page1.png", "page1_copy.jpg", "page1_no_status_bar.png"}, {"photo.jpg", "photo_turned.jpg"})
@@ -93,5 +93,5 @@ def test_glyphs_below_128_px_join_only_through_the_strict_check(tmp_path: Path) 
     assert {"battery-60.png", "battery-60-flattened.png"} in found
     for group in found:
         assert not {"battery-20.png", "battery-60.png"} <= group and not {"plus.png", "plus-bold.png"} <= group
-    old = names(GroupingConfig(icon_side=0))
+    old = names(GroupingConfig(icon_side=0, weak_transparent=2.0))  # nor drawn: glyphs are cut-outs
     assert any({"battery-20.png", "battery-60.png"} <= g or {"plus.png", "plus-bold.png"} <= g for g in old), old

@@ -63,6 +63,9 @@ def test_known_under_reads_every_file_below_the_roots_and_nothing_beside_them(in
         "/q/d.jpg": (10, 1, True),
     }
     assert index.known_under(["/p/sub/", "/p/sub/b.jpg"]) == {"/p/sub/b.jpg": (10, 1, True)}
+    # ... from one index, without reading the rows and their hashes (the plan of every rescan)
+    plan = index.conn.execute("EXPLAIN QUERY PLAN " + Index.KNOWN_UNDER, ("/p/", "/p0")).fetchall()
+    assert "COVERING INDEX" in str(plan), plan
 
 
 def test_records_round_trip_unsigned_hashes_and_embeddings(index: Index) -> None:
@@ -203,6 +206,43 @@ def test_an_index_written_by_release_1_opens_with_everything_kept(tmp_path: Path
         assert recs["/lib/a.jpg"].dhash == (1 << 64) - 1 and recs["/lib/a.jpg"].rotated_hashes[0] == (1, 2)
         assert recs["/lib/a.jpg"].embedding is not None
         assert idx.ignored() == [frozenset({"/lib/a.jpg", "/lib/b.jpg"})]
+
+
+def test_an_index_from_before_the_transparency_measure_still_groups_and_rehashes_only_what_can_be_drawn(
+    tmp_path: Path,
+) -> None:
+    """Migration 11: a JPEG has no alpha channel, so its row reads 0 and is not hashed again; a PNG's reads as
+    unknown (not drawn: it groups as before) until the next scan hashes it again (its mtime no longer matches)."""
+    from photodedup.client.grouping import GroupingConfig
+    from photodedup.client.grouping.near import is_drawn
+
+    db = tmp_path / "index.sqlite3"
+    _at_version(db, 10)
+    conn = sqlite3.connect(db)
+    rows = [("/p/a.jpg", "JPEG", None), ("/p/b.png", "PNG", None), ("/p/c.png", None, "cannot decode")]
+    for path, fmt, error in rows:
+        conn.execute(
+            "INSERT INTO files (path, size, mtime_ns, md5, dhash, phash, width, height, format, error, seen_scan)"
+            " VALUES (?, 10, 7, ?, 1, 2, 640, 480, ?, ?, 1)",
+            (path, path, fmt, error),
+        )
+    conn.commit()
+    conn.close()
+    with Index(db) as idx:
+        stored = {p: (t, m) for p, t, m in idx.conn.execute("SELECT path, transparent, mtime_ns FROM files")}
+        records = {r.path: r for r in idx.records(["/p"], None)}
+    assert stored == {"/p/a.jpg": (0.0, 7), "/p/b.png": (None, -1), "/p/c.png": (None, 7)}
+    assert records["/p/a.jpg"].transparent == 0.0 and records["/p/b.png"].transparent is None
+    assert not any(is_drawn(r, GroupingConfig()) for r in records.values())
+
+
+def test_the_transparency_measure_is_stored_and_read_back(index: Index) -> None:
+    scan = index.start_scan(["/p"], None, {})
+    drawn = _res("/p/icon.png")
+    drawn.format, drawn.transparent = "PNG", 0.375
+    index.put_hashes([drawn, _res("/p/photo.jpg", md5="b" * 32)], scan)
+    records = {r.path: r for r in index.records(["/p"], None)}
+    assert records["/p/icon.png"].transparent == 0.375 and records["/p/photo.jpg"].transparent is None
 
 
 def test_an_index_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:
