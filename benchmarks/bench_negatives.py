@@ -89,6 +89,46 @@ def mixed_name_groups(groups: list[Group]) -> list[Group]:
     return [g for g in groups if len({Path(m.record.path).stem for m in g.members}) > 1]
 
 
+# Two renders of one size "differ" where more than this share of their pixels (on white, grey) are more
+# than DIFFERENT_LEVELS apart: a theme ships one glyph under several names pixel for pixel, which the
+# file-name count above calls wrong.
+DIFFERENT_LEVELS = 10
+DIFFERENT_SHARE = 0.005
+
+
+def _grey_on_white(path: str) -> object:
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgba = im.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    canvas.alpha_composite(rgba)
+    return np.asarray(canvas.convert("L"), dtype=np.int16)
+
+
+def widest_difference(group: Group) -> float | None:
+    """The largest share of pixels more than DIFFERENT_LEVELS apart between two members with different file
+    names and the same pixel size; None when the group has no such pair to compare."""
+    import numpy as np
+
+    by_size: dict[tuple[int, int], list[tuple[str, object]]] = {}
+    for m in group.members:
+        try:
+            grey = _grey_on_white(m.record.path)
+        except OSError:
+            continue
+        by_size.setdefault(grey.shape, []).append((Path(m.record.path).stem, grey))  # type: ignore[attr-defined]
+    worst = None
+    for same in by_size.values():
+        for i, (name_a, a) in enumerate(same):
+            for name_b, b in same[i + 1 :]:
+                if name_a != name_b:
+                    share = float((np.abs(a - b) > DIFFERENT_LEVELS).mean())  # type: ignore[operator]
+                    worst = share if worst is None else max(worst, share)
+    return worst
+
+
 def files(groups: list[Group]) -> int:
     return sum(len(g.members) for g in groups)
 
@@ -111,10 +151,12 @@ def system_section(root: Path, config: GroupingConfig, before_too: bool = True) 
     timing += f"; load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     mixed_after = mixed_name_groups(after)
     largest = sorted(mixed_after, key=lambda g: (-len(g.members), g.keep.path))[:10]
-    listed = "\n".join(
-        f"| {len(g.members)} | {g.kind} | {', '.join(sorted({Path(m.record.path).name for m in g.members}))[:160]} |"
-        for g in largest
-    )
+    listed = "\n".join(f"| {len(g.members)} | {g.kind} | {_names(g)} |" for g in largest)
+    widest = [(widest_difference(g), g) for g in mixed_after]
+    different = sorted(((w, g) for w, g in widest if w is not None and w > DIFFERENT_SHARE), key=lambda x: -x[0])
+    unknown = sum(1 for w, _ in widest if w is None)
+    one_picture = len(mixed_after) - len(different) - unknown
+    shown = "\n".join(f"| {w:.1%} | {len(g.members)} | {_names(g)} |" for w, g in different)
     return f"""Every picture under `{root}` ({len(records)} decodable pictures; scan {scan_s:.0f} s, {timing}):
 
 | grouping | groups | groups mixing file names | files in them |
@@ -127,7 +169,20 @@ The ten largest groups that still mix file names (after):
 | files | kind | names |
 |---|---|---|
 {listed or "| - | - | none |"}
+
+Which of the {len(mixed_after)} groups mixing names join two different pictures: two members with different names
+and the same pixel size whose renders (on white, grey) differ in more than {DIFFERENT_SHARE:.1%} of pixels by more
+than {DIFFERENT_LEVELS} levels. {len(different)} do; {one_picture} hold one picture under several names (renders of one
+size at most that far apart); {unknown} have no two names at one size to compare.
+
+| pixels apart | files | names |
+|---|---|---|
+{shown or "| - | - | none |"}
 """
+
+
+def _names(group: Group) -> str:
+    return ", ".join(sorted({Path(m.record.path).name for m in group.members}))[:160]
 
 
 def main() -> None:
