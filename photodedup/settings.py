@@ -145,8 +145,8 @@ class _Section(msgspec.Struct, kw_only=True):
     Environment names are matched without regard to case, and a value given as a keyword (a flag) wins.
     Every field is a scalar or a comma-separated list, so a variable's text is validated like a flag's.
     The sections are msgspec structs: validating them costs microseconds and importing msgspec a few
-    milliseconds, where pydantic's import and model building cost ~0.2 s of every command's start (a sixth of
-    an unchanged rescan). Build one with `build` (which validates); the plain constructor does not.
+    milliseconds, where pydantic's import and model building cost ~0.1 s of every command's start (an eighth
+    of an unchanged rescan). Build one with `build` (which validates); the plain constructor does not.
     """
 
     # Environment variables a field is read from, in order, where they are not PHOTODEDUP_<NAME>.
