@@ -329,7 +329,7 @@ class ServerSettings(_Section):
     metrics: Annotated[bool, Meta(description="Serve Prometheus metrics.")] = True
     max_batch_size: Annotated[int, Meta(ge=1, le=4096, description="Most images per engine call.")] = 32
     max_queue_delay_ms: Annotated[
-        float, Meta(ge=0.0, le=10000.0, description="How long a partial batch waits for more images.")
+        float, Meta(ge=0.0, le=10_000.0, description="How long a partial batch waits for more images.")
     ] = 2.0
     max_queue_size: Annotated[
         int, Meta(ge=1, description="Images queued for the engines before requests are refused.")
@@ -353,10 +353,10 @@ class ServerSettings(_Section):
     ] = 256
     max_request_pixels: Annotated[
         int, Meta(ge=1, description="Decoded pixels one request message may cost; images beyond are refused.")
-    ] = 160000000
+    ] = 160_000_000
     max_decode_pixels: Annotated[
         int, Meta(ge=1, description="Pixels being decoded at once, server-wide (bounds decode memory).")
-    ] = 120000000
+    ] = 120_000_000
     max_concurrent_rpcs: Annotated[
         int, Meta(ge=1, description="EmbedService calls open at once; more are refused at once (health never is).")
     ] = 1024
@@ -427,7 +427,7 @@ class ImagingSettings(_Section):
 
     max_image_pixels: Annotated[
         int, Meta(ge=1, description="Decoded pixels allowed per image; larger is refused as a decompression bomb.")
-    ] = 80000000
+    ] = 80_000_000
 
 
 class ScanSettings(_Section):
@@ -523,7 +523,7 @@ class GroupingSettings(_Section):
         Meta(
             ge=2, description=("Files with embeddings above which neighbours come from an ANN index, not exact search.")
         ),
-    ] = 20000
+    ] = 20_000
     verify: Annotated[
         bool,
         Meta(
