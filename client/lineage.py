@@ -175,11 +175,7 @@ def _choose_saturation(src: np.ndarray, dst: np.ndarray, whole_family: bool = Fa
 
     def error(factor: float, after: bool) -> float:
         if (factor, after) not in errors:
-            if after:
-                edit = _Edit(s, _curve(s, _saturated(d, 1.0 / factor)), factor)
-            else:
-                before = _saturated(s, factor)
-                edit = _Edit(before, _curve(before, d), None)
+            edit = _fit_edit(s, d, factor, after)
             errors[factor, after] = float(np.abs(edit.apply().astype(np.int16) - d).mean())
         return errors[factor, after]
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from photodedup.client.grouping.config import GroupingConfig
+
 if TYPE_CHECKING:
     from photodedup.client.verify import Picture, Verdict
 
@@ -64,7 +66,7 @@ STRICT_PIXEL_SHARE = 0.01
 # STRICT_ALWAYS_COLOUR_BELOW px up at most STRICT_SHAPE_SHARE of the covered pixels may lie in solid shapes
 # (surviving a 3 x 3 opening) that differ by more than STRICT_PIXEL_LEVELS. Measured on the 17 place icons of
 # 512 px and 68 copies (resized PNG, JPEG q70-85, WebP): copies at most 0.0019, different emblems at least 0.011.
-STRICT_DRAWN_SHARE = 0.1
+STRICT_DRAWN_SHARE = GroupingConfig.weak_transparent  # one threshold: the grouping's says which pairs come here
 STRICT_SHAPE_SHARE = 0.005
 # A drawn graphic's copies are resized, not cropped: from STRICT_ALWAYS_COLOUR_BELOW px up, the smaller must cover
 # at least this share of the other's frame once aligned (a theme's headset is its headphones with a microphone
