@@ -189,26 +189,6 @@ def near_tier(
                 if j not in neighbours.get(i, {}) and not both_icons(owners[a], owners[b], config):
                     neighbours.setdefault(i, {})[j] = d
                     unverified.add((i, j))
-        # Second hop: a copy of a copy (a crop of a turned copy, say) is a candidate of the centre too,
-        # through a neighbour that is neither weak nor icon-sized (among a theme's glyphs and an app's pages,
-        # links are too many to walk: under /usr/share, hops through icon-sized pictures gave 54,542 icon
-        # pairs to verify, and the strict check accepted 0 of 400 sampled). It still joins only if verified
-        # against the centre itself, so membership never chains.
-        key_of = {ids[k]: keys[k] for k in range(len(ids))}
-        unwalked = {ids[k] for k, r in enumerate(owners) if is_weak(r, config) or is_icon_sized(r, config)}
-        first = {i: list(row) for i, row in neighbours.items()}
-        for i, direct in first.items():
-            if i in unwalked:
-                continue
-            for k in direct:
-                if k in unwalked:
-                    continue
-                for j in first.get(k, ()):
-                    if j != i and j not in neighbours[i]:
-                        d = float(hamming_bits(key_of[i], key_of[j]))  # type: ignore[arg-type]
-                        neighbours[i][j] = d
-                        neighbours.setdefault(j, {})[i] = d
-                        unverified.update(((i, j), (j, i)))
         log.debug("near tier: %d loose candidate pairs to verify", len(unverified) // 2)
     weak = {ids[k] for k, r in enumerate(owners) if is_weak(r, config)}
 
@@ -234,7 +214,33 @@ def near_tier(
                 pairs.append((a, b, False))
         verifier.prefetch(pairs)  # type: ignore[union-attr]
 
+    # Second hop: a copy of a copy (a crop of a turned copy, say) is a candidate of the centre too, through a
+    # neighbour that has joined the centre, so is a copy itself (a neighbour that failed verification is no
+    # way to a copy: on a 12,000-photo library such hops were half of all pairs verified, none accepted). Not
+    # through a weak or icon-sized picture either (among a theme's glyphs and an app's pages links are too many
+    # to walk: under /usr/share, hops through icon-sized pictures gave 54,542 icon pairs to verify, and the
+    # strict check accepted 0 of 400 sampled). It still joins only if verified against the centre itself, so
+    # membership never chains.
+    hops = verifier is not None and config.candidate_threshold > config.near_threshold > 0
+    key_of = {ids[k]: keys[k] for k in range(len(ids))}
+    unwalked = {ids[k] for k, r in enumerate(owners) if is_weak(r, config) or is_icon_sized(r, config)}
+
+    def hop(i: int, joined: list[int]) -> dict[int, float]:
+        """Neighbours of what joined centre i, not its own: candidates to verify against i."""
+        found: dict[int, float] = {}
+        if i in unwalked:
+            return found
+        own = neighbours.get(i, {})
+        for k in joined:
+            if k in unwalked:
+                continue
+            for j in neighbours.get(k, ()):
+                if j != i and j not in own and j not in found:
+                    found[j] = float(hamming_bits(key_of[i], key_of[j]))  # type: ignore[arg-type]
+                    unverified.update(((i, j), (j, i)))
+        return found
+
     icons = any(is_icon_sized(r, config) for r in owners)
-    fits = confirmed if unverified or weak or icons else None
+    fits = confirmed if unverified or weak or icons or hops else None
     parallel = ahead if hasattr(verifier, "prefetch") else None
-    return centre_cluster(units, neighbours, Tier.NEAR, ignore, fits, parallel)
+    return centre_cluster(units, neighbours, Tier.NEAR, ignore, fits, parallel, hop if hops else None)

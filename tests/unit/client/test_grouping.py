@@ -398,6 +398,26 @@ def test_a_copy_of_a_copy_is_a_candidate_of_the_centre_verified_against_it() -> 
     assert paths(find_groups([keep, copy, crop], cfg, verifier=verifier)) == [{"/keep.jpg", "/copy.jpg"}]
 
 
+def test_a_neighbour_that_failed_verification_is_no_way_to_a_copy_of_a_copy() -> None:
+    """The second hop walks only through what joined the centre: a loose candidate rejected by the verifier
+    is another picture, and its own neighbours are not asked about against the centre (on a library of look-alike
+    photos those pairs were half of all verification, and none was a copy)."""
+    keep = rec("/keep.jpg", dh=0, ph=0, width=2000, windows=((0, 0), (flip(0, range(40)), 0)))
+    other = rec("/other.jpg", dh=-1, ph=-1, windows=((flip(0, range(40)) ^ 0b1, 0), (flip(-1, range(30)), 0)))
+    beyond = rec("/beyond.jpg", dh=0x0F0F, ph=-7, windows=((flip(-1, range(30)) ^ 0b11, 0),))
+    asked: list[tuple[str, str]] = []
+
+    def verifier(x: FileRecord, y: FileRecord, strict: bool = False) -> bool:
+        asked.append((x.path, y.path))
+        return {x.path, y.path} == {"/other.jpg", "/beyond.jpg"}
+
+    cfg = GroupingConfig(near_threshold=10, candidate_threshold=12)
+    groups = find_groups([keep, other, beyond], cfg, verifier=verifier)
+    assert paths(groups) == [{"/other.jpg", "/beyond.jpg"}]
+    assert ("/keep.jpg", "/beyond.jpg") not in asked and ("/beyond.jpg", "/keep.jpg") not in asked
+    assert asked[0] == ("/keep.jpg", "/other.jpg")
+
+
 def test_weak_pictures_keep_only_their_closest_loose_candidates() -> None:
     """Screens of one app (low contrast) are all loose candidates of one another: verification must stay linear
     in them. (Icon-sized pictures cast no loose net at all.)"""
