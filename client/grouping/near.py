@@ -22,6 +22,8 @@ from photodedup.client.grouping.records import FileRecord, Tier
 
 log = logging.getLogger(__name__)
 
+# Centres past the current one whose loose checks are handed to the verifier ahead (`near_tier`'s `ahead`).
+LOOKAHEAD = 16
 # verifier(a, b, strict): are these the same picture? `strict` asks for the check for weak pictures. It
 # returns a bool, or a verdict with `.same` whose detail becomes the members' evidence (`evidence.VerdictLog`).
 Verifier = Callable[..., Any]
@@ -202,9 +204,8 @@ def near_tier(
             return True
         return verifier(a, b)  # type: ignore[misc]
 
-    def ahead(i: int, js: list[int]) -> None:
-        """A centre's candidates that need verifying, verified together (on every core, where the verifier
-        can): exactly what `confirmed` is about to ask about them."""
+    def checks(i: int, js: list[int]) -> list[tuple[FileRecord, FileRecord, bool]]:
+        """What `confirmed` verifies of centre i's candidates js: (a, b, strict)."""
         a, pairs = records[units[i].members[0]], []
         for j in js:
             b = records[units[j].members[0]]
@@ -212,6 +213,19 @@ def near_tier(
                 pairs.append((a, b, True))
             elif (i, j) in unverified:
                 pairs.append((a, b, False))
+        return pairs
+
+    def ahead(i: int, js: list[int], taken: Sequence[bool]) -> None:
+        """Hand the verifier centre i's checks, and those of the free items among the next `LOOKAHEAD` that
+        no free item before them can take, which it verifies on every core while this one is decided (a
+        library's centres mostly have one candidate or none). One of those may still be taken before its
+        turn (through a second hop): its verdicts are kept for the next grouping anyway."""
+        pairs = checks(i, js)
+        for c in range(i + 1, min(len(units), i + 1 + LOOKAHEAD)):
+            row = neighbours.get(c, {})
+            if taken[c] or c in js or any(j < c and not taken[j] for j in row):
+                continue
+            pairs += checks(c, [j for j in row if not taken[j]])
         verifier.prefetch(pairs)  # type: ignore[union-attr]
 
     # Second hop: a copy of a copy (a crop of a turned copy, say) is a candidate of the centre too, through a

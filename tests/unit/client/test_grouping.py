@@ -599,6 +599,31 @@ def test_identical_hashes_still_honour_not_duplicates_and_weak_pictures() -> Non
     assert asked and all(asked)
 
 
+def test_later_centres_no_free_item_can_take_are_checked_ahead_too() -> None:
+    """While a centre's own checks run, the verifier also hears those of the next items that no free item
+    before them could take (they will be centres), so every core works even when each centre has one
+    candidate; an item a free better one may still take is not checked ahead (its checks may never come)."""
+    heard: list[list[tuple[str, str]]] = []
+
+    class Ahead:
+        def prefetch(self, pairs: list[tuple[FileRecord, FileRecord, bool]]) -> None:
+            heard.append([(a.path, b.path) for a, b, _ in pairs])
+
+        def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
+            return a.path[3] == b.path[3]  # /w/a-1 and /w/a-2 are one page, /w/b-* another
+
+    pages = [
+        record("/w/a-1.png", dhash=0, phash=0, contrast=1.0),
+        record("/w/a-2.png", dhash=1, phash=0, contrast=1.0),
+        record("/w/b-1.png", dhash=-1, phash=-1, contrast=1.0),
+        record("/w/b-2.png", dhash=-2, phash=-1, contrast=1.0),
+    ]
+    groups = find_groups(pages, CFG, verifier=Ahead())
+    assert paths(groups) == [{"/w/a-1.png", "/w/a-2.png"}, {"/w/b-1.png", "/w/b-2.png"}]
+    assert heard[0] == [("/w/a-1.png", "/w/a-2.png"), ("/w/b-1.png", "/w/b-2.png")]
+    assert all(a != "/w/b-2.png" for call in heard for a, _ in call)  # b-1 is before it and free: not ahead
+
+
 def test_a_centres_checks_are_handed_to_the_verifier_ahead_and_then_asked() -> None:
     """A verifier that can answer ahead (`prefetch`) hears each centre's checks before they are asked, and
     the groups are those of a verifier that cannot."""
