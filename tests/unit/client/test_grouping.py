@@ -284,6 +284,64 @@ def test_narrowed_multi_index_search_answers_its_rule_exactly(radius: int) -> No
     assert {p for p in whole if p[2] <= 8 * (radius + 1) - 1} <= narrowed
 
 
+def test_multi_index_search_in_small_blocks_of_queries_finds_the_same_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate arrays are built a block of queries at a time (their size grows with the square of the
+    library); however small the blocks, the pairs are those of brute force."""
+    from photodedup.client.grouping import hamming
+
+    rng = random.Random(7)
+    keys = []
+    for _ in range(200):
+        base = (rng.getrandbits(64), rng.getrandbits(64))
+        keys += [base, (base[0] ^ (1 << rng.randrange(64)), base[1]), (base[0], base[1] ^ 0b1011)]
+    keys += [(0, 0)] * 40  # one crowded bucket: a single query's candidates exceed a block
+    arr = np.array(keys, dtype=np.uint64)
+    whole = set(zip(*(a.tolist() for a in hamming_join_mih(arr, arr, 12, 1)), strict=True))
+    monkeypatch.setattr(hamming, "_BLOCK_ENTRIES", 7)
+    counts = np.array([3, 9, 0, 2, 2, 2, 1])
+    blocks = hamming._blocks(counts, 7)
+    assert [b for _, b in blocks[:-1]] == [a for a, _ in blocks[1:]] and blocks[0][0] == 0 and blocks[-1][1] == 7
+    assert len(blocks) > 1 and all(counts[a:b].sum() <= 7 + counts[a:b].max() for a, b in blocks)
+    blocked = set(zip(*(a.tolist() for a in hamming_join_mih(arr, arr, 12, 1)), strict=True))
+    assert blocked == whole == set(zip(*(a.tolist() for a in hamming_join_brute(arr, arr, 12, 1)), strict=True))
+
+
+def test_each_photo_keeps_its_closest_loose_candidates() -> None:
+    """Unrelated photos meet the loose net at a rate that grows with the library: a photo's loose candidates
+    beyond its hash neighbours are cut to its `loose_candidates` closest, a pair kept if either side keeps it,
+    so verification grows with the photos, not with their pairs; its hash neighbours are not counted."""
+    base = flip(0, range(40))
+    crop = rec("/crop.jpg", dh=-1, ph=-1, windows=((base ^ 0b1, 0),))  # the original's window, 1 bit off
+    original = rec("/orig.jpg", dh=0, ph=0, width=2000, windows=((0, 0), (base, 0)))
+    copy = rec("/copy.jpg", dh=1, ph=0, width=1000, windows=((1, 0), (base ^ (1 << 63), 0)))
+    # look-alikes: each meets the crop's frame with 3 to 6 bits, none the original or one another
+    others = [
+        rec(
+            f"/other{k}.jpg",
+            dh=0x5555 << k,
+            ph=0x3333 << k,
+            windows=((flip(7 << (8 * k), range(60, 64)), 0), (base ^ ((1 << (k + 3)) - 1), 0)),
+        )
+        for k in range(4)
+    ]
+    asked: list[tuple[str, str]] = []
+
+    def verifier(x: FileRecord, y: FileRecord, strict: bool = False) -> bool:
+        asked.append(tuple(sorted((x.path, y.path))))  # type: ignore[arg-type]
+        return {x.path, y.path} <= {"/orig.jpg", "/crop.jpg", "/copy.jpg"}
+
+    files = [original, copy, crop, *others]
+    wide = GroupingConfig(near_threshold=10, candidate_threshold=12)
+    assert paths(find_groups(files, wide, verifier=verifier)) == [{"/orig.jpg", "/copy.jpg", "/crop.jpg"}]
+    every = set(asked)
+    assert {p for p in every if "/other" in p[0] or "/other" in p[1]}  # the look-alikes were verified
+    asked.clear()
+    two = GroupingConfig(near_threshold=10, candidate_threshold=12, loose_candidates=2)
+    assert paths(find_groups(files, two, verifier=verifier)) == [{"/orig.jpg", "/copy.jpg", "/crop.jpg"}]
+    lookalikes = {p for p in asked if "/other" in p[0] or "/other" in p[1]}
+    assert len(lookalikes) < len({p for p in every if "/other" in p[0] or "/other" in p[1]})
+
+
 def test_window_search_reads_stored_window_arrays_as_int_pairs() -> None:
     """The index hands windows over as uint64 arrays, tests as int pairs: the loose search reads both alike."""
     windows = [((0, 0), (flip(0, range(40)), 0)), ((flip(0, range(40)) ^ 0b11, 0),), (((1 << 64) - 1, 5),)]
