@@ -292,3 +292,102 @@ def test_tests_not_stored_yet_run_in_worker_processes(original, tmp_path: Path, 
         assert [stored(a, c) for c in copies] == [1, 1]
         assert [stored(c, a) for c in copies] == [-1, -1]
         assert len(stored.new) == 2
+
+
+def _per_pixel_block_errors(again, dst):  # type: ignore[no-untyped-def]
+    """The block errors as first written (channel mean by `.mean`), to hold the faster form to."""
+    import numpy as np
+
+    err = np.abs(again - dst.astype(np.int16)).mean(axis=2)[8:-8, 8:-8]
+    hh, ww = err.shape[0] // 8 * 8, err.shape[1] // 8 * 8
+    return err[:hh, :ww].reshape(hh // 8, 8, ww // 8, 8).mean(axis=(1, 3)).ravel()
+
+
+@pytest.mark.parametrize("size", [(480, 360), (321, 239)], ids=["even", "odd"])
+def test_the_binned_curve_fit_is_the_per_pixel_fit_bit_for_bit(tmp_path: Path, size: tuple[int, int]) -> None:
+    """The histogram of level pairs gives the curves fitted pixel by pixel, bit for bit (a stamp left out of
+    the second fit as before), so the test's answers stay; so do the faster block errors."""
+    import numpy as np
+
+    import photodedup.client.lineage as lin
+
+    source = _saved(photo(5, size), tmp_path / "source.jpg", 90)
+    decoded = Image.open(source).convert("RGB")
+    toned = ImageEnhance.Color(decoded).enhance(1.3).point(lambda v: int(255 * (v / 255) ** 0.8))
+    ImageDraw.Draw(toned).rectangle((20, 20, 120, 60), fill=(250, 250, 250))  # a stamp the fit leaves out
+    copy = _saved(toned, tmp_path / "copy.jpg", 80)
+    a, b = np.asarray(decoded), np.asarray(Image.open(copy).convert("RGB"))
+    for src, dst in ((a, b), (b, a), (a[:40, :50], b[:40, :50]), (a[::3, ::3], b[::3, ::3])):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(lin, "HISTOGRAM_CELLS", 0)  # binned
+            binned = lin._curve(src, dst)
+            m.setattr(lin, "HISTOGRAM_CELLS", 10**12)  # one cell per pixel
+            assert np.array_equal(binned, lin._curve(src, dst))
+    again = a.astype(np.int16)
+    assert np.array_equal(lin._block_errors(again, b), _per_pixel_block_errors(again, b))
+
+
+def test_the_median_of_counted_values_is_numpys() -> None:
+    """Odd totals take the middle value; even ones average the two middle values, as `np.median` does."""
+    import numpy as np
+
+    import photodedup.client.lineage as lin
+
+    assert lin._median(np.array([2.0, 1.0]), np.array([2, 2])) == 1.5
+    assert lin._median(np.array([2.0, 1.0, 7.0]), np.array([2, 2, 1])) == 2.0
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        values, counts = rng.random(50), rng.integers(1, 3, 50)
+        assert lin._median(values, counts) == np.median(np.repeat(values, counts))
+
+
+@pytest.mark.parametrize("binned", [True, False], ids=["binned", "per-pixel"])
+def test_a_toned_copy_is_still_told_either_way_the_curves_are_fitted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binned: bool
+) -> None:
+    """A saturation and gamma edit saved with its source's tables, tested with each form of the fit: the same
+    answer and the same errors (siblings take the cheaper form; a real copy must not lose its answer)."""
+    import photodedup.client.lineage as lin
+
+    source = _saved(photo(21, (480, 360)), tmp_path / "source.jpg", 90)
+    edited = ImageEnhance.Color(Image.open(source).convert("RGB")).enhance(1.5)
+    copy = _saved(edited.point(lambda v: int(255 * (v / 255) ** 0.8)), tmp_path / "copy.jpg", 90)
+    monkeypatch.setattr(lin, "HISTOGRAM_CELLS", 0 if binned else 10**12)
+    forward, backward = lineage(source, copy), lineage(copy, source)
+    assert forward.source == 1 and backward.source == -1
+    monkeypatch.setattr(lin, "HISTOGRAM_CELLS", 10**12 if binned else 0)
+    assert lineage(source, copy) == forward and lineage(copy, source) == backward
+
+
+def test_a_way_whose_saturation_choice_is_1x_keeps_its_plain_re_make(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When only one way fits a saturation change better, the other way's 1x re-make is not made again: it
+    would be the same fit, so the same errors."""
+    import photodedup.client.lineage as lin
+
+    source = _saved(photo(21, (480, 360)), tmp_path / "source.jpg", 90)
+    copy = _saved(ImageEnhance.Brightness(Image.open(source).convert("RGB")).enhance(1.05), tmp_path / "c.jpg", 70)
+    calls: list[tuple[float, bool]] = []
+    real = lin._remake_error
+
+    def counted(src, dst, dst_image, saturation=(1.0, False)):  # type: ignore[no-untyped-def]
+        calls.append(saturation)
+        return real(src, dst, dst_image, saturation)
+
+    monkeypatch.setattr(lin, "_remake_error", counted)
+    monkeypatch.setattr(lin, "_verdict", lambda *errors: 0)  # the plain stage leaves it open
+    choices = iter([(1.0, False), (1.2, True)])  # to B: 1x; to A: a change after the curves
+    monkeypatch.setattr(lin, "_choose_saturation", lambda src, dst: next(choices))
+    answer = lineage(source, copy)
+    assert calls == [(1.0, False), (1.0, False), (1.2, True)]
+    plain_b_from_a = real(*_frames(source, copy))
+    assert answer.b_from_a == plain_b_from_a[0]
+
+
+def _frames(source: str, copy: str):  # type: ignore[no-untyped-def]
+    """(source pixels, copy pixels, copy image): the arguments of re-making the copy from its source."""
+    import numpy as np
+
+    img = Image.open(copy)
+    return np.asarray(Image.open(source).convert("RGB")), np.asarray(img.convert("RGB")), img
