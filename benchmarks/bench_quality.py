@@ -164,6 +164,9 @@ def main() -> None:
             verifier = StoredVerifier(verdicts, geometric) if verify else None
             started = time.perf_counter()
             groups = find_groups(records, config, verifier=verifier)
+            if verifier is not None:
+                verifier.flush()  # pairs checked ahead and never asked about: finished, as a scan finishes them
+                verifier.close()
             timings[label] = time.perf_counter() - started
         started = time.perf_counter()
         groups = prefer_sources(groups, config)  # the keeper's lineage, as the scan applies it

@@ -315,6 +315,7 @@ def _group(
         lineage.flush()
         if verifier is not None:
             verifier.flush()  # verdicts found before an interruption are kept too
+            verifier.close()
     if verifier is not None:
         log.info(
             "verification: %d pairs stored, %d verified, %d pictures decoded",

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from photodedup.client.grouping.evidence import invert_affine
@@ -44,19 +44,26 @@ def side_key(record: FileRecord) -> str:
 class StoredVerifier:
     """The grouping verifier with verdicts read from and written back to the index.
 
-    Call `flush()` when grouping is done; new verdicts are also written every `FLUSH_EVERY`.
+    `prefetch` starts verifying pairs on a pool of threads and returns at once; `__call__` waits for a pair
+    in flight. Call `flush()` when grouping is done (it collects what is still in flight and writes it) and
+    `close()` to stop the threads; new verdicts are also written every `FLUSH_EVERY`.
     """
 
-    def __init__(self, index: Index, verifier: GeometricVerifier | None = None, version: str | None = None) -> None:
+    def __init__(
+        self, index: Index, verifier: GeometricVerifier | None = None, version: str | None = None, workers: int = 0
+    ) -> None:
         self.index = index
         self.verifier = verifier or GeometricVerifier()
         self.version = version or VERIFIER_VERSION
+        self.workers = workers or os.cpu_count() or 1  # threads for `prefetch`; 1: none, verified when asked
         self.known = index.verdicts(self.version)
         self.details = index.verdict_details(self.version)
         self.pending: list[tuple[str, str, bool, str | None]] = []
         self.hits = 0  # answered from the index
         self.misses = 0  # verified in this run
         self.fetched: set[tuple[str, str]] = set()  # verified ahead (`prefetch`) in this run
+        self.inflight: dict[tuple[str, str], tuple[Future[Verdict], bool]] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     def _key(self, a: FileRecord, b: FileRecord, strict: bool) -> tuple[tuple[str, str], bool]:
         ka, kb = side_key(a), side_key(b)
@@ -64,30 +71,30 @@ class StoredVerifier:
         key = (kb, ka) if flipped else (ka, kb)
         return (("strict:" + key[0], key[1]) if strict else key), flipped
 
-    def prefetch(self, pairs: Sequence[tuple[FileRecord, FileRecord, bool]], workers: int = 0) -> None:
-        """Verify the pairs grouping is about to ask about (a, b, strict) that are not stored yet, on
-        `workers` threads (0: one per core): OpenCV's feature search and the decoders release the GIL,
-        so a first grouping's verification runs on every core instead of one. Nothing is decided here;
-        the answers wait for `__call__`."""
-        todo: dict[tuple[str, str], tuple[FileRecord, FileRecord, bool, bool]] = {}
+    def prefetch(self, pairs: Sequence[tuple[FileRecord, FileRecord, bool]]) -> None:
+        """Start verifying the pairs (a, b, strict) grouping is about to ask about, or may ask about soon,
+        that are neither stored nor in flight, on `workers` threads (OpenCV's feature search and the
+        decoders release the GIL, so verification runs on every core). Returns at once: nothing is decided
+        here, the answers wait for `__call__`."""
+        if self.workers < 2:
+            return
         for a, b, strict in pairs:
             key, flipped = self._key(a, b, strict)
-            if key not in self.known and key not in todo:
-                todo[key] = (a, b, strict, flipped)
-        workers = workers or os.cpu_count() or 1
-        if len(todo) < 2 or workers < 2:
-            return
-        # The side the pairs share (a centre) decoded once, here, rather than by every thread at once.
-        for a in {t[0].path: t[0] for t in todo.values()}.values():
-            self.verifier.picture(a.path, a.content)
-        with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
-            verdicts = pool.map(
-                lambda t: self.verifier.verdict(t[0].path, t[0].content, t[1].path, t[1].content, t[2]), todo.values()
-            )
-            for (key, (*_, flipped)), verdict in zip(todo.items(), verdicts, strict=True):
-                self.misses += 1
-                self.fetched.add(key)
-                self._keep(key, verdict, flipped)
+            if key in self.known or key in self.inflight:
+                continue
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify")
+            future = self._pool.submit(self.verifier.verdict, a.path, a.content, b.path, b.content, strict)
+            self.inflight[key] = (future, flipped)
+
+    def _collect(self, key: tuple[str, str]) -> Verdict:
+        """Wait for a pair in flight and keep its verdict."""
+        future, flipped = self.inflight.pop(key)
+        verdict = future.result()
+        self.misses += 1
+        self.fetched.add(key)
+        self._keep(key, verdict, flipped)
+        return verdict
 
     def _keep(self, key: tuple[str, str], verdict: Verdict, flipped: bool) -> None:
         if verdict.reason == CANNOT_DECODE:
@@ -97,12 +104,15 @@ class StoredVerifier:
         self.details[key] = detail
         self.pending.append((*key, verdict.same, detail))
         if len(self.pending) >= FLUSH_EVERY:
-            self.flush()
+            self._write()
 
     def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> Verdict:
         """Are these two indexed files the same picture (`.same`), and what was found (a to b)? Stored
-        verdict first, else verified and stored. A verdict stored without detail comes back without it."""
+        verdict first, else the one in flight, else verified and stored. A verdict stored without detail
+        comes back without it."""
         key, flipped = self._key(a, b, strict)
+        if key in self.inflight and self._collect(key).reason == CANNOT_DECODE:
+            return Verdict(False, reason=CANNOT_DECODE)
         same = self.known.get(key)
         if same is not None:
             if key not in self.fetched:  # verified ahead in this run: counted as verified there
@@ -114,10 +124,23 @@ class StoredVerifier:
         return verdict
 
     def flush(self) -> None:
-        """Write the verdicts found since the last flush, in one transaction."""
+        """Collect the verdicts still in flight (asked ahead, never asked: still true, so kept) and write
+        those found since the last write, in one transaction."""
+        for key in list(self.inflight):
+            self._collect(key)
+        self._write()
+
+    def _write(self) -> None:
         if self.pending:
             self.index.put_verdicts(self.version, self.pending)
             self.pending = []
+
+    def close(self) -> None:
+        """Stop the verifying threads (after `flush`; what is still in flight is dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self.inflight.clear()
 
 
 def _oriented(verdict: Verdict, flipped: bool) -> Verdict:

@@ -354,24 +354,35 @@ class GeometricVerifier:
         self._cache: OrderedDict[str, Picture | None] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Event] = {}  # pictures being decoded, set when cached
         self.pairs = 0
         self.decodes = 0
 
     def picture(self, path: str, content: tuple[int, int, int, int] | None) -> Picture | None:
-        with self._lock:
-            if path in self._cache:
-                self._cache.move_to_end(path)
-                return self._cache[path]
+        """The file's picture, decoded once: a thread asking for one another thread is decoding waits for it
+        (a centre's candidates are verified at once, and each needs the centre)."""
+        while True:
+            with self._lock:
+                if path in self._cache:
+                    self._cache.move_to_end(path)
+                    return self._cache[path]
+                loading = self._loading.get(path)
+                if loading is None:
+                    self._loading[path] = threading.Event()
+                    break
+            loading.wait()  # then read it from the cache (or decode it, if it has been evicted since)
+        pic: Picture | None = None
         try:
-            pic: Picture | None = load_picture(path, content)
+            pic = load_picture(path, content)
         except Exception as exc:  # noqa: BLE001 - a file gone or broken since the scan is just not verified
             log.debug("cannot verify %s: %s", path, exc)
-            pic = None
-        with self._lock:
-            self.decodes += 1
-            self._cache[path] = pic
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        finally:
+            with self._lock:
+                self.decodes += 1
+                self._cache[path] = pic
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+                self._loading.pop(path).set()
         return pic
 
     def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> Verdict:
@@ -387,7 +398,8 @@ class GeometricVerifier:
         content_b: tuple[int, int, int, int] | None,
         strict: bool = False,
     ) -> Verdict:
-        self.pairs += 1
+        with self._lock:
+            self.pairs += 1
         a, b = self.picture(path_a, content_a), self.picture(path_b, content_b)
         if a is None or b is None:
             return Verdict(False, reason=CANNOT_DECODE)

@@ -44,14 +44,18 @@ def centre_cluster(
     tier: Tier,
     ignore: IgnoredPairs,
     fits: Callable[[int, int], bool] | None = None,
-    ahead: Callable[[int, list[int]], None] | None = None,
+    ahead: Callable[[int, list[int], Sequence[bool]], None] | None = None,
+    hop: Callable[[int, list[int]], dict[int, float]] | None = None,
 ) -> list[Cluster]:
     """Merge items (sorted best-first) by centre linkage: each free item takes free neighbours of itself.
 
     `neighbours` maps item index to {item index: distance}; `fits(i, j)` may veto a join, e.g. when a
-    member of j is itself too far from i's centre; `ahead(i, js)` hears which free neighbours `fits` is
-    about to be asked about for centre i (to answer them together). Returns the merged clusters, best
-    centre first.
+    member of j is itself too far from i's centre; `ahead(i, js, taken)` hears which free neighbours `fits`
+    is about to be asked about for centre i (to answer them together; `taken` says which items are in a
+    cluster already). `hop(i, joined)` names further
+    candidates of centre i once the items in `joined` have joined it ({item: distance}, asked of `fits`
+    like the rest): a copy of a copy is looked for only through what is a copy. Returns the merged
+    clusters, best centre first.
     """
     taken = [False] * len(items)
     out: list[Cluster] = []
@@ -60,17 +64,37 @@ def centre_cluster(
             continue
         taken[i] = True
         merged = Cluster(list(centre.members), dict(centre.tier), dict(centre.distance))
-        candidates = sorted(neighbours.get(i, {}).items(), key=lambda kv: (kv[1], kv[0]))
-        if ahead is not None and fits is not None:
-            ahead(i, [j for j, _ in candidates if not taken[j]])
-        for j, dist in candidates:
-            if taken[j] or ignore.conflicts(items[j].members, merged.members) or (fits and not fits(i, j)):
-                continue
-            taken[j] = True
-            for m in items[j].members:
-                merged.members.append(m)
-                # Members of j are copies of j's centre: they relate to this centre through j's link.
-                merged.tier[m] = tier
-                merged.distance[m] = dist
+        joined = _take(i, neighbours.get(i, {}), items, taken, merged, tier, ignore, fits, ahead)
+        if hop is not None and joined:
+            _take(i, hop(i, joined), items, taken, merged, tier, ignore, fits, ahead)
         out.append(merged)
     return out
+
+
+def _take(
+    i: int,
+    near: dict[int, float],
+    items: list[Cluster],
+    taken: list[bool],
+    merged: Cluster,
+    tier: Tier,
+    ignore: IgnoredPairs,
+    fits: Callable[[int, int], bool] | None,
+    ahead: Callable[[int, list[int], Sequence[bool]], None] | None,
+) -> list[int]:
+    """Centre i takes the free items of `near` that fit, closest first; returns those it took."""
+    candidates = sorted(near.items(), key=lambda kv: (kv[1], kv[0]))
+    if ahead is not None and fits is not None:
+        ahead(i, [j for j, _ in candidates if not taken[j]], taken)
+    joined = []
+    for j, dist in candidates:
+        if taken[j] or ignore.conflicts(items[j].members, merged.members) or (fits and not fits(i, j)):
+            continue
+        taken[j] = True
+        joined.append(j)
+        for m in items[j].members:
+            merged.members.append(m)
+            # Members of j are copies of j's centre: they relate to this centre through j's link.
+            merged.tier[m] = tier
+            merged.distance[m] = dist
+    return joined

@@ -76,6 +76,11 @@ class GroupingConfig:
     # hashed before it was measured) counts as not drawn. Above 1 turns it off.
     weak_transparent: float = 0.1
     weak_candidates: int = 8  # closest loose candidates a weak picture keeps (see `near.near_tier`)
+    # Closest loose candidates (beyond its hash neighbours) each photo keeps for verification: the loose
+    # net's chance meetings between unrelated photos grow with the square of the library, so without a cap
+    # verification would too. A pair is kept if either side keeps it: on the dev set every true copy is
+    # among the 5 closest of one side (among the 8 closest of both, where one photo's crops meet one another).
+    loose_candidates: int = 8
     # A pixel-turned match (a hash of one picture turned by 90/180/270 degrees against another) counts only
     # between pictures that are not weak, whose own turns are at least `turn_asymmetry` bits from them (a
     # turn-symmetric picture says nothing by matching turned), and when the turned distance is at least

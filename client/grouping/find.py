@@ -10,8 +10,9 @@ Tiers, in order, each working on the result of the one before:
    when the turned match is clearly closer than the unturned one (an arrow and its turn are two icons).
    With a verifier, a deliberately loose second net catches crops, small rotations and overlays: a
    picture whose full frame is within `candidate_threshold` of any sub-window of another is a candidate,
-   and joins only if geometric verification confirms it. So does a neighbour of a neighbour (a crop of a
-   turned copy meets the turned copy, not the original), verified against the centre itself.
+   and joins only if geometric verification confirms it. So does a neighbour of a copy that has joined the
+   centre (a crop of a turned copy meets the turned copy, not the original), verified against the centre
+   itself; a neighbour that failed verification is no way to a copy.
    Evidence scales with information: when either picture is weak (tiny content, too little contrast
    for its hash bits to mean much: icons, text pages, sky, or a drawn cut-out: a theme's large icons, one
    frame with different emblems), no hash distance suffices; the pair joins only

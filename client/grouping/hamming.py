@@ -77,6 +77,19 @@ def hamming_join_brute(
 
 
 _masks_cache: dict[int, np.ndarray] = {}
+# Candidates compared at once in `hamming_join_mih` (about 10 bytes each in its temporary arrays).
+_BLOCK_ENTRIES = 1 << 21
+
+
+def _blocks(count: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Consecutive ranges of queries whose candidate counts sum to about `limit` (a query with more is a
+    range of its own)."""
+    ends = np.cumsum(count)
+    if ends[-1] <= limit:
+        return [(0, len(count))]
+    cuts = np.searchsorted(ends, np.arange(limit, ends[-1], limit), side="left") + 1
+    edges = np.unique(np.concatenate(([0], np.minimum(cuts, len(count)), [len(count)])))
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def _chunk_masks(radius: int) -> np.ndarray:
@@ -115,17 +128,23 @@ def hamming_join_mih(
             probe = qv ^ mask
             lo, hi = starts[probe], starts[probe + 1]
             count = hi - lo
-            total = int(count.sum())
-            if total == 0:
+            if not count.any():
                 continue
-            qi = np.repeat(np.arange(len(queries)), count)
-            si = np.arange(total) + np.repeat(lo - (np.cumsum(count) - count), count)
-            # uint8 popcounts: at most 128 bits, so their sum cannot overflow
-            d = _bits8(q0[qi] ^ t0[si]) + _bits8(q1[qi] ^ t1[si])
-            ok = np.flatnonzero(d <= threshold)
-            found_q.append(qi[ok])
-            found_t.append(order[si[ok]])
-            found_d.append(d[ok].astype(np.int64))
+            # Queries in blocks of about `_BLOCK_ENTRIES` candidates: the candidate arrays grow with the
+            # square of the library (each query's bucket grows with the table), the blocks do not.
+            for b0, b1 in _blocks(count, _BLOCK_ENTRIES):
+                n, start = count[b0:b1], lo[b0:b1]
+                total = int(n.sum())
+                if total == 0:
+                    continue
+                qi = np.repeat(np.arange(b0, b1), n)
+                si = np.arange(total) + np.repeat(start - (np.cumsum(n) - n), n)
+                # uint8 popcounts: at most 128 bits, so their sum cannot overflow
+                d = _bits8(q0[qi] ^ t0[si]) + _bits8(q1[qi] ^ t1[si])
+                ok = np.flatnonzero(d <= threshold)
+                found_q.append(qi[ok])
+                found_t.append(order[si[ok]])
+                found_d.append(d[ok].astype(np.int64))
     if not found_q:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty

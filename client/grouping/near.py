@@ -22,6 +22,8 @@ from photodedup.client.grouping.records import FileRecord, Tier
 
 log = logging.getLogger(__name__)
 
+# Centres past the current one whose loose checks are handed to the verifier ahead (`near_tier`'s `ahead`).
+LOOKAHEAD = 16
 # verifier(a, b, strict): are these the same picture? `strict` asks for the check for weak pictures. It
 # returns a bool, or a verdict with `.same` whose detail becomes the members' evidence (`evidence.VerdictLog`).
 Verifier = Callable[..., Any]
@@ -124,6 +126,40 @@ def _turn_counts(a: FileRecord, b: FileRecord, turned: float, config: GroupingCo
     return True
 
 
+def _closest_candidates(
+    loose: dict[int, dict[int, float]],
+    owners: Sequence[FileRecord],
+    ids: list[int],
+    neighbours: dict[int, dict[int, float]],
+    config: GroupingConfig,
+) -> dict[int, dict[int, float]]:
+    """The loose pairs kept for verification: each picture's closest few, so verification grows with the
+    library, not with its pairs.
+
+    A weak picture's window hashes meet those of every picture of one style (a theme's icons, an app's
+    screens): a pair with a weak picture is kept only if it is among each weak side's `weak_candidates`
+    closest. Between photos, a pair is kept if it is among either side's `loose_candidates` closest loose
+    candidates (its hash neighbours aside, which join anyway): unrelated photos meet the loose net at a
+    rate that grows with the library (on a 12,000-photo library 0.3 a photo, each a verification; at
+    200,000 photos it would be ten times that), while a crop's original is one of its closest."""
+    weak = {a: is_weak(owners[a], config) for a in loose}
+    top: dict[int, set[int]] = {}
+    for a, row in loose.items():
+        ranked = sorted(row.items(), key=lambda kv: (kv[1], kv[0]))
+        if weak[a]:
+            top[a] = {b for b, _ in ranked[: config.weak_candidates]}
+        else:
+            own = neighbours.get(ids[a], {})
+            top[a] = {b for b, _ in [(b, d) for b, d in ranked if ids[b] not in own][: config.loose_candidates]}
+
+    def kept(a: int, b: int) -> bool:
+        if weak[a] or weak[b]:
+            return (not weak[a] or b in top[a]) and (not weak[b] or a in top[b])
+        return b in top[a] or a in top[b]
+
+    return {a: {b: d for b, d in row.items() if kept(a, b)} for a, row in loose.items()}
+
+
 def near_tier(
     records: Sequence[FileRecord],
     units: list[Cluster],
@@ -173,14 +209,7 @@ def near_tier(
             config.hamming_brute_force_max,
             config.candidate_radius,
         )
-        # A weak picture's window hashes meet those of every picture of one style (a theme's icons, an
-        # app's screens): it keeps only its `weak_candidates` closest loose candidates, so verification
-        # stays linear in the number of such pictures instead of growing with their pairs.
-        for a, row in loose.items():
-            if len(row) > config.weak_candidates and is_weak(owners[a], config):
-                keep = sorted(row.items(), key=lambda kv: (kv[1], kv[0]))[: config.weak_candidates]
-                loose[a] = dict(keep)
-        loose = {a: {b: d for b, d in row.items() if a in loose.get(b, {})} for a, row in loose.items()}
+        loose = _closest_candidates(loose, owners, ids, neighbours, config)
         # Two icon-sized pictures are no loose candidates of each other: a window match between a theme's
         # glyphs is another glyph (under /usr/share the strict check accepted 0 of 400 such pairs sampled).
         for a, row in loose.items():
@@ -189,26 +218,6 @@ def near_tier(
                 if j not in neighbours.get(i, {}) and not both_icons(owners[a], owners[b], config):
                     neighbours.setdefault(i, {})[j] = d
                     unverified.add((i, j))
-        # Second hop: a copy of a copy (a crop of a turned copy, say) is a candidate of the centre too,
-        # through a neighbour that is neither weak nor icon-sized (among a theme's glyphs and an app's pages,
-        # links are too many to walk: under /usr/share, hops through icon-sized pictures gave 54,542 icon
-        # pairs to verify, and the strict check accepted 0 of 400 sampled). It still joins only if verified
-        # against the centre itself, so membership never chains.
-        key_of = {ids[k]: keys[k] for k in range(len(ids))}
-        unwalked = {ids[k] for k, r in enumerate(owners) if is_weak(r, config) or is_icon_sized(r, config)}
-        first = {i: list(row) for i, row in neighbours.items()}
-        for i, direct in first.items():
-            if i in unwalked:
-                continue
-            for k in direct:
-                if k in unwalked:
-                    continue
-                for j in first.get(k, ()):
-                    if j != i and j not in neighbours[i]:
-                        d = float(hamming_bits(key_of[i], key_of[j]))  # type: ignore[arg-type]
-                        neighbours[i][j] = d
-                        neighbours.setdefault(j, {})[i] = d
-                        unverified.update(((i, j), (j, i)))
         log.debug("near tier: %d loose candidate pairs to verify", len(unverified) // 2)
     weak = {ids[k] for k, r in enumerate(owners) if is_weak(r, config)}
 
@@ -222,9 +231,8 @@ def near_tier(
             return True
         return verifier(a, b)  # type: ignore[misc]
 
-    def ahead(i: int, js: list[int]) -> None:
-        """A centre's candidates that need verifying, verified together (on every core, where the verifier
-        can): exactly what `confirmed` is about to ask about them."""
+    def checks(i: int, js: list[int]) -> list[tuple[FileRecord, FileRecord, bool]]:
+        """What `confirmed` verifies of centre i's candidates js: (a, b, strict)."""
         a, pairs = records[units[i].members[0]], []
         for j in js:
             b = records[units[j].members[0]]
@@ -232,9 +240,48 @@ def near_tier(
                 pairs.append((a, b, True))
             elif (i, j) in unverified:
                 pairs.append((a, b, False))
+        return pairs
+
+    def ahead(i: int, js: list[int], taken: Sequence[bool]) -> None:
+        """Hand the verifier centre i's checks, and those of the free items among the next `LOOKAHEAD` that
+        no free item before them can take, which it verifies on every core while this one is decided (a
+        library's centres mostly have one candidate or none). One of those may still be taken before its
+        turn (through a second hop): its verdicts are kept for the next grouping anyway."""
+        pairs = checks(i, js)
+        for c in range(i + 1, min(len(units), i + 1 + LOOKAHEAD)):
+            row = neighbours.get(c, {})
+            if taken[c] or c in js or any(j < c and not taken[j] for j in row):
+                continue
+            pairs += checks(c, [j for j in row if not taken[j]])
         verifier.prefetch(pairs)  # type: ignore[union-attr]
 
+    # Second hop: a copy of a copy (a crop of a turned copy, say) is a candidate of the centre too, through a
+    # neighbour that has joined the centre, so is a copy itself (a neighbour that failed verification is no
+    # way to a copy: on a 12,000-photo library such hops were half of all pairs verified, none accepted). Not
+    # through a weak or icon-sized picture either (among a theme's glyphs and an app's pages links are too many
+    # to walk: under /usr/share, hops through icon-sized pictures gave 54,542 icon pairs to verify, and the
+    # strict check accepted 0 of 400 sampled). It still joins only if verified against the centre itself, so
+    # membership never chains.
+    hops = verifier is not None and config.candidate_threshold > config.near_threshold > 0
+    key_of = {ids[k]: keys[k] for k in range(len(ids))}
+    unwalked = {ids[k] for k, r in enumerate(owners) if is_weak(r, config) or is_icon_sized(r, config)}
+
+    def hop(i: int, joined: list[int]) -> dict[int, float]:
+        """Neighbours of what joined centre i, not its own: candidates to verify against i."""
+        found: dict[int, float] = {}
+        if i in unwalked:
+            return found
+        own = neighbours.get(i, {})
+        for k in joined:
+            if k in unwalked:
+                continue
+            for j in neighbours.get(k, ()):
+                if j != i and j not in own and j not in found:
+                    found[j] = float(hamming_bits(key_of[i], key_of[j]))  # type: ignore[arg-type]
+                    unverified.update(((i, j), (j, i)))
+        return found
+
     icons = any(is_icon_sized(r, config) for r in owners)
-    fits = confirmed if unverified or weak or icons else None
+    fits = confirmed if unverified or weak or icons or hops else None
     parallel = ahead if hasattr(verifier, "prefetch") else None
-    return centre_cluster(units, neighbours, Tier.NEAR, ignore, fits, parallel)
+    return centre_cluster(units, neighbours, Tier.NEAR, ignore, fits, parallel, hop if hops else None)

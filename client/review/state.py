@@ -238,6 +238,7 @@ class ReviewState:
                 lineage.flush()
                 if verifier is not None:
                     verifier.flush()
+                    verifier.close()
 
     def _replace(self, view: GroupView, groups: list[Group]) -> list[str]:
         at = self._views.index(view)

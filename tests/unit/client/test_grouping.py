@@ -284,6 +284,64 @@ def test_narrowed_multi_index_search_answers_its_rule_exactly(radius: int) -> No
     assert {p for p in whole if p[2] <= 8 * (radius + 1) - 1} <= narrowed
 
 
+def test_multi_index_search_in_small_blocks_of_queries_finds_the_same_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate arrays are built a block of queries at a time (their size grows with the square of the
+    library); however small the blocks, the pairs are those of brute force."""
+    from photodedup.client.grouping import hamming
+
+    rng = random.Random(7)
+    keys = []
+    for _ in range(200):
+        base = (rng.getrandbits(64), rng.getrandbits(64))
+        keys += [base, (base[0] ^ (1 << rng.randrange(64)), base[1]), (base[0], base[1] ^ 0b1011)]
+    keys += [(0, 0)] * 40  # one crowded bucket: a single query's candidates exceed a block
+    arr = np.array(keys, dtype=np.uint64)
+    whole = set(zip(*(a.tolist() for a in hamming_join_mih(arr, arr, 12, 1)), strict=True))
+    monkeypatch.setattr(hamming, "_BLOCK_ENTRIES", 7)
+    counts = np.array([3, 9, 0, 2, 2, 2, 1])
+    blocks = hamming._blocks(counts, 7)
+    assert [b for _, b in blocks[:-1]] == [a for a, _ in blocks[1:]] and blocks[0][0] == 0 and blocks[-1][1] == 7
+    assert len(blocks) > 1 and all(counts[a:b].sum() <= 7 + counts[a:b].max() for a, b in blocks)
+    blocked = set(zip(*(a.tolist() for a in hamming_join_mih(arr, arr, 12, 1)), strict=True))
+    assert blocked == whole == set(zip(*(a.tolist() for a in hamming_join_brute(arr, arr, 12, 1)), strict=True))
+
+
+def test_each_photo_keeps_its_closest_loose_candidates() -> None:
+    """Unrelated photos meet the loose net at a rate that grows with the library: a photo's loose candidates
+    beyond its hash neighbours are cut to its `loose_candidates` closest, a pair kept if either side keeps it,
+    so verification grows with the photos, not with their pairs; its hash neighbours are not counted."""
+    base = flip(0, range(40))
+    crop = rec("/crop.jpg", dh=-1, ph=-1, windows=((base ^ 0b1, 0),))  # the original's window, 1 bit off
+    original = rec("/orig.jpg", dh=0, ph=0, width=2000, windows=((0, 0), (base, 0)))
+    copy = rec("/copy.jpg", dh=1, ph=0, width=1000, windows=((1, 0), (base ^ (1 << 63), 0)))
+    # look-alikes: each meets the crop's frame with 3 to 6 bits, none the original or one another
+    others = [
+        rec(
+            f"/other{k}.jpg",
+            dh=0x5555 << k,
+            ph=0x3333 << k,
+            windows=((flip(7 << (8 * k), range(60, 64)), 0), (base ^ ((1 << (k + 3)) - 1), 0)),
+        )
+        for k in range(4)
+    ]
+    asked: list[tuple[str, str]] = []
+
+    def verifier(x: FileRecord, y: FileRecord, strict: bool = False) -> bool:
+        asked.append(tuple(sorted((x.path, y.path))))  # type: ignore[arg-type]
+        return {x.path, y.path} <= {"/orig.jpg", "/crop.jpg", "/copy.jpg"}
+
+    files = [original, copy, crop, *others]
+    wide = GroupingConfig(near_threshold=10, candidate_threshold=12)
+    assert paths(find_groups(files, wide, verifier=verifier)) == [{"/orig.jpg", "/copy.jpg", "/crop.jpg"}]
+    every = set(asked)
+    assert {p for p in every if "/other" in p[0] or "/other" in p[1]}  # the look-alikes were verified
+    asked.clear()
+    two = GroupingConfig(near_threshold=10, candidate_threshold=12, loose_candidates=2)
+    assert paths(find_groups(files, two, verifier=verifier)) == [{"/orig.jpg", "/copy.jpg", "/crop.jpg"}]
+    lookalikes = {p for p in asked if "/other" in p[0] or "/other" in p[1]}
+    assert len(lookalikes) < len({p for p in every if "/other" in p[0] or "/other" in p[1]})
+
+
 def test_window_search_reads_stored_window_arrays_as_int_pairs() -> None:
     """The index hands windows over as uint64 arrays, tests as int pairs: the loose search reads both alike."""
     windows = [((0, 0), (flip(0, range(40)), 0)), ((flip(0, range(40)) ^ 0b11, 0),), (((1 << 64) - 1, 5),)]
@@ -396,6 +454,26 @@ def test_a_copy_of_a_copy_is_a_candidate_of_the_centre_verified_against_it() -> 
     assert paths(groups) == [{"/keep.jpg", "/copy.jpg", "/crop.jpg"}] and asked == [("/keep.jpg", "/crop.jpg")]
     answer = False
     assert paths(find_groups([keep, copy, crop], cfg, verifier=verifier)) == [{"/keep.jpg", "/copy.jpg"}]
+
+
+def test_a_neighbour_that_failed_verification_is_no_way_to_a_copy_of_a_copy() -> None:
+    """The second hop walks only through what joined the centre: a loose candidate rejected by the verifier
+    is another picture, and its own neighbours are not asked about against the centre (on a library of look-alike
+    photos those pairs were half of all verification, and none was a copy)."""
+    keep = rec("/keep.jpg", dh=0, ph=0, width=2000, windows=((0, 0), (flip(0, range(40)), 0)))
+    other = rec("/other.jpg", dh=-1, ph=-1, windows=((flip(0, range(40)) ^ 0b1, 0), (flip(-1, range(30)), 0)))
+    beyond = rec("/beyond.jpg", dh=0x0F0F, ph=-7, windows=((flip(-1, range(30)) ^ 0b11, 0),))
+    asked: list[tuple[str, str]] = []
+
+    def verifier(x: FileRecord, y: FileRecord, strict: bool = False) -> bool:
+        asked.append((x.path, y.path))
+        return {x.path, y.path} == {"/other.jpg", "/beyond.jpg"}
+
+    cfg = GroupingConfig(near_threshold=10, candidate_threshold=12)
+    groups = find_groups([keep, other, beyond], cfg, verifier=verifier)
+    assert paths(groups) == [{"/other.jpg", "/beyond.jpg"}]
+    assert ("/keep.jpg", "/beyond.jpg") not in asked and ("/beyond.jpg", "/keep.jpg") not in asked
+    assert asked[0] == ("/keep.jpg", "/other.jpg")
 
 
 def test_weak_pictures_keep_only_their_closest_loose_candidates() -> None:
@@ -577,6 +655,31 @@ def test_identical_hashes_still_honour_not_duplicates_and_weak_pictures() -> Non
     flat = [record(f"/t/{i}.png", dhash=5, phash=6, contrast=1.0) for i in range(3)]  # pages: weak pictures
     assert find_groups(flat, CFG, verifier=strict_says_no) == []
     assert asked and all(asked)
+
+
+def test_later_centres_no_free_item_can_take_are_checked_ahead_too() -> None:
+    """While a centre's own checks run, the verifier also hears those of the next items that no free item
+    before them could take (they will be centres), so every core works even when each centre has one
+    candidate; an item a free better one may still take is not checked ahead (its checks may never come)."""
+    heard: list[list[tuple[str, str]]] = []
+
+    class Ahead:
+        def prefetch(self, pairs: list[tuple[FileRecord, FileRecord, bool]]) -> None:
+            heard.append([(a.path, b.path) for a, b, _ in pairs])
+
+        def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
+            return a.path[3] == b.path[3]  # /w/a-1 and /w/a-2 are one page, /w/b-* another
+
+    pages = [
+        record("/w/a-1.png", dhash=0, phash=0, contrast=1.0),
+        record("/w/a-2.png", dhash=1, phash=0, contrast=1.0),
+        record("/w/b-1.png", dhash=-1, phash=-1, contrast=1.0),
+        record("/w/b-2.png", dhash=-2, phash=-1, contrast=1.0),
+    ]
+    groups = find_groups(pages, CFG, verifier=Ahead())
+    assert paths(groups) == [{"/w/a-1.png", "/w/a-2.png"}, {"/w/b-1.png", "/w/b-2.png"}]
+    assert heard[0] == [("/w/a-1.png", "/w/a-2.png"), ("/w/b-1.png", "/w/b-2.png")]
+    assert all(a != "/w/b-2.png" for call in heard for a, _ in call)  # b-1 is before it and free: not ahead
 
 
 def test_a_centres_checks_are_handed_to_the_verifier_ahead_and_then_asked() -> None:

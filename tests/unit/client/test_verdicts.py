@@ -158,12 +158,19 @@ def test_prefetched_pairs_are_verified_on_several_threads_once(
     centre = rec("/p/a0.jpg", "0" * 32)
     others = [rec(f"/p/{c}{i}.jpg", f"{i + 1:032d}") for i, c in enumerate("abab")]
     with Index(tmp_path / "i.sqlite3") as index:
-        stored = StoredVerifier(index)
-        stored.prefetch([(centre, o, False) for o in others] + [(others[0], centre, False)], workers=2)
-        assert len(calls) == 4 and len({t for t in threads if t.startswith("verify")}) == 2
+        stored = StoredVerifier(index, workers=2)
+        stored.prefetch([(centre, o, False) for o in others] + [(others[0], centre, False)])
+        assert len(stored.inflight) == 4  # handed to the threads; prefetch does not wait for them
         answers = [stored(centre, o).same for o in others]
         assert answers == [True, False, True, False] and len(calls) == 4  # answered from what was prefetched
+        assert len({t for t in threads if t.startswith("verify")}) == 2 and not stored.inflight
         assert (stored.misses, stored.hits) == (4, 0)  # four verified in this run, none read from the index
+        # Asked ahead and never asked for (a centre taken by another before its turn): kept all the same.
+        late = rec("/p/late.jpg", "9" * 32)
+        stored.prefetch([(centre, late, False)])
         stored.flush()
+        stored.close()
+        assert len(calls) == 5 and stored.misses == 5
     with Index(tmp_path / "i.sqlite3") as index:
-        assert StoredVerifier(index)(centre, others[2]).same and len(calls) == 4  # and kept in the index
+        again = StoredVerifier(index)
+        assert again(centre, others[2]).same and not again(centre, late).same and len(calls) == 5  # kept
