@@ -160,7 +160,7 @@ def main() -> None:
     for label, verify in (("no verification", False), ("default", True)):
         geometric = GeometricVerifier()
         with tempfile.TemporaryDirectory() as vtmp, Index(Path(vtmp) / "verdicts.sqlite3") as verdicts:
-            # As the scan verifies: verdicts kept in an index, each centre's candidates on every core.
+            # As the scan verifies: verdicts kept in an index, checks made ahead on every core.
             verifier = StoredVerifier(verdicts, geometric) if verify else None
             started = time.perf_counter()
             groups = find_groups(records, config, verifier=verifier)
@@ -252,7 +252,7 @@ def main() -> None:
 photos), scored by its score.py. Pair precision/recall/F1 over all pairs; the per-edit columns are the recall
 of original↔copy pairs. Our rows are the default offline scan (`run_scan`, no model) grouped by
 `find_groups`; "default" verifies loose candidates geometrically as the scan does (`client/verify.py`, verdicts kept
-in a fresh index, each centre's candidates verified on every core: `client/verdicts.py`), "no verification"
+in a fresh index, checks made ahead on every core: `client/verdicts.py`), "no verification"
 is the same scan with hashes alone (both with the keeper's lineage test, as the scan runs it), "hashes only
 (old keeper)" is the previous release's behaviour. One run.
 
