@@ -106,18 +106,20 @@ def _curve(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     are of whole numbers (exact in float64 in any order), so the curves are the per-pixel fit's, bit for
     bit. The channels are fitted in one pass (channel x 65,536 + src level x 256 + dst level as the cell)."""
     channels = src.shape[2]
-    cell = (src.reshape(-1, channels).astype(np.int32) << 8 | dst.reshape(-1, channels)) + np.arange(
-        channels, dtype=np.int32
-    ) * 65_536
-    pixels: np.ndarray | None = None  # pixels per cell; None: one cell per pixel, channel by channel
-    if cell.size >= HISTOGRAM_CELLS:
+    pixels: np.ndarray | None = None  # pixels per cell; None: one cell per pixel
+    if src.size >= HISTOGRAM_CELLS:
+        cell = (src.reshape(-1, channels).astype(np.int32) << 8 | dst.reshape(-1, channels)) + np.arange(
+            channels, dtype=np.int32
+        ) * 65_536
         hist = np.bincount(cell.ravel(), minlength=65_536 * channels)
         occupied = np.flatnonzero(hist)
         pixels = hist[occupied]
-    else:
-        occupied = np.ascontiguousarray(cell.T).ravel()
-    channel, row = occupied >> 16, occupied >> 8  # row: channel x 256 + src level
-    level_out = (occupied & 255).astype(np.float64)
+        row, level_out = occupied >> 8, (occupied & 255).astype(np.float64)  # row: channel x 256 + src level
+        ends = np.searchsorted(occupied >> 16, np.arange(channels + 1))
+    else:  # channel by channel, pixel by pixel
+        row = (src.reshape(-1, channels).T + (np.arange(channels) * 256)[:, None]).ravel()
+        level_out = dst.reshape(-1, channels).T.astype(np.float64).ravel()
+        ends = np.arange(channels + 1) * (src.size // channels)
     curves = np.empty((256, channels))
     levels = np.arange(256)
     weights = pixels
@@ -131,12 +133,11 @@ def _curve(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
             curves[:, c] = np.interp(levels, levels[seen], sums[c, seen] / counts[c, seen])
         if round_ == 0:
             miss = np.abs(curves.T.ravel()[row] - level_out)
-            ends = np.searchsorted(channel, np.arange(channels + 1))
-            middle = [
-                float(np.median(miss[i:j])) if pixels is None else _median(miss[i:j], pixels[i:j])
-                for i, j in zip(ends[:-1], ends[1:], strict=True)
-            ]
-            keep = miss <= np.maximum(4.0, 3.0 * np.array(middle))[channel]
+            if pixels is None:
+                middle = np.median(miss.reshape(channels, -1), axis=1)
+            else:
+                middle = np.array([_median(miss[i:j], pixels[i:j]) for i, j in zip(ends[:-1], ends[1:], strict=True)])
+            keep = miss <= np.repeat(np.maximum(4.0, 3.0 * middle), np.diff(ends))
             weights = keep.astype(np.float64) if pixels is None else np.where(keep, pixels, 0)
     return curves
 
