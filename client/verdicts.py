@@ -125,9 +125,13 @@ class StoredVerifier:
 
     def flush(self) -> None:
         """Collect the verdicts still in flight (asked ahead, never asked: still true, so kept) and write
-        those found since the last write, in one transaction."""
+        those found since the last write, in one transaction. A check that failed is left out (and logged):
+        this runs when grouping ends, also when it ends with an error, which it must not hide."""
         for key in list(self.inflight):
-            self._collect(key)
+            try:
+                self._collect(key)
+            except Exception as exc:  # noqa: BLE001 - never asked for: nothing waits on its answer
+                log.warning("verification of a pair checked ahead failed: %s", exc)
         self._write()
 
     def _write(self) -> None:

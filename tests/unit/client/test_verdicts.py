@@ -174,3 +174,29 @@ def test_prefetched_pairs_are_verified_on_several_threads_once(
     with Index(tmp_path / "i.sqlite3") as index:
         again = StoredVerifier(index)
         assert again(centre, others[2]).same and not again(centre, late).same and len(calls) == 5  # kept
+
+
+def test_a_check_made_ahead_that_fails_does_not_stop_the_rest_being_kept(
+    tmp_path: Path, calls: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`flush` runs when grouping ends, also after an error: a check made ahead that raised is left out (the
+    next grouping asks again), the others are kept, and nothing is raised from there."""
+    real = GeometricVerifier.verdict
+
+    def broken(self: GeometricVerifier, path_a: str, *args: object, **kwargs: object) -> Verdict:
+        if "bad" in path_a:
+            raise RuntimeError("a feature search bug")
+        return real(self, path_a, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GeometricVerifier, "verdict", broken)
+    good, bad, other = rec("/p/a1.jpg", "1" * 32), rec("/p/bad.jpg", "2" * 32), rec("/p/a2.jpg", "3" * 32)
+    with Index(tmp_path / "i.sqlite3") as index:
+        stored = StoredVerifier(index, workers=2)
+        stored.prefetch([(bad, other, False), (good, other, False)])
+        stored.flush()
+        stored.close()
+    with Index(tmp_path / "i.sqlite3") as index:
+        again = StoredVerifier(index, workers=1)
+        assert again(good, other).same and again.hits == 1  # kept
+        with pytest.raises(RuntimeError):
+            again(bad, other)  # not kept: asked again, and a check asked for still raises
