@@ -391,3 +391,68 @@ def _frames(source: str, copy: str):  # type: ignore[no-untyped-def]
 
     img = Image.open(copy)
     return np.asarray(Image.open(source).convert("RGB")), np.asarray(img.convert("RGB")), img
+
+
+def _heic_pair(tmp_path: Path, turn: Image.Transpose | None = None) -> tuple[str, str]:
+    """(a q80 JPEG of a made photo, a HEIC converted from it, turned by `turn`)."""
+    pytest.importorskip("pillow_heif")
+    from photodedup.imaging import register_heif
+
+    register_heif()
+    source = _saved(photo(21, (640, 480)), tmp_path / "source.jpg", 80)
+    decoded = Image.open(source).convert("RGB")
+    converted = tmp_path / "converted.heic"
+    (decoded.transpose(turn) if turn else decoded).save(converted, "HEIF", quality=75)
+    return source, str(converted)
+
+
+@pytest.mark.parametrize("turn", [None, Image.Transpose.ROTATE_90], ids=["upright", "turned"])
+def test_a_heic_converted_from_a_jpeg_was_made_from_it(tmp_path: Path, turn) -> None:  # type: ignore[no-untyped-def]
+    """Its pixels keep the JPEG's 8 x 8 coefficients on that JPEG's quantisation lattice."""
+    source, converted = _heic_pair(tmp_path, turn)
+    assert lineage(source, converted).source == 1
+    assert lineage(converted, source).source == -1
+
+
+def test_a_photo_first_saved_as_heic_is_not_called_converted(tmp_path: Path) -> None:
+    """A HEIC original and a JPEG exported from it: the HEIC's coefficients sit on no lattice, so the test
+    says nothing either way (it never names the HEIC a copy of its own export)."""
+    pytest.importorskip("pillow_heif")
+    import numpy as np
+
+    import photodedup.client.lineage as lin
+    from photodedup.imaging import register_heif
+
+    register_heif()
+    native = tmp_path / "native.heic"
+    photo(21, (640, 480)).save(native, "HEIF", quality=75)
+    export = _saved(Image.open(native).convert("RGB"), tmp_path / "export.jpg", 80)
+    assert lineage(str(native), export).source == 0
+    assert lineage(export, str(native)).source == 0
+    distance, measured = lin.lattice_distance(
+        np.asarray(Image.open(native).convert("RGB")), Image.open(export).quantization[0]
+    )
+    assert measured >= lin.LATTICE_COEFFICIENTS and distance > lin.LATTICE_DISTANCE
+
+
+def test_a_webp_conversion_says_nothing(tmp_path: Path) -> None:
+    """WebP's conversion does not keep the JPEG's lattice (measured: copies 0.22-0.34, as far off as pictures
+    first saved as WebP), so WebP is not tested."""
+    source = _saved(photo(21, (640, 480)), tmp_path / "source.jpg", 80)
+    converted = tmp_path / "converted.webp"
+    Image.open(source).convert("RGB").save(converted, "WEBP", quality=80)
+    assert lineage(source, str(converted)).source == 0
+    assert lineage(str(converted), source).source == 0
+
+
+def test_a_heic_keeper_converted_from_a_tied_jpeg_gives_way_to_it(tmp_path: Path) -> None:
+    """The HEIC is the larger file of two that tie on every rule before size; the JPEG it was converted from
+    is kept, whichever was found first."""
+    source, converted = _heic_pair(tmp_path)
+    config = GroupingConfig(near_threshold=4)
+    heic = record(converted, format="HEIF", size=2000, quality=75, dhash=1)
+    jpeg = record(source, format="JPEG", size=1000, quality=80)
+    (group,) = find_groups([heic, jpeg], config)
+    assert group.keep is heic
+    (changed,) = prefer_sources([group], config)
+    assert changed.keep is jpeg
