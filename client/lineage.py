@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LINEAGE_VERSION = "5"
+LINEAGE_VERSION = "6"
 # Re-making the derived copy must be this much more exact than the other way, by both measures below.
 RATIO = 0.6
 MARGIN = 0.3  # grey levels of median block error
@@ -411,15 +411,27 @@ def _recompression(ia: object, ib: object) -> Lineage:
         to_b, to_a = _choose_saturation(turned, b), _choose_saturation(back, a)
         # No saturation change fits either way better than the curves alone: the family's fit is the one just
         # made, so it cannot tell either (a library's siblings, saved from the same pixels at two qualities,
-        # spent most of a first scan here). A way whose choice is 1x keeps the re-make just made (the same
-        # fit, so the same errors).
+        # spent most of a first scan here). A 1x candidate keeps the re-make just made (the same fit, so the
+        # same errors).
         if (to_b, to_a) != ((1.0, False), (1.0, False)):
-            if to_b != (1.0, False):
-                b_from_a, b_inexact = _remake_error(turned, b, ib, to_b)
-            if to_a != (1.0, False):
-                a_from_b, a_inexact = _remake_error(back, a, ia, to_a)
+            # The family holds each change's inverse, so each way also tries the inverse of the other way's
+            # choice (the choice on a sample's mean error can miss the change the noisier way needs); the
+            # better re-make counts.
+            plain = {(1.0, False): (b_from_a, b_inexact)}, {(1.0, False): (a_from_b, a_inexact)}
+            b_from_a, b_inexact = min(
+                plain[0].get(edit) or _remake_error(turned, b, ib, edit) for edit in {to_b, _inverse(to_a)}
+            )
+            a_from_b, a_inexact = min(
+                plain[1].get(edit) or _remake_error(back, a, ia, edit) for edit in {to_a, _inverse(to_b)}
+            )
             source = _verdict(a_from_b, a_inexact, b_from_a, b_inexact)
     return Lineage(source, a_from_b, b_from_a)
+
+
+def _inverse(edit: tuple[float, bool]) -> tuple[float, bool]:
+    """The saturation change that undoes `edit` (factor, after the curves) from the other side of the curves."""
+    factor, after = edit
+    return (1.0, False) if factor == 1.0 else (1.0 / factor, not after)
 
 
 def _converted(jpeg: object, other: object) -> bool:
