@@ -7,7 +7,9 @@ curves and a saturation change; turned the same way; encoded with the copy's tab
 almost exactly, block for block. The other way round it cannot: the copy's second round of quantisation
 noise is not in the original and no encoding removes it. So the error of re-making B from A, against that
 of re-making A from B, says which came first; when the two are close (edits that curves and a saturation
-change do not describe) the test says nothing and the keeper policy's later rules decide.
+change do not describe) the test says nothing and the keeper policy's later rules decide. A HEIC converted from
+a JPEG keeps that JPEG's quantisation lattice in its 8 x 8 DCT coefficients, which a picture first saved as
+HEIC never had: a HEIC on a tied JPEG's lattice was made from a JPEG (`_converted`).
 
 Measured on the dev set (originals against their bright, tone, turn, exif_turn, jpeg_q60, jpeg_low and
 overlay copies; see docs/BENCHMARKS.md): the rule below names the original in most groups and the copy in
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LINEAGE_VERSION = "4"
+LINEAGE_VERSION = "6"
 # Re-making the derived copy must be this much more exact than the other way, by both measures below.
 RATIO = 0.6
 MARGIN = 0.3  # grey levels of median block error
@@ -64,6 +66,20 @@ PARALLEL_TESTS = 16
 MIN_CORRELATION = 0.9
 # Share of the 32 x 32 cells a stamp may cover: left out when the whole correlates less (`_correlation`).
 STAMP_SHARE = 0.1
+# A JPEG and a HEIC: the HEIC was converted from a JPEG when its luma 8 x 8 DCT coefficients sit within
+# LATTICE_DISTANCE steps (mean) of the JPEG table's lattice, measured on steps of at least LATTICE_STEP over at
+# least LATTICE_COEFFICIENTS coefficients (`_converted`). Measured (docs/BENCHMARKS.md): 40 camera JPEGs
+# converted to HEIC at q60-90 0.025-0.098; 40 pictures first saved as HEIC, against their JPEG exports,
+# 0.234-0.435; LATTICE_DISTANCE is the middle of that gap. WebP is not tested: its conversions keep no lattice
+# (0.22-0.34) and pictures first saved as WebP came as close as 0.18.
+CONVERTED_FORMATS = frozenset({"HEIF"})
+_FORMATS = ("JPEG", *sorted(CONVERTED_FORMATS))
+LATTICE_STEP = 8
+LATTICE_DISTANCE = 0.165
+LATTICE_COEFFICIENTS = 500
+LATTICE_BLOCKS = 65_536
+_DCT = np.sqrt(2 / 8) * np.cos((2 * np.arange(8)[None, :] + 1) * np.arange(8)[:, None] * np.pi / 16)
+_DCT[0] /= np.sqrt(2)  # JPEG's orthonormal 8-point DCT
 # Pixel values (pixels x channels) from which `_curve` bins them in a (channel, level, level) histogram
 # first; below it, building the histogram costs more than it saves.
 HISTOGRAM_CELLS = 65_536
@@ -328,56 +344,132 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float((x * y).sum() / max(float(np.sqrt((x * x).sum() * (y * y).sum())), 1e-9))
 
 
+def _turn(a: np.ndarray, b: np.ndarray) -> int | None:
+    """The dihedral turn `k` with `_dihedral(a, k)` most like `b`, or None when no turn fits the frame or the
+    two are not copies (`MIN_CORRELATION`). Found on 32 x 32 reductions (turning the reduction, not the full
+    picture)."""
+    small_a, small_b = _small(a), _small(b)
+    h, w = a.shape[:2]
+    fits = [
+        (float((_dihedral(small_a[..., None], k)[..., 0] * small_b).mean()), k)
+        for k in range(8)
+        if ((w, h) if k % 2 else (h, w)) == b.shape[:2]
+    ]
+    if not fits:
+        return None
+    k = max(fits)[1]
+    if _correlation(_dihedral(small_a[..., None], k)[..., 0], small_b) < MIN_CORRELATION:
+        return None
+    return k
+
+
 def lineage(path_a: str, path_b: str) -> Lineage:
-    """Which of two JPEG copies of one picture was made from the other; 0 when the test cannot say."""
+    """Which of two copies of one picture was made from the other; 0 when the test cannot say.
+
+    Two JPEGs: the re-compression test. A JPEG and a file of a lossy kind of its own (`CONVERTED_FORMATS`):
+    the other file was made from a JPEG when its pixels sit on the JPEG's quantisation lattice
+    (`_converted`); the other way round this test says nothing."""
     from PIL import Image
+
+    from photodedup.imaging import register_heif
 
     unknown = Lineage(0, float("nan"), float("nan"))
     try:
-        with Image.open(path_a, formats=("JPEG",)) as ia, Image.open(path_b, formats=("JPEG",)) as ib:
-            if ia.format != "JPEG" or ib.format != "JPEG" or ia.mode not in ("RGB", "L") or ib.mode != ia.mode:
-                return unknown
+        register_heif()
+        with Image.open(path_a, formats=_FORMATS) as ia, Image.open(path_b, formats=_FORMATS) as ib:
             if ia.width * ia.height > MAX_PIXELS or ib.width * ib.height > MAX_PIXELS:
                 return unknown
-            a, b = np.asarray(ia.convert("RGB")), np.asarray(ib.convert("RGB"))
-            # The turn is found on 32 x 32 reductions (turning the reduction, not the full picture), and
-            # the full-size picture is turned once, for the chosen turn only.
-            small_a, small_b = _small(a), _small(b)
-            h, w = a.shape[:2]
-            fits = [
-                (float((_dihedral(small_a[..., None], k)[..., 0] * small_b).mean()), k)
-                for k in range(8)
-                if ((w, h) if k % 2 else (h, w)) == b.shape[:2]
-            ]
-            if not fits:
-                return unknown
-            k = max(fits)[1]
-            if _correlation(_dihedral(small_a[..., None], k)[..., 0], small_b) < MIN_CORRELATION:
-                return unknown
-            turned = _dihedral(a, k)
-            if np.array_equal(turned, b):
-                return unknown  # the same pixels (a file re-tagged, a comment added): nothing to tell
-            # Per-channel curves first; the saturation family (slower) only where they leave it open.
-            back = _dihedral(b, _INVERSE[k])
-            b_from_a, b_inexact = _remake_error(turned, b, ib)
-            a_from_b, a_inexact = _remake_error(back, a, ia)
-            source = _verdict(a_from_b, a_inexact, b_from_a, b_inexact)
-            if not source:
-                to_b, to_a = _choose_saturation(turned, b), _choose_saturation(back, a)
-                # No saturation change fits either way better than the curves alone: the family's fit is the
-                # one just made, so it cannot tell either (a library's siblings, saved from the same pixels
-                # at two qualities, spent most of a first scan here).
-                # A way whose choice is 1x keeps the re-make just made (the same fit, so the same errors).
-                if (to_b, to_a) != ((1.0, False), (1.0, False)):
-                    if to_b != (1.0, False):
-                        b_from_a, b_inexact = _remake_error(turned, b, ib, to_b)
-                    if to_a != (1.0, False):
-                        a_from_b, a_inexact = _remake_error(back, a, ia, to_a)
-                    source = _verdict(a_from_b, a_inexact, b_from_a, b_inexact)
+            if ia.format == "JPEG" and ib.format == "JPEG":
+                return _recompression(ia, ib)
+            if ia.format == "JPEG" and ib.format in CONVERTED_FORMATS and _converted(ia, ib):
+                return Lineage(1, float("nan"), float("nan"))
+            if ib.format == "JPEG" and ia.format in CONVERTED_FORMATS and _converted(ib, ia):
+                return Lineage(-1, float("nan"), float("nan"))
     except (OSError, ValueError, SyntaxError) as exc:  # unreadable now: say nothing
         log.debug("lineage of %s and %s: %s", path_a, path_b, exc)
+    return unknown
+
+
+def _recompression(ia: object, ib: object) -> Lineage:
+    """The re-compression test of two opened JPEGs (see the module's docstring)."""
+    unknown = Lineage(0, float("nan"), float("nan"))
+    if ia.mode not in ("RGB", "L") or ib.mode != ia.mode:  # type: ignore[attr-defined]
         return unknown
+    a, b = np.asarray(ia.convert("RGB")), np.asarray(ib.convert("RGB"))  # type: ignore[attr-defined]
+    k = _turn(a, b)
+    if k is None:
+        return unknown
+    turned = _dihedral(a, k)  # the full-size picture turned once, for the chosen turn only
+    if np.array_equal(turned, b):
+        return unknown  # the same pixels (a file re-tagged, a comment added): nothing to tell
+    # Per-channel curves first; the saturation family (slower) only where they leave it open.
+    back = _dihedral(b, _INVERSE[k])
+    b_from_a, b_inexact = _remake_error(turned, b, ib)
+    a_from_b, a_inexact = _remake_error(back, a, ia)
+    source = _verdict(a_from_b, a_inexact, b_from_a, b_inexact)
+    if not source:
+        to_b, to_a = _choose_saturation(turned, b), _choose_saturation(back, a)
+        # No saturation change fits either way better than the curves alone: the family's fit is the one just
+        # made, so it cannot tell either (a library's siblings, saved from the same pixels at two qualities,
+        # spent most of a first scan here). A 1x candidate keeps the re-make just made (the same fit, so the
+        # same errors).
+        if (to_b, to_a) != ((1.0, False), (1.0, False)):
+            # The family holds each change's inverse, so each way also tries the inverse of the other way's
+            # choice (the choice on a sample's mean error can miss the change the noisier way needs); the
+            # better re-make counts.
+            plain = {(1.0, False): (b_from_a, b_inexact)}, {(1.0, False): (a_from_b, a_inexact)}
+            b_from_a, b_inexact = min(
+                plain[0].get(edit) or _remake_error(turned, b, ib, edit) for edit in {to_b, _inverse(to_a)}
+            )
+            a_from_b, a_inexact = min(
+                plain[1].get(edit) or _remake_error(back, a, ia, edit) for edit in {to_a, _inverse(to_b)}
+            )
+            source = _verdict(a_from_b, a_inexact, b_from_a, b_inexact)
     return Lineage(source, a_from_b, b_from_a)
+
+
+def _inverse(edit: tuple[float, bool]) -> tuple[float, bool]:
+    """The saturation change that undoes `edit` (factor, after the curves) from the other side of the curves."""
+    factor, after = edit
+    return (1.0, False) if factor == 1.0 else (1.0 / factor, not after)
+
+
+def _converted(jpeg: object, other: object) -> bool:
+    """True when `other` (opened, another format) was made from a JPEG with `jpeg`'s luminance table: its
+    pixels, in the JPEG's frame (any turn), have 8 x 8 DCT coefficients near that table's lattice.
+
+    A conversion decodes the JPEG, whose coefficients are multiples of its table, and adds its own, smaller
+    noise; a picture first saved as HEIC or WebP never had such a lattice (and a JPEG exported from it got
+    its lattice from rounding the HEIC's coefficients, which stay where they were). Only coarse steps
+    (`LATTICE_STEP`) and coefficients not rounded to zero are measured: the conversion's noise drowns fine
+    steps, and every smooth picture has near-zero coefficients."""
+    table = (getattr(jpeg, "quantization", None) or {}).get(0)
+    if not table or len(table) != 64 or jpeg.mode not in ("RGB", "L"):  # type: ignore[attr-defined]
+        return False
+    j = np.asarray(jpeg.convert("RGB"))  # type: ignore[attr-defined]
+    x = np.asarray(other.convert("RGB"))  # type: ignore[attr-defined]
+    k = _turn(j, x)
+    if k is None:
+        return False
+    distance, measured = lattice_distance(_dihedral(x, _INVERSE[k]), table)
+    return measured >= LATTICE_COEFFICIENTS and distance < LATTICE_DISTANCE
+
+
+def lattice_distance(rgb: np.ndarray, table: Sequence[int]) -> tuple[float, int]:
+    """(mean distance, count): how far the luma 8 x 8 DCT coefficients of `rgb` (on the grid from its top left
+    corner) sit from the lattice of the JPEG luminance `table` (natural order), in steps (0: on it; about a
+    quarter or more: no lattice), over the coefficients with steps of at least `LATTICE_STEP` and at least
+    half a step from zero; about `LATTICE_BLOCKS` blocks at most (whole rows of blocks, spread over the picture)."""
+    steps = np.asarray(table, np.float64).reshape(8, 8)
+    h, w = rgb.shape[0] // 8 * 8, rgb.shape[1] // 8 * 8
+    every = max(1, int(np.ceil(h * w / 64 / LATTICE_BLOCKS)))  # rows of blocks
+    rows = rgb[:h, :w].reshape(h // 8, 8, w, rgb.shape[2])[::every]
+    luma = rows @ _LUMA - 128.0
+    blocks = luma.reshape(-1, 8, w // 8, 8).transpose(0, 2, 1, 3).reshape(-1, 8, 8)
+    coefficients = (_DCT @ blocks @ _DCT.T) / steps
+    measured = (steps >= LATTICE_STEP) & (np.abs(coefficients) >= 0.5)
+    off = np.abs(coefficients - np.rint(coefficients))[measured]
+    return (float(off.mean()) if off.size else float("nan")), int(off.size)
 
 
 def _verdict(a_from_b: float, a_inexact: float, b_from_a: float, b_inexact: float) -> int:
@@ -488,7 +580,8 @@ def prefer_sources(
     the content rules get that copy as keeper (the original, not its re-encode, turn or brightened copy),
     whatever quality each was saved at (an edit re-saved at a higher quality than its original's).
 
-    Only JPEG near copies of the keeper's own size (any turn) are tested, at most `MAX_TESTS_PER_GROUP` per
+    Only near copies of the keeper's own size (any turn) are tested, JPEGs against each other and a HEIC
+    against a JPEG (`lineage`), at most `MAX_TESTS_PER_GROUP` per
     group, best-ranked first; a keeper under a reference folder stays; what the test cannot tell leaves the
     policy's choice. The groups advance one test at a time together, so a `test` with a `prefetch` method
     (`StoredLineage`) is handed each round's pairs at once."""

@@ -362,8 +362,8 @@ def test_a_toned_copy_is_still_told_either_way_the_curves_are_fitted(
 def test_a_way_whose_saturation_choice_is_1x_keeps_its_plain_re_make(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """When only one way fits a saturation change better, the other way's 1x re-make is not made again: it
-    would be the same fit, so the same errors."""
+    """When only one way fits a saturation change better, the 1x candidates (that way's own, and the other
+    way's inverse of 1x) are not re-made: the same fit, so the same errors. Each way's best candidate counts."""
     import photodedup.client.lineage as lin
 
     source = _saved(photo(21, (480, 360)), tmp_path / "source.jpg", 90)
@@ -380,9 +380,10 @@ def test_a_way_whose_saturation_choice_is_1x_keeps_its_plain_re_make(
     choices = iter([(1.0, False), (1.2, True)])  # to B: 1x; to A: a change after the curves
     monkeypatch.setattr(lin, "_choose_saturation", lambda src, dst: next(choices))
     answer = lineage(source, copy)
-    assert calls == [(1.0, False), (1.0, False), (1.2, True)]
-    plain_b_from_a = real(*_frames(source, copy))
-    assert answer.b_from_a == plain_b_from_a[0]
+    assert calls[:2] == [(1.0, False), (1.0, False)]
+    assert sorted(calls[2:]) == sorted([(1 / 1.2, False), (1.2, True)])  # the B way: 1x kept, the inverse tried
+    frames = _frames(source, copy)
+    assert answer.b_from_a == min(real(*frames), real(*frames, (1 / 1.2, False)))[0]
 
 
 def _frames(source: str, copy: str):  # type: ignore[no-untyped-def]
@@ -391,3 +392,105 @@ def _frames(source: str, copy: str):  # type: ignore[no-untyped-def]
 
     img = Image.open(copy)
     return np.asarray(Image.open(source).convert("RGB")), np.asarray(img.convert("RGB")), img
+
+
+def _heic_pair(tmp_path: Path, turn: Image.Transpose | None = None) -> tuple[str, str]:
+    """(a q80 JPEG of a made photo, a HEIC converted from it, turned by `turn`)."""
+    pytest.importorskip("pillow_heif")
+    from photodedup.imaging import register_heif
+
+    register_heif()
+    source = _saved(photo(21, (640, 480)), tmp_path / "source.jpg", 80)
+    decoded = Image.open(source).convert("RGB")
+    converted = tmp_path / "converted.heic"
+    (decoded.transpose(turn) if turn else decoded).save(converted, "HEIF", quality=75)
+    return source, str(converted)
+
+
+@pytest.mark.parametrize("turn", [None, Image.Transpose.ROTATE_90], ids=["upright", "turned"])
+def test_a_heic_converted_from_a_jpeg_was_made_from_it(tmp_path: Path, turn) -> None:  # type: ignore[no-untyped-def]
+    """Its pixels keep the JPEG's 8 x 8 coefficients on that JPEG's quantisation lattice."""
+    source, converted = _heic_pair(tmp_path, turn)
+    assert lineage(source, converted).source == 1
+    assert lineage(converted, source).source == -1
+
+
+def test_a_photo_first_saved_as_heic_is_not_called_converted(tmp_path: Path) -> None:
+    """A HEIC original and a JPEG exported from it: the HEIC's coefficients sit on no lattice, so the test
+    says nothing either way (it never names the HEIC a copy of its own export)."""
+    pytest.importorskip("pillow_heif")
+    import numpy as np
+
+    import photodedup.client.lineage as lin
+    from photodedup.imaging import register_heif
+
+    register_heif()
+    native = tmp_path / "native.heic"
+    photo(21, (640, 480)).save(native, "HEIF", quality=75)
+    export = _saved(Image.open(native).convert("RGB"), tmp_path / "export.jpg", 80)
+    assert lineage(str(native), export).source == 0
+    assert lineage(export, str(native)).source == 0
+    distance, measured = lin.lattice_distance(
+        np.asarray(Image.open(native).convert("RGB")), Image.open(export).quantization[0]
+    )
+    assert measured >= lin.LATTICE_COEFFICIENTS and distance > lin.LATTICE_DISTANCE
+
+
+def test_a_webp_conversion_says_nothing(tmp_path: Path) -> None:
+    """WebP's conversion does not keep the JPEG's lattice (measured: copies 0.22-0.34, as far off as pictures
+    first saved as WebP), so WebP is not tested."""
+    source = _saved(photo(21, (640, 480)), tmp_path / "source.jpg", 80)
+    converted = tmp_path / "converted.webp"
+    Image.open(source).convert("RGB").save(converted, "WEBP", quality=80)
+    assert lineage(source, str(converted)).source == 0
+    assert lineage(str(converted), source).source == 0
+
+
+def test_a_heic_keeper_converted_from_a_tied_jpeg_gives_way_to_it(tmp_path: Path) -> None:
+    """The HEIC is the larger file of two that tie on every rule before size; the JPEG it was converted from
+    is kept, whichever was found first."""
+    source, converted = _heic_pair(tmp_path)
+    config = GroupingConfig(near_threshold=4)
+    heic = record(converted, format="HEIF", size=2000, quality=75, dhash=1)
+    jpeg = record(source, format="JPEG", size=1000, quality=80)
+    (group,) = find_groups([heic, jpeg], config)
+    assert group.keep is heic
+    (changed,) = prefer_sources([group], config)
+    assert changed.keep is jpeg
+
+
+def test_each_way_also_tries_the_inverse_of_the_other_ways_saturation_choice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A colour and curve edit whose saturation change the choice misses on the way to the copy (forced here;
+    on the dev set a tone copy's choice missed it on a sample's mean error): the way to the copy still tries
+    the inverse of the change found the other way, so the source is never named the copy for want of a
+    candidate, and the inverse pair is what was tried."""
+    import numpy as np
+
+    import photodedup.client.lineage as lin
+
+    source = _saved(photo(21, (480, 360)), tmp_path / "source.jpg", 90)
+    edited = ImageEnhance.Color(Image.open(source).convert("RGB")).enhance(1.5)
+    copy = _saved(edited.point(lambda v: int(255 * (v / 255) ** 0.8)), tmp_path / "copy.jpg", 90)
+    copy_pixels = np.asarray(Image.open(copy).convert("RGB"))
+    real_choice, real_remake = lin._choose_saturation, lin._remake_error
+    found: list[tuple[float, bool]] = []
+    tried: list[tuple[float, bool]] = []
+
+    def missing_the_copys(src, dst, whole_family=False):  # type: ignore[no-untyped-def]
+        chosen = real_choice(src, dst)
+        found.append(chosen)
+        return (1.0, False) if np.array_equal(dst, copy_pixels) else chosen
+
+    def counted(src, dst, dst_image, saturation=(1.0, False)):  # type: ignore[no-untyped-def]
+        tried.append(saturation)
+        return real_remake(src, dst, dst_image, saturation)
+
+    monkeypatch.setattr(lin, "_choose_saturation", missing_the_copys)
+    monkeypatch.setattr(lin, "_remake_error", counted)
+    assert lineage(source, copy).source != -1
+    to_original = found[1]
+    assert to_original != (1.0, False)
+    assert lin._inverse(to_original) in tried[2:] and to_original in tried[2:]
+    assert lin._inverse(lin._inverse(to_original)) == pytest.approx(to_original)
