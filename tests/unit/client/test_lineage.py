@@ -10,9 +10,25 @@ from PIL import Image, ImageDraw, ImageEnhance
 
 from photodedup.client.grouping import FileRecord, GroupingConfig, Tier, find_groups
 from photodedup.client.index import Index
-from photodedup.client.lineage import StoredLineage, lineage, prefer_sources
+from photodedup.client.lineage import StoredLineage, _remake_error, lineage, prefer_sources
 
 from helpers import photo
+
+
+@pytest.fixture
+def remakes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool]]:
+    """The saturation stage of every re-make the lineage test makes, in order (`_remake_error` counted)."""
+    import photodedup.client.lineage as lin
+
+    calls: list[tuple[float, bool]] = []
+    real = lin._remake_error
+
+    def counted(src, dst, dst_image, saturation=(1.0, False)):  # type: ignore[no-untyped-def]
+        calls.append(saturation)
+        return real(src, dst, dst_image, saturation)
+
+    monkeypatch.setattr(lin, "_remake_error", counted)
+    return calls
 
 
 @pytest.fixture
@@ -189,24 +205,17 @@ def test_the_same_pixels_under_two_names_say_nothing(original, tmp_path: Path) -
     assert lineage(source, str(retagged)).source == 0
 
 
-def test_siblings_are_not_fitted_again_for_a_saturation_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_siblings_are_not_fitted_again_for_a_saturation_change(
+    tmp_path: Path, remakes: list[tuple[float, bool]]
+) -> None:
     """Two files saved from the same pixels at two qualities: neither was made from the other, and when no
     saturation change fits better than the curves alone the saturation family's fit is not made again
     (it was most of a first scan of a library of such siblings)."""
-    import photodedup.client.lineage as lin
-
     img = photo(7, (320, 240))
     a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
     img.save(a, quality=85)
     img.save(b, quality=70)
-    calls: list[tuple[float, bool]] = []
-    real = lin._remake_error
-
-    def counted(src, dst, dst_image, saturation=(1.0, False)):  # type: ignore[no-untyped-def]
-        calls.append(saturation)
-        return real(src, dst, dst_image, saturation)
-
-    monkeypatch.setattr(lin, "_remake_error", counted)
+    calls = remakes
     assert lineage(str(a), str(b)).source == 0
     assert calls == [(1.0, False), (1.0, False)]
 
@@ -360,7 +369,7 @@ def test_a_toned_copy_is_still_told_either_way_the_curves_are_fitted(
 
 
 def test_a_way_whose_saturation_choice_is_1x_keeps_its_plain_re_make(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remakes: list[tuple[float, bool]]
 ) -> None:
     """When only one way fits a saturation change better, the 1x candidates (that way's own, and the other
     way's inverse of 1x) are not re-made: the same fit, so the same errors. Each way's best candidate counts."""
@@ -368,14 +377,7 @@ def test_a_way_whose_saturation_choice_is_1x_keeps_its_plain_re_make(
 
     source = _saved(photo(21, (480, 360)), tmp_path / "source.jpg", 90)
     copy = _saved(ImageEnhance.Brightness(Image.open(source).convert("RGB")).enhance(1.05), tmp_path / "c.jpg", 70)
-    calls: list[tuple[float, bool]] = []
-    real = lin._remake_error
-
-    def counted(src, dst, dst_image, saturation=(1.0, False)):  # type: ignore[no-untyped-def]
-        calls.append(saturation)
-        return real(src, dst, dst_image, saturation)
-
-    monkeypatch.setattr(lin, "_remake_error", counted)
+    calls = remakes
     monkeypatch.setattr(lin, "_verdict", lambda *errors: 0)  # the plain stage leaves it open
     choices = iter([(1.0, False), (1.2, True)])  # to B: 1x; to A: a change after the curves
     monkeypatch.setattr(lin, "_choose_saturation", lambda src, dst: next(choices))
@@ -383,7 +385,7 @@ def test_a_way_whose_saturation_choice_is_1x_keeps_its_plain_re_make(
     assert calls[:2] == [(1.0, False), (1.0, False)]
     assert sorted(calls[2:]) == sorted([(1 / 1.2, False), (1.2, True)])  # the B way: 1x kept, the inverse tried
     frames = _frames(source, copy)
-    assert answer.b_from_a == min(real(*frames), real(*frames, (1 / 1.2, False)))[0]
+    assert answer.b_from_a == min(_remake_error(*frames), _remake_error(*frames, (1 / 1.2, False)))[0]
 
 
 def _frames(source: str, copy: str):  # type: ignore[no-untyped-def]
