@@ -29,8 +29,8 @@ from typing import Any
 
 from photodedup.client.grouping import Group, GroupingConfig, find_groups
 from photodedup.client.index import Index
-from photodedup.client.lineage import prefer_sources
 from photodedup.client.scan import run_scan
+from photodedup.client.sources import prefer_sources
 from photodedup.client.verdicts import StoredVerifier
 from photodedup.client.verify import MAX_BAD_CELLS, MIN_COVERAGE, MIN_INLIERS, GeometricVerifier
 from photodedup.settings import Settings

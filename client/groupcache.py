@@ -37,6 +37,7 @@ _DECIDING_CODE = (
     "photodedup.client.strict",
     "photodedup.client.verdicts",
     "photodedup.client.lineage",
+    "photodedup.client.sources",
 )
 _code_digest: str | None = None
 

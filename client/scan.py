@@ -303,7 +303,7 @@ def _group(
 ) -> list[Group]:
     """Group afresh, verifying with the verdicts stored in the index (and storing new ones)."""
     from photodedup.client.grouping import find_groups
-    from photodedup.client.lineage import StoredLineage, prefer_sources
+    from photodedup.client.sources import StoredLineage, prefer_sources
     from photodedup.client.verdicts import StoredVerifier
 
     verifier = StoredVerifier(index) if config.verify else None

@@ -219,7 +219,7 @@ class ReviewState:
     def _group(self, records: list[FileRecord], ignored: Sequence[frozenset[str]] = ()) -> list[Group]:
         """`find_groups` (and the keeper's lineage) as the scan ran it: with the stored verdicts (members that
         joined through verification stay, with what it found), verifying only pairs never asked about before."""
-        from photodedup.client.lineage import StoredLineage, prefer_sources
+        from photodedup.client.sources import StoredLineage, prefer_sources
         from photodedup.client.verdicts import StoredVerifier
 
         with Index(self.db) as index:

@@ -10,7 +10,8 @@ from PIL import Image, ImageDraw, ImageEnhance
 
 from photodedup.client.grouping import FileRecord, GroupingConfig, Tier, find_groups
 from photodedup.client.index import Index
-from photodedup.client.lineage import StoredLineage, _remake_error, lineage, prefer_sources
+from photodedup.client.lineage import _remake_error, lineage
+from photodedup.client.sources import StoredLineage, prefer_sources
 
 from helpers import photo
 
@@ -171,7 +172,7 @@ def test_a_keeper_in_a_reference_folder_stays(tmp_path: Path) -> None:
 
 
 def test_answers_are_kept_in_the_index_by_content_either_way_round(original, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import photodedup.client.lineage as module
+    import photodedup.client.sources as module
 
     decoded, source = original
     copy = tmp_path / "copy.jpg"
@@ -189,7 +190,7 @@ def test_answers_are_kept_in_the_index_by_content_either_way_round(original, tmp
 
 def test_many_same_looking_copies_cost_a_few_tests(tmp_path: Path) -> None:
     """A burst of 40 pixel-identical re-saves ties on every rule: the group is settled with a few tests."""
-    from photodedup.client.lineage import MAX_TESTS_PER_GROUP
+    from photodedup.client.sources import MAX_TESTS_PER_GROUP
 
     copies = [record(tmp_path / f"{k:02d}.jpg", mtime=float(k), quality=90) for k in range(40)]
     (group,) = find_groups(copies, GroupingConfig(near_threshold=4))
@@ -283,7 +284,7 @@ def test_groups_advance_together_and_hand_each_rounds_pairs_to_prefetch(tmp_path
 
 
 def test_tests_not_stored_yet_run_in_worker_processes(original, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import photodedup.client.lineage as module
+    import photodedup.client.sources as module
 
     decoded, source = original
     copies = []
