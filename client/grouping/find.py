@@ -123,8 +123,9 @@ def _similar_tier(
 ) -> list[Cluster]:
     """Join clusters by the embedding of each one's best member that has one, within `similar_threshold`.
 
-    With a verifier, only neighbours it confirms join as similar; the rest are joined afterwards, on
-    what is left, as series (same scene, different shot)."""
+    With a verifier, only neighbours it confirms join as similar (each picture's `loose_candidates` closest,
+    a pair kept if either side keeps it); the rest are joined afterwards as series (same scene, different
+    shot), between pictures that are in no group of copies."""
     owner = [
         next(
             (
@@ -141,6 +142,11 @@ def _similar_tier(
         return clusters
     vectors = np.stack([np.asarray(records[owner[k]].embedding, dtype=np.float32) for k in ids])  # type: ignore[index]
     local = cosine_neighbours(vectors, config.similar_threshold, config.ann_threshold, config.ann_probes)
+    if verifier is not None:
+        # Each picture's closest few, a pair kept if either side keeps it: every neighbour is verified, and a
+        # model whose embeddings say little (random weights, a folder of one scene) would make that quadratic.
+        top = {a: set(sorted(row, key=lambda b: (row[b], b))[: config.loose_candidates]) for a, row in local.items()}
+        local = {a: {b: d for b, d in row.items() if b in top[a] or a in top.get(b, ())} for a, row in local.items()}
     neighbours = {ids[a]: {ids[b]: d for b, d in row.items()} for a, row in local.items()}
     rejected: set[tuple[str, str]] = set()
 
@@ -166,8 +172,9 @@ def _similar_tier(
     merged = centre_cluster(clusters, neighbours, Tier.SIMILAR, ignore, same_picture)
     if not rejected:
         return merged
-    # Series: the pairs verification rejected, between what is left after the similar joins.
-    at = {records[c.members[0]].path: k for k, c in enumerate(merged)}
+    # Series: the pairs verification rejected, between what is left after the similar joins, and only between
+    # single pictures: a series is never acted on, so a group of copies joined to one would no longer be.
+    at = {records[c.members[0]].path: k for k, c in enumerate(merged) if len(c.members) == 1}
     series: dict[int, dict[int, float]] = {}
     for a, b in rejected:
         if a in at and b in at:

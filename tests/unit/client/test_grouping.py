@@ -513,6 +513,46 @@ def test_similar_neighbours_that_fail_verification_are_a_series_never_a_target()
     assert same[0].kind is Tier.SIMILAR and [m.record.path for m in same[0].targets] == ["/burst2.jpg"]
 
 
+def test_a_series_never_swallows_a_group_of_copies() -> None:
+    """Neighbours by embedding that verification rejects are a series (never acted on); a group of copies whose
+    keeper is such a neighbour stays a group of copies, acted on as before: with a model whose embeddings say
+    little (random weights) every near group had become part of one series."""
+    e = np.eye(4, dtype=np.float32)
+    original = rec("/a/original.jpg", dh=0, ph=0, embedding=e[0], width=1000)
+    resaved = rec("/a/resaved.jpg", dh=1, ph=0, embedding=e[0])
+    shot1 = rec("/b/shot1.jpg", dh=-1, ph=-1, embedding=e[0] + 0.01 * e[1], width=900)
+    shot2 = rec("/b/shot2.jpg", dh=0x0F0F0F0F, ph=0x0F0F, embedding=e[0] + 0.01 * e[2])
+    cfg = GroupingConfig(near_threshold=10, similar_threshold=0.05)
+    groups = find_groups([original, resaved, shot1, shot2], cfg, verifier=lambda a, b, strict=False: False)
+    kinds = {g.kind: {m.record.path for m in g.members} for g in groups}
+    assert kinds == {Tier.NEAR: {"/a/original.jpg", "/a/resaved.jpg"}, Tier.SERIES: {"/b/shot1.jpg", "/b/shot2.jpg"}}
+
+
+def test_each_picture_verifies_only_its_closest_similar_neighbours() -> None:
+    """Every similar neighbour is verified: a picture's are cut to its `loose_candidates` closest (a pair kept if
+    either side keeps it), so a folder whose embeddings all meet costs a few checks a picture, not its pairs."""
+    rng = np.random.default_rng(0)
+    base = np.eye(8, dtype=np.float32)[0]
+    files = [
+        rec(
+            f"/s/{k}.jpg",
+            dh=k * 0x0101010101010101,
+            ph=-k,
+            embedding=base + 0.001 * rng.standard_normal(8).astype(np.float32),
+        )
+        for k in range(30)
+    ]
+    asked: list[tuple[str, str]] = []
+
+    def verifier(a: FileRecord, b: FileRecord, strict: bool = False) -> bool:
+        asked.append((a.path, b.path))
+        return False
+
+    cfg = GroupingConfig(near_threshold=0, similar_threshold=0.05, loose_candidates=3)
+    find_groups(files, cfg, verifier=verifier)
+    assert 0 < len(set(asked)) <= 3 * len(files) < 30 * 29 // 2
+
+
 def test_weak_pictures_join_only_through_the_strict_check() -> None:
     """Tiny or low-contrast pictures: identical hashes are not enough; the verifier's strict check decides."""
     icon_a = rec("/icons/save.png", dh=0, ph=0, width=48, height=48)
