@@ -22,7 +22,8 @@ Tiers, in order, each working on the result of the one before:
    Pictures under `min_pixels` join exact groups only.
 3. similar: embedding cosine distance <= `similar_threshold`, between the keepers of the groups so far.
    With a verifier, a neighbour that fails verification is not a duplicate: it is offered as `series`
-   (same scene, different shot), a group kind that actions never touch.
+   (same scene, different shot), a group kind that actions never touch, between single pictures only (a
+   group of copies stays one). Each picture verifies only its closest few neighbours (`loose_candidates`).
 
 No chaining (centre linkage): units are visited best-first by the keeper policy; each unit not yet in a
 group becomes a centre and takes every free unit within the threshold *of the centre itself*. So every
