@@ -38,6 +38,12 @@ class IgnoredPairs:
         return any(self.pairs.get(x, set()) & bset for x in a)
 
 
+def closest(row: dict[int, float], k: int) -> set[int]:
+    """The `k` closest of a neighbour row {item: distance}, ties by index: what a picture keeps of its
+    candidates when their number must not grow with the library."""
+    return {b for _, b in sorted((d, b) for b, d in row.items())[:k]}
+
+
 def centre_cluster(
     items: list[Cluster],
     neighbours: dict[int, dict[int, float]],

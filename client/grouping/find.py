@@ -41,7 +41,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from photodedup.client.grouping.cluster import Cluster, IgnoredPairs, centre_cluster
+from photodedup.client.grouping.cluster import Cluster, IgnoredPairs, centre_cluster, closest
 from photodedup.client.grouping.config import GroupingConfig
 from photodedup.client.grouping.cosine import cosine_neighbours
 from photodedup.client.grouping.evidence import VerdictLog, evidence_for
@@ -146,7 +146,7 @@ def _similar_tier(
     if verifier is not None:
         # Each picture's closest few, a pair kept if either side keeps it: every neighbour is verified, and a
         # model whose embeddings say little (random weights, a folder of one scene) would make that quadratic.
-        top = {a: set(sorted(row, key=lambda b: (row[b], b))[: config.loose_candidates]) for a, row in local.items()}
+        top = {a: closest(row, config.loose_candidates) for a, row in local.items()}
         local = {a: {b: d for b, d in row.items() if b in top[a] or a in top.get(b, ())} for a, row in local.items()}
     neighbours = {ids[a]: {ids[b]: d for b, d in row.items()} for a, row in local.items()}
     rejected: set[tuple[str, str]] = set()

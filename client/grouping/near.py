@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from photodedup.client.grouping.cluster import Cluster, IgnoredPairs, centre_cluster
+from photodedup.client.grouping.cluster import Cluster, IgnoredPairs, centre_cluster, closest
 from photodedup.client.grouping.config import GroupingConfig
 from photodedup.client.grouping.hamming import (
     hamming_bits,
@@ -145,12 +145,11 @@ def _closest_candidates(
     weak = {a: is_weak(owners[a], config) for a in loose}
     top: dict[int, set[int]] = {}
     for a, row in loose.items():
-        ranked = sorted(row.items(), key=lambda kv: (kv[1], kv[0]))
         if weak[a]:
-            top[a] = {b for b, _ in ranked[: config.weak_candidates]}
+            top[a] = closest(row, config.weak_candidates)
         else:
             own = neighbours.get(ids[a], {})
-            top[a] = {b for b, _ in [(b, d) for b, d in ranked if ids[b] not in own][: config.loose_candidates]}
+            top[a] = closest({b: d for b, d in row.items() if ids[b] not in own}, config.loose_candidates)
 
     def kept(a: int, b: int) -> bool:
         if weak[a] or weak[b]:
