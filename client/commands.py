@@ -82,6 +82,7 @@ def _scan_stats(summary: Any, counts: dict[str, int]) -> dict[str, Any]:
         "similar_skipped": summary.skipped_reason,
         "bytes_total": counts.get("bytes", 0),
         "seconds": round(summary.seconds, 3),
+        "hash_seconds": round(summary.hash_seconds, 3),
     }
 
 
@@ -153,9 +154,11 @@ def scan(
             },
         )
         config = grouping_config(settings)
+        grouping_started = time.monotonic()
         groups = load_groups(index, all_roots, summary.model_id, config, refs)
+        group_seconds = time.monotonic() - grouping_started
         counts = index.counts(all_roots, summary.model_id)
-    stats = build_stats(groups, _scan_stats(summary, counts))
+    stats = build_stats(groups, {**_scan_stats(summary, counts), "group_seconds": round(group_seconds, 3)})
     index_info = f"{summary.hashed} hashed, {summary.unchanged} unchanged"
     if summary.removed:
         index_info += f", {summary.removed} removed"
