@@ -297,11 +297,12 @@ def refresh_after_undo(index: Index, journal: Path, restored: Sequence[str], max
     return len(results)
 
 
-def grouping_config(settings: Settings) -> GroupingConfig:
-    """Thresholds and keeper policy from the one Settings object (flags > env > defaults)."""
+def grouping_config(settings: Settings, model_id: str | None = None) -> GroupingConfig:
+    """Thresholds and keeper policy from the one Settings object (flags > env > defaults); the similar
+    threshold, when not set, is the one calibrated for `model_id`'s model (none: no similar tier)."""
     from photodedup.client.grouping import GroupingConfig
 
-    return GroupingConfig.from_settings(settings)
+    return GroupingConfig.from_settings(settings, model_id)
 
 
 def _group(
