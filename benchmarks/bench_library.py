@@ -249,7 +249,7 @@ def scan_phases(db: Path) -> Phases:
 
 @dataclass
 class Phases:
-    hashing: float  # first file handed to the hashing pool to the last embedding answered
+    hashing: float  # opening the embedder (server streams) and hashing, to the last embedding answered
     grouping: float  # load_groups: tiers, verification, keepers
     groups: dict[str, int]
 
@@ -290,8 +290,8 @@ def overlap_table(served: list[tuple[Measured, Phases]], hashed: list[tuple[Meas
     phase = med([p.hashing for _, p in hashed]) / med([p.hashing for _, p in served])
     return [
         f"`--server` against hash-only, {len(served)} interleaved pairs of runs (load average {load_line()} "
-        "after them). The hashing phase runs from the first file handed to the hashing workers to the last "
-        "embedding answered (the scan's `hash_seconds`); grouping is `load_groups` (tiers, verification, "
+        "after them). The hashing phase runs from opening the embedder (the server's streams) through hashing to "
+        "the last embedding answered (the scan's `hash_seconds`); grouping is `load_groups` (tiers, verification, "
         "keepers; `group_seconds`); the command adds start-up, walk and the report.",
         "",
         "| scan | command s (median) | hashing phase s | grouping s | groups | runs (command/phase/grouping s) |",

@@ -278,14 +278,14 @@ class RemoteEmbedder:
             self._closing = True
             self._cond.notify_all()
         while True:
-            try:
-                yield self._out.get(timeout=0.1)
-                continue
-            except queue.Empty:
-                pass
+            # Checked before waiting: the last answer ends the drain at once, not after another wait.
             with self._cond:
                 if self._outstanding == 0 and self._out.empty():
                     return
+            try:
+                yield self._out.get(timeout=0.1)
+            except queue.Empty:
+                pass
 
     def close(self) -> None:
         with self._cond:

@@ -54,7 +54,7 @@ class ScanSummary:
     skipped_reason: str | None = None
     walk: WalkStats = field(default_factory=WalkStats)
     seconds: float = 0.0
-    hash_seconds: float = 0.0  # the hashing (and embedding) phase alone: from the first job to the last answer
+    hash_seconds: float = 0.0  # the hashing (and embedding) phase alone: opening the embedder to the last answer
 
 
 def _progress(console: Any, enabled: bool) -> Any:
@@ -113,6 +113,7 @@ def run_scan(
         summary.files = len(found)
         jobs, summary.unchanged = _plan(index, walker.roots, found)
         lacking = _lacking_embeddings(index, walker.roots, plan, found, jobs)
+        phase = time.monotonic()  # opening the embedder (model load, server streams) is part of the phase
         if jobs or lacking:
             embedder = _open(plan, summary) if plan.available else None
             if embedder is not None and embedder.model_id != plan.model_id:
@@ -124,7 +125,6 @@ def run_scan(
                 jobs.extend(lacking)  # hashed again for their thumbnails only
                 summary.unchanged -= len(lacking)  # counted once, as hashed
         summary.hashed = 0
-        phase = time.monotonic()
         _run_jobs(jobs, settings, index, embedder, summary, console, progress)
         summary.hash_seconds = time.monotonic() - phase
         if jobs:
