@@ -83,6 +83,7 @@ def _scan_stats(summary: Any, counts: dict[str, int]) -> dict[str, Any]:
         "bytes_total": counts.get("bytes", 0),
         "seconds": round(summary.seconds, 3),
         "hash_seconds": round(summary.hash_seconds, 3),
+        "hash_cpu_seconds": round(summary.hash_cpu_seconds, 3),
     }
 
 

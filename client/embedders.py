@@ -176,11 +176,13 @@ class RemoteEmbedder:
         retries: int = 5,
         timeout_s: float = 60.0,
         settings: Settings | None = None,
+        linger_s: float = 0.02,
     ) -> None:
         self.model_id = model_id
         self.input_size = input_size
         self.description = f"server{'s' if len(servers) > 1 else ''} {', '.join(servers)}"
         self.batch_size = batch_size
+        self.linger_s = linger_s
         self.retries = retries
         self.timeout_s = timeout_s
         if settings is None:
@@ -331,7 +333,12 @@ class RemoteEmbedder:
             self._cond.notify_all()
 
     def _take(self, state: _ServerState) -> list[_Item] | None:
-        """Up to batch_size due items; [] after a short wait; None when this stream should end."""
+        """Up to batch_size due items; [] after a short wait; None when this stream should end.
+
+        Fewer than batch_size wait up to `linger_s` for more (until the scan drains): the hashing pool hands
+        its results over a chunk at a time, and images sent one per message cost the server about twice the
+        CPU per image, and this client four times, of messages of eight (docs/BENCHMARKS.md)."""
+        linger_until: float | None = None
         with self._cond:
             while True:
                 if state.down or (self._closing and self._outstanding == 0) or self._all_down_reason is not None:
@@ -339,6 +346,11 @@ class RemoteEmbedder:
                 now = time.monotonic()
                 due = [it for it in self._work if it.not_before <= now][: self.batch_size]
                 if due:
+                    if linger_until is None:
+                        linger_until = now + self.linger_s
+                    if len(due) < self.batch_size and not self._closing and now < linger_until:
+                        self._cond.wait(timeout=linger_until - now)
+                        continue
                     for it in due:
                         self._work.remove(it)
                     return due

@@ -55,6 +55,7 @@ class ScanSummary:
     walk: WalkStats = field(default_factory=WalkStats)
     seconds: float = 0.0
     hash_seconds: float = 0.0  # the hashing (and embedding) phase alone: opening the embedder to the last answer
+    hash_cpu_seconds: float = 0.0  # CPU time of that phase: this process (all threads) and its hashing workers
 
 
 def _progress(console: Any, enabled: bool) -> Any:
@@ -113,7 +114,7 @@ def run_scan(
         summary.files = len(found)
         jobs, summary.unchanged = _plan(index, walker.roots, found)
         lacking = _lacking_embeddings(index, walker.roots, plan, found, jobs)
-        phase = time.monotonic()  # opening the embedder (model load, server streams) is part of the phase
+        phase, phase_cpu = time.monotonic(), _cpu_seconds()  # opening the embedder is part of the phase
         if jobs or lacking:
             embedder = _open(plan, summary) if plan.available else None
             if embedder is not None and embedder.model_id != plan.model_id:
@@ -127,12 +128,14 @@ def run_scan(
         summary.hashed = 0
         _run_jobs(jobs, settings, index, embedder, summary, console, progress)
         summary.hash_seconds = time.monotonic() - phase
+        summary.hash_cpu_seconds = _cpu_seconds() - phase_cpu  # the workers are reaped when their pool closes
         if jobs:
             log.info(
-                "%s: %d files in %.2f s",
+                "%s: %d files in %.2f s (CPU %.2f s)",
                 "hashing and embedding" if embedder is not None else "hashing",
                 len(jobs),
                 summary.hash_seconds,
+                summary.hash_cpu_seconds,
             )
         if embedder is not None and embedder.model_id != summary.model_id:
             summary.model_id = embedder.model_id
@@ -147,6 +150,16 @@ def run_scan(
             embedder.close()
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (where the platform tells)."""
+    try:
+        import resource
+    except ImportError:  # Windows: this process only
+        return time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _lacking_embeddings(
