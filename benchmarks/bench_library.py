@@ -11,7 +11,9 @@ process tree (scan plus hashing workers):
 - unchanged rescan of the same index: default flags, and with the tiny model's embeddings already
   stored (the model must not be loaded);
 - scanning against a server running the tiny model (`--server`) beside the hash-only scan, each on a
-  fresh index, so hashing and embedding overlap or the ratio shows it;
+  fresh index, in interleaved pairs (at least three): the whole command, and the scan's own timings of its
+  hashing(+embedding) phase (with its CPU, the server's included) and of its grouping, since the overlap
+  target is about the phase and the grouping can differ (`--overlap` runs only these pairs);
 - `--scale N,N,...`: first scan and rescan at growing sizes, to show time per file stays flat and
   memory stays bounded (the issue's target is 200,000 files under 1 GB).
 
@@ -210,6 +212,7 @@ def library_section(originals: int, repeat: int, tmp: Path) -> str:
             runs(repeat, lambda r: scan_cmd(lib, tmp / "tiny.sqlite3", *tiny)),
         )
     )
+    load_before = load_line()
     served, hashed = overlap_runs(lib, tmp, tiny, max(3, repeat))
     rows += [
         row("photodedup scan --server", "first scan, tiny model on a local server", files, [m for m, _ in served]),
@@ -229,7 +232,7 @@ def library_section(originals: int, repeat: int, tmp: Path) -> str:
             f"({megabytes:,.0f} MB): {originals} generated photos of the 320 px class (q85) plus an exact copy or "
             "a q70 re-encode of every fifth. Each command is its own process; wall time includes interpreter "
             f"start-up; peak RSS sums the process and its workers; median of {repeat} run(s), all in one run of "
-            "the script on a shared machine.",
+            f"the script on a shared machine (load average {load_before} before the `--server` pairs).",
             "",
             *HEAD,
             *rows,
