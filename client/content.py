@@ -356,6 +356,20 @@ def rows_to_ints(bits: np.ndarray) -> list[int]:
     return [int(v) for v in np.packbits(bits, axis=1).view(">u8").ravel()]
 
 
+def row_medians(values: np.ndarray) -> np.ndarray:
+    """`np.median(values, axis=1, keepdims=True)` of a 2-D float array, bit for bit: the mean of each row's two
+    middles (or its middle) found by partitioning, without np.median's general path (a quarter of a ms a
+    picture, for the hashes' 64 DCT terms against their median)."""
+    n = values.shape[1]
+    mid = n // 2
+    if n == 0 or np.isnan(values).any():
+        return np.median(values, axis=1, keepdims=True)
+    if n % 2:
+        return np.partition(values, mid, axis=1)[:, mid : mid + 1]
+    middles = np.partition(values, (mid - 1, mid), axis=1)
+    return (middles[:, mid - 1 : mid] + middles[:, mid : mid + 1]) / 2
+
+
 def _cell_means(integral: np.ndarray, boxes: np.ndarray, cols: int, rows: int) -> np.ndarray:
     """Mean of each cell of a rows x cols grid over each box (n x 4, pixels), from a summed-area table."""
     steps = np.linspace(0.0, 1.0, cols + 1)
@@ -398,6 +412,6 @@ def window_hashes(
     # The second transform only over the 8 lowest rows the hash keeps: each row's transform is computed on its
     # own, so the kept terms are the same bit for bit.
     low = dct(dct(big, axis=1)[:, :8, :], axis=2)[:, :, :8].reshape(len(boxes), 64)
-    pbits = low > np.median(low, axis=1, keepdims=True)
+    pbits = low > row_medians(low)
     dints = rows_to_ints(dbits.reshape(len(boxes), -1))
     return list(zip(dints, rows_to_ints(pbits), strict=True))

@@ -31,6 +31,7 @@ from photodedup.client.content import (
     crop_summed_area,
     outer_borders,
     picture_pixels,
+    row_medians,
     rows_to_ints,
     summed_area,
     transparent_share,
@@ -134,7 +135,7 @@ def _phashes(squares: np.ndarray) -> list[int]:
     import scipy.fftpack
 
     low = scipy.fftpack.dct(scipy.fftpack.dct(squares, axis=1), axis=2)[:, :8, :8].reshape(len(squares), 64)
-    bits = low > np.median(low, axis=1, keepdims=True)
+    bits = low > row_medians(low)
     return rows_to_ints(bits)
 
 

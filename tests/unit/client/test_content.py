@@ -202,3 +202,14 @@ def test_a_border_lines_colour_is_numpys_median_bit_for_bit(length: int) -> None
     rgb = np.random.default_rng(length).integers(0, 256, (length, length, 3)).astype(np.uint8)
     for line in (rgb[0], rgb[:, -1], rgb[::-1][0].astype(np.int16)):
         assert np.array_equal(_line_colour(line), np.median(line, axis=0).astype(np.int16))
+
+
+@pytest.mark.parametrize("columns", [1, 2, 63, 64])
+def test_the_hashes_row_medians_are_numpys_bit_for_bit(columns: int) -> None:
+    """pHash compares each DCT term with its row's median: the partitioned median must equal np.median exactly
+    (ties and negative values included), or hash bits would flip."""
+    from photodedup.client.content import row_medians
+
+    rng = np.random.default_rng(columns)
+    for values in (rng.normal(0, 1e4, (94, columns)), rng.integers(-3, 3, (5, columns)).astype(np.float64)):
+        assert np.array_equal(row_medians(values), np.median(values, axis=1, keepdims=True))
