@@ -214,6 +214,18 @@ def window_array(windows: Sequence[tuple[int, int]] | np.ndarray | bytes) -> np.
     return as_keys(windows)
 
 
+def window_bytes(windows: Sequence[tuple[int, int]] | np.ndarray | bytes) -> bytes:
+    """A record's window hashes as the index stores them (uint64 little-endian pairs): the stored bytes
+    themselves when they are that already (no copy: a library's windows are most of its records' memory)."""
+    return windows if isinstance(windows, bytes) else window_array(windows).astype("<u8").tobytes()
+
+
+# Window hashes joined at once in `window_neighbours` (16 bytes each, and about as much again in the search's
+# bucket-ordered copy and indices): the table is searched in parts of about this many, so the join's working
+# memory stays bounded (~40 MB) while the window hashes grow with the library (~94 a picture).
+_PART_WINDOWS = 1 << 19
+
+
 def window_neighbours(
     windows: Sequence[Sequence[tuple[int, int]] | np.ndarray | bytes],
     threshold: int,
@@ -225,14 +237,25 @@ def window_neighbours(
     `windows[i]` are record i's window hashes with the full frame first (`client.content.WINDOWS`), so a
     crop's full frame meets the window of its original that it is. Records without windows are skipped.
     `radius` narrows the rule as in `hamming_join_mih`: the search is exact for it whichever way it runs.
+    Every full frame is searched against the windows of one part of the records at a time (`_PART_WINDOWS`),
+    never a copy of all of them: the union of the parts' pairs is the whole join's, and memory stays bounded.
     """
-    query_owner = [i for i, w in enumerate(windows) if len(w)]
+    query_owner = np.asarray([i for i, w in enumerate(windows) if len(w)], dtype=np.int64)
     if len(query_owner) < 2:
         return {}
-    arrays = [window_array(windows[i]) for i in query_owner]
-    table = np.concatenate(arrays)
-    queries = np.stack([a[0] for a in arrays])
-    table_owner = np.repeat(np.asarray(query_owner, dtype=np.int64), [len(a) for a in arrays])
-    join = hamming_join_brute if len(table) <= brute_force_max else hamming_join_mih
-    q, t, d = join(queries, table, threshold, radius)
-    return _symmetric(np.asarray(query_owner, dtype=np.int64)[q], table_owner[t], d)
+    queries = np.empty((len(query_owner), 2), dtype=np.uint64)
+    counts = np.empty(len(query_owner), dtype=np.int64)
+    for k, i in enumerate(query_owner.tolist()):
+        a = window_array(windows[i])
+        queries[k], counts[k] = a[0], len(a)
+    join = hamming_join_brute if int(counts.sum()) <= brute_force_max else hamming_join_mih
+    found_q, found_t, found_d = [], [], []
+    for a, b in _blocks(counts, _PART_WINDOWS):  # owners, never split
+        table = np.concatenate([window_array(windows[i]) for i in query_owner[a:b].tolist()])
+        q, t, d = join(queries, table, threshold, radius)
+        found_q.append(q)
+        found_t.append(np.repeat(np.arange(a, b), counts[a:b])[t])  # each window's owner, as a query number
+        found_d.append(d)
+        del table
+    q, t, d = np.concatenate(found_q), np.concatenate(found_t), np.concatenate(found_d)
+    return _symmetric(query_owner[q], query_owner[t], d)
