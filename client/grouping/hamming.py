@@ -10,6 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from photodedup.client.grouping.records import StoredWindows, window_digest
+from photodedup.errors import PhotodedupError
+
 MASK64 = (1 << 64) - 1
 _CHUNKS = 8  # multi-index hashing splits the 128 bits into eight 16-bit substrings
 
@@ -204,9 +207,14 @@ def turned_neighbours(
     return _symmetric(np.asarray(owners, dtype=np.int64)[q], t, d)
 
 
-def window_array(windows: Sequence[tuple[int, int]] | np.ndarray | bytes) -> np.ndarray:
+Windows = Sequence[tuple[int, int]] | np.ndarray | bytes | StoredWindows
+
+
+def window_array(windows: Windows) -> np.ndarray:
     """A record's window hashes as an (n, 2) uint64 array, whether stored as bytes (the index's uint64
-    little-endian pairs, viewed without a copy), as an array or as int pairs."""
+    little-endian pairs, viewed without a copy), left in the index, as an array or as int pairs."""
+    if isinstance(windows, StoredWindows):
+        return _read_stored([windows])[0]
     if isinstance(windows, (bytes, bytearray, memoryview)):
         return np.frombuffer(windows, dtype="<u8").reshape(-1, 2)
     if isinstance(windows, np.ndarray):
@@ -214,10 +222,46 @@ def window_array(windows: Sequence[tuple[int, int]] | np.ndarray | bytes) -> np.
     return as_keys(windows)
 
 
-def window_bytes(windows: Sequence[tuple[int, int]] | np.ndarray | bytes) -> bytes:
-    """A record's window hashes as the index stores them (uint64 little-endian pairs): the stored bytes
-    themselves when they are that already (no copy: a library's windows are most of its records' memory)."""
-    return windows if isinstance(windows, bytes) else window_array(windows).astype("<u8").tobytes()
+def _read_stored(items: Sequence[StoredWindows]) -> list[np.ndarray]:
+    """Window hashes left in the index, read back in one query per source, each checked against its digest:
+    grouping must see the hashes it was digested (and its same-picture units keyed) with."""
+    by_source: dict[int, list[int]] = {}
+    for k, w in enumerate(items):
+        by_source.setdefault(id(w.source), []).append(k)
+    data: dict[int, bytes | None] = {}
+    for ks in by_source.values():
+        data.update(zip(ks, items[ks[0]].source.read_windows([items[k].path for k in ks]), strict=True))
+    out = []
+    for k, w in enumerate(items):
+        blob = data[k]
+        if blob is None or window_digest(blob) != w.digest:
+            raise PhotodedupError(f"the index changed while grouping ({w.path}): run the command again")
+        out.append(np.frombuffer(blob, dtype="<u8").reshape(-1, 2))
+    return out
+
+
+def _window_arrays(items: Sequence[Windows]) -> list[np.ndarray]:
+    """`window_array` of each, those left in the index read together."""
+    stored = [k for k, w in enumerate(items) if isinstance(w, StoredWindows)]
+    read = dict(zip(stored, _read_stored([items[k] for k in stored]), strict=True))  # type: ignore[misc]
+    return [read[k] if k in read else window_array(w) for k, w in enumerate(items)]
+
+
+def window_key(windows: Windows) -> bytes:
+    """16 bytes equal for equal window hashes whatever form they come in (a digest of the stored bytes):
+    what same-picture units compare, without holding the hashes."""
+    if isinstance(windows, StoredWindows):
+        return windows.digest
+    if isinstance(windows, bytes):
+        return window_digest(windows)
+    return window_digest(window_array(windows).astype("<u8").tobytes())
+
+
+def _frame(windows: Windows) -> np.ndarray:
+    """The full-frame pair (the first window) as uint64 (2,), without reading hashes left in the index."""
+    if isinstance(windows, StoredWindows):
+        return np.frombuffer(windows.frame, dtype="<u8")
+    return window_array(windows)[0]
 
 
 # Window hashes joined at once in `window_neighbours` (16 bytes each, and about as much again in the search's
@@ -227,7 +271,7 @@ _PART_WINDOWS = 1 << 19
 
 
 def window_neighbours(
-    windows: Sequence[Sequence[tuple[int, int]] | np.ndarray | bytes],
+    windows: Sequence[Windows],
     threshold: int,
     brute_force_max: int = 2048,
     radius: int | None = None,
@@ -246,12 +290,13 @@ def window_neighbours(
     queries = np.empty((len(query_owner), 2), dtype=np.uint64)
     counts = np.empty(len(query_owner), dtype=np.int64)
     for k, i in enumerate(query_owner.tolist()):
-        a = window_array(windows[i])
-        queries[k], counts[k] = a[0], len(a)
+        w = windows[i]
+        queries[k] = _frame(w)
+        counts[k] = len(w) if isinstance(w, StoredWindows) else len(window_array(w))
     join = hamming_join_brute if int(counts.sum()) <= brute_force_max else hamming_join_mih
     found_q, found_t, found_d = [], [], []
     for a, b in _blocks(counts, _PART_WINDOWS):  # owners, never split
-        table = np.concatenate([window_array(windows[i]) for i in query_owner[a:b].tolist()])
+        table = np.concatenate(_window_arrays([windows[i] for i in query_owner[a:b].tolist()]))
         q, t, d = join(queries, table, threshold, radius)
         found_q.append(q)
         found_t.append(np.repeat(np.arange(a, b), counts[a:b])[t])  # each window's owner, as a query number

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from photodedup.client.grouping.evidence import Evidence
 
@@ -24,6 +26,40 @@ class Tier(enum.StrEnum):
     # Same scene, different shot: embedding neighbours that geometric verification rejected. Shown for
     # review, never acted on (a series member is never a target).
     SERIES = "series"
+
+
+class WindowSource(Protocol):
+    """Where window hashes left out of memory are read back from (the index)."""
+
+    def read_windows(self, paths: Sequence[str]) -> list[bytes | None]:
+        """The stored window bytes of each path, in order; None for a path no longer there."""
+        ...
+
+
+def window_digest(data: bytes) -> bytes:
+    """16 bytes that tell stored window hashes apart (what grouping compares and digests of them)."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWindows:
+    """A record's window hashes left in the index until the loose search reads them, a part of the library at
+    a time: ~94 hashes a picture are 1.5 KB, most of a record's memory, and only that search reads them all.
+    `frame` is the full-frame pair (the search's query, 16 bytes) and `digest` tells the stored bytes apart;
+    `hamming.window_array` reads them back and checks the digest."""
+
+    source: WindowSource = field(compare=False, repr=False)
+    path: str = field(compare=False)
+    count: int
+    frame: bytes
+    digest: bytes
+
+    def __len__(self) -> int:
+        return self.count
+
+    @classmethod
+    def of(cls, source: WindowSource, path: str, data: bytes) -> StoredWindows:
+        return cls(source, path, len(data) // 16, data[:16], window_digest(data))
 
 
 @dataclass
@@ -50,9 +86,10 @@ class FileRecord:
     picture_pixels: int | None = None
     # (dhash, phash) of sub-windows of the content, the full frame first (`client.content.WINDOWS`):
     # a cropped copy's full-frame window meets one of its original's. Empty when not computed. The index
-    # gives the stored bytes (uint64 pairs, little-endian; compact for large libraries, and read without
-    # numpy); int pairs and (n, 2) arrays are accepted too. `hamming.window_array` reads any of them.
-    windows: tuple[tuple[int, int], ...] | np.ndarray | bytes = ()
+    # gives them left in it (`StoredWindows`: `Index.records`) or as the stored bytes (uint64 pairs,
+    # little-endian, read without numpy: `Index.records_of`); int pairs and (n, 2) arrays are accepted too.
+    # `hamming.window_array` reads any of them.
+    windows: tuple[tuple[int, int], ...] | np.ndarray | bytes | StoredWindows = ()
     # Keeper signals (`client.fidelity`): camera EXIF present, estimated quality (0: a lossless file
     # carrying JPEG block traces), a grey picture. None when not computed.
     camera: bool | None = None
