@@ -259,15 +259,35 @@ def _bad_cells(a: Picture, b: Picture, transform: np.ndarray, grid: int = 12) ->
     diff = np.zeros((h, w), np.float32)
     diff[mask] = np.abs(_ranks(blur_a) - _ranks(blur_b))
     ys, xs = np.linspace(0, h, grid + 1).astype(int), np.linspace(0, w, grid + 1).astype(int)
-    bad = total = 0
-    for r in range(grid):
-        for c in range(grid):
-            cell = mask[ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
-            if cell.mean() < 0.5:  # mostly outside the overlap
-                continue
-            total += 1
-            bad += float(diff[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean()) > CELL_TOLERANCE
+    counts, sums, sizes = cell_sums(mask, diff, ys, xs)
+    counted = ~(counts < 0.5 * sizes)  # cells mostly outside the overlap are left out
+    with np.errstate(invalid="ignore", divide="ignore"):  # an empty cell (a strip): counted, never bad
+        bad = int(np.count_nonzero(sums[counted] / counts[counted] > CELL_TOLERANCE))
+    total = int(np.count_nonzero(counted))
     return bad / total if total else 1.0
+
+
+def cell_sums(
+    mask: np.ndarray, values: np.ndarray, ys: np.ndarray, xs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell of the grid with row edges `ys` and column edges `xs`: how many pixels `mask` holds, the sum of
+    `values` (zero outside `mask`; (h, w) or (h, w, channels)) over the cell, and the cell's size in pixels. From
+    summed-area tables (float64 sums), instead of a Python loop over the cells: a tenth of the cost."""
+    import cv2
+
+    count_table = cv2.integral(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8))
+    if values.ndim == 2:
+        sum_table = cv2.integral(values, sdepth=cv2.CV_64F)
+    else:
+        planes = [cv2.integral(np.ascontiguousarray(values[..., i]), sdepth=cv2.CV_64F) for i in range(values.shape[2])]
+        sum_table = np.dstack(planes)
+
+    def per_cell(table: np.ndarray) -> np.ndarray:
+        t = table[ys][:, xs]
+        return t[1:, 1:] - t[:-1, 1:] - t[1:, :-1] + t[:-1, :-1]
+
+    sizes = np.outer(np.diff(ys), np.diff(xs))
+    return per_cell(count_table), per_cell(sum_table), sizes
 
 
 @dataclass

@@ -236,3 +236,87 @@ def test_strict_check_tells_small_emblems_apart_and_keeps_copies(size: int, tmp_
 def save_glyph_image(img: Image.Image, path: Path) -> str:
     img.save(path)
     return str(path)
+
+
+def _strict_bad_cells_by_loop(frame) -> tuple[float, bool]:  # type: ignore[no-untyped-def]
+    """The strict check's cells as first written, a Python loop over them: the reference for `_strict_bad_cells`."""
+    import cv2
+
+    from photodedup.client.strict import (
+        STRICT_ALWAYS_COLOUR_BELOW,
+        STRICT_GREY_LEVELS,
+        STRICT_HUE_DEGREES,
+        STRICT_SIDE,
+        _lightness_differences,
+    )
+
+    warped, target, mask, side = frame.warped, frame.target, frame.inside, frame.side
+    h, w = target.shape[:2]
+    grid = min(16, max(4, side // 3))
+    if mask.mean() < 0.5:
+        return 1.0, False
+    differs = np.zeros((h, w), np.float32)
+    differs[mask] = _lightness_differences(frame, 1.0)
+    ca = cv2.GaussianBlur(warped[..., 1:].astype(np.float32) - 128.0, (0, 0), 1.5)
+    cb = cv2.GaussianBlur(target[..., 1:].astype(np.float32) - 128.0, (0, 0), 1.5)
+    levels = STRICT_GREY_LEVELS[0] if side < STRICT_SIDE else STRICT_GREY_LEVELS[1]
+    strong, moderate = (np.cos(np.radians(d)) for d in STRICT_HUE_DEGREES)
+    colourless = side >= STRICT_ALWAYS_COLOUR_BELOW and (
+        min(
+            np.percentile(np.hypot(ca[..., 0], ca[..., 1])[mask], 99),
+            np.percentile(np.hypot(cb[..., 0], cb[..., 1])[mask], 99),
+        )
+        < 6
+    )
+    ys, xs = np.linspace(0, h, grid + 1).astype(int), np.linspace(0, w, grid + 1).astype(int)
+    bad = total = 0
+    for r in range(grid):
+        for c in range(grid):
+            cell = mask[ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
+            if not cell.size or cell.mean() < 0.5:
+                continue
+            total += 1
+            if float(differs[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean()) > levels:
+                bad += 1
+                continue
+            if colourless:
+                continue
+            va = ca[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean(axis=0)
+            vb = cb[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean(axis=0)
+            na, nb = float(np.hypot(*va)), float(np.hypot(*vb))
+            if na > 10 and nb > 10:
+                bad += float(va @ vb) / (na * nb) < (strong if min(na, nb) > 20 else moderate)
+            elif max(na, nb) > 20 and min(na, nb) < 6:
+                bad += 1
+    if total < 0.5 * grid * grid:
+        return 1.0, False
+    return bad / total, True
+
+
+@pytest.mark.parametrize("side", [8, 16, 48, 256])
+@pytest.mark.parametrize("kind", ["recoloured", "grey copy", "noisy copy", "part covered"])
+def test_strict_cells_from_summed_areas_equal_the_loop_over_cells(side: int, kind: str) -> None:
+    """Made Lab frames whose cells disagree in lightness, hue or colour presence, at the grid sizes the strict
+    check uses (4 cells a side for tiny icons up to 16)."""
+    from photodedup.client.strict import StrictFrame, _strict_bad_cells
+
+    rng = np.random.default_rng(side)
+    h, w = max(4, side * 3 // 4), side
+    lab = np.empty((h, w, 3), np.uint8)
+    lab[..., 0] = np.clip(rng.normal(120, 60, (h, w)), 0, 255)
+    yy, xx = np.mgrid[0:h, 0:w]
+    lab[..., 1] = np.clip(128 + 50 * np.sin(xx / max(2, w / 5)), 0, 255)  # hue bands: colour counts
+    lab[..., 2] = np.clip(128 + 40 * np.cos(yy / max(2, h / 4)), 0, 255)
+    other = lab.copy()
+    inside = np.ones((h, w), bool)
+    if kind == "recoloured":
+        other[: h // 2, ..., 1] = 255 - other[: h // 2, ..., 1]
+    elif kind == "grey copy":
+        other[..., 1:] = 128
+    elif kind == "noisy copy":
+        other[..., 0] = np.clip(other[..., 0] + rng.normal(0, 20, (h, w)), 0, 255)
+    else:
+        inside[:, : w // 3] = False
+        other[h // 3 :, w // 2 :, 0] = 255 - other[h // 3 :, w // 2 :, 0]
+    frame = StrictFrame(lab, other, inside, side)
+    assert _strict_bad_cells(frame) == _strict_bad_cells_by_loop(frame)

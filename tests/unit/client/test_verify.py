@@ -141,3 +141,66 @@ def test_photos_are_resampled_in_grey_and_icons_in_colour(tmp_path: Path) -> Non
         else:
             expected = np.asarray(img.resize(out, Image.Resampling.BILINEAR).convert("L"))
         assert np.array_equal(load_picture(path).gray, expected), size
+
+
+def _bad_cells_by_loop(a, b, transform, grid: int = 12) -> float:  # type: ignore[no-untyped-def]
+    """The agreement check as first written, a Python loop over the cells: the reference for `_bad_cells`."""
+    import warnings
+
+    import cv2
+    import numpy as np
+
+    from photodedup.client.verify import CELL_TOLERANCE, _ranks
+
+    h, w = b.gray.shape
+    warped = cv2.warpAffine(a.gray, transform, (w, h), flags=cv2.INTER_AREA)
+    mask = cv2.warpAffine(np.full(a.gray.shape, 255, np.uint8), transform, (w, h), flags=cv2.INTER_NEAREST) > 0
+    mask = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    if mask.sum() < 0.1 * h * w:
+        return 1.0
+    diff = np.zeros((h, w), np.float32)
+    diff[mask] = np.abs(
+        _ranks(cv2.GaussianBlur(warped, (0, 0), 2.0)[mask]) - _ranks(cv2.GaussianBlur(b.gray, (0, 0), 2.0)[mask])
+    )
+    ys, xs = np.linspace(0, h, grid + 1).astype(int), np.linspace(0, w, grid + 1).astype(int)
+    bad = total = 0
+    for r in range(grid):
+        for c in range(grid):
+            cell = mask[ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
+            with warnings.catch_warnings():  # an empty cell: counted, never bad
+                warnings.simplefilter("ignore", RuntimeWarning)
+                if cell.mean() < 0.5:
+                    continue
+                total += 1
+                bad += float(diff[ys[r] : ys[r + 1], xs[c] : xs[c + 1]][cell].mean()) > CELL_TOLERANCE
+    return bad / total if total else 1.0
+
+
+def _grey_picture(img: Image.Image):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from photodedup.client.verify import Picture
+
+    return Picture(np.asarray(img.convert("L")), np.zeros((0, 2), np.float32), None, 0.0)
+
+
+@pytest.mark.parametrize(
+    "size, other, transform",
+    [
+        ((512, 384), 11, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)),  # the same picture: every cell agrees
+        ((512, 384), 12, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)),  # another picture: most cells disagree
+        ((400, 300), 11, (1.2, 0.05, 20.0, -0.05, 1.2, 10.0)),  # a crop laid into its original, tilted
+        ((512, 384), 11, (0.5, 0.0, 300.0, 0.0, 0.5, 200.0)),  # a small overlap: edge cells left out
+        ((512, 8), 11, (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)),  # a strip: rows of empty cells
+    ],
+)
+def test_cell_agreement_from_summed_areas_equals_the_loop_over_cells(size, other, transform) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from photodedup.client.verify import _bad_cells
+
+    a = _grey_picture(overlay(scene(11, size)))
+    b = _grey_picture(scene(other, (512, 384) if size[1] > 8 else size))
+    m = np.array(transform, np.float64).reshape(2, 3)
+    assert _bad_cells(a, b, m) == _bad_cells_by_loop(a, b, m)
+    assert _bad_cells(b, a, m) == _bad_cells_by_loop(b, a, m)
