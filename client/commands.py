@@ -82,6 +82,7 @@ def _scan_stats(summary: Any, counts: dict[str, int]) -> dict[str, Any]:
         "similar_skipped": summary.skipped_reason,
         "bytes_total": counts.get("bytes", 0),
         "seconds": round(summary.seconds, 3),
+        "hash_seconds": round(summary.hash_seconds, 3),
     }
 
 
@@ -152,10 +153,19 @@ def scan(
                 "min_pixels": settings.grouping.min_pixels,
             },
         )
-        config = grouping_config(settings)
+        config = grouping_config(settings, summary.model_id)
+        similar_off = None  # embeddings made, but the model has no calibrated threshold to group them by
+        if config.similar_threshold is None and summary.model_id and not summary.skipped_reason:
+            from photodedup.client.grouping.config import similar_off_reason
+
+            similar_off = similar_off_reason(summary.model_id)
+        grouping_started = time.monotonic()
         groups = load_groups(index, all_roots, summary.model_id, config, refs)
+        group_seconds = time.monotonic() - grouping_started
         counts = index.counts(all_roots, summary.model_id)
-    stats = build_stats(groups, _scan_stats(summary, counts))
+    stats = build_stats(groups, {**_scan_stats(summary, counts), "group_seconds": round(group_seconds, 3)})
+    if similar_off:
+        stats["similar_skipped"] = similar_off
     index_info = f"{summary.hashed} hashed, {summary.unchanged} unchanged"
     if summary.removed:
         index_info += f", {summary.removed} removed"
@@ -179,6 +189,8 @@ def scan(
             )
     elif summary.model_id:
         err.print(f"Embeddings: {summary.model_id}, all up to date", highlight=False)
+    if similar_off:
+        click.echo(similar_off, err=True)
     g = stats["groups"]
     err.print(
         f"Groups: {g['exact']} exact, {g['near']} near, {g['similar']} similar; "
@@ -224,7 +236,7 @@ def report(db: str | None, reference: tuple[str, ...], fmt: str, output: Path | 
     out, _ = _consoles()
     with Index(build_settings(db=db).scan.db) as index:
         last, settings, refs = _as_scanned(index, db, reference, thresholds)
-        groups = load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
+        groups = load_groups(index, last.roots, last.model_id, grouping_config(settings, last.model_id), refs)
         counts = index.counts(last.roots, last.model_id)
     stats = build_stats(
         groups,
@@ -307,7 +319,7 @@ def apply(
         raise click.UsageError("--kinds takes exact, near and similar")
     with Index(build_settings(db=db).scan.db) as index:
         last, settings, refs = _as_scanned(index, db, reference, thresholds)
-        groups = load_groups(index, last.roots, last.model_id, grouping_config(settings), refs)
+        groups = load_groups(index, last.roots, last.model_id, grouping_config(settings, last.model_id), refs)
     actions = plan_actions(
         groups,
         mode,
@@ -445,7 +457,7 @@ def ignore(paths: tuple[str, ...], db: str | None, remove: bool, group_numbers: 
             from photodedup.client.scan import grouping_config, load_groups
 
             last, group_settings, refs = _as_scanned(index, db, (), _UNSET_THRESHOLDS)
-            groups = load_groups(index, last.roots, last.model_id, grouping_config(group_settings), refs)
+            groups = load_groups(index, last.roots, last.model_id, grouping_config(group_settings, last.model_id), refs)
             for number in group_numbers:
                 if not 1 <= number <= len(groups):
                     raise click.UsageError(f"there is no group {number}; the last scan has {len(groups)}")

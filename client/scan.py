@@ -54,6 +54,7 @@ class ScanSummary:
     skipped_reason: str | None = None
     walk: WalkStats = field(default_factory=WalkStats)
     seconds: float = 0.0
+    hash_seconds: float = 0.0  # the hashing (and embedding) phase alone: from the first job to the last answer
 
 
 def _progress(console: Any, enabled: bool) -> Any:
@@ -123,7 +124,16 @@ def run_scan(
                 jobs.extend(lacking)  # hashed again for their thumbnails only
                 summary.unchanged -= len(lacking)  # counted once, as hashed
         summary.hashed = 0
+        phase = time.monotonic()
         _run_jobs(jobs, settings, index, embedder, summary, console, progress)
+        summary.hash_seconds = time.monotonic() - phase
+        if jobs:
+            log.info(
+                "%s: %d files in %.2f s",
+                "hashing and embedding" if embedder is not None else "hashing",
+                len(jobs),
+                summary.hash_seconds,
+            )
         if embedder is not None and embedder.model_id != summary.model_id:
             summary.model_id = embedder.model_id
             index.set_scan_model_id(scan_id, summary.model_id)
@@ -287,11 +297,12 @@ def refresh_after_undo(index: Index, journal: Path, restored: Sequence[str], max
     return len(results)
 
 
-def grouping_config(settings: Settings) -> GroupingConfig:
-    """Thresholds and keeper policy from the one Settings object (flags > env > defaults)."""
+def grouping_config(settings: Settings, model_id: str | None = None) -> GroupingConfig:
+    """Thresholds and keeper policy from the one Settings object (flags > env > defaults); the similar
+    threshold, when not set, is the one calibrated for `model_id`'s model (none: no similar tier)."""
     from photodedup.client.grouping import GroupingConfig
 
-    return GroupingConfig.from_settings(settings)
+    return GroupingConfig.from_settings(settings, model_id)
 
 
 def _group(

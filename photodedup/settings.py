@@ -507,9 +507,15 @@ class GroupingSettings(_Section):
         int, Meta(ge=0, le=128, description="Max Hamming distance of the 128-bit dHash||pHash key for the near tier.")
     ] = 20
     similar_threshold: Annotated[
-        float,
-        Meta(ge=0.0, le=2.0, description="Max embedding cosine distance for the similar tier (Immich's default)."),
-    ] = 0.01
+        Annotated[float, Meta(ge=0.0, le=2.0)] | None,
+        Meta(
+            description=(
+                "Max embedding cosine distance for the similar tier. Unset: the model's calibrated threshold "
+                "(ViT-B-32 trained weights: 0.01, Immich's default); a model without one (random weights, the "
+                "tiny test model) gets no similar tier."
+            )
+        ),
+    ] = None
     keep_policy: Annotated[
         CommaList,
         Meta(

@@ -35,12 +35,39 @@ FORMAT_PREFERENCE: tuple[str, ...] = (
 )
 
 
+# The similar tier's cosine-distance threshold for the models it has been calibrated on, by architecture:
+# a threshold means something only in one model's embedding space. ViT-B-32's is Immich's default,
+# chosen there on its CLIP weights. A model not listed (the 2-layer `photodedup-tiny` test config) or
+# random weights (every picture within 0.01 of every other) has none: grouping look-alikes by it would
+# only offer every pair of unrelated pictures for verification. `--similar-threshold` sets one anyway.
+CALIBRATED_SIMILAR_THRESHOLDS: dict[str, float] = {"ViT-B-32": 0.01}
+
+
+def calibrated_similar_threshold(model_id: str | None) -> float | None:
+    """The calibrated threshold for a model id (`<model>@<weights>[+<quantisation>]`), or None."""
+    if not model_id:
+        return None
+    model, _, weights = model_id.partition("@")
+    if weights.startswith("random"):
+        return None
+    return CALIBRATED_SIMILAR_THRESHOLDS.get(model)
+
+
+def similar_off_reason(model_id: str) -> str:
+    """One line: why a scan that made embeddings for `model_id` groups nothing by them."""
+    why = "random weights" if model_id.partition("@")[2].startswith("random") else "not calibrated for this model"
+    return (
+        f"similar tier skipped: {model_id} has no calibrated similar threshold ({why}); its embeddings are kept, "
+        "--similar-threshold groups by them anyway"
+    )
+
+
 @dataclass
 class GroupingConfig:
     """Thresholds and keeper policy; build it from Settings with `from_settings`."""
 
     near_threshold: int = 20
-    similar_threshold: float = 0.01
+    similar_threshold: float | None = 0.01  # None: no similar tier (see `calibrated_similar_threshold`)
     keep_policy: tuple[str, ...] = KEEP_POLICY
     ann_threshold: int = 20_000
     format_preference: tuple[str, ...] = FORMAT_PREFERENCE
@@ -98,10 +125,12 @@ class GroupingConfig:
             raise ValueError("near_threshold is in bits of the 128-bit dHash||pHash key: 0..128")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> GroupingConfig:
+    def from_settings(cls, settings: Settings, model_id: str | None = None) -> GroupingConfig:
+        """The settings' thresholds; an unset similar threshold is the calibrated one of `model_id`'s model."""
+        similar = settings.grouping.similar_threshold
         return cls(
             near_threshold=settings.grouping.near_threshold,
-            similar_threshold=settings.grouping.similar_threshold,
+            similar_threshold=similar if similar is not None else calibrated_similar_threshold(model_id),
             keep_policy=tuple(settings.grouping.keep_policy),
             ann_threshold=settings.grouping.ann_threshold,
             candidate_threshold=settings.grouping.candidate_threshold,

@@ -127,6 +127,8 @@ def _similar_tier(
     With a verifier, only neighbours it confirms join as similar (each picture's `loose_candidates` closest,
     a pair kept if either side keeps it); the rest are joined afterwards as series (same scene, different
     shot), between pictures that are in no group of copies."""
+    if config.similar_threshold is None:  # no calibrated threshold for the model: its embeddings say nothing
+        return clusters
     owner = [
         next(
             (

@@ -51,7 +51,7 @@ def open_review(db: str | None) -> tuple[Any, Any]:
 
     with Index(build_settings(db=db).scan.db) as index:
         last, settings, refs = _as_scanned(index, db, (), {"near_threshold": None, "similar_threshold": None})
-        config = grouping_config(settings)
+        config = grouping_config(settings, last.model_id)
         groups = load_groups(index, last.roots, last.model_id, config, refs)
     db_path = Path(settings.scan.db).expanduser()
     state = ReviewState(

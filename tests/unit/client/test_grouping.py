@@ -420,6 +420,43 @@ def test_config_from_settings() -> None:
     )
 
 
+def test_the_similar_threshold_is_calibrated_per_model() -> None:
+    """Unset, the similar threshold is the one calibrated for the scan's model; a model without one (random
+    weights, the tiny test config) gets no similar tier, and a threshold given by the user always applies."""
+    from photodedup.client.grouping.config import calibrated_similar_threshold, similar_off_reason
+
+    for model_id in ("ViT-B-32@laion2b_s34b_b79k", "ViT-B-32@openai+int8", "ViT-B-32@file-0123abcd"):
+        assert calibrated_similar_threshold(model_id) == 0.01
+        assert GroupingConfig.from_settings(Settings(), model_id).similar_threshold == 0.01
+    tiny = "photodedup-tiny@random-seed0-torch2.5.1"
+    for model_id in (tiny, "ViT-B-32@random-seed0-torch2.5.1", "ViT-L-14@openai", None):
+        assert calibrated_similar_threshold(model_id) is None
+        assert GroupingConfig.from_settings(Settings(), model_id).similar_threshold is None
+    assert GroupingConfig.from_settings(Settings(similar_threshold=0.3), tiny).similar_threshold == 0.3
+    line = similar_off_reason(tiny)
+    assert line.startswith(f"similar tier skipped: {tiny} ") and "random weights" in line and "\n" not in line
+
+
+def test_no_similar_threshold_no_similar_tier() -> None:
+    """Embeddings that would join (and, failing verification, be offered as a series) group nothing without a
+    threshold; the hash tiers are untouched."""
+    e = np.eye(4, dtype=np.float32)
+    files = [
+        rec("/a/original.jpg", dh=0, ph=0, embedding=e[0], width=1000),
+        rec("/a/resaved.jpg", dh=1, ph=0, embedding=e[0]),
+        rec("/b/shot1.jpg", dh=-1, ph=-1, embedding=e[0] + 0.01 * e[1], width=900),
+        rec("/b/shot2.jpg", dh=0x0F0F0F0F, ph=0x0F0F, embedding=e[0] + 0.01 * e[2]),
+    ]
+    off = GroupingConfig(near_threshold=10, similar_threshold=None)
+    for verifier in (None, lambda a, b, strict=False: False):
+        groups = find_groups(files, off, verifier=verifier)
+        assert [(g.kind, {m.record.path for m in g.members}) for g in groups] == [
+            (Tier.NEAR, {"/a/original.jpg", "/a/resaved.jpg"})
+        ]
+    on = GroupingConfig(near_threshold=10, similar_threshold=0.05)
+    assert Tier.SIMILAR in {g.kind for g in find_groups(files, on)}
+
+
 def test_no_chaining_across_tiers() -> None:
     """X~A by embedding, A~B by perceptual hash, but B is unrelated to X by embedding: B must not join X."""
     from photodedup.client.grouping import FileRecord, GroupingConfig, find_groups
