@@ -14,13 +14,14 @@ import logging
 import shutil
 import sqlite3
 import struct
+import sys
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from photodedup.client.grouping.records import FileRecord, StoredWindows, WindowSource
+from photodedup.client.grouping.records import FileRecord, HashPairs, StoredWindows, WindowSource
 from photodedup.client.schema import MIGRATIONS, SCHEMA_VERSION
 from photodedup.errors import PhotodedupError
 
@@ -61,15 +62,9 @@ def _pack_rotated(rotated: Sequence[tuple[int, int]]) -> bytes | None:
     return struct.pack(f"<{2 * len(rotated)}q", *(v for pair in rotated for v in pair)) if rotated else None
 
 
-_TURNS = struct.Struct("<6Q")  # three turns' (dhash, phash): what hashing stores for every picture
-
-
-def _unpack_rotated(blob: bytes | None) -> tuple[tuple[int, int], ...]:
-    """Back to unsigned 64-bit (dhash, phash) pairs, as grouping compares them."""
-    if not blob:
-        return ()
-    flat = _TURNS.unpack(blob) if len(blob) == _TURNS.size else struct.unpack(f"<{len(blob) // 8}Q", blob)
-    return tuple(zip(flat[0::2], flat[1::2], strict=False))
+def _unpack_rotated(blob: bytes | None) -> HashPairs | tuple[()]:
+    """Back to unsigned 64-bit (dhash, phash) pairs, as grouping compares them (packed: `HashPairs`)."""
+    return HashPairs(blob) if blob else ()
 
 
 def _unpack_windows(blob: bytes | None) -> bytes:
@@ -116,7 +111,7 @@ def _record(row: tuple[Any, ...], windows_in: WindowSource | None = None) -> Fil
         embedding=None if vec is None else _unpack_vector(vec),
         exif_time=exif_time,
         mtime=mtime_ns / 1e9,
-        format=fmt or "",
+        format=sys.intern(fmt) if fmt else "",  # a few names: one string each, not one a record
         rotated_hashes=_unpack_rotated(rotated),
         content=_unpack_content(content),
         picture_pixels=picture_pixels,

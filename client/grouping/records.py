@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from photodedup.client.grouping.evidence import Evidence
 
@@ -26,6 +27,47 @@ class Tier(enum.StrEnum):
     # Same scene, different shot: embedding neighbours that geometric verification rejected. Shown for
     # review, never acted on (a series member is never a target).
     SERIES = "series"
+
+
+_PAIR = struct.Struct("<2Q")
+
+
+class HashPairs(Sequence[tuple[int, int]]):
+    """(dhash, phash) pairs held as the index stores them, 16 bytes each (uint64 little-endian), read as a
+    tuple of unsigned int pairs (equal to one, with its repr): the three turns' hashes cost ~450 bytes a record
+    as tuples of ints and ~130 so, a large library's records being held together while it is grouped."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data) // _PAIR.size
+
+    def __getitem__(self, k: int | slice) -> Any:
+        if isinstance(k, slice):
+            return tuple(self)[k]
+        n = len(self)
+        if not -n <= k < n:
+            raise IndexError("hash pair index out of range")
+        return _PAIR.unpack_from(self.data, _PAIR.size * (k % n))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return _PAIR.iter_unpack(self.data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, HashPairs):
+            return self.data == other.data
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
 
 
 class WindowSource(Protocol):
@@ -79,7 +121,8 @@ class FileRecord:
     format: str
     # (dhash, phash) of the decoded image rotated by 90, 180 and 270 degrees (any subset, any order):
     # lets the near tier find pixel-rotated copies. Empty when the scanner did not compute them.
-    rotated_hashes: tuple[tuple[int, int], ...] = ()
+    # The index gives them packed (`HashPairs`), which reads as the same tuple.
+    rotated_hashes: tuple[tuple[int, int], ...] | HashPairs = ()
     # The picture inside uniform borders, (left, top, right, bottom) in upright pixels; None: whole frame.
     content: tuple[int, int, int, int] | None = None
     # Pixels of the picture itself (frame less added bars and a rotated copy's filled corners); None: unknown.

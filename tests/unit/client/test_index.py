@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from photodedup.client.grouping.hamming import window_array, window_key, window_neighbours
-from photodedup.client.grouping.records import StoredWindows
+from photodedup.client.grouping.records import HashPairs, StoredWindows
 from photodedup.client.hashing import HashResult, to_signed64
 from photodedup.client.index import Index, IndexSchemaError
 from photodedup.client.schema import MIGRATIONS, SCHEMA_VERSION
@@ -78,6 +78,10 @@ def test_records_round_trip_unsigned_hashes_and_embeddings(index: Index) -> None
     (rec,) = list(index.records(["/p"], "m1"))
     assert rec.dhash == (1 << 64) - 1 and rec.phash == 1 << 63
     assert rec.rotated_hashes == ((1 << 63, 5), (6, 7), (8, 9))
+    turns = rec.rotated_hashes  # packed as stored, read as the tuple of pairs
+    assert isinstance(turns, HashPairs) and len(turns) == 3 and turns[-1] == (8, 9) and turns[1:] == ((6, 7), (8, 9))
+    assert list(turns) == [(1 << 63, 5), (6, 7), (8, 9)] and repr(turns) == repr(((1 << 63, 5), (6, 7), (8, 9)))
+    assert hash(turns) == hash(tuple(turns)) and turns != ((1 << 63, 5),)
     assert rec.mtime == 1e-9 and rec.format == "JPEG" and rec.exif_time == 1.5e9
     np.testing.assert_allclose(rec.embedding, vec, atol=1e-3)
     # Another model's vectors never mix in.
