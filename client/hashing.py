@@ -29,7 +29,9 @@ from photodedup.client.content import (
     content_box,
     contrast,
     crop_summed_area,
+    outer_borders,
     picture_pixels,
+    row_medians,
     rows_to_ints,
     summed_area,
     transparent_share,
@@ -133,7 +135,7 @@ def _phashes(squares: np.ndarray) -> list[int]:
     import scipy.fftpack
 
     low = scipy.fftpack.dct(scipy.fftpack.dct(squares, axis=1), axis=2)[:, :8, :8].reshape(len(squares), 64)
-    bits = low > np.median(low, axis=1, keepdims=True)
+    bits = low > row_medians(low)
     return rows_to_ints(bits)
 
 
@@ -197,10 +199,11 @@ def hash_bytes(
         full_area = summed_area(np.asarray(full_gray))  # one table for both contrasts and the windows
         full_contrast = contrast(np.asarray(full_gray), full_area)
         page = full_contrast < PAGE_CONTRAST
-        box = content_box(pixels, keep_background=page)
+        borders = outer_borders(pixels)  # both the content box and the added bars start from them
+        box = content_box(pixels, keep_background=page, borders=borders)
         sx, sy = width / rgb.width, height / rgb.height
         res.content = (round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy))
-        res.picture_pixels = round(picture_pixels(pixels) * sx * sy)
+        res.picture_pixels = round(picture_pixels(pixels, borders) * sx * sy)
         cropped = box != (0, 0, rgb.width, rgb.height)
         gray = full_gray.crop(box) if cropped else full_gray
         area = crop_summed_area(full_area, box) if cropped else full_area

@@ -71,7 +71,7 @@ CANNOT_DECODE = "cannot decode"  # the one verdict reason that says nothing abou
 # rule changes, so verdicts of the old rule are not reused. The tuning constants (here and the strict
 # check's) are part of it.
 VERIFIER_VERSION = (
-    f"2:{VERIFY_SIDE}:{FEATURES}:{MIN_INLIERS}:{MIN_COVERAGE}:{MAX_BAD_CELLS}:{CELL_TOLERANCE}"
+    f"3:{VERIFY_SIDE}:{FEATURES}:{MIN_INLIERS}:{MIN_COVERAGE}:{MAX_BAD_CELLS}:{CELL_TOLERANCE}"
     f":{STRICT_SIDE}:{STRICT_GREY_LEVELS}:{STRICT_HUE_DEGREES}:{STRICT_BAD_CELLS}:{STRICT_MAX_TILT}"
     f":{STRICT_ALWAYS_COLOUR_BELOW}:{FEATURE_POOR}:{INK_LEVELS}:{INK_BACKGROUND_SHARE}:{INK_MIN_STRENGTH}:{INK_BLUR}:{STRICT_INK_DISTANCE}:{INK_STRENGTH_RATIO}"
     f":{STRICT_COLOUR_DELTA}:{STRICT_COLOUR_REGION}:{STRICT_PIXEL_LEVELS}:{STRICT_PIXEL_SHARE}:{GREY_FIRST_MAX_SCALE}"
@@ -234,14 +234,15 @@ def _hull_area(points: np.ndarray) -> float:
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
-    """Each value's rank among `values`, scaled to 0..1: invariant to any monotonic tone change.
+    """Each uint8 value's rank among `values`, scaled to 0..1, ties at their average rank (as the strict check's
+    histogram matching ranks them): invariant to any monotonic tone change.
 
-    Pass the uint8 pixels themselves: numpy's stable sort of 8-bit integers is a radix sort, seven times
-    faster here than sorting them as floats, with the same order (ties by position either way)."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values), dtype=np.float32)
-    ranks[order] = np.linspace(0.0, 1.0, len(values), dtype=np.float32)
-    return ranks
+    From the 256 levels' counts, a lookup table instead of a sort: ties were once ranked by position (a stable
+    argsort, most of the agreement check's cost), which spread a flat area's pixels over a range of ranks by
+    where they lie; on the dev set's 132 aligned pairs one cell of one pair moved (version 3)."""
+    counts = np.bincount(values, minlength=256)
+    middle = np.cumsum(counts) - (counts + 1) / 2.0  # average 0-based position of each level's values
+    return (middle / max(len(values) - 1, 1)).astype(np.float32)[values]
 
 
 def _bad_cells(a: Picture, b: Picture, transform: np.ndarray, grid: int = 12) -> float:

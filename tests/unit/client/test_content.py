@@ -191,3 +191,25 @@ def test_cell_means_are_the_exact_mean_of_each_cell(size: tuple[int, int]) -> No
                 for c in range(cols):
                     cell = gray[ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
                     assert got[b, r, c] == int(cell.sum()) / max(cell.size, 1)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 320, 321])
+def test_a_border_lines_colour_is_numpys_median_bit_for_bit(length: int) -> None:
+    """The border tests' line colour (partitioned for speed) is `np.median(line, axis=0)` truncated to int16, for
+    odd and even lines and for a column read across rows (strided), so trimming does not move."""
+    from photodedup.client.content import _line_colour
+
+    rgb = np.random.default_rng(length).integers(0, 256, (length, length, 3)).astype(np.uint8)
+    for line in (rgb[0], rgb[:, -1], rgb[::-1][0].astype(np.int16)):
+        assert np.array_equal(_line_colour(line), np.median(line, axis=0).astype(np.int16))
+
+
+@pytest.mark.parametrize("columns", [1, 2, 63, 64])
+def test_the_hashes_row_medians_are_numpys_bit_for_bit(columns: int) -> None:
+    """pHash compares each DCT term with its row's median: the partitioned median must equal np.median exactly
+    (ties and negative values included), or hash bits would flip."""
+    from photodedup.client.content import row_medians
+
+    rng = np.random.default_rng(columns)
+    for values in (rng.normal(0, 1e4, (94, columns)), rng.integers(-3, 3, (5, columns)).astype(np.float64)):
+        assert np.array_equal(row_medians(values), np.median(values, axis=1, keepdims=True))

@@ -80,17 +80,23 @@ def test_a_missing_file_is_not_verified(original, tmp_path: Path) -> None:  # ty
     assert not verdict.same and verdict.reason == "cannot decode"
 
 
-def test_ranks_order_by_value_then_position_whatever_the_dtype() -> None:
-    """The agreement check ranks uint8 pixels directly (a radix sort): the same ranks as sorting floats."""
+def test_ranks_order_by_value_with_ties_at_their_average_rank() -> None:
+    """The agreement check's ranks (a lookup table over the 256 levels): each pixel's 0-based position in sorted
+    order, ties averaged, over n - 1; a monotonic tone change leaves them as they are."""
     import numpy as np
 
     from photodedup.client.verify import _ranks
 
-    values = np.random.default_rng(3).integers(0, 256, 5000).astype(np.uint8)
+    values = np.random.default_rng(3).integers(0, 128, 5000).astype(np.uint8)
     ranks = _ranks(values)
-    assert np.array_equal(ranks, _ranks(values.astype(np.float32)))
-    order = np.lexsort((np.arange(values.size), values))  # by value, ties by position
-    assert np.array_equal(np.argsort(ranks), order)
+    order = np.argsort(values, kind="stable")
+    position = np.empty(values.size)
+    position[order] = np.arange(values.size)
+    expected = np.array([position[values == v].mean() for v in values]) / (values.size - 1)
+    assert np.allclose(ranks, expected, atol=1e-6)
+    assert ranks.min() >= 0.0 and ranks.max() <= 1.0 and ranks.dtype == np.float32
+    assert np.array_equal(_ranks(2 * values + 1), ranks)  # brighter, more contrast: the same ranks
+    assert _ranks(np.full(7, 9, np.uint8)).tolist() == [0.5] * 7  # one flat level: all at the middle
 
 
 def test_only_the_scanners_decoders_are_opened(original, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
