@@ -19,6 +19,7 @@ import dataclasses
 import importlib.util
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -148,6 +149,7 @@ def main() -> None:
     settings = Settings()
     config = GroupingConfig.from_settings(settings)
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, Index(Path(tmp) / "index.sqlite3") as index:
         started = time.perf_counter()
         run_scan([str(root)], settings, index, mode="none", progress=False)
@@ -162,12 +164,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as vtmp, Index(Path(vtmp) / "verdicts.sqlite3") as verdicts:
             # As the scan verifies: verdicts kept in an index, checks made ahead on every core.
             verifier = StoredVerifier(verdicts, geometric) if verify else None
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             groups = find_groups(records, config, verifier=verifier)
             if verifier is not None:
                 verifier.flush()  # pairs checked ahead and never asked about: finished, as a scan finishes them
                 verifier.close()
             timings[label] = time.perf_counter() - started
+            # CPU of every thread of this process: on a shared machine wall time moves with the others' load.
+            timings[f"cpu, {label}"] = time.process_time() - cpu_started
         started = time.perf_counter()
         groups = prefer_sources(groups, config)  # the keeper's lineage, as the scan applies it
         timings[f"lineage, {label}"] = time.perf_counter() - started
@@ -241,6 +245,7 @@ def main() -> None:
                 f"| {name} | {right} of {total} ({right / max(total, 1):.0%}) | "
                 f"{', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'} |"
             )
+    load_after = os.getloadavg()[0]
     edge = boundary(records, truth, root, config)
     n_groups = len({r["group"] for r in truth if r["group"] is not None})
     overhead = timings["default"] - timings["no verification"]
@@ -270,7 +275,9 @@ kinds of the copies kept instead:
 Cost: the first scan took {scan_s:.1f} s; grouping took {timings["no verification"]:.2f} s without
 verification and {timings["default"]:.2f} s with it ({int(timings["pairs"])} candidate pairs verified,
 {int(timings["decodes"])} pictures decoded), so verification added {overhead:.1f} s,
-{overhead / scan_s:.0%} of the scan. It scales with the loose candidates (those within
+{overhead / scan_s:.0%} of the scan ({timings["cpu, default"] - timings["cpu, no verification"]:.1f} s of CPU over
+its threads; 1-minute load average {load_before:.1f} before the scan, {load_after:.1f} after the groupings).
+It scales with the loose candidates (those within
 {config.candidate_threshold} window bits), not with all pairs. The keeper's lineage test
 (`client/lineage.py`, after grouping) took {timings["lineage, default"]:.2f} s.
 

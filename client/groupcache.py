@@ -71,7 +71,7 @@ def grouping_digest(
     """A digest of every input of `find_groups` (records in order, each field grouping reads)."""
     import numpy as np  # here: a kept grouping read back by its quick digest needs none
 
-    from photodedup.client.grouping.hamming import window_array
+    from photodedup.client.grouping.hamming import window_key
 
     h = _inputs(config, ignored, reference_dirs)
     for r in records:
@@ -100,7 +100,7 @@ def grouping_digest(
                 )
             ).encode()
         )
-        h.update(window_array(r.windows).tobytes())
+        h.update(window_key(r.windows))  # a digest: windows left in the index are not read back
         if r.embedding is not None:
             h.update(np.ascontiguousarray(r.embedding).tobytes())
     return h.hexdigest()

@@ -14,13 +14,14 @@ import logging
 import shutil
 import sqlite3
 import struct
+import sys
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from photodedup.client.grouping.records import FileRecord
+from photodedup.client.grouping.records import FileRecord, HashPairs, StoredWindows, WindowSource
 from photodedup.client.schema import MIGRATIONS, SCHEMA_VERSION
 from photodedup.errors import PhotodedupError
 
@@ -61,15 +62,9 @@ def _pack_rotated(rotated: Sequence[tuple[int, int]]) -> bytes | None:
     return struct.pack(f"<{2 * len(rotated)}q", *(v for pair in rotated for v in pair)) if rotated else None
 
 
-_TURNS = struct.Struct("<6Q")  # three turns' (dhash, phash): what hashing stores for every picture
-
-
-def _unpack_rotated(blob: bytes | None) -> tuple[tuple[int, int], ...]:
-    """Back to unsigned 64-bit (dhash, phash) pairs, as grouping compares them."""
-    if not blob:
-        return ()
-    flat = _TURNS.unpack(blob) if len(blob) == _TURNS.size else struct.unpack(f"<{len(blob) // 8}Q", blob)
-    return tuple(zip(flat[0::2], flat[1::2], strict=False))
+def _unpack_rotated(blob: bytes | None) -> HashPairs | tuple[()]:
+    """Back to unsigned 64-bit (dhash, phash) pairs, as grouping compares them (packed: `HashPairs`)."""
+    return HashPairs(blob) if blob else ()
 
 
 def _unpack_windows(blob: bytes | None) -> bytes:
@@ -100,8 +95,9 @@ def _unsigned64(value: int) -> int:
     return value & 0xFFFF_FFFF_FFFF_FFFF  # SQLite's signed INTEGER back to the 64-bit hash
 
 
-def _record(row: tuple[Any, ...]) -> FileRecord:
-    """One row of `Index._RECORD_COLUMNS` as a grouping FileRecord."""
+def _record(row: tuple[Any, ...], windows_in: WindowSource | None = None) -> FileRecord:
+    """One row of `Index._RECORD_COLUMNS` as a grouping FileRecord; with `windows_in`, its window hashes are
+    left there (`StoredWindows`) instead of held."""
     (path, size, w, h, md5, dh, ph, vec, exif_time, mtime_ns, fmt, rotated, content, picture_pixels, windows, camera,
      quality, grey, contrast, transparent) = row  # fmt: skip
     return FileRecord(
@@ -115,11 +111,11 @@ def _record(row: tuple[Any, ...]) -> FileRecord:
         embedding=None if vec is None else _unpack_vector(vec),
         exif_time=exif_time,
         mtime=mtime_ns / 1e9,
-        format=fmt or "",
+        format=sys.intern(fmt) if fmt else "",  # a few names: one string each, not one a record
         rotated_hashes=_unpack_rotated(rotated),
         content=_unpack_content(content),
         picture_pixels=picture_pixels,
-        windows=_unpack_windows(windows),
+        windows=StoredWindows.of(windows_in, path, windows) if windows_in and windows else _unpack_windows(windows),
         camera=None if camera is None else bool(camera),
         quality=quality,
         grey=None if grey is None else bool(grey),
@@ -447,13 +443,27 @@ class Index:
     # The same columns with the turned and window hashes left out (grouping reads them; nothing after it does).
     _SHOWN_COLUMNS = _RECORD_COLUMNS.replace("f.rotated,", "NULL,").replace("f.windows,", "NULL,")
 
-    def records(self, roots: Sequence[str], model_id: str | None) -> Iterator[FileRecord]:
-        """Every hashed image under `roots` as a grouping FileRecord (embedding only from `model_id`)."""
+    def records(
+        self, roots: Sequence[str], model_id: str | None, *, leave_windows: bool = False
+    ) -> Iterator[FileRecord]:
+        """Every hashed image under `roots` as a grouping FileRecord (embedding only from `model_id`). With
+        `leave_windows`, their window hashes stay in the index (`StoredWindows`, read back by `read_windows`,
+        so only while this index is open): held, they are most of a large library's memory."""
+        source = self if leave_windows else None
         for lo, hi in self._ranges(roots):
             cur = self.conn.execute(
                 self._RECORD_COLUMNS + " AND f.path >= ? AND f.path < ? ORDER BY f.path", (model_id or "", lo, hi)
             )
-            yield from map(_record, cur)
+            for row in cur:
+                yield _record(row, source)
+
+    def read_windows(self, paths: Sequence[str]) -> list[bytes | None]:
+        """The stored window hashes of each path, in order (None: not there any more), in one query."""
+        cur = self.conn.execute(
+            "SELECT path, windows FROM files WHERE path IN (SELECT value FROM json_each(?))", (json.dumps(paths),)
+        )
+        found = dict(cur.fetchall())
+        return [found.get(p) for p in paths]
 
     def records_of(self, paths: Collection[str], model_id: str | None, *, hashes: bool = True) -> dict[str, FileRecord]:
         """The records of just these paths (those the index holds as hashed images), in one query. Without

@@ -375,7 +375,8 @@ def load_groups(
     if groups is not None:
         log.info("nothing changed since the last grouping: %d groups kept", len(groups))
     else:
-        records = list({r.path: r for r in index.records(all_roots, model_id)}.values())  # roots may nest
+        # Roots may nest; window hashes stay in the index until the loose search reads them (memory).
+        records = list({r.path: r for r in index.records(all_roots, model_id, leave_windows=True)}.values())
         digest = groupcache.grouping_digest(records, config, ignored, refs)
         groups = groupcache.load(index, scope, digest, records, quick)
         if groups is None:

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from photodedup.client.grouping.records import StoredWindows, window_digest
+from photodedup.errors import PhotodedupError
+
 MASK64 = (1 << 64) - 1
 _CHUNKS = 8  # multi-index hashing splits the 128 bits into eight 16-bit substrings
 
@@ -204,9 +207,14 @@ def turned_neighbours(
     return _symmetric(np.asarray(owners, dtype=np.int64)[q], t, d)
 
 
-def window_array(windows: Sequence[tuple[int, int]] | np.ndarray | bytes) -> np.ndarray:
+Windows = Sequence[tuple[int, int]] | np.ndarray | bytes | StoredWindows
+
+
+def window_array(windows: Windows) -> np.ndarray:
     """A record's window hashes as an (n, 2) uint64 array, whether stored as bytes (the index's uint64
-    little-endian pairs, viewed without a copy), as an array or as int pairs."""
+    little-endian pairs, viewed without a copy), left in the index, as an array or as int pairs."""
+    if isinstance(windows, StoredWindows):
+        return _read_stored([windows])[0]
     if isinstance(windows, (bytes, bytearray, memoryview)):
         return np.frombuffer(windows, dtype="<u8").reshape(-1, 2)
     if isinstance(windows, np.ndarray):
@@ -214,8 +222,56 @@ def window_array(windows: Sequence[tuple[int, int]] | np.ndarray | bytes) -> np.
     return as_keys(windows)
 
 
+def _read_stored(items: Sequence[StoredWindows]) -> list[np.ndarray]:
+    """Window hashes left in the index, read back in one query per source, each checked against its digest:
+    grouping must see the hashes it was digested (and its same-picture units keyed) with."""
+    by_source: dict[int, list[int]] = {}
+    for k, w in enumerate(items):
+        by_source.setdefault(id(w.source), []).append(k)
+    data: dict[int, bytes | None] = {}
+    for ks in by_source.values():
+        data.update(zip(ks, items[ks[0]].source.read_windows([items[k].path for k in ks]), strict=True))
+    out = []
+    for k, w in enumerate(items):
+        blob = data[k]
+        if blob is None or window_digest(blob) != w.digest:
+            raise PhotodedupError(f"the index changed while grouping ({w.path}): run the command again")
+        out.append(np.frombuffer(blob, dtype="<u8").reshape(-1, 2))
+    return out
+
+
+def _window_arrays(items: Sequence[Windows]) -> list[np.ndarray]:
+    """`window_array` of each, those left in the index read together."""
+    stored = [k for k, w in enumerate(items) if isinstance(w, StoredWindows)]
+    read = dict(zip(stored, _read_stored([items[k] for k in stored]), strict=True))  # type: ignore[misc]
+    return [read[k] if k in read else window_array(w) for k, w in enumerate(items)]
+
+
+def window_key(windows: Windows) -> bytes:
+    """16 bytes equal for equal window hashes whatever form they come in (a digest of the stored bytes):
+    what same-picture units compare, without holding the hashes."""
+    if isinstance(windows, StoredWindows):
+        return windows.digest
+    if isinstance(windows, bytes):
+        return window_digest(windows)
+    return window_digest(window_array(windows).astype("<u8").tobytes())
+
+
+def _frame(windows: Windows) -> np.ndarray:
+    """The full-frame pair (the first window) as uint64 (2,), without reading hashes left in the index."""
+    if isinstance(windows, StoredWindows):
+        return np.frombuffer(windows.frame, dtype="<u8")
+    return window_array(windows)[0]
+
+
+# Window hashes joined at once in `window_neighbours` (16 bytes each, and about as much again in the search's
+# bucket-ordered copy and indices): the table is searched in parts of about this many, so the join's working
+# memory stays bounded (~40 MB) while the window hashes grow with the library (~94 a picture).
+_PART_WINDOWS = 1 << 19
+
+
 def window_neighbours(
-    windows: Sequence[Sequence[tuple[int, int]] | np.ndarray | bytes],
+    windows: Sequence[Windows],
     threshold: int,
     brute_force_max: int = 2048,
     radius: int | None = None,
@@ -225,14 +281,26 @@ def window_neighbours(
     `windows[i]` are record i's window hashes with the full frame first (`client.content.WINDOWS`), so a
     crop's full frame meets the window of its original that it is. Records without windows are skipped.
     `radius` narrows the rule as in `hamming_join_mih`: the search is exact for it whichever way it runs.
+    Every full frame is searched against the windows of one part of the records at a time (`_PART_WINDOWS`),
+    never a copy of all of them: the union of the parts' pairs is the whole join's, and memory stays bounded.
     """
-    query_owner = [i for i, w in enumerate(windows) if len(w)]
+    query_owner = np.asarray([i for i, w in enumerate(windows) if len(w)], dtype=np.int64)
     if len(query_owner) < 2:
         return {}
-    arrays = [window_array(windows[i]) for i in query_owner]
-    table = np.concatenate(arrays)
-    queries = np.stack([a[0] for a in arrays])
-    table_owner = np.repeat(np.asarray(query_owner, dtype=np.int64), [len(a) for a in arrays])
-    join = hamming_join_brute if len(table) <= brute_force_max else hamming_join_mih
-    q, t, d = join(queries, table, threshold, radius)
-    return _symmetric(np.asarray(query_owner, dtype=np.int64)[q], table_owner[t], d)
+    queries = np.empty((len(query_owner), 2), dtype=np.uint64)
+    counts = np.empty(len(query_owner), dtype=np.int64)
+    for k, i in enumerate(query_owner.tolist()):
+        w = windows[i]
+        queries[k] = _frame(w)
+        counts[k] = len(w) if isinstance(w, StoredWindows) else len(window_array(w))
+    join = hamming_join_brute if int(counts.sum()) <= brute_force_max else hamming_join_mih
+    found_q, found_t, found_d = [], [], []
+    for a, b in _blocks(counts, _PART_WINDOWS):  # owners, never split
+        table = np.concatenate(_window_arrays([windows[i] for i in query_owner[a:b].tolist()]))
+        q, t, d = join(queries, table, threshold, radius)
+        found_q.append(q)
+        found_t.append(np.repeat(np.arange(a, b), counts[a:b])[t])  # each window's owner, as a query number
+        found_d.append(d)
+        del table
+    q, t, d = np.concatenate(found_q), np.concatenate(found_t), np.concatenate(found_d)
+    return _symmetric(query_owner[q], query_owner[t], d)

@@ -15,7 +15,7 @@ from photodedup.client.grouping.hamming import (
     hamming_bits,
     hamming_neighbours,
     turned_neighbours,
-    window_array,
+    window_key,
     window_neighbours,
 )
 from photodedup.client.grouping.records import FileRecord, Tier
@@ -48,7 +48,7 @@ def same_picture_units(
             or is_icon_sized(r, config)
         ):
             continue
-        key = (r.dhash, r.phash, tuple(r.rotated_hashes), window_array(r.windows).tobytes())
+        key = (r.dhash, r.phash, tuple(r.rotated_hashes), window_key(r.windows))
         same.setdefault(key, []).append(k)
     into: dict[int, int] = {}  # unit -> the unit it joins
     for ks in same.values():

@@ -216,7 +216,7 @@ def test_an_unchanged_library_is_not_grouped_again_until_something_changes(
     monkeypatch.setattr(scan, "_group", lambda *a: computed.append(1) or real(*a))
     read: list[int] = []
     real_records = Index.records
-    monkeypatch.setattr(Index, "records", lambda *a: read.append(1) or real_records(*a))
+    monkeypatch.setattr(Index, "records", lambda *a, **k: read.append(1) or real_records(*a, **k))
     summary, again = _scan(settings, root, db)
     assert summary.unchanged > 0 and not computed
     assert _shape(again) == _shape(first) and len(again) == 1

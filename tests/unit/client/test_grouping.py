@@ -352,6 +352,31 @@ def test_window_search_reads_stored_window_arrays_as_int_pairs() -> None:
         assert window_neighbours(as_arrays, 12, brute_max, radius=1) == expected
 
 
+def test_window_search_in_parts_of_the_table_finds_the_same_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window table is searched a part of the records at a time (its size grows with the library, the
+    parts do not): however small the parts, the neighbours are those of one search of the whole table."""
+    from photodedup.client.grouping import hamming
+
+    rng = random.Random(11)
+    windows: list[bytes | tuple[tuple[int, int], ...]] = []
+    previous: list[tuple[int, int]] = [(0, 0)]
+    for k in range(300):
+        own = [(rng.getrandbits(64), rng.getrandbits(64)) for _ in range(rng.randrange(1, 9))]
+        if k % 3 == 1:  # a crop: its frame is one of the picture before's windows, a few bits off
+            d, p = rng.choice(previous)
+            own[0] = (d ^ 0b101, p)
+        previous = own
+        windows.append(tuple(own) if k % 2 else np.array(own, dtype=np.uint64).tobytes())
+        if k % 7 == 0:
+            windows.append(())  # records without windows are skipped, whichever part they fall in
+    for brute_max in (0, 1 << 20):
+        whole = window_neighbours(windows, 12, brute_max, radius=1)
+        assert sum(len(row) for row in whole.values()) >= 2 * 90
+        monkeypatch.setattr(hamming, "_PART_WINDOWS", 5)
+        assert window_neighbours(windows, 12, brute_max, radius=1) == whole
+        monkeypatch.undo()
+
+
 def test_ann_finds_what_exact_search_finds_on_small_data() -> None:
     rng = np.random.default_rng(1)
     base = rng.standard_normal((3000, 128)).astype(np.float32)

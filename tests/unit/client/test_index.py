@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from photodedup.client.grouping.hamming import window_array
+from photodedup.client.grouping.hamming import window_array, window_key, window_neighbours
+from photodedup.client.grouping.records import HashPairs, StoredWindows
 from photodedup.client.hashing import HashResult, to_signed64
 from photodedup.client.index import Index, IndexSchemaError
 from photodedup.client.schema import MIGRATIONS, SCHEMA_VERSION
+from photodedup.errors import PhotodedupError
 
 
 def _res(path: str, md5: str = "a" * 32, size: int = 10, mtime_ns: int = 1, error: str | None = None) -> HashResult:
@@ -76,6 +78,10 @@ def test_records_round_trip_unsigned_hashes_and_embeddings(index: Index) -> None
     (rec,) = list(index.records(["/p"], "m1"))
     assert rec.dhash == (1 << 64) - 1 and rec.phash == 1 << 63
     assert rec.rotated_hashes == ((1 << 63, 5), (6, 7), (8, 9))
+    turns = rec.rotated_hashes  # packed as stored, read as the tuple of pairs
+    assert isinstance(turns, HashPairs) and len(turns) == 3 and turns[-1] == (8, 9) and turns[1:] == ((6, 7), (8, 9))
+    assert list(turns) == [(1 << 63, 5), (6, 7), (8, 9)] and repr(turns) == repr(((1 << 63, 5), (6, 7), (8, 9)))
+    assert hash(turns) == hash(tuple(turns)) and turns != ((1 << 63, 5),)
     assert rec.mtime == 1e-9 and rec.format == "JPEG" and rec.exif_time == 1.5e9
     np.testing.assert_allclose(rec.embedding, vec, atol=1e-3)
     # Another model's vectors never mix in.
@@ -363,6 +369,27 @@ def test_the_generation_moves_with_every_change_to_a_file_or_an_embedding(index:
     assert index.generation() == before
 
 
+def test_records_leave_window_hashes_in_the_index_and_read_them_back_checked(index: Index) -> None:
+    """A large library's window hashes were most of its records' memory: `records` leaves them in the index
+    (the full frame and a digest held), the loose search reads them back, and a change in between is one clear
+    error, never groups made from hashes other than those digested."""
+    scan = index.start_scan(["/p"], None, {})
+    pairs = ((1, 2), (3, 4), (5, 6))
+    index.put_hashes([dataclasses.replace(_res("/p/a.jpg"), windows=pairs), _res("/p/b.jpg", md5="b" * 32)], scan)
+    assert isinstance(next(index.records(["/p"], None)).windows, bytes)  # held unless asked
+    by_path = {r.path: r for r in index.records(["/p"], None, leave_windows=True)}
+    stored, empty = by_path["/p/a.jpg"].windows, by_path["/p/b.jpg"].windows
+    assert isinstance(stored, StoredWindows) and len(stored) == 3 and not empty
+    assert window_array(stored).tolist() == [list(p) for p in pairs]
+    assert window_key(stored) == window_key(pairs) == window_key(np.array(pairs, dtype=np.uint64))
+    index.put_hashes([dataclasses.replace(_res("/p/a.jpg"), windows=((1, 2), (3, 5), (5, 6)))], scan)
+    with pytest.raises(PhotodedupError, match="changed while grouping"):
+        window_array(stored)
+    index.forget(["/p/a.jpg"])
+    with pytest.raises(PhotodedupError, match="changed while grouping"):
+        window_neighbours([stored, ((1, 2),)], 12)
+
+
 def test_records_of_reads_just_the_named_hashed_images(index: Index) -> None:
     scan = index.start_scan(["/p"], None, {})
     windowed = dataclasses.replace(_res("/p/a.jpg"), windows=((1, 2), (3, 4)))
@@ -372,7 +399,7 @@ def test_records_of_reads_just_the_named_hashed_images(index: Index) -> None:
     got = index.records_of(["/p/a.jpg", "/p/bad.jpg", "/p/none.jpg"], "m")
     assert list(got) == ["/p/a.jpg"]
     assert got["/p/a.jpg"].md5 == every["/p/a.jpg"].md5 and got["/p/a.jpg"].embedding is not None
-    assert got["/p/a.jpg"].windows == every["/p/a.jpg"].windows
+    assert (window_array(got["/p/a.jpg"].windows) == window_array(every["/p/a.jpg"].windows)).all()
     shown = index.records_of(["/p/a.jpg", "/p/b.jpg"], "m", hashes=False)  # for reports: no grouping hashes
     assert sorted(shown) == ["/p/a.jpg", "/p/b.jpg"]
     assert every["/p/a.jpg"].windows and every["/p/a.jpg"].rotated_hashes
