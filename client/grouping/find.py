@@ -20,7 +20,8 @@ Tiers, in order, each working on the result of the one before:
    without a verifier not at all. So does a pair of pictures both under `icon_side` px (a theme's glyphs),
    which are never loose candidates of each other nor a hop to a copy of a copy.
    Pictures under `min_pixels` join exact groups only.
-3. similar: embedding cosine distance <= `similar_threshold`, between the keepers of the groups so far.
+3. similar: embedding cosine distance <= `similar_threshold`, between the keepers of the groups so far;
+   no tier when the threshold is None (the model has no calibrated one: `config.calibrated_similar_threshold`).
    With a verifier, a neighbour that fails verification is not a duplicate: it is offered as `series`
    (same scene, different shot), a group kind that actions never touch, between single pictures only (a
    group of copies stays one). Each picture verifies only its closest few neighbours (`loose_candidates`).
