@@ -267,17 +267,24 @@ def process_cpu(pid: int) -> float:
 
 
 def overlap_runs(
-    lib: Path, tmp: Path, tiny: list[str], repeat: int
+    lib: Path, tmp: Path, tiny: list[str], repeat: int, pin: bool = False
 ) -> tuple[list[tuple[Measured, Phases]], list[tuple[Measured, Phases]]]:
     """`--server` (tiny model on a local server process) and hash-only first scans, interleaved run by
-    run on fresh indexes, so both see the same moment of a shared machine."""
+    run on fresh indexes, so both see the same moment of a shared machine.
+
+    `pin`: the server on a core of its own (`taskset -c 1`), both scans on the other with one hashing
+    worker (`taskset -c 0`, `--workers 1`): a server elsewhere, as a GPU server is, so what is measured is
+    whether hashing and embedding overlap, not how two programs share two cores."""
     served: list[tuple[Measured, Phases]] = []
     hashed: list[tuple[Measured, Phases]] = []
-    with ServerProcess([*tiny, "--max-batch-size", "64"]) as srv:
+    server_prefix, scan_prefix, scan_flags = (
+        (["taskset", "-c", "1"], ["taskset", "-c", "0"], ["--workers", "1"]) if pin else ([], [], [])
+    )
+    with ServerProcess([*tiny, "--max-batch-size", "64"], prefix=server_prefix) as srv:
 
         def one(db: Path, *flags: str) -> tuple[Measured, Phases]:
             cpu = process_cpu(srv.pid)  # the server works only while the scan embeds
-            measured = run_measured(scan_cmd(lib, db, *flags))
+            measured = run_measured([*scan_prefix, *scan_cmd(lib, db, *scan_flags, *flags)])
             return measured, scan_phases(db, process_cpu(srv.pid) - cpu)
 
         for r in range(repeat):
@@ -286,7 +293,9 @@ def overlap_runs(
     return served, hashed
 
 
-def overlap_table(served: list[tuple[Measured, Phases]], hashed: list[tuple[Measured, Phases]]) -> list[str]:
+def overlap_table(
+    served: list[tuple[Measured, Phases]], hashed: list[tuple[Measured, Phases]], pin: bool = False
+) -> list[str]:
     """The overlap target (`--server` >= 0.9 of the hash-only rate) read two ways: the whole command, and
     the hashing phase alone, where hashing and embedding overlap. The grouping after it is shown, not
     hidden: with embeddings it can do more work (the similar tier) than without."""
@@ -309,7 +318,12 @@ def overlap_table(served: list[tuple[Measured, Phases]], hashed: list[tuple[Meas
     cpu = med([p.hashing_cpu for _, p in hashed]) / med([p.hashing_cpu for _, p in served])
     return [
         f"`--server` against hash-only, {len(served)} interleaved pairs of runs (load average {load_line()} "
-        "after them). The hashing phase runs from opening the embedder (the server's streams) through hashing to "
+        + (
+            "after them; the server on core 1, each scan on core 0 with one hashing worker). "
+            if pin
+            else "after them; the server and the scans share the cores). "
+        )
+        + "The hashing phase runs from opening the embedder (the server's streams) through hashing to "
         "the last embedding answered (the scan's `hash_seconds`); its CPU is the scan's (all threads), its hashing "
         "workers' and the server's over the run; grouping is `load_groups` (tiers, verification, keepers; "
         "`group_seconds`); the command adds start-up, walk and the report.",
@@ -370,6 +384,11 @@ def main() -> None:
     ap.add_argument(
         "--overlap", action="store_true", help="Only the --server vs hash-only pairs of runs (printed, not written)."
     )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="With --overlap: the server on core 1, the scans on core 0 with one hashing worker (needs taskset).",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.overlap:
@@ -377,8 +396,8 @@ def main() -> None:
             if args.library is None:
                 build_library(lib, args.files)
             tiny = ["--model", "photodedup-tiny", "--weights", "random", "--cache-dir", str(Path(tmp) / "cache")]
-            served, hashed = overlap_runs(lib, Path(tmp), tiny, max(3, args.repeat))
-            print("\n".join(overlap_table(served, hashed)))
+            served, hashed = overlap_runs(lib, Path(tmp), tiny, max(3, args.repeat), args.pin)
+            print("\n".join(overlap_table(served, hashed, args.pin)))
         elif args.core:
             lib = args.library or Path(tmp) / "library"
             if args.library is None:

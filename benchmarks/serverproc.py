@@ -38,8 +38,15 @@ def photodedup_exe() -> list[str]:
 class ServerProcess:
     """`with ServerProcess(flags) as srv:` gives srv.address and srv.metrics_address of a warm server."""
 
-    def __init__(self, flags: list[str], ready_timeout: float = 600.0, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        flags: list[str],
+        ready_timeout: float = 600.0,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+    ) -> None:
         self.flags = flags
+        self.prefix = prefix or []  # a command the server runs under (`taskset -c 1`: a core of its own)
         self.ready_timeout = ready_timeout
         self.env = {**os.environ, **(env or {})}
         self.port = 0
@@ -65,6 +72,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         cmd = [
+            *self.prefix,
             *photodedup_exe(),
             "--log-level",
             "INFO",
