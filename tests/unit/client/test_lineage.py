@@ -337,6 +337,25 @@ def test_the_binned_curve_fit_is_the_per_pixel_fit_bit_for_bit(tmp_path: Path, s
     assert np.array_equal(lin._block_errors(again, b), _per_pixel_block_errors(again, b))
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_the_reduction_from_the_decoded_image_is_the_one_through_its_pixels(tmp_path: Path, mode: str) -> None:
+    """`_small` and `_rgb` read the decoded image itself; what they give is what the array round trip gave
+    (the RGB copy, then a grey 32 x 32 reduction of it), bit for bit, so no turn or answer moves."""
+    import numpy as np
+
+    import photodedup.client.lineage as lin
+
+    path = tmp_path / f"{mode}.jpg"
+    photo(5, (300, 200)).convert(mode).save(path, quality=85)
+    with Image.open(path) as img:
+        rgb = lin._rgb(img)
+        through = np.asarray(img.convert("RGB"))
+        assert rgb.mode == "RGB" and np.array_equal(np.asarray(rgb), through)
+        g = np.asarray(Image.fromarray(through).convert("L").resize((32, 32), Image.Resampling.BILINEAR), np.float32)
+        g -= g.mean()
+        assert np.array_equal(lin._small(rgb), g / max(float(np.sqrt((g * g).mean())), 1e-6))
+
+
 def test_the_median_of_counted_values_is_numpys() -> None:
     """Odd totals take the middle value; even ones average the two middle values, as `np.median` does."""
     import numpy as np
