@@ -13,12 +13,13 @@ process tree (scan plus hashing workers):
 - scanning against a server running the tiny model (`--server`) beside the hash-only scan, each on a
   fresh index, in interleaved pairs (at least three): the whole command, and the scan's own timings of its
   hashing(+embedding) phase (with its CPU, the server's included) and of its grouping, since the overlap
-  target is about the phase and the grouping can differ (`--overlap` runs only these pairs);
+  target is about the phase and the grouping can differ (`--overlap` runs only these pairs; `--pin` puts the
+  server on core 1 and each scan on core 0 with one hashing worker, a server of its own as a GPU server is);
 - `--scale N,N,...`: first scan and rescan at growing sizes, to show time per file stays flat and
   memory stays bounded (the issue's target is 200,000 files under 1 GB).
 
 Usage: bench_library.py [--files 10000] [--repeat 1] [--scale 20000,50000,200000] [--no-write]
-       bench_library.py --overlap --files 300 [--library DIR] [--repeat 3]
+       bench_library.py --overlap --files 300 [--library DIR] [--repeat 3] [--pin]
 """
 
 from __future__ import annotations

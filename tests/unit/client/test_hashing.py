@@ -85,6 +85,31 @@ def test_jpeg_thumbnail_is_small(tmp_path: Path) -> None:
     assert Image.open(__import__("io").BytesIO(res.thumb)).size == (224, 224)
 
 
+def test_a_small_upright_jpeg_travels_to_a_server_as_it_is(tmp_path: Path) -> None:
+    """A JPEG about a thumbnail's size is its own thumbnail: the server makes of its bytes the very pixels the
+    scan would have encoded. A turned, larger or non-JPEG file still travels as a 224 px JPEG thumbnail."""
+    import io
+
+    from photodedup.imaging import decode_for_model, load_rgb, to_model_array
+
+    small = tmp_path / "small.jpg"
+    photo(8, (320, 240)).save(small, quality=85)
+    res = _hash(small, thumb_size=224, thumb_kind="jpeg", quality=90)
+    assert res.error is None and res.thumb == small.read_bytes()
+    made_here = to_model_array(load_rgb(Image.open(small), min_side=256), 224)
+    assert np.array_equal(decode_for_model(res.thumb, 224, 80_000_000), made_here)
+
+    photo(8, (320, 240)).save(tmp_path / "small.png")
+    photo(8, (1200, 900)).save(tmp_path / "larger.jpg", quality=85)
+    save_exif_rotated(tmp_path / "turned.jpg", photo(8, (320, 240)))
+    for name in ("small.png", "larger.jpg", "turned.jpg"):
+        res = _hash(tmp_path / name, thumb_size=224, thumb_kind="jpeg", quality=90)
+        assert isinstance(res.thumb, bytes) and res.thumb != (tmp_path / name).read_bytes()
+        assert Image.open(io.BytesIO(res.thumb)).size == (224, 224), name
+    # In-process embedding takes arrays, whatever the file.
+    assert isinstance(_hash(small, thumb_size=224, thumb_kind="array").thumb, np.ndarray)
+
+
 def test_large_jpeg_is_decoded_at_reduced_size(monkeypatch: pytest.MonkeyPatch) -> None:
     import photodedup.imaging as imaging
 
