@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -375,6 +376,48 @@ def test_window_search_in_parts_of_the_table_finds_the_same_pairs(monkeypatch: p
         monkeypatch.setattr(hamming, "_PART_WINDOWS", 5)
         assert window_neighbours(windows, 12, brute_max, radius=1) == whole
         monkeypatch.undo()
+
+
+def test_loose_candidates_kept_on_arrays_are_those_of_the_rule_on_dicts() -> None:
+    """Each picture's closest loose candidates, chosen on the join's arrays (a large library's pairs pass a
+    million), are the ones the rule picks row by row: a photo ranks its candidates without its hash
+    neighbours, a weak picture ranks them all, closest first and ties by index; a pair between photos is
+    kept when either side keeps it, one with a weak picture only when every weak side does."""
+    from photodedup.client.grouping.cluster import closest
+    from photodedup.client.grouping.hamming import symmetric_pairs
+    from photodedup.client.grouping.near import _closest_candidates
+
+    config = dataclasses.replace(GroupingConfig.from_settings(Settings()), loose_candidates=3, weak_candidates=2)
+    rng = random.Random(5)
+    n = 60
+    owners = [record(f"p{k}", contrast=1.0 if k % 9 == 0 else 40.0) for k in range(n)]
+    found = [(rng.randrange(n), rng.randrange(n), rng.randrange(20, 31)) for _ in range(700)]
+    a, b, d = symmetric_pairs(*(np.array(col, dtype=np.int64) for col in zip(*found, strict=True)))
+    loose: dict[int, dict[int, float]] = {}
+    for x, y, dist in zip(a.tolist(), b.tolist(), d.tolist(), strict=True):
+        loose.setdefault(x, {})[y] = float(dist)
+    hashed_pairs = {(x, y) for x, y in zip(a.tolist(), b.tolist(), strict=True) if (x * 7 + y * 7) % 11 == 0}
+    hashed = np.array([(x, y) in hashed_pairs for x, y in zip(a.tolist(), b.tolist(), strict=True)])
+
+    # The rule as it was written on dicts, kept here as the reference.
+    weak = {x: is_weak(owners[x], config) for x in loose}
+    top = {
+        x: closest(row, config.weak_candidates)
+        if weak[x]
+        else closest({y: dist for y, dist in row.items() if (x, y) not in hashed_pairs}, config.loose_candidates)
+        for x, row in loose.items()
+    }
+
+    def kept(x: int, y: int) -> bool:
+        if weak[x] or weak[y]:
+            return (not weak[x] or y in top[x]) and (not weak[y] or x in top[y])
+        return y in top[x] or x in top[y]
+
+    expected = {(x, y) for x, row in loose.items() for y in row if kept(x, y)}
+    keep = _closest_candidates((a, b, d), owners, hashed, config)
+    got = {(x, y) for x, y, k in zip(a.tolist(), b.tolist(), keep.tolist(), strict=True) if k}
+    assert any(weak.values()) and 100 < len(expected) < len(a)
+    assert got == expected
 
 
 def test_ann_finds_what_exact_search_finds_on_small_data() -> None:

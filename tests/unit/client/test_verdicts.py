@@ -200,3 +200,24 @@ def test_a_check_made_ahead_that_fails_does_not_stop_the_rest_being_kept(
         assert again(good, other).same and again.hits == 1  # kept
         with pytest.raises(RuntimeError):
             again(bad, other)  # not kept: asked again, and a check asked for still raises
+
+
+def test_what_a_rejected_pair_showed_is_stored_but_not_held(tmp_path: Path, calls: list) -> None:
+    """All of what verification found goes to the index, but only accepted pairs' detail stays in memory
+    (grouping shows it as a member's evidence; a large library's rejected pairs are nearly all of them). A
+    rejected pair still decides, either way round, from the index too; each picture's key is one string."""
+    from photodedup.client.verify import VERIFIER_VERSION
+
+    a, a2, b = rec("/p/a.jpg", "m1"), rec("/p/a2.jpg", "m2"), rec("/p/b.jpg", "m3")
+    with Index(tmp_path / "index.sqlite3") as index:
+        v = StoredVerifier(index)
+        assert v(a, a2).same and not v(a, b).same
+        v.flush()
+        assert len(index.verdict_details(VERIFIER_VERSION)) == 2
+        assert list(index.verdict_details(VERIFIER_VERSION, accepted_only=True)) == [("m1", "m2")]
+        assert list(v.details) == [("m1", "m2")]
+        again = StoredVerifier(index)
+        assert list(again.details) == [("m1", "m2")]
+        assert again(a2, a).transform is not None and not again(b, a).same and len(calls) == 2
+        keys = list(again.known)
+        assert keys[0][0] is keys[1][0]  # "m1", read from two rows
