@@ -6,7 +6,10 @@ The one popcount of the codebase lives here (`popcount64`); every Hamming distan
 from __future__ import annotations
 
 import math
+import os
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -264,10 +267,13 @@ def _frame(windows: Windows) -> np.ndarray:
     return window_array(windows)[0]
 
 
-# Window hashes joined at once in `window_neighbours` (16 bytes each, and about as much again in the search's
+# Window hashes joined at once in `window_pairs` (16 bytes each, and about as much again in the search's
 # bucket-ordered copy and indices): the table is searched in parts of about this many, so the join's working
-# memory stays bounded (~40 MB) while the window hashes grow with the library (~94 a picture).
+# memory stays bounded (~40 MB a part, one part a core in flight) while the window hashes grow with the
+# library (~94 a picture).
 _PART_WINDOWS = 1 << 19
+# Parts of the window table searched at once (one a core, at most this many).
+JOIN_THREADS = 4
 
 
 def window_neighbours(
@@ -313,13 +319,26 @@ def window_pairs(
         counts[k] = len(w) if isinstance(w, StoredWindows) else len(window_array(w))
     join = hamming_join_brute if int(counts.sum()) <= brute_force_max else hamming_join_mih
     found_q, found_t, found_d = [], [], []
-    for a, b in _blocks(counts, _PART_WINDOWS):  # owners, never split
-        table = np.concatenate(_window_arrays([windows[i] for i in query_owner[a:b].tolist()]))
-        q, t, d = join(queries, table, threshold, radius)
+
+    def keep(a: int, b: int, future: Future[tuple[np.ndarray, ...]]) -> None:
+        q, t, d = future.result()
         found_q.append(q)
         found_t.append(np.repeat(np.arange(a, b), counts[a:b])[t])  # each window's owner, as a query number
         found_d.append(d)
-        del table
+
+    # The parts are searched on every core (numpy's array work releases the GIL), while this thread reads the
+    # next part's hashes (the index's connection is this thread's); at most one part a core is in flight.
+    threads = max(1, min(os.cpu_count() or 1, JOIN_THREADS))
+    in_flight: deque[tuple[int, int, Future[tuple[np.ndarray, ...]]]] = deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix="window-join") as pool:
+        for a, b in _blocks(counts, _PART_WINDOWS):  # owners, never split
+            table = np.concatenate(_window_arrays([windows[i] for i in query_owner[a:b].tolist()]))
+            in_flight.append((a, b, pool.submit(join, queries, table, threshold, radius)))
+            del table
+            while len(in_flight) > threads:
+                keep(*in_flight.popleft())
+        while in_flight:
+            keep(*in_flight.popleft())
     q, t, d = np.concatenate(found_q), np.concatenate(found_t), np.concatenate(found_d)
     return symmetric_pairs(query_owner[q], query_owner[t], d)
 
