@@ -849,3 +849,17 @@ def test_a_centres_checks_are_handed_to_the_verifier_ahead_and_then_asked() -> N
         ["/w/page-a.png", "/w/page-b.png"]
     ]
     assert asked and set(asked) <= set(ahead) and all(s for *_, s in asked)
+
+
+def test_neighbour_rows_on_arrays_read_as_the_dicts_they_replace() -> None:
+    """The near tier's rows (hash neighbours and kept loose pairs) are held as arrays: each row reads back as
+    the dict it was, a missing one as the default."""
+    from photodedup.client.grouping.near import NeighbourRows
+
+    rows = {3: {1: 4.0, 7: 2.0}, 1: {3: 4.0}}
+    loose = (np.array([3, 9, 0]), np.array([9, 3, 5]), np.array([25, 25, 30]))
+    got = NeighbourRows.of(rows, *loose)
+    assert got.get(3, {}) == {1: 4.0, 7: 2.0, 9: 25.0}
+    assert got.get(1, {}) == {3: 4.0} and got.get(9, {}) == {3: 25.0} and got.get(0, {}) == {5: 30.0}
+    assert got.get(2, {}) == {} and got.get(42, ()) == () and got.get(5) is None
+    assert NeighbourRows.of({}, *(np.zeros(0, dtype=np.int64),) * 3).get(0, {}) == {}
