@@ -307,10 +307,10 @@ def window_pairs(
     Every full frame is searched against the windows of one part of the records at a time (`_PART_WINDOWS`),
     never a copy of all of them: the union of the parts' pairs is the whole join's, and memory stays bounded.
     """
-    empty = np.zeros(0, dtype=np.int64)
     query_owner = np.asarray([i for i, w in enumerate(windows) if len(w)], dtype=np.int64)
     if len(query_owner) < 2:
-        return empty, empty, empty
+        empty = np.zeros(0, dtype=np.int32)
+        return empty, empty, empty.astype(np.int16)
     queries = np.empty((len(query_owner), 2), dtype=np.uint64)
     counts = np.empty(len(query_owner), dtype=np.int64)
     for k, i in enumerate(query_owner.tolist()):
@@ -345,11 +345,15 @@ def window_pairs(
 
 def symmetric_pairs(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`_symmetric` as arrays: (i, j, bits) both ways round, no self-pairs, the smallest distance of each
-    ordered pair, sorted by i then j."""
+    ordered pair, sorted by i then j (int32, int32, int16)."""
     own = a != b
-    i, j, bits = np.concatenate((a[own], b[own])), np.concatenate((b[own], a[own])), np.concatenate((d[own], d[own]))
+    # Pictures as int32 and bits (at most 128) as int16: among 200,000 photos these arrays held 2.2 million pairs.
+    a, b, d = a[own].astype(np.int32), b[own].astype(np.int32), d[own].astype(np.int16)
+    i, j, bits = np.concatenate((a, b)), np.concatenate((b, a)), np.concatenate((d, d))
+    del a, b, d
     order = np.lexsort((bits, j, i))  # by i, then j, the smallest distance first
     i, j, bits = i[order], j[order], bits[order]
+    del order
     first = np.ones(len(i), dtype=bool)
     first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])
-    return i[first].astype(np.int64), j[first].astype(np.int64), bits[first].astype(np.int64)
+    return i[first], j[first], bits[first]

@@ -150,6 +150,7 @@ def _closest_candidates(
     a, b, d = pairs
     if not len(a):
         return np.zeros(0, dtype=bool)
+    n = np.int64(len(owners))
     weak = np.fromiter((is_weak(r, config) for r in owners), dtype=bool, count=len(owners))
     ranked = weak[a] | ~hashed  # a photo ranks its candidates without its hash neighbours
     order = np.lexsort((b, d, ~ranked, a))  # per picture: ranked ones first, closest first, ties by index
@@ -159,8 +160,7 @@ def _closest_candidates(
     limit = np.where(weak[a], config.weak_candidates, config.loose_candidates)
     top = ranked & (rank < limit)
     # The same pair the other way round: (b, a) sits where searching the sorted (a, b) keys finds it.
-    n = np.int64(len(owners))
-    keys = a * n + b
+    keys = a * n + b  # int64
     back = top[np.searchsorted(keys, b * n + a)]
     either_weak = weak[a] | weak[b]
     return np.where(either_weak, (~weak[a] | top) & (~weak[b] | back), top | back)
