@@ -15,6 +15,7 @@ import numpy as np
 
 from photodedup.client.grouping.records import StoredWindows, window_digest
 from photodedup.errors import PhotodedupError
+from photodedup.heap import trim_heap
 
 MASK64 = (1 << 64) - 1
 _CHUNKS = 8  # multi-index hashing splits the 128 bits into eight 16-bit substrings
@@ -269,9 +270,9 @@ def _frame(windows: Windows) -> np.ndarray:
 
 # Window hashes joined at once in `window_pairs` (16 bytes each, and about as much again in the search's
 # bucket-ordered copy and indices): the table is searched in parts of about this many, so the join's working
-# memory stays bounded (~40 MB a part, one part a core in flight) while the window hashes grow with the
-# library (~94 a picture).
-_PART_WINDOWS = 1 << 19
+# memory stays bounded (~20 MB a part, one part a core in flight, the heap trimmed as they finish) while the
+# window hashes grow with the library (~94 a picture).
+_PART_WINDOWS = 1 << 18
 # Parts of the window table searched at once (one a core, at most this many).
 JOIN_THREADS = 4
 
@@ -325,6 +326,7 @@ def window_pairs(
         found_q.append(q)
         found_t.append(np.repeat(np.arange(a, b), counts[a:b])[t])  # each window's owner, as a query number
         found_d.append(d)
+        trim_heap()  # each thread's malloc arena keeps what its part freed, unless told
 
     # The parts are searched on every core (numpy's array work releases the GIL), while this thread reads the
     # next part's hashes (the index's connection is this thread's); at most one part a core is in flight.

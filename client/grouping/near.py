@@ -21,6 +21,7 @@ from photodedup.client.grouping.hamming import (
     window_pairs,
 )
 from photodedup.client.grouping.records import FileRecord, Tier
+from photodedup.heap import trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +248,7 @@ def near_tier(
             config.hamming_brute_force_max,
             config.candidate_radius,
         )
+        trim_heap()  # the join's working arrays, freed, would otherwise stay with the process
         n = np.int64(len(owners))
         local_keys = np.fromiter((x * int(n) + y for x, row in local.items() for y in row), dtype=np.int64)
         hashed = np.isin(a * n + b, local_keys)
@@ -258,6 +260,7 @@ def near_tier(
         neighbours = NeighbourRows.of(neighbours, unit[a[keep]], unit[b[keep]], d[keep])  # type: ignore[assignment]
         loose_pairs = int(keep.sum()) // 2
         del a, b, d, hashed, keep
+        trim_heap()
         log.debug("near tier: %d loose candidate pairs to verify", loose_pairs)
     weak = {ids[k] for k, r in enumerate(owners) if is_weak(r, config)}
 
