@@ -177,9 +177,11 @@ def hash_bytes(
     res.format = img.format or "UNKNOWN"
     width, height = img.size
     exif = None
+    upright = False  # EXIF read, and it turns nothing
     try:
         exif = img.getexif()
         orientation = int(exif.get(TAG_ORIENTATION, 1) or 1)
+        upright = orientation == 1
         res.exif_time = _exif_time(exif)
     except Exception:  # noqa: BLE001 - broken EXIF is common and must not lose the photo
         orientation = 1
@@ -218,7 +220,7 @@ def hash_bytes(
         gray_pixels = np.asarray(gray)
         res.windows = tuple((to_signed64(d), to_signed64(p)) for d, p in window_hashes(gray_pixels, WINDOWS, area))
         res.contrast = contrast(gray_pixels, area) if cropped else full_contrast
-        if thumb_kind == "jpeg" and thumb_size and _as_is(data, res, exif, orientation, thumb_size):
+        if thumb_kind == "jpeg" and thumb_size and upright and _as_is(data, res, thumb_size):
             res.thumb = data
         elif thumb_kind != "none" and thumb_size:
             arr = to_model_array(rgb, thumb_size)
@@ -231,13 +233,11 @@ def hash_bytes(
     return res
 
 
-def _as_is(data: bytes, res: HashResult, exif: object, orientation: int, thumb_size: int) -> bool:
-    """Whether the file itself goes to the server instead of a thumbnail (`AS_IS_BYTES`): a JPEG whose EXIF
-    was read and turns nothing, small in bytes and pixels."""
+def _as_is(data: bytes, res: HashResult, thumb_size: int) -> bool:
+    """Whether an upright file itself goes to the server instead of a thumbnail (`AS_IS_BYTES`): a JPEG,
+    small in bytes and pixels."""
     return (
         res.format == "JPEG"
-        and exif is not None
-        and orientation == 1
         and len(data) <= AS_IS_BYTES
         and res.width * res.height <= AS_IS_PIXELS * thumb_size * thumb_size
     )
