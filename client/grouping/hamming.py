@@ -85,7 +85,7 @@ def hamming_join_brute(
 
 _masks_cache: dict[int, np.ndarray] = {}
 # Candidates compared at once in `hamming_join_mih` (about 10 bytes each in its temporary arrays).
-_BLOCK_ENTRIES = 1 << 21
+_BLOCK_ENTRIES = 1 << 20
 
 
 def _blocks(count: np.ndarray, limit: int) -> list[tuple[int, int]]:
