@@ -291,17 +291,9 @@ def _looks_like_text(head: bytes) -> bool:
 def keep_freed_memory() -> bool:
     """Tune glibc malloc for the hash path (`MALLOC_MMAP_THRESHOLD`, `MALLOC_TRIM_THRESHOLD`); False where
     the C library has no `mallopt` (macOS) or refuses it. Process-wide: called in the hash workers only."""
-    import ctypes
-    import ctypes.util
+    from photodedup.heap import set_thresholds
 
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    return bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)) and bool(
-        mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD)
-    )
+    return set_thresholds(MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD)
 
 
 def _init_worker() -> None:
