@@ -5,7 +5,6 @@ The one popcount of the codebase lives here (`popcount64`); every Hamming distan
 
 from __future__ import annotations
 
-import math
 import os
 from collections import deque
 from collections.abc import Sequence
@@ -162,15 +161,16 @@ def hamming_join_mih(
 
 
 def _symmetric(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> dict[int, dict[int, float]]:
-    """{i: {j: bits}} from found (a, b, distance) rows, both ways, the smallest distance per pair, no self-pairs."""
+    """{i: {j: bits}} from found (a, b, distance) rows, both ways, the smallest distance per pair, no self-pairs
+    (`symmetric_pairs`, as dicts)."""
+    return _rows(*symmetric_pairs(a, b, d))
+
+
+def _rows(i: np.ndarray, j: np.ndarray, bits: np.ndarray) -> dict[int, dict[int, float]]:
+    """Pairs as neighbour rows {i: {j: bits}}."""
     out: dict[int, dict[int, float]] = {}
-    for x0, y0, dist in zip(a.tolist(), b.tolist(), d.tolist(), strict=True):
-        if x0 == y0:
-            continue
-        for x, y in ((x0, y0), (y0, x0)):
-            row = out.setdefault(x, {})
-            if dist < row.get(y, math.inf):
-                row[y] = float(dist)
+    for x, y, dist in zip(i.tolist(), j.tolist(), bits.tolist(), strict=True):
+        out.setdefault(x, {})[y] = float(dist)
     return out
 
 
@@ -289,10 +289,7 @@ def window_neighbours(
     crop's full frame meets the window of its original that it is. Records without windows are skipped.
     `radius` narrows the rule as in `hamming_join_mih`: the search is exact for it whichever way it runs.
     `window_pairs` gives the same as arrays."""
-    out: dict[int, dict[int, float]] = {}
-    for a, b, d in zip(*(x.tolist() for x in window_pairs(windows, threshold, brute_force_max, radius)), strict=True):
-        out.setdefault(a, {})[b] = float(d)
-    return out
+    return _rows(*window_pairs(windows, threshold, brute_force_max, radius))
 
 
 def window_pairs(
@@ -342,7 +339,12 @@ def window_pairs(
         while in_flight:
             keep(*in_flight.popleft())
     q, t, d = np.concatenate(found_q), np.concatenate(found_t), np.concatenate(found_d)
-    return symmetric_pairs(query_owner[q], query_owner[t], d)
+    for found in (found_q, found_t, found_d):
+        found.clear()
+    pairs = symmetric_pairs(query_owner[q], query_owner[t], d)
+    del q, t, d
+    trim_heap()  # the join's working arrays, freed, would otherwise stay with the process
+    return pairs
 
 
 def symmetric_pairs(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -248,7 +248,6 @@ def near_tier(
             config.hamming_brute_force_max,
             config.candidate_radius,
         )
-        trim_heap()  # the join's working arrays, freed, would otherwise stay with the process
         n = np.int64(len(owners))
         local_keys = np.fromiter((x * int(n) + y for x, row in local.items() for y in row), dtype=np.int64)
         hashed = np.isin(a * n + b, local_keys)
