@@ -54,6 +54,8 @@ MAX_PIXELS = 40_000_000  # larger pictures are not tested (two full decodes)
 # The two must be copies: their 32 x 32 grey reductions, after the dihedral turn, correlate this well
 # (correlation, so brightened and toned copies count).
 MIN_CORRELATION = 0.9
+# `_small` box-reduces a picture to about this many pixels on its short side before resampling it to 32 x 32.
+SMALL_REDUCE_TO = 128
 # Share of the 32 x 32 cells a stamp may cover: left out when the whole correlates less (`_correlation`).
 STAMP_SHARE = 0.1
 # A JPEG and a HEIC: the HEIC was converted from a JPEG when its luma 8 x 8 DCT coefficients sit within
@@ -99,6 +101,9 @@ def _small(img: Image.Image) -> np.ndarray:
     cost two more copies of a camera file's pixels, a quarter of the test on 12 MP pictures."""
     from PIL import Image
 
+    factor = min(img.width, img.height) // SMALL_REDUCE_TO
+    if factor >= 2:  # a box reduction first: converting and resampling every pixel of a 12 MP file cost 15 ms
+        img = img.reduce(factor)
     g = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.BILINEAR), np.float32)
     g -= g.mean()
     return g / max(float(np.sqrt((g * g).mean())), 1e-6)
@@ -260,10 +265,10 @@ def _block_errors(again: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def _remake_error(
-    src: np.ndarray, dst: np.ndarray, dst_image: object, saturation: tuple[float, bool] = (1.0, False)
+    frames: _Frames, dst_image: object, saturation: tuple[float, bool] = (1.0, False)
 ) -> tuple[float, float]:
-    """(median error, inexact share) of the 8 x 8 blocks of re-making `dst` from `src` (same frame) with
-    `dst_image`'s tables.
+    """(median error, inexact share) of the 8 x 8 blocks of re-making the destination of `frames` from its
+    turned source (`_Frames`) with `dst_image`'s tables.
 
     `src` is tried as it is (a copy re-saved or turned without an edit) and through per-channel tone
     curves fitted on the decoded pixels, with the saturation change `saturation` (factor, after the curves)
@@ -286,8 +291,8 @@ def _remake_error(
 
     factor, after = saturation
     errors = []
-    for y0, x0, y1, x1 in _windows(*dst.shape[:2]):
-        s, d = src[y0:y1, x0:x1], dst[y0:y1, x0:x1]
+    for box in _windows(*frames.shape):
+        s, d = frames.window(*box)
         best = _block_errors(remade(s), d)
         if _score(best) == (0.0, 0.0):
             errors.append(best)  # re-made exactly as it is: no edit does better
@@ -391,34 +396,74 @@ def _recompression(ia: object, ib: object) -> Lineage:
     k = _turn(rgb_a, rgb_b)
     if k is None:
         return unknown
-    a, b = np.asarray(rgb_a), np.asarray(rgb_b)
-    turned = _dihedral(a, k)  # the full-size picture turned once, for the chosen turn only
-    if np.array_equal(turned, b):
+    # Each way reads only its windows (`_Frames`): a 12 MP pair was two full-size copies of every pixel
+    # before, and their page faults, for the few windows the test looks at.
+    to_b, to_a = _Frames(rgb_a, rgb_b, k), _Frames(rgb_b, rgb_a, _INVERSE[k])
+    if to_b.same_pixels():
         return unknown  # the same pixels (a file re-tagged, a comment added): nothing to tell
     # Per-channel curves first; the saturation family (slower) only where they leave it open.
-    back = _dihedral(b, _INVERSE[k])
-    b_from_a, b_inexact = _remake_error(turned, b, ib)
-    a_from_b, a_inexact = _remake_error(back, a, ia)
+    b_from_a, b_inexact = _remake_error(to_b, ib)
+    a_from_b, a_inexact = _remake_error(to_a, ia)
     source = _verdict(a_from_b, a_inexact, b_from_a, b_inexact)
     if not source:
-        to_b, to_a = _choose_saturation(turned, b), _choose_saturation(back, a)
+        sat_b, sat_a = _choose_saturation(*to_b.whole()), _choose_saturation(*to_a.whole())
         # No saturation change fits either way better than the curves alone: the family's fit is the one just
         # made, so it cannot tell either (a library's siblings, saved from the same pixels at two qualities,
         # spent most of a first scan here). A 1x candidate keeps the re-make just made (the same fit, so the
         # same errors).
-        if (to_b, to_a) != ((1.0, False), (1.0, False)):
+        if (sat_b, sat_a) != ((1.0, False), (1.0, False)):
             # The family holds each change's inverse, so each way also tries the inverse of the other way's
             # choice (the choice on a sample's mean error can miss the change the noisier way needs); the
             # better re-make counts.
             plain = {(1.0, False): (b_from_a, b_inexact)}, {(1.0, False): (a_from_b, a_inexact)}
             b_from_a, b_inexact = min(
-                plain[0].get(edit) or _remake_error(turned, b, ib, edit) for edit in {to_b, _inverse(to_a)}
+                plain[0].get(edit) or _remake_error(to_b, ib, edit) for edit in {sat_b, _inverse(sat_a)}
             )
             a_from_b, a_inexact = min(
-                plain[1].get(edit) or _remake_error(back, a, ia, edit) for edit in {to_a, _inverse(to_b)}
+                plain[1].get(edit) or _remake_error(to_a, ia, edit) for edit in {sat_a, _inverse(sat_b)}
             )
             source = _verdict(a_from_b, a_inexact, b_from_a, b_inexact)
     return Lineage(source, a_from_b, b_from_a)
+
+
+class _Frames:
+    """One way of the test: the source picture turned into the destination's frame (`_dihedral(src, k)`) and the
+    destination, as arrays read window by window from the decoded images (a window of the turned source is
+    the turned crop of the source's matching box), and whole only when asked for."""
+
+    def __init__(self, src: Image.Image, dst: Image.Image, k: int) -> None:
+        self.src, self.dst, self.k = src, dst, k
+        self.shape = (dst.height, dst.width)
+        # Row and column of the source pixel at each place of the turned frame: views, nothing allocated.
+        h, w = src.height, src.width
+        self._rows = _dihedral_view(np.broadcast_to(np.arange(h)[:, None], (h, w)), k)
+        self._cols = _dihedral_view(np.broadcast_to(np.arange(w)[None, :], (h, w)), k)
+
+    def window(self, y0: int, x0: int, y1: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(turned source, destination) over rows y0:y1 and columns x0:x1 of the destination's frame, as
+        `_dihedral(np.asarray(src), k)[y0:y1, x0:x1]` and `np.asarray(dst)[y0:y1, x0:x1]`."""
+        rows, cols = self._rows[y0:y1, x0:x1], self._cols[y0:y1, x0:x1]
+        box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+        src = _dihedral(np.asarray(self.src.crop(box)), self.k)
+        return src, np.asarray(self.dst.crop((x0, y0, x1, y1)))
+
+    def whole(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole turned source and destination (the saturation choice samples pixels over all of it)."""
+        return _dihedral(np.asarray(self.src), self.k), np.asarray(self.dst)
+
+    def same_pixels(self) -> bool:
+        """Whether the turned source equals the destination pixel for pixel: its windows are compared first,
+        and only when they all agree the whole (a difference is nearly always in a window)."""
+        if any(not np.array_equal(*self.window(*box)) for box in _windows(*self.shape)):
+            return False
+        return bool(np.array_equal(*self.whole()))
+
+
+def _dihedral_view(a: np.ndarray, k: int) -> np.ndarray:
+    """`_dihedral` as a view (no copy)."""
+    if k >= 4:
+        a = a[:, ::-1]
+    return np.rot90(a, k % 4)
 
 
 def _rgb(img: Image.Image) -> Image.Image:

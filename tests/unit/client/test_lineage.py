@@ -24,9 +24,9 @@ def remakes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool]]:
     calls: list[tuple[float, bool]] = []
     real = lin._remake_error
 
-    def counted(src, dst, dst_image, saturation=(1.0, False)):  # type: ignore[no-untyped-def]
+    def counted(frames, dst_image, saturation=(1.0, False)):  # type: ignore[no-untyped-def]
         calls.append(saturation)
-        return real(src, dst, dst_image, saturation)
+        return real(frames, dst_image, saturation)
 
     monkeypatch.setattr(lin, "_remake_error", counted)
     return calls
@@ -356,6 +356,73 @@ def test_the_reduction_from_the_decoded_image_is_the_one_through_its_pixels(tmp_
         assert np.array_equal(lin._small(rgb), g / max(float(np.sqrt((g * g).mean())), 1e-6))
 
 
+def test_a_large_pictures_reduction_is_box_reduced_first_and_still_the_same_picture(tmp_path: Path) -> None:
+    """`_small` box-reduces a large picture before resampling it (`SMALL_REDUCE_TO`): the 32 x 32 reduction it
+    gives correlates with the one from every pixel almost perfectly, far above what tells copies apart."""
+    import numpy as np
+
+    import photodedup.client.lineage as lin
+
+    img = photo(9, (1200, 800))
+    assert min(img.size) // lin.SMALL_REDUCE_TO >= 2  # reduced first
+    g = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.BILINEAR), np.float32)
+    g -= g.mean()
+    full = g / max(float(np.sqrt((g * g).mean())), 1e-6)
+    assert float((lin._small(img) * full).mean()) > 0.995
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_a_window_of_the_turned_source_is_the_turned_crop_of_its_box(k: int) -> None:
+    """Each way of the test reads windows, not whole frames: a window of the source turned into the
+    destination's frame equals that window of the whole turned source, for every turn and mirror."""
+    import numpy as np
+
+    import photodedup.client.lineage as lin
+
+    rng = np.random.default_rng(k)
+    src = rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    turned = lin._dihedral(src, k)
+    dst = rng.integers(0, 256, turned.shape, dtype=np.uint8)
+    frames = lin._Frames(Image.fromarray(src), Image.fromarray(dst), k)
+    assert frames.shape == turned.shape[:2]
+    for y0, x0, y1, x1 in [
+        (0, 0, 16, 16),
+        (5, 9, 30, 33),
+        (0, 0, *turned.shape[:2]),
+        (turned.shape[0] - 7, 3, turned.shape[0], 20),
+    ]:
+        s, d = frames.window(y0, x0, y1, x1)
+        assert np.array_equal(s, turned[y0:y1, x0:x1]) and np.array_equal(d, dst[y0:y1, x0:x1])
+    whole_src, whole_dst = frames.whole()
+    assert np.array_equal(whole_src, turned) and np.array_equal(whole_dst, dst)
+
+
+def test_same_pixels_looks_past_the_windows() -> None:
+    """The shortcut for the same pixels compares windows first, then the whole: a difference outside every
+    window still counts."""
+    import numpy as np
+
+    import photodedup.client.lineage as lin
+
+    rng = np.random.default_rng(3)
+    src = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    turned = lin._dihedral(src, 5)
+    assert lin._Frames(Image.fromarray(src), Image.fromarray(turned.copy()), 5).same_pixels()
+    inside = lin._windows(*turned.shape[:2])
+    outside = turned.copy()
+    y, x = next(
+        (y, x)
+        for y in range(outside.shape[0])
+        for x in range(outside.shape[1])
+        if not any(y0 <= y < y1 and x0 <= x < x1 for y0, x0, y1, x1 in inside)
+    )
+    outside[y, x] ^= 1
+    assert not lin._Frames(Image.fromarray(src), Image.fromarray(outside), 5).same_pixels()
+    inner = turned.copy()
+    inner[inside[4][0] + 1, inside[4][1] + 1] ^= 1
+    assert not lin._Frames(Image.fromarray(src), Image.fromarray(inner), 5).same_pixels()
+
+
 def test_the_median_of_counted_values_is_numpys() -> None:
     """Odd totals take the middle value; even ones average the two middle values, as `np.median` does."""
     import numpy as np
@@ -409,11 +476,11 @@ def test_a_way_whose_saturation_choice_is_1x_keeps_its_plain_re_make(
 
 
 def _frames(source: str, copy: str):  # type: ignore[no-untyped-def]
-    """(source pixels, copy pixels, copy image): the arguments of re-making the copy from its source."""
-    import numpy as np
+    """(the way from source to copy, copy image): the arguments of re-making the copy from its source."""
+    from photodedup.client.lineage import _Frames
 
     img = Image.open(copy)
-    return np.asarray(Image.open(source).convert("RGB")), np.asarray(img.convert("RGB")), img
+    return _Frames(Image.open(source).convert("RGB"), img.convert("RGB"), 0), img
 
 
 def _heic_pair(tmp_path: Path, turn: Image.Transpose | None = None) -> tuple[str, str]:
@@ -505,9 +572,9 @@ def test_each_way_also_tries_the_inverse_of_the_other_ways_saturation_choice(
         found.append(chosen)
         return (1.0, False) if np.array_equal(dst, copy_pixels) else chosen
 
-    def counted(src, dst, dst_image, saturation=(1.0, False)):  # type: ignore[no-untyped-def]
+    def counted(frames, dst_image, saturation=(1.0, False)):  # type: ignore[no-untyped-def]
         tried.append(saturation)
-        return real_remake(src, dst, dst_image, saturation)
+        return real_remake(frames, dst_image, saturation)
 
     monkeypatch.setattr(lin, "_choose_saturation", missing_the_copys)
     monkeypatch.setattr(lin, "_remake_error", counted)
