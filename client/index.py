@@ -375,8 +375,10 @@ class Index:
             if pruned is not None and pruned[0] == generation:
                 return removed
             c.execute("INSERT OR REPLACE INTO meta VALUES ('pruned_at', ?)", (generation,))
+            # A strict verdict's first side carries a "strict:" prefix before its MD5 (`client.verdicts`).
             c.execute(
-                "DELETE FROM verdicts WHERE substr(a, 1, 32) NOT IN (SELECT md5 FROM files WHERE md5 IS NOT NULL)"
+                "DELETE FROM verdicts WHERE substr(replace(a, 'strict:', ''), 1, 32) NOT IN"
+                " (SELECT md5 FROM files WHERE md5 IS NOT NULL)"
                 " OR substr(b, 1, 32) NOT IN (SELECT md5 FROM files WHERE md5 IS NOT NULL)"
             )
             c.execute(
@@ -571,31 +573,40 @@ class Index:
 
     # -- geometric verification verdicts ----------------------------------------------------------
 
+    def _verdicts_version(self, c: sqlite3.Connection | None = None) -> str | None:
+        """The verifier version the stored verdicts are of (one at a time), None when none were stored."""
+        row = (c or self.conn).execute("SELECT value FROM meta WHERE key='verdicts_version'").fetchone()
+        return None if row is None else str(row[0])
+
     def verdicts(self, version: str) -> dict[tuple[str, str], bool]:
         """(a, b) -> same picture, for every pair decided by verifier `version`. Each side's key is interned: a
         picture's key recurs in every pair it is in (a large library stores about eight a picture)."""
-        rows = self.conn.execute("SELECT a, b, same FROM verdicts WHERE version=?", (version,))
+        if self._verdicts_version() != version:
+            return {}
+        rows = self.conn.execute("SELECT a, b, same FROM verdicts")
         return {(sys.intern(a), sys.intern(b)): bool(same) for a, b, same in rows}
 
     def verdict_details(self, version: str, accepted_only: bool = False) -> dict[tuple[str, str], str]:
         """(a, b) -> what verifier `version` found for the pair (JSON), where it was stored; with
         `accepted_only`, for the pairs found to be the same picture only."""
+        if self._verdicts_version() != version:
+            return {}
         rows = self.conn.execute(
-            "SELECT a, b, detail FROM verdicts WHERE version=? AND detail IS NOT NULL"
-            + (" AND same=1" if accepted_only else ""),
-            (version,),
+            "SELECT a, b, detail FROM verdicts WHERE detail IS NOT NULL" + (" AND same=1" if accepted_only else "")
         )
         return {(sys.intern(a), sys.intern(b)): detail for a, b, detail in rows}
 
     def put_verdicts(
         self, version: str, items: Iterable[tuple[str, str, bool] | tuple[str, str, bool, str | None]]
     ) -> None:
-        """Store verdicts (a, b, same[, detail JSON]) in one transaction; verdicts of other verifier versions
-        are dropped with them."""
+        """Store verdicts (a, b, same[, detail JSON]) in one transaction; verdicts of another verifier version
+        are dropped first (the index keeps one version's, `meta`'s verdicts_version)."""
         now = time.time()
         with self.transaction() as c:
-            c.execute("DELETE FROM verdicts WHERE version<>?", (version,))
+            if self._verdicts_version(c) != version:
+                c.execute("DELETE FROM verdicts")
+                c.execute("INSERT OR REPLACE INTO meta VALUES ('verdicts_version', ?)", (version,))
             c.executemany(
-                "INSERT OR REPLACE INTO verdicts (a, b, version, same, created, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                ((it[0], it[1], version, int(it[2]), now, it[3] if len(it) > 3 else None) for it in items),
+                "INSERT OR REPLACE INTO verdicts (a, b, same, created, detail) VALUES (?, ?, ?, ?, ?)",
+                ((it[0], it[1], int(it[2]), now, it[3] if len(it) > 3 else None) for it in items),
             )

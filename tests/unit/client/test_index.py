@@ -117,6 +117,17 @@ def test_verdicts_go_when_no_file_has_their_content_any_more(index: Index) -> No
     assert index.verdicts("v1") == {(a, b): True}
 
 
+def test_strict_verdicts_stay_while_their_files_do(index: Index) -> None:
+    """A strict verdict's key starts with "strict:" before its MD5: pruning reads the MD5 behind it (it once read
+    the prefix as the MD5, and every change to any file dropped every strict verdict)."""
+    a, b, c = "a" * 32, "b" * 32, "c" * 32
+    first = index.start_scan(["/p"], None, {})
+    index.put_hashes([_res("/p/a.jpg", md5=a), _res("/p/b.jpg", md5=b), _res("/p/c.jpg", md5=c)], first)
+    index.put_verdicts("v1", [("strict:" + a, b, True), ("strict:" + a + "@0,0,9,9", c, False)])
+    index.forget_missing(["/p"], {"/p/a.jpg", "/p/b.jpg"})  # c.jpg was deleted
+    assert index.verdicts("v1") == {("strict:" + a, b): True}
+
+
 def test_forget_missing_only_below_the_scanned_roots(index: Index) -> None:
     first = index.start_scan(["/p"], None, {})
     index.put_hashes([_res(p) for p in ("/p/a.jpg", "/p/x/b.jpg", "/pq/c.jpg", "/other/d.jpg", "/p")], first)
@@ -343,6 +354,41 @@ def test_an_index_at_schema_5_keeps_its_verdicts_and_gains_their_detail(tmp_path
         assert idx.verdicts("v1") == {("m1", "m2"): True} and idx.verdict_details("v1") == {}
         idx.put_verdicts("v1", [("m1", "m3", True, '{"inliers": 40}')])
         assert idx.verdict_details("v1") == {("m1", "m3"): '{"inliers": 40}'}
+
+
+def test_an_index_at_schema_12_keeps_the_newest_verifiers_verdicts_with_the_version_stored_once(tmp_path: Path) -> None:
+    """Schema 13 keeps the verifier version once (`meta`) instead of on every row: the newest version's verdicts
+    and their detail stay, an older version's go (as the next write would have dropped them)."""
+    db = tmp_path / "index.sqlite3"
+    _at_version(db, 12)
+    conn = sqlite3.connect(db)
+    conn.executemany(
+        "INSERT INTO verdicts (a, b, version, same, created, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            ("m1", "m2", "old", 1, 1.0, None),
+            ("m1", "m3", "new", 1, 2.0, '{"inliers": 40}'),
+            ("m2", "m3", "new", 0, 2.0, None),
+        ],
+    )
+    conn.commit()
+    conn.close()
+    with Index(db) as idx:
+        columns = [r[1] for r in idx.conn.execute("PRAGMA table_info(verdicts)")]
+        assert "version" not in columns
+        assert idx.verdicts("old") == {}
+        assert idx.verdicts("new") == {("m1", "m3"): True, ("m2", "m3"): False}
+        assert idx.verdict_details("new") == {("m1", "m3"): '{"inliers": 40}'}
+        idx.put_verdicts("newer", [("m1", "m4", False)])  # another version: the rows of the last one go
+        assert idx.verdicts("new") == {} and idx.verdicts("newer") == {("m1", "m4"): False}
+
+
+def test_an_index_at_schema_12_without_verdicts_migrates(tmp_path: Path) -> None:
+    db = tmp_path / "index.sqlite3"
+    _at_version(db, 12)
+    with Index(db) as idx:
+        assert idx.verdicts("v1") == {}
+        idx.put_verdicts("v1", [("m1", "m2", True)])
+        assert idx.verdicts("v1") == {("m1", "m2"): True}
 
 
 def test_the_generation_moves_with_every_change_to_a_file_or_an_embedding(index: Index) -> None:
