@@ -180,6 +180,36 @@ def test_strict_frame_is_built_on_first_use_and_decides_as_one_built_up_front(tm
     assert [v.same for v in verdicts] == [True, False, True, False]
 
 
+def test_a_picture_loaded_for_the_strict_check_gets_its_frame_from_the_same_decode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A strict verdict on pictures not yet cached decodes each once, the strict frame made from that decode
+    (equal to the one a second decode gives); a picture cached for features still gets it on first use."""
+    import photodedup.client.verify as verify
+
+    arrow = save(icon("arrow"), tmp_path / "arrow.png")
+    bigger = save(icon("arrow").resize((96, 96), Image.Resampling.LANCZOS), tmp_path / "arrow96.png")
+    sky_jpg = save(sky(0.4), tmp_path / "sky.jpg", quality=80)
+    decodes: list[str] = []
+    real = verify._decode
+
+    def counted(path, content, side):  # type: ignore[no-untyped-def]
+        decodes.append(path)
+        return real(path, content, side)
+
+    monkeypatch.setattr(verify, "_decode", counted)
+    v = GeometricVerifier()
+    assert v.verdict(arrow, None, bigger, None, strict=True).same
+    assert sorted(decodes) == sorted([arrow, bigger])
+    pic = v.picture(arrow, None)
+    assert pic is not None and np.array_equal(pic._lab, verify.load_lab(arrow))
+    decodes.clear()
+    v.picture(sky_jpg, None)  # features only
+    assert v.picture(sky_jpg, None, lab=True)._lab is None  # cached: its frame comes on first use
+    v.verdict(sky_jpg, None, arrow, None, strict=True)
+    assert decodes == [sky_jpg, sky_jpg]
+
+
 def test_a_file_gone_before_its_strict_frame_is_not_verified(tmp_path: Path) -> None:
     """A file decoded for features and gone when the strict frame is wanted: 'cannot decode', not an error."""
     v = GeometricVerifier()
