@@ -79,31 +79,15 @@ class StoredVerifier:
         """Start verifying the pairs (a, b, strict) grouping is about to ask about, or may ask about soon,
         that are neither stored nor in flight, on `workers` threads (OpenCV's feature search and the
         decoders release the GIL, so verification runs on every core). Returns at once: nothing is decided
-        here, the answers wait for `__call__`.
-
-        The pictures the new pairs need and the verifier has not decoded are handed out first, each on its
-        own, then the pairs: a centre's candidates all need the centre, and when each pair decoded its own
-        pictures, the other thread waited for the centre's decode instead of decoding a candidate."""
+        here, the answers wait for `__call__`."""
         if self.workers < 2:
             return
-        new: dict[tuple[str, str], tuple[bool, FileRecord, FileRecord, bool]] = {}
         for a, b, strict in pairs:
             key, flipped = self._key(a, b, strict)
-            if key in self.known or key in self.inflight or key in new:
+            if key in self.known or key in self.inflight:
                 continue
-            new[key] = (flipped, a, b, strict)
-        if not new:
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify")
-        loads: dict[str, tuple[FileRecord, bool]] = {}
-        for _, a, b, strict in new.values():
-            for r in (a, b):
-                if r.path not in loads and self.verifier.wanted(r.path):
-                    loads[r.path] = (r, strict)
-        for r, strict in loads.values():
-            self._pool.submit(self.verifier.picture, r.path, r.content, strict)
-        for key, (flipped, a, b, strict) in new.items():
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify")
             future = self._pool.submit(self.verifier.verdict, a.path, a.content, b.path, b.content, strict)
             self.inflight[key] = (future, flipped)
 

@@ -427,12 +427,6 @@ class GeometricVerifier:
                 self._loading.pop(path).set()
         return pic
 
-    def wanted(self, path: str) -> bool:
-        """Whether the file's picture is neither cached nor being decoded (a load handed to another thread
-        ahead of its pairs, `StoredVerifier.prefetch`, would only wait for it)."""
-        with self._lock:
-            return path not in self._cache and path not in self._loading
-
     def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> Verdict:
         """The grouping verifier: are these two indexed files the same picture (`.same`), and what was
         found? `strict` for weak ones."""

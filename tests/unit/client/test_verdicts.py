@@ -176,54 +176,6 @@ def test_prefetched_pairs_are_verified_on_several_threads_once(
         assert again(centre, others[2]).same and not again(centre, late).same and len(calls) == 5  # kept
 
 
-def test_prefetch_decodes_each_picture_once_before_its_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pictures of the pairs made ahead are handed out first, one task each, then the pairs: every picture
-    is decoded once, by whichever thread takes it, and the verdicts are the ones asked one by one."""
-    import threading
-
-    import photodedup.client.verify as verify
-
-    from helpers import photo
-
-    decoded: list[tuple[str, str]] = []
-    real = verify.load_picture
-
-    def counted(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        decoded.append((path, threading.current_thread().name))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(verify, "load_picture", counted)
-    base = photo(3, (320, 240))
-    files = {"centre": base, "crop": base.crop((30, 20, 300, 220)), "other": photo(4), "other2": photo(5)}
-    recs = {}
-    for k, (name, img) in enumerate(files.items()):
-        img.save(tmp_path / f"{name}.jpg", quality=90)
-        recs[name] = rec(str(tmp_path / f"{name}.jpg"), f"{k + 1:032d}")
-    centre, candidates = recs["centre"], [recs["crop"], recs["other"], recs["other2"]]
-    from concurrent.futures import ThreadPoolExecutor
-
-    handed: list[str] = []
-    submit = ThreadPoolExecutor.submit
-
-    def recorded(pool, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
-        handed.append(fn.__name__)
-        return submit(pool, fn, *args, **kwargs)
-
-    monkeypatch.setattr(ThreadPoolExecutor, "submit", recorded)
-    with Index(tmp_path / "i.sqlite3") as index:
-        stored = StoredVerifier(index, workers=2)
-        stored.prefetch([(centre, c, False) for c in candidates])
-        assert handed == ["picture"] * 4 + ["verdict"] * 3
-        answers = [stored(centre, c).same for c in candidates]
-        stored.prefetch([(candidates[0], c, False) for c in candidates[1:]])  # pictures decoded: pairs only
-        assert handed[7:] == ["verdict"] * 2
-        stored.close()
-    assert sorted(path for path, _ in decoded) == sorted(r.path for r in recs.values())  # each once
-    assert {t for _, t in decoded} <= {f"verify_{i}" for i in range(2)}  # on the threads, ahead of the pairs
-    one_by_one = GeometricVerifier()
-    assert answers == [one_by_one(centre, c).same for c in candidates] == [True, False, False]
-
-
 def test_a_check_made_ahead_that_fails_does_not_stop_the_rest_being_kept(
     tmp_path: Path, calls: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
