@@ -337,6 +337,7 @@ def _group(
         groups = prefer_sources(groups, config, lineage)
     finally:
         lineage.flush()
+        lineage.close()
         if verifier is not None:
             verifier.flush()  # verdicts found before an interruption are kept too
             verifier.close()

@@ -236,6 +236,7 @@ class ReviewState:
                 return prefer_sources(found, self.config, lineage)
             finally:
                 lineage.flush()
+                lineage.close()
                 if verifier is not None:
                     verifier.flush()
                     verifier.close()

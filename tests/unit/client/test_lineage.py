@@ -302,6 +302,40 @@ def test_tests_not_stored_yet_run_in_worker_processes(original, tmp_path: Path, 
         assert [stored(a, c) for c in copies] == [1, 1]
         assert [stored(c, a) for c in copies] == [-1, -1]
         assert len(stored.new) == 2
+        stored.close()
+
+
+def test_the_workers_are_started_once_for_every_round(original, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`prefer_sources` asks in rounds: the workers started by the first are kept for the next (each start cost
+    ~0.3 s), a later round smaller than PARALLEL_TESTS runs on them too, and `close` stops them."""
+    import concurrent.futures
+
+    import photodedup.client.sources as module
+
+    decoded, source = original
+    copies = []
+    for k, quality in enumerate((70, 75, 80)):
+        decoded.save(tmp_path / f"c{k}.jpg", quality=quality)
+        copies.append(record(tmp_path / f"c{k}.jpg", md5=str(k) * 32))
+    a = record(source, md5="f" * 32)
+    started = []
+    real = concurrent.futures.ProcessPoolExecutor
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", counted)
+    monkeypatch.setattr(module, "PARALLEL_TESTS", 3)
+    with Index(tmp_path / "i.sqlite3") as index:
+        stored = StoredLineage(index, workers=2)
+        stored.prefetch([(a, c) for c in copies[:3]])  # the first round starts them
+        stored.prefetch([(copies[0], c) for c in copies[1:]])  # two: fewer than PARALLEL_TESTS, run there too
+        assert len(started) == 1 and len(stored.new) == 5
+        monkeypatch.setattr(module, "lineage", lambda *args: pytest.fail("tested here, not in a worker"))
+        assert stored(copies[0], copies[2]) == stored(copies[0], copies[2])
+        stored.close()
+        assert stored._pool is None
 
 
 def _per_pixel_block_errors(again, dst):  # type: ignore[no-untyped-def]
