@@ -79,17 +79,35 @@ class StoredVerifier:
         """Start verifying the pairs (a, b, strict) grouping is about to ask about, or may ask about soon,
         that are neither stored nor in flight, on `workers` threads (OpenCV's feature search and the
         decoders release the GIL, so verification runs on every core). Returns at once: nothing is decided
-        here, the answers wait for `__call__`."""
+        here, the answers wait for `__call__`.
+
+        The pairs of one first side (a centre and its candidates) are one task, verified in turn on one
+        thread, while the other threads take the next centres: when each pair was a task, a centre's
+        candidates started on every thread at once and all but one waited for the centre's decode."""
         if self.workers < 2:
             return
+        batches: dict[str, list[tuple[Future[Verdict], FileRecord, FileRecord, bool]]] = {}
         for a, b, strict in pairs:
             key, flipped = self._key(a, b, strict)
             if key in self.known or key in self.inflight:
                 continue
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify")
-            future = self._pool.submit(self.verifier.verdict, a.path, a.content, b.path, b.content, strict)
+            future: Future[Verdict] = Future()
             self.inflight[key] = (future, flipped)
+            batches.setdefault(a.path, []).append((future, a, b, strict))
+        if batches and self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify")
+        for batch in batches.values():
+            self._pool.submit(self._verify, batch)  # type: ignore[union-attr]
+
+    def _verify(self, batch: list[tuple[Future[Verdict], FileRecord, FileRecord, bool]]) -> None:
+        """Verify a batch of pairs in turn, each answer (or error) on its own future."""
+        for future, a, b, strict in batch:
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self.verifier.verdict(a.path, a.content, b.path, b.content, strict))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for this pair
+                future.set_exception(exc)
 
     def _collect(self, key: tuple[str, str]) -> Verdict:
         """Wait for a pair in flight and keep its verdict."""

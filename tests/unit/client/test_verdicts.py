@@ -155,15 +155,19 @@ def test_prefetched_pairs_are_verified_on_several_threads_once(
         return real(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(GeometricVerifier, "verdict", slow)
-    centre = rec("/p/a0.jpg", "0" * 32)
+    centre, second = rec("/p/a0.jpg", "0" * 32), rec("/p/b9.jpg", "9" * 31 + "8")
     others = [rec(f"/p/{c}{i}.jpg", f"{i + 1:032d}") for i, c in enumerate("abab")]
     with Index(tmp_path / "i.sqlite3") as index:
         stored = StoredVerifier(index, workers=2)
-        stored.prefetch([(centre, o, False) for o in others] + [(others[0], centre, False)])
+        # Two centres: each one's pairs are verified in turn on one thread, the centres side by side.
+        stored.prefetch(
+            [(centre, o, False) for o in others[:3]] + [(others[0], centre, False), (second, others[3], False)]
+        )
         assert len(stored.inflight) == 4  # handed to the threads; prefetch does not wait for them
-        answers = [stored(centre, o).same for o in others]
-        assert answers == [True, False, True, False] and len(calls) == 4  # answered from what was prefetched
+        answers = [stored(centre, o).same for o in others[:3]] + [stored(second, others[3]).same]
+        assert answers == [True, False, True, True] and len(calls) == 4  # answered from what was prefetched
         assert len({t for t in threads if t.startswith("verify")}) == 2 and not stored.inflight
+        assert [pair for pair in calls if pair[0] == centre.path] == [(centre.path, o.path) for o in others[:3]]
         assert (stored.misses, stored.hits) == (4, 0)  # four verified in this run, none read from the index
         # Asked ahead and never asked for (a centre taken by another before its turn): kept all the same.
         late = rec("/p/late.jpg", "9" * 32)
