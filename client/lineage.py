@@ -270,12 +270,12 @@ def _remake_error(
     """(median error, inexact share) of the 8 x 8 blocks of re-making the destination of `frames` from its
     turned source (`_Frames`) with `dst_image`'s tables.
 
-    `src` is tried as it is (a copy re-saved or turned without an edit) and through per-channel tone
+    The source is tried as it is (a copy re-saved or turned without an edit) and through per-channel tone
     curves fitted on the decoded pixels, with the saturation change `saturation` (factor, after the curves)
     too (`_choose_saturation`, `_fit_edit`). A
     fitted curve is off by a level here and there (the mean of a JPEG's noisy levels), and each such level
     changes whole blocks once encoded, so the fit is refined on its result: each round moves every level by
-    the mean error it left, encoded again (`REFINE_ROUNDS`). The best try counts. A copy made from `src`
+    the mean error it left, encoded again (`REFINE_ROUNDS`). The best try counts. A copy made from the source
     through such an edit is then re-made nearly block for block, while no edit removes the other file's own
     quantisation noise the other way round."""
     from PIL import Image, JpegImagePlugin
