@@ -10,15 +10,16 @@ RANSAC, then two checks a copy passes and a different shot of the same scene doe
 Features are recomputed from the files for the candidates only (decoded at `VERIFY_SIDE` px with JPEG
 DCT scaling) and cached per run, rather than stored in the index; docs/BENCHMARKS.md has the numbers.
 
-Where the CPU goes (the dev set's 248 verified pairs of 298 pictures, one thread, 2026-11-30): loading a picture
-about 15 ms, of which ORB 9 ms and a JPEG's reduced decode 2 ms (a 6 MP PNG has no reduced decode: 110-190 ms);
-a pair about 9 ms, of which the Hamming search for each descriptor's two nearest among 600 about 4-5 ms (this
-OpenCV build counts bits byte by byte) and the agreement check 3 ms. The agreement's cells are summed from
-summed-area tables (`cell_sums`) and its ranks read from a 256-level table (`_ranks`); a Python loop over the
-cells and a stable argsort cost more than twice as much (the pairs: 3.3 s -> 2.3 s, all 248 verdicts kept).
-Loading is now two thirds of the cost. Cheaper loading changed verdicts or margins on the dev set: 400 features
-or a FAST threshold of 15 each lost a true pair, four pyramid levels brought an unrelated pair to 19 inliers,
-decoding at 256-384 px lost tiny copies; six levels kept every verdict but saved only 8 % of ORB.
+Where the CPU goes (the dev set's 248 verified pairs of 298 pictures, one thread; on the first machine, 2026-11-30
+morning): loading a picture about 15 ms, of which ORB 9 ms and a JPEG's reduced decode 2 ms (a 6 MP PNG has no
+reduced decode: 110-190 ms); a pair about 9 ms, of which the Hamming search for each descriptor's two nearest among
+600 about 4-5 ms (this OpenCV build counts bits byte by byte) and the agreement check 3 ms. On the faster machine
+of the evening: a picture 6.5 ms (ORB 3.6, decode 1.75), a pair about 2 ms (the search 0.8). The agreement's cells
+are summed from summed-area tables (`cell_sums`) and its ranks read from a 256-level table (`_ranks`); a Python
+loop over the cells and a stable argsort cost more than twice as much (the pairs: 3.3 s -> 2.3 s, all 248 verdicts
+kept). Loading is two thirds of the cost or more. Cheaper loading changed verdicts or margins on the dev set: 400
+features or a FAST threshold of 15 each lost a true pair, four pyramid levels brought an unrelated pair to 19
+inliers, decoding at 256-384 px lost tiny copies; six levels kept every verdict but saved only 8 % of ORB.
 
 Weak pictures (tiny, flat, low-contrast or drawn: icons, text pages, sky, cut-out graphics) are compared by the
 strict check (`client.strict.compare_strict`), which builds on this module's alignment; `GeometricVerifier` runs
