@@ -401,7 +401,7 @@ class GeometricVerifier:
 
     def picture(self, path: str, content: tuple[int, int, int, int] | None, lab: bool = False) -> Picture | None:
         """The file's picture, decoded once: a thread asking for one another thread is decoding waits for it
-        (a centre's candidates are verified at once, and each needs the centre). With `lab` (for the strict
+        (threads verifying different centres can need the same candidate). With `lab` (for the strict
         check) a picture decoded now gets its strict frame from the same decode; a second decode cost the dev
         set's 8 strict pairs 0.4 s of CPU, as much as 60 pictures' features."""
         while True:
