@@ -139,6 +139,7 @@ def scan(
     out, err = _consoles()
     refs = _abs(reference)
     all_roots = list(dict.fromkeys([*_abs(roots), *refs]))
+    show_progress = err.is_terminal if progress is None else progress
     with Index(settings.scan.db) as index:
         summary = run_scan(
             all_roots,
@@ -146,7 +147,7 @@ def scan(
             index,
             mode=mode or "auto",
             console=err,
-            progress=err.is_terminal if progress is None else progress,
+            progress=show_progress,
             options={
                 "reference": refs,
                 "near_threshold": settings.grouping.near_threshold,
@@ -161,7 +162,7 @@ def scan(
 
             similar_off = similar_off_reason(summary.model_id)
         grouping_started = time.monotonic()
-        groups = load_groups(index, all_roots, summary.model_id, config, refs)
+        groups = load_groups(index, all_roots, summary.model_id, config, refs, err, show_progress)
         group_seconds = time.monotonic() - grouping_started
         counts = index.counts(all_roots, summary.model_id)
     stats = build_stats(groups, {**_scan_stats(summary, counts), "group_seconds": round(group_seconds, 3)})

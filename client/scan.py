@@ -324,6 +324,8 @@ def _group(
     config: GroupingConfig,
     ignored: list[frozenset[str]],
     refs: list[str],
+    console: Any = None,
+    progress: bool = False,
 ) -> list[Group]:
     """Group afresh, verifying with the verdicts stored in the index (and storing new ones)."""
     from photodedup.client.grouping import find_groups
@@ -332,15 +334,34 @@ def _group(
 
     verifier = StoredVerifier(index) if config.verify else None
     lineage = StoredLineage(index)
-    try:
-        groups = find_groups(records, config, ignored=ignored, reference_dirs=refs, verifier=verifier)
-        groups = prefer_sources(groups, config, lineage)
-    finally:
-        lineage.flush()
-        lineage.close()
+    # Verifying a large library's candidates and testing its copies' lineage can take minutes: counted as they go.
+    bar = _progress(console, progress)
+    started = time.monotonic()
+    with bar:
+        verify_task = bar.add_task("verifying", total=None, rate="", visible=verifier is not None)
+        keeper_task = bar.add_task("keeper", total=None, rate="", visible=False)
         if verifier is not None:
-            verifier.flush()  # verdicts found before an interruption are kept too
-            verifier.close()
+            verifier.on_verified = lambda: bar.update(
+                verify_task, advance=1, rate=_rate(verifier.misses, started) + " pairs"
+            )
+        tested = [0, 0.0]  # tests answered, when the first was asked
+
+        def on_tested() -> None:
+            if not tested[0]:
+                tested[1] = time.monotonic()
+            tested[0] += 1
+            bar.update(keeper_task, advance=1, visible=True, rate=_rate(tested[0], tested[1]) + " tests")
+
+        lineage.on_tested = on_tested
+        try:
+            groups = find_groups(records, config, ignored=ignored, reference_dirs=refs, verifier=verifier)
+            groups = prefer_sources(groups, config, lineage)
+        finally:
+            lineage.flush()
+            lineage.close()
+            if verifier is not None:
+                verifier.flush()  # verdicts found before an interruption are kept too
+                verifier.close()
     if verifier is not None:
         log.info(
             "verification: %d pairs stored, %d verified, %d pictures decoded",
@@ -357,8 +378,11 @@ def load_groups(
     model_id: str | None,
     config: GroupingConfig,
     reference_dirs: Sequence[str] = (),
+    console: Any = None,
+    progress: bool = False,
 ) -> list[Group]:
-    """Group every indexed image under `roots` (and the reference folders), honouring ignore decisions.
+    """Group every indexed image under `roots` (and the reference folders), honouring ignore decisions;
+    `progress` counts the pairs verified and the keeper tests on `console` as they go.
 
     With `config.verify`, loose candidates and similar neighbours are confirmed geometrically
     (`client.verify`), reusing the verdicts stored in the index (`client.verdicts`); an unchanged library
@@ -381,7 +405,7 @@ def load_groups(
         digest = groupcache.grouping_digest(records, config, ignored, refs)
         groups = groupcache.load(index, scope, digest, records, quick)
         if groups is None:
-            groups = _group(index, records, config, ignored, refs)
+            groups = _group(index, records, config, ignored, refs, console, progress)
             groups_stored = True
             try:
                 groupcache.store(index, scope, digest, quick, groups)

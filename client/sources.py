@@ -77,6 +77,7 @@ class StoredLineage:
         self.known = index.lineages(LINEAGE_VERSION)
         self.new: dict[tuple[str, str], int] = {}
         self._pool: ProcessPoolExecutor | None = None  # `_workers`
+        self.on_tested: Callable[[], None] | None = None  # called as each test not stored yet is answered
 
     @staticmethod
     def _key(a: FileRecord, b: FileRecord) -> tuple[tuple[str, str], tuple[str, str], bool]:
@@ -90,6 +91,8 @@ class StoredLineage:
         if source is None:
             source = lineage(*paths).source
             self.known[key] = self.new[key] = source
+            if self.on_tested is not None:
+                self.on_tested()
         return -source if flip else source
 
     def prefetch(self, pairs: Sequence[tuple[FileRecord, FileRecord]]) -> None:
@@ -115,6 +118,8 @@ class StoredLineage:
             for future in as_completed(futures):
                 key = futures[future]
                 self.known[key] = self.new[key] = future.result()
+                if self.on_tested is not None:
+                    self.on_tested()
         except (BrokenProcessPool, OSError) as exc:  # no workers here: the rest are tested one by one
             log.warning("lineage: worker processes failed (%s); testing in this process", exc)
             self.close()

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -68,6 +68,7 @@ class StoredVerifier:
         self.fetched: set[tuple[str, str]] = set()  # verified ahead (`prefetch`) in this run
         self.inflight: dict[tuple[str, str], tuple[Future[Verdict], bool]] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self.on_verified: Callable[[], None] | None = None  # called (grouping's thread) as each pair is verified
 
     def _key(self, a: FileRecord, b: FileRecord, strict: bool) -> tuple[tuple[str, str], bool]:
         ka, kb = sys.intern(side_key(a)), sys.intern(side_key(b))  # one string a picture, however many pairs
@@ -114,6 +115,8 @@ class StoredVerifier:
         future, flipped = self.inflight.pop(key)
         verdict = future.result()
         self.misses += 1
+        if self.on_verified is not None:
+            self.on_verified()
         self.fetched.add(key)
         self._keep(key, verdict, flipped)
         return verdict
@@ -143,6 +146,8 @@ class StoredVerifier:
             return _oriented(_from_detail(same, self.details.get(key), strict), flipped)
         self.misses += 1
         verdict = self.verifier.verdict(a.path, a.content, b.path, b.content, strict)
+        if self.on_verified is not None:
+            self.on_verified()
         self._keep(key, verdict, flipped)
         return verdict
 

@@ -148,3 +148,30 @@ def test_the_copy_the_others_were_made_from_is_kept_when_no_rule_tells_them_apar
     assert {Path(m.record.path).name for m in group.members} == {"original.jpg", "turned.jpg", "resaved.jpg"}
     assert Path(group.keep.path).name == "original.jpg"
     assert group.members[0].record is group.keep and all(m.distance >= 0 for m in group.members)
+
+
+def test_the_grouping_phase_counts_pairs_verified_and_keeper_tests_as_it_goes(tmp_path: Path) -> None:
+    """After hashing, a large library's verification and keeper tests can take minutes: with progress on, each
+    is counted as it goes (pairs verified, lineage tests answered), as hashing is."""
+    from rich.console import Console
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    img = scene(41, (720, 540))
+    img.save(lib / "original.jpg", quality=92)
+    crop(img, (0.12, 0.08, 0.9, 0.86)).save(lib / "crop.jpg", quality=88)  # found by verification
+    Image.open(lib / "original.jpg").save(lib / "resaved.jpg", quality=70)  # a keeper test: made from the original
+    settings = Settings()
+    shown = io.StringIO()
+    with Index(tmp_path / "index.sqlite3") as index:
+        summary = run_scan([str(lib)], settings, index, mode="none", progress=False)
+        config = grouping_config(settings)
+        groups = load_groups(index, summary.roots, summary.model_id, config, console=Console(file=shown), progress=True)
+    assert [{Path(m.record.path).name for m in g.members} for g in groups] == [
+        {"original.jpg", "crop.jpg", "resaved.jpg"}
+    ]
+    lines = shown.getvalue().splitlines()
+    verifying = next(line for line in lines if line.startswith("verifying"))
+    keeper = next(line for line in lines if line.startswith("keeper"))
+    assert "/s pairs" in verifying and int(verifying.split("/?")[0].split()[-1]) >= 1
+    assert "/s tests" in keeper and int(keeper.split("/?")[0].split()[-1]) >= 1
