@@ -338,11 +338,11 @@ def _group(
     bar = _progress(console, progress)
     started = time.monotonic()
     with bar:
-        verify_task = bar.add_task("verifying", total=None, rate="", visible=verifier is not None)
+        verify_task = bar.add_task("verifying", total=None, rate="", visible=False)  # shown once one is verified
         keeper_task = bar.add_task("keeper", total=None, rate="", visible=False)
         if verifier is not None:
             verifier.on_verified = lambda: bar.update(
-                verify_task, advance=1, rate=_rate(verifier.misses, started) + " pairs"
+                verify_task, advance=1, visible=True, rate=_rate(verifier.misses, started) + " pairs"
             )
         tested = [0, 0.0]  # tests answered, when the first was asked
 
