@@ -38,7 +38,9 @@ from photodedup.client.verify import MAX_BAD_CELLS, MIN_COVERAGE, MIN_INLIERS, G
 from photodedup.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proctree import run_measured  # noqa: E402
 from record import machine_line, write_section  # noqa: E402
+from serverproc import photodedup_exe  # noqa: E402
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
@@ -124,28 +126,13 @@ def whole_scans(root: Path, repeat: int) -> dict[bool, list[float]]:
     """Wall seconds of the whole scan command (`photodedup scan ROOT`: hashing, grouping, keeper test and report)
     on a fresh index, with verification on and off (`PHOTODEDUP_VERIFY`), alternated `repeat` times: what a user
     waits for, beside which verification's share is stated."""
-    import subprocess
-
     runs: dict[bool, list[float]] = {True: [], False: []}
-    exe = Path(sys.executable).with_name("photodedup")
     for _ in range(repeat):
         for verify in (True, False):
             with tempfile.TemporaryDirectory() as tmp:
-                env = {**os.environ, "PHOTODEDUP_VERIFY": "true" if verify else "false"}
-                cmd = [
-                    str(exe),
-                    "scan",
-                    str(root),
-                    "--db",
-                    f"{tmp}/i.sqlite3",
-                    "--format",
-                    "json",
-                    "-o",
-                    f"{tmp}/r.json",
-                ]
-                started = time.perf_counter()
-                subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                runs[verify].append(time.perf_counter() - started)
+                cmd = [*photodedup_exe(), "scan", str(root), "--db", f"{tmp}/i.sqlite3", "--format", "json"]
+                env = {"PHOTODEDUP_VERIFY": "true" if verify else "false"}
+                runs[verify].append(run_measured([*cmd, "-o", f"{tmp}/r.json"], env).seconds)
     return runs
 
 
