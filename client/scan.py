@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -276,6 +276,22 @@ def _run_jobs(
             pool.close(cancel=interrupted)
 
 
+def _counter(bar: Any, description: str, unit: str) -> Callable[[], None]:
+    """A callback that counts one more on a task of `bar` (shown from the first count on), with its rate since
+    then: for work whose total is not known ahead (pairs verified, keeper tests)."""
+    task = bar.add_task(description, total=None, rate="", visible=False)
+    count, first = 0, 0.0
+
+    def tick() -> None:
+        nonlocal count, first
+        if not count:
+            first = time.monotonic()
+        count += 1
+        bar.update(task, advance=1, visible=True, rate=f"{_rate(count, first)} {unit}")
+
+    return tick
+
+
 def _rate(n: int, t0: float) -> str:
     dt = time.monotonic() - t0
     return f"{n / dt:6.1f}/s" if dt > 0 else ""
@@ -336,23 +352,10 @@ def _group(
     lineage = StoredLineage(index)
     # Verifying a large library's candidates and testing its copies' lineage can take minutes: counted as they go.
     bar = _progress(console, progress)
-    started = time.monotonic()
     with bar:
-        verify_task = bar.add_task("verifying", total=None, rate="", visible=False)  # shown once one is verified
-        keeper_task = bar.add_task("keeper", total=None, rate="", visible=False)
         if verifier is not None:
-            verifier.on_verified = lambda: bar.update(
-                verify_task, advance=1, visible=True, rate=_rate(verifier.misses, started) + " pairs"
-            )
-        tested = [0, 0.0]  # tests answered, when the first was asked
-
-        def on_tested() -> None:
-            if not tested[0]:
-                tested[1] = time.monotonic()
-            tested[0] += 1
-            bar.update(keeper_task, advance=1, visible=True, rate=_rate(tested[0], tested[1]) + " tests")
-
-        lineage.on_tested = on_tested
+            verifier.on_verified = _counter(bar, "verifying", "pairs")
+        lineage.on_tested = _counter(bar, "keeper", "tests")
         try:
             groups = find_groups(records, config, ignored=ignored, reference_dirs=refs, verifier=verifier)
             groups = prefer_sources(groups, config, lineage)
