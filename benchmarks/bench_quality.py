@@ -5,10 +5,11 @@ without geometric verification (`load_groups`), runs the comparators where insta
 PHash/DHash at its default threshold, czkawka's Python bindings at their default similarity), and
 scores every grouping with the benchmark's score.py: pair precision/recall/F1, recall per edit kind,
 unrelated photos wrongly grouped. Also: how often the keeper is the original (or a byte-identical copy
-of it), the cost of verification, and how far the closest unrelated candidate pair sits from the
-verifier's decision boundary. Not part of CI (the dev set needs apt and npm).
+of it), the cost of verification (in this process, and as its share of the whole `photodedup scan`
+command run with and without it, `--whole` times each), and how far the closest unrelated candidate pair
+sits from the verifier's decision boundary. Not part of CI (the dev set needs apt and npm).
 
-Usage: bench_quality.py BENCH_DIR [--score PATH/score.py] [--no-write]
+Usage: bench_quality.py BENCH_DIR [--score PATH/score.py] [--no-write] [--no-comparators] [--whole 3]
 Build the set first: PYTHON=.venv/bin/python bash ../shared/neardup/get_dev_set.sh /tmp/neardup
 """
 
