@@ -4,8 +4,8 @@
 come from the heap, and a heap freed in the middle is not returned by itself (nor is a thread's arena): after
 the loose window join of a 200,000-photo library the scan held some 150 MB it no longer used. One call after
 such a step returns it, for a few milliseconds. `set_thresholds` does the opposite for a process that
-allocates and frees the same large blocks over and over (the hash workers, the keeper test's workers). Both do nothing where the C
-library has no such call (macOS, musl)."""
+allocates and frees the same large blocks over and over (the hash workers, the keeper test's workers). Both
+do nothing where the C library has no such call (macOS, musl)."""
 
 from __future__ import annotations
 
