@@ -54,7 +54,7 @@ class StoredVerifier:
         self, index: Index, verifier: GeometricVerifier | None = None, version: str | None = None, workers: int = 0
     ) -> None:
         self.index = index
-        self.verifier = verifier or GeometricVerifier()
+        self.verifier = verifier or GeometricVerifier(spill_dir=index.path.parent)
         self.version = version or VERIFIER_VERSION
         self.workers = workers or os.cpu_count() or 1  # threads for `prefetch`; 1: none, verified when asked
         self.known = index.verdicts(self.version)
@@ -168,11 +168,13 @@ class StoredVerifier:
             self.pending = []
 
     def close(self) -> None:
-        """Stop the verifying threads (after `flush`; what is still in flight is dropped)."""
+        """Stop the verifying threads (after `flush`; what is still in flight is dropped) and drop the
+        pictures and features kept for this run."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self.inflight.clear()
+        self.verifier.close()  # its features' temporary file
 
 
 def _oriented(verdict: Verdict, flipped: bool) -> Verdict:

@@ -7,8 +7,11 @@ RANSAC, then two checks a copy passes and a different shot of the same scene doe
   is rank-normalised (so tone, gamma and grey conversion do not count), except a few cells (an
   overlay). Moving people, a shifted viewpoint or a different moment fail it.
 
-Features are recomputed from the files for the candidates only (decoded at `VERIFY_SIDE` px with JPEG
-DCT scaling) and cached per run, rather than stored in the index; docs/BENCHMARKS.md has the numbers.
+Features are computed from the files for the candidates only (decoded at `VERIFY_SIDE` px with JPEG DCT
+scaling), once a run: kept on disk until the run ends (`featurestore`), so a picture met by many candidates
+is decoded once. Not stored in the index: ~24 KB a candidate picture (4.4 GB among 204,000 generated photos,
+an index of 665 MB without them), needed again only for pairs not verified yet, since verdicts are stored
+(`verdicts`); docs/BENCHMARKS.md has the numbers.
 
 Where the CPU goes (the dev set's 248 verified pairs of 298 pictures, one thread; on the first machine, 2026-11-30
 morning): loading a picture about 15 ms, of which ORB 9 ms and a JPEG's reduced decode 2 ms (a 6 MP PNG has no
@@ -32,10 +35,12 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from photodedup.client.featurestore import FeatureStore, Features
 from photodedup.client.strict import (
     INK_BACKGROUND_SHARE,
     INK_BLUR,
@@ -108,6 +113,15 @@ class Picture:
     # Share of the file's frame that is see-through (`content.transparent_share`): a cut-out is drawn.
     transparent: float = 0.0
     _lab: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def area(self) -> int:
+        """Pixels of the grey frame the points lie in (`align` asks this of a picture or its `Features`)."""
+        return int(self.gray.size)
+
+    def features(self) -> Features:
+        """What alignment needs of this picture, to keep for the run (`featurestore`)."""
+        return Features(self.points, self.descriptors, self.reach, (self.gray.shape[0], self.gray.shape[1]))
 
     @property
     def lab(self) -> np.ndarray | None:
@@ -232,7 +246,7 @@ def _upright_size(img: object) -> tuple[int, int]:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
-def _matches(a: Picture, b: Picture) -> tuple[np.ndarray, np.ndarray]:
+def _matches(a: Picture | Features, b: Picture | Features) -> tuple[np.ndarray, np.ndarray]:
     """Keypoint pairs whose best match from a to b passes Lowe's ratio test (RANSAC removes the rest)."""
     import cv2
 
@@ -320,8 +334,9 @@ class Alignment:
     verdict: Verdict
 
 
-def align(a: Picture, b: Picture) -> Alignment:
-    """A similarity transform from ORB matches and RANSAC whose inliers cover most of the smaller picture."""
+def align(a: Picture | Features, b: Picture | Features) -> Alignment:
+    """A similarity transform from ORB matches and RANSAC whose inliers cover most of the smaller picture.
+    Reads only points, descriptors, hull and frame size: a picture's kept `Features` do."""
     import cv2
 
     pa, pb = _matches(a, b)
@@ -338,7 +353,7 @@ def align(a: Picture, b: Picture) -> Alignment:
     if count < MIN_INLIERS or not 0.1 < scale < 10:
         return Alignment(None, True, Verdict(False, count, reason="too few inliers"))
     # Coverage is measured in the smaller picture: all of a crop lies inside its original.
-    area_a, area_b = a.gray.size, b.gray.size / (scale * scale)  # both in a's pixels
+    area_a, area_b = a.area, b.area / (scale * scale)  # both in a's pixels
     small, points = (a, pa) if area_a <= area_b else (b, pb)
     coverage = _hull_area(points[keep]) / max(small.reach, 1.0)
     if coverage < MIN_COVERAGE:
@@ -384,18 +399,26 @@ def agreement(a: Picture, b: Picture, found: Alignment) -> Verdict:
 
 
 class GeometricVerifier:
-    """Verifies pairs of files, decoding each at most once per run (bounded cache, thread-safe).
+    """Verifies pairs of files, decoding each at most once per run (thread-safe).
 
-    A cached picture holds ~220 KB (the 512 px grey decode, 600 descriptors), ~150 KB more once the strict
-    check has built its Lab frame: the cache keeps the last 256 (at most ~90 MB); 2,048 held ~740 MB, most of
-    a 12,000-file scan's 970 MB peak.
-    Candidates are verified centre by centre, so the centre being verified stays cached."""
+    Two levels: every picture's features (what alignment reads, ~24 KB) are kept for the whole run in a
+    `FeatureStore` on disk, so a picture in many pairs is decoded once; the decoded pictures themselves
+    (~220 KB: the 512 px grey frame, 600 descriptors; ~150 KB more once the strict check has built its Lab
+    frame) in a cache of the last 256 (at most ~90 MB; 2,048 held ~740 MB, most of a 12,000-file scan's
+    970 MB peak). A pair whose features do not align is decided from the features alone: among a large
+    library's chance candidates nearly every pair. One that aligns needs both pictures' pixels for the
+    agreement check: from the cache, else decoded again. Candidates are verified centre by centre, so the
+    centre being verified stays cached.
 
-    def __init__(self, cache_size: int = 256) -> None:
+    `spill_dir` is where the features' temporary file goes (the index's folder; None: the system's)."""
+
+    def __init__(self, cache_size: int = 256, spill_dir: str | Path | None = None) -> None:
         self._cache: OrderedDict[str, Picture | None] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Event] = {}  # pictures being decoded, set when cached
+        self.store = FeatureStore(spill_dir)
+        self._failed: set[str] = set()  # paths that could not be decoded this run
         self.pairs = 0
         self.decodes = 0
 
@@ -417,16 +440,35 @@ class GeometricVerifier:
         pic: Picture | None = None
         try:
             pic = load_picture(path, content, lab=lab)
+            self.store.put(path, pic.features())
         except Exception as exc:  # noqa: BLE001 - a file gone or broken since the scan is just not verified
             log.debug("cannot verify %s: %s", path, exc)
         finally:
             with self._lock:
                 self.decodes += 1
+                if pic is None:
+                    self._failed.add(path)
                 self._cache[path] = pic
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
                 self._loading.pop(path).set()
         return pic
+
+    def features(self, path: str, content: tuple[int, int, int, int] | None) -> Picture | Features | None:
+        """What alignment needs of the file: its cached picture, else its features kept on disk, else a
+        decode (which keeps both). None when it cannot be decoded."""
+        with self._lock:
+            if path in self._cache:
+                self._cache.move_to_end(path)
+                return self._cache[path]
+            if path in self._failed:
+                return None
+            kept = path in self.store and path not in self._loading
+        if kept:
+            found = self.store.get(path)
+            if found is not None:
+                return found
+        return self.picture(path, content)
 
     def __call__(self, a: FileRecord, b: FileRecord, strict: bool = False) -> Verdict:
         """The grouping verifier: are these two indexed files the same picture (`.same`), and what was
@@ -443,13 +485,26 @@ class GeometricVerifier:
     ) -> Verdict:
         with self._lock:
             self.pairs += 1
+        if not strict:
+            fa, fb = self.features(path_a, content_a), self.features(path_b, content_b)
+            if fa is None or fb is None:
+                return Verdict(False, reason=CANNOT_DECODE)
+            found = align(fa, fb)
+            if found.transform is None:
+                return found.verdict
         a, b = self.picture(path_a, content_a, strict), self.picture(path_b, content_b, strict)
         if a is None or b is None:
             return Verdict(False, reason=CANNOT_DECODE)
         if not strict:
-            return compare(a, b)
+            return agreement(a, b, found)
         try:
             return compare_strict(a, b)
         except FrameUnavailableError as exc:
             log.debug("cannot verify strictly: %s", exc)
             return Verdict(False, reason=CANNOT_DECODE)
+
+    def close(self) -> None:
+        """Drop the cached pictures and the features kept on disk."""
+        with self._lock:
+            self._cache.clear()
+        self.store.close()
