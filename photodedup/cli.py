@@ -20,6 +20,8 @@ def _setup_logging(level: str) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_drop_open_clip_random_warning)
+    # faiss tells at INFO, in eight lines, which of its CPU builds it could not load before the one it did.
+    logging.getLogger("faiss.loader").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _drop_open_clip_random_warning(record: logging.LogRecord) -> bool:

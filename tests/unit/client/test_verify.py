@@ -210,3 +210,40 @@ def test_cell_agreement_from_summed_areas_equals_the_loop_over_cells(size, other
     m = np.array(transform, np.float64).reshape(2, 3)
     assert _bad_cells(a, b, m) == _bad_cells_by_loop(a, b, m)
     assert _bad_cells(b, a, m) == _bad_cells_by_loop(b, a, m)
+
+
+def test_the_two_nearest_are_those_opencv_finds() -> None:
+    """faiss's popcount search (when installed) and OpenCV's give the same distances, and the same nearest
+    row wherever it is nearer than the second (of two equally near rows either may come first: the ratio test
+    drops those)."""
+    import cv2
+    import numpy as np
+
+    from photodedup.client import verify
+
+    if verify._faiss() is None:
+        pytest.skip("faiss not installed: OpenCV's search is the only one")
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (600, 32), dtype=np.uint8)
+    b = rng.integers(0, 256, (500, 32), dtype=np.uint8)
+    b[:100] = a[:100]  # exact matches
+    b[100:150] = a[100:150] ^ 1  # one bit off
+    b[150:160] = b[160:170]  # equally near pairs
+    got_d, got_i = verify.two_nearest(a, b)
+    want_d, want_i = cv2.batchDistance(a, b, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=2)
+    assert np.array_equal(got_d, want_d)
+    clear = want_d[:, 0] < want_d[:, 1]
+    assert clear.sum() > 500 and np.array_equal(got_i[clear, 0], want_i[clear, 0])
+
+
+def test_verdicts_do_not_depend_on_the_search(original, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from photodedup.client import verify
+
+    img, path = original
+    copies = [save(edit(img), tmp_path / f"{k}.jpg", quality=85) for k, edit in enumerate(EDITS.values())]
+    other = save(scene(12, (800, 600)), tmp_path / "other.jpg", quality=92)
+    pictures = [verify.load_picture(p) for p in (path, *copies, other)]
+    found = [verify.align(pictures[0], p).verdict for p in pictures[1:]]
+    monkeypatch.setattr(verify, "_faiss", lambda: None)
+    assert [verify.align(pictures[0], p).verdict for p in pictures[1:]] == found
+    assert all(v.same for v in found[:-1]) and not found[-1].same
