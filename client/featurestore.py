@@ -101,7 +101,9 @@ class FeatureStore:
         except OSError as exc:
             with self._lock:
                 if not self._broken:
-                    log.warning("verification features are no longer kept on disk (%s): pictures are decoded again", exc)
+                    log.warning(
+                        "verification features are no longer kept on disk (%s): pictures are decoded again", exc
+                    )
                 self._broken = True
             return
         with self._lock:

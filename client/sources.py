@@ -52,7 +52,7 @@ def _content_key(record: FileRecord, config: GroupingConfig) -> tuple:
 
 def lineage_of(a: FileRecord, b: FileRecord) -> int:
     """`lineage(a.path, b.path).source`: the test on two records, without a store."""
-    return lineage(a.path, b.path).source
+    return _source(a.path, b.path)
 
 
 def _init_worker() -> None:
@@ -63,7 +63,7 @@ def _init_worker() -> None:
 
 
 def _source(path_a: str, path_b: str) -> int:
-    """`lineage(...).source`, in a worker process."""
+    """`lineage(...).source` of two paths: what a worker process is handed (records are not sent to it)."""
     return lineage(path_a, path_b).source
 
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from photodedup.client.featurestore import FeatureStore, Features
+from photodedup.client.featurestore import Features, FeatureStore
 from photodedup.client.strict import (
     INK_BACKGROUND_SHARE,
     INK_BLUR,
@@ -249,7 +249,6 @@ def _upright_size(img: object) -> tuple[int, int]:
 
 def _matches(a: Picture | Features, b: Picture | Features) -> tuple[np.ndarray, np.ndarray]:
     """Keypoint pairs whose best match from a to b passes Lowe's ratio test (RANSAC removes the rest)."""
-    import cv2
 
     if a.descriptors is None or b.descriptors is None or len(a.points) < 2 or len(b.points) < 2:
         return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from photodedup.client.featurestore import FeatureStore, Features
+from photodedup.client.featurestore import Features, FeatureStore
 from photodedup.client.verify import GeometricVerifier, align, load_picture
 
 from scenes import crop, scene
