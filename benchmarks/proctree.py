@@ -16,6 +16,7 @@ from pathlib import Path
 class Measured:
     seconds: float
     peak_tree_mb: float  # sum over the process and its descendants, sampled every 50 ms
+    stderr: str = ""  # what the command logged
 
 
 def _children() -> dict[int, list[int]]:
@@ -77,4 +78,4 @@ def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None) -> Measu
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, list(cmd), stderr=err)
-    return Measured(seconds, peak)
+    return Measured(seconds, peak, err)
