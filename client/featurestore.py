@@ -6,9 +6,9 @@ Why on disk: the pairs a large library's loose net meets form a graph with no lo
 use (among 204,000 generated photos 707,389 pairs held 182,559 distinct pictures, and a 256-picture cache
 decoded 846,937 times). What alignment needs of a picture (600 keypoints and their descriptors, ~24 KB) for
 all of them is several GB, too much to hold in memory. So each picture's features are appended to one
-anonymous temporary file beside the index (never a RAM-backed /tmp of its own choosing) and read back with
-`os.pread`, which the page cache makes cheap and which counts in no process's memory. The file is
-unlinked from the start: it goes when the run ends, also when it is killed.
+anonymous temporary file in the folder the store is given (a scan gives the index's: /tmp can be RAM-backed)
+and read back with `os.pread`, which the page cache makes cheap and which counts in no process's memory. The
+file is unlinked from the start: it goes when the run ends, also when it is killed.
 
 Only what `verify.align` reads is kept: keypoint coordinates, descriptors, the keypoints' hull area and
 the grey frame's size. The agreement check needs the pixels themselves; it runs only for pairs that
