@@ -628,3 +628,16 @@ def test_each_way_also_tries_the_inverse_of_the_other_ways_saturation_choice(
     assert to_original != (1.0, False)
     assert lin._inverse(to_original) in tried[2:] and to_original in tried[2:]
     assert lin._inverse(lin._inverse(to_original)) == pytest.approx(to_original)
+
+
+def test_curves_map_each_channel_through_its_own_rounded_table() -> None:
+    import numpy as np
+
+    from photodedup.client.lineage import _through
+
+    rng = np.random.default_rng(8)
+    src = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    curves = rng.random((256, 3)) * 300 - 20  # off the ends too: clipped to 0..255
+    tables = np.clip(np.rint(curves), 0, 255).astype(np.uint8)
+    want = np.stack([tables[src[..., c], c] for c in range(3)], axis=-1)
+    assert np.array_equal(_through(curves, src), want)
