@@ -169,14 +169,15 @@ def test_a_corner_profile_ends_at_the_tip_where_the_next_triangle_starts_without
     assert 14 <= len(profile) <= 16 and profile[0] == 170 and _straight_tip(profile)
 
 
-@pytest.mark.parametrize("size", [(320, 240), (7, 5), (1, 1)])
+@pytest.mark.parametrize("size", [(320, 240), (7, 5), (1, 1), (3200, 3000)])
 def test_cell_means_are_the_exact_mean_of_each_cell(size: tuple[int, int]) -> None:
     """The summed-area table and the cell means read from it equal the plain sums of each cell's pixels,
     bit for bit: the hashes must not move when the arithmetic is rearranged for speed (a picture smaller
-    than the grid gets one-pixel cells, some repeated)."""
+    than the grid gets one-pixel cells, some repeated; a large bright one sums past 32-bit integers)."""
     from photodedup.client.content import _cell_means, summed_area
 
-    gray = np.random.default_rng(size[0]).integers(0, 256, (size[1], size[0])).astype(np.uint8)
+    low = 200 if size[0] > 1000 else 0  # 3200 x 3000 pixels of 200-255 sum to about 2.2e9
+    gray = np.random.default_rng(size[0]).integers(low, 256, (size[1], size[0])).astype(np.uint8)
     integral = summed_area(gray)
     assert np.array_equal(integral[1:, 1:], gray.astype(np.int64).cumsum(0).cumsum(1)) and not integral[0].any()
     boxes = np.asarray(WINDOWS[:7]) * np.array([size[0], size[1]] * 2, dtype=np.float64)
@@ -213,3 +214,4 @@ def test_the_hashes_row_medians_are_numpys_bit_for_bit(columns: int) -> None:
     rng = np.random.default_rng(columns)
     for values in (rng.normal(0, 1e4, (94, columns)), rng.integers(-3, 3, (5, columns)).astype(np.float64)):
         assert np.array_equal(row_medians(values), np.median(values, axis=1, keepdims=True))
+
