@@ -214,4 +214,3 @@ def test_the_hashes_row_medians_are_numpys_bit_for_bit(columns: int) -> None:
     rng = np.random.default_rng(columns)
     for values in (rng.normal(0, 1e4, (94, columns)), rng.integers(-3, 3, (5, columns)).astype(np.float64)):
         assert np.array_equal(row_medians(values), np.median(values, axis=1, keepdims=True))
-
