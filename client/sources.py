@@ -89,7 +89,7 @@ class StoredLineage:
         key, paths, flip = self._key(a, b)
         source = self.known.get(key)
         if source is None:
-            source = lineage(*paths).source
+            source = _source(*paths)
             self.known[key] = self.new[key] = source
             if self.on_tested is not None:
                 self.on_tested()
