@@ -62,17 +62,13 @@ class FeatureStore:
         self._where: dict[str, int] = {}  # key -> offset of its record
         self._broken = False
         self.reads = 0  # features read back instead of decoded
+        self.written = 0  # bytes written to the file in all (kept after `close`, for the scan's log)
 
     def __contains__(self, key: str) -> bool:
         return key in self._where
 
     def __len__(self) -> int:
         return len(self._where)
-
-    @property
-    def size(self) -> int:
-        """Bytes written to the file so far."""
-        return self._end
 
     def put(self, key: str, features: Features) -> None:
         """Keep `features` under `key` (a key already kept keeps its first features)."""
@@ -108,6 +104,7 @@ class FeatureStore:
             return
         with self._lock:
             self._where[key] = offset
+            self.written += len(record)
 
     def get(self, key: str) -> Features | None:
         """The features kept under `key`, or None."""

@@ -367,10 +367,11 @@ def _group(
                 verifier.close()
     if verifier is not None:
         log.info(
-            "verification: %d pairs stored, %d verified, %d pictures decoded",
+            "verification: %d pairs stored, %d verified, %d pictures decoded, %.1f MB of features kept for the run",
             verifier.hits,
             verifier.misses,
             verifier.verifier.decodes,
+            verifier.verifier.store.written / 1e6,
         )
     return groups
 
