@@ -4,7 +4,7 @@ pair, instead of about one decode per pair.
 
 Why on disk: the pairs a large library's loose net meets form a graph with no locality a bounded cache can
 use (among 204,000 generated photos 707,389 pairs held 182,559 distinct pictures, and a 256-picture cache
-decoded 846,937 times). What alignment needs of a picture (600 keypoints and their descriptors, ~24 KB) for
+decoded 846,937 times). What alignment needs of a picture (at most 600 keypoints and their descriptors, 24 KB) for
 all of them is several GB, too much to hold in memory. So each picture's features are appended to one
 anonymous temporary file in the folder the store is given (a scan gives the index's: /tmp can be RAM-backed)
 and read back with `os.pread`, which the page cache makes cheap and which counts in no process's memory. The

@@ -9,9 +9,9 @@ RANSAC, then two checks a copy passes and a different shot of the same scene doe
 
 Features are computed from the files for the candidates only (decoded at `VERIFY_SIDE` px with JPEG DCT
 scaling), once a run: kept on disk until the run ends (`featurestore`), so a picture met by many candidates
-is decoded once. Not stored in the index: ~24 KB a candidate picture (4.4 GB among 204,000 generated photos,
-an index of 665 MB without them), needed again only for pairs not verified yet, since verdicts are stored
-(`verdicts`); docs/BENCHMARKS.md has the numbers.
+is decoded once. Not stored in the index: up to 24 KB a candidate picture (17.4 KB measured on generated
+photos: ~3.2 GB for the 182,559 candidates among 204,000 of them, whose index is 665 MB), needed again only
+for pairs not verified yet, since verdicts are stored (`verdicts`); docs/BENCHMARKS.md has the numbers.
 
 Where the CPU goes (the dev set's 248 verified pairs of 298 pictures, one thread; on the first machine, 2026-11-30
 morning): loading a picture about 15 ms, of which ORB 9 ms and a JPEG's reduced decode 2 ms (a 6 MP PNG has no
@@ -435,7 +435,7 @@ def agreement(a: Picture, b: Picture, found: Alignment) -> Verdict:
 class GeometricVerifier:
     """Verifies pairs of files, decoding each at most once per run (thread-safe).
 
-    Two levels: every picture's features (what alignment reads, ~24 KB) are kept for the whole run in a
+    Two levels: every picture's features (what alignment reads, at most 24 KB) are kept for the whole run in a
     `FeatureStore` on disk, so a picture in many pairs is decoded once; the decoded pictures themselves
     (~220 KB: the 512 px grey frame, 600 descriptors; ~150 KB more once the strict check has built its Lab
     frame) in a cache of the last 256 (at most ~90 MB; 2,048 held ~740 MB, most of a 12,000-file scan's
