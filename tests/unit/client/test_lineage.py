@@ -240,6 +240,28 @@ def test_the_saturation_shortcut_takes_the_whole_familys_choice(tmp_path: Path, 
         assert chosen != (1.0, False)
 
 
+def test_a_saturation_change_is_found_by_walking_its_valley(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy made with a 1.5x saturation change: each side's walk down from 1x reaches the whole family's
+    choice with fewer fits than the family's 30 (a walk that kept going, or tried every factor, would not)."""
+    import numpy as np
+
+    import photodedup.client.lineage as lin
+
+    source = _saved(photo(5, (480, 360)), tmp_path / "source.jpg", 90)
+    decoded = Image.open(source).convert("RGB")
+    copy = _saved(ImageEnhance.Color(decoded).enhance(1.5), tmp_path / "copy.jpg", 90)
+    src, dst = np.asarray(decoded), np.asarray(Image.open(copy).convert("RGB"))
+    fits: list[int] = []
+    real = lin._curve
+    monkeypatch.setattr(lin, "_curve", lambda s, d: fits.append(1) or real(s, d))
+    chosen = lin._choose_saturation(src, dst)
+    walked = len(fits)
+    assert chosen == lin._choose_saturation(src, dst, whole_family=True)
+    assert abs(chosen[0] - 1.5) < 0.15
+    assert len(fits) - walked == 30
+    assert walked < 15, walked  # 11: 1x, then each side one step down and four up
+
+
 def test_siblings_try_only_the_saturations_beside_1x(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two saves of one picture: no saturation change between them, found with five fits, not the family's 30."""
     import numpy as np
