@@ -220,9 +220,9 @@ def _choose_saturation(src: np.ndarray, dst: np.ndarray, whole_family: bool = Fa
     of one picture at two qualities (the pairs a library holds most of) take 1x after five fits, a copy made
     with a change a few more. Measured on 1,202 choices (both ways of every keeper test stored for the dev,
     camera and library sets): 6.3 s of CPU against 12.2 s for 1x's neighbours then the whole family; 4
-    choices differ, all where the errors lie within a few thousandths of a level over a wide flat valley,
-    and every test's answer and errors stayed the same (docs/BENCHMARKS.md). `whole_family` tries every
-    factor."""
+    choices differ, each in a wide flat valley where the two choices' errors lie under a hundredth of a level
+    apart (0.005-0.009), and every test's answer and errors stayed the same (docs/BENCHMARKS.md).
+    `whole_family` tries every factor."""
     step = max(1, int(np.ceil(np.sqrt(src.shape[0] * src.shape[1] / SATURATION_PIXELS))))
     s, d = src[::step, ::step], dst[::step, ::step]
     errors: dict[tuple[float, bool], float] = {}
