@@ -92,7 +92,7 @@ def compare_strict(a: Picture, b: Picture) -> Verdict:
         if abs(np.degrees(np.arctan2(transform[1, 0], transform[0, 0]))) > STRICT_MAX_TILT:
             v = found.verdict
             return Verdict(False, v.inliers, v.coverage, reason="turned (no evidence for a weak picture)", strict=True)
-        # Features aligned the two: what a copy must pass anyway (overlays aside, `compare`) comes first.
+        # Features aligned the two: what a copy must pass anyway (overlays aside, `verify.agreement`) comes first.
         loose = agreement(a, b, found)
         if not loose.same:
             return dataclasses.replace(loose, strict=True)

@@ -405,13 +405,9 @@ def upright_affine(a: Picture, b: Picture, transform: np.ndarray) -> tuple[float
     return tuple(float(v) for v in m[:2].ravel())
 
 
-def compare(a: Picture, b: Picture) -> Verdict:
-    """Same picture up to a similarity transform, tone and small local edits (see module docstring)."""
-    return agreement(a, b, align(a, b))
-
-
 def agreement(a: Picture, b: Picture, found: Alignment) -> Verdict:
-    """`compare`'s verdict for an alignment: aligned cells agree, a few (an overlay) excepted."""
+    """Same picture up to a similarity transform, tone and small local edits (see module docstring), given the
+    pictures' alignment (`align`): aligned cells agree, a few (an overlay) excepted."""
     import cv2
 
     if found.transform is None:
