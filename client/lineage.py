@@ -233,20 +233,17 @@ def _choose_saturation(src: np.ndarray, dst: np.ndarray, whole_family: bool = Fa
             errors[factor, after] = float(np.abs(edit.apply().astype(np.int16) - d).mean())
         return errors[factor, after]
 
+    # The family's order breaks ties (the first best stands): the smaller factor, then before the curves. As
+    # (error, place, after) tuples, that is their minimum.
     if whole_family:
-        best: tuple[float, int, bool] | None = None  # (mean error, factor's place, after)
-        for place, factor in enumerate(SATURATIONS):
-            for after in (False, True):
-                if best is None or error(factor, after) < best[0]:
-                    best = (error(factor, after), place, after)
-        assert best is not None
-        return SATURATIONS[best[1]], best[2]
+        _, place, after = min((error(f, a), p, a) for p, f in enumerate(SATURATIONS) for a in (False, True))
+        return SATURATIONS[place], after
 
     def valley(after: bool) -> tuple[float, int, bool]:
         """(error, place, after) at the bottom of the valley of one side's errors, walked down from 1x (1x
         after the curves is the same edit as 1x before them: not fitted again). The family's order breaks
-        ties as the whole family's search does (the first best stands): a step down to a smaller factor is
-        taken on an equal error, a step up only on a smaller one."""
+        ties as the whole family's search does: a step down to a smaller factor is taken on an equal error, a
+        step up only on a smaller one."""
 
         def at(place: int) -> float:
             return error(1.0, False) if place == _ONE else error(SATURATIONS[place], after)
@@ -259,7 +256,6 @@ def _choose_saturation(src: np.ndarray, dst: np.ndarray, whole_family: bool = Fa
                 place += 1
         return at(place), place, after
 
-    # The family's order breaks ties between the two sides too: the smaller factor, then before the curves.
     _, place, after = min(valley(False), valley(True))
     return SATURATIONS[place], after if place != _ONE else False
 
